@@ -1,0 +1,30 @@
+# The front door: `make demo` and `make test` both create .venv first when it is missing.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EXTRAS := plot,data,test
+DEMO_CKPTS := .fixture-ckpts
+
+.PHONY: demo test zoo bench fuzz clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+$(DEMO_CKPTS)/.done: $(STAMP) fixtures/models.py fixtures/make_checkpoints.py
+	$(PY) -m fixtures.make_checkpoints $(DEMO_CKPTS)
+	touch $@
+
+demo: $(DEMO_CKPTS)/.done
+	$(VENV)/bin/prunectl prune $(DEMO_CKPTS)/resnet18.pt --spec fixtures/specs/resnet18.json --rate 0.5 -o demo-out --onnx
+	$(VENV)/bin/prunectl verify demo-out
+	$(VENV)/bin/prunectl info demo-out
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 tests
+
+clean:
+	rm -rf $(VENV) $(DEMO_CKPTS) demo-out

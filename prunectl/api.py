@@ -1,0 +1,267 @@
+"""The operations the CLI offers, as plain functions: prune, verify, export, info, load."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from . import __version__
+from .bundle import check_output_path, staged_directory
+from .checkpoint import Loaded, file_sha256, load_checkpoint
+from .criteria import get_criterion
+from .errors import SpecError, VerificationError
+from .export.onnx import DEFAULT_OPSET, ONNX_ATOL, check_onnx, export_onnx
+from .export.weights import portable_state_dict, write_pt, write_safetensors
+from .groups import build_groups
+from .jsonio import dump_json
+from .manifest import Manifest, load_bundle, read_manifest, check_files, write_manifest
+from .masking import soft_prune
+from .plan import compose, kept_by_layer, make_plan
+from .rebuild import prove_recipe
+from .layers import kind_of
+from .report import build_report, count_macs, count_params, layer_widths, size_bytes
+from .selection import SelectOptions, select
+from .spec import InputSpec, ModelRef, Spec, read_spec
+from .surgery import hard_prune
+from .verify import TOLERANCE, make_inputs, run, soft_vs_hard
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """Everything ``prune`` needs besides the checkpoint; ``None`` means "from the spec"."""
+
+    spec: str | Path | None = None
+    model: str | None = None
+    criterion: str | None = None
+    rate: float | None = None
+    round_to: int | None = None
+    min_channels: int | None = None
+    group_reduce: str | None = None
+    input_shape: tuple[int, ...] | None = None
+    output: str | Path | None = None
+    onnx: bool = False
+    opset: int = DEFAULT_OPSET
+    seed: int = 0
+    trust_pickle: bool = False
+
+
+@dataclass
+class PruneResult:
+    model: nn.Module  # the pruned model, as prunectl.load(output) rebuilds it
+    manifest: Manifest
+    report: dict[str, Any]
+    output: Path | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Clock:
+    def __init__(self, progress: Progress | None):
+        self.progress, self.timings, self.stage, self.start = progress, {}, None, time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self.stage:
+            self.timings[self.stage] = round(now - self.start, 4)
+        self.stage, self.start = stage, now
+        if self.progress:
+            self.progress(stage)
+
+    def done(self) -> dict[str, float]:
+        self("")
+        return self.timings
+
+
+def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progress: Progress | None = None) -> PruneResult:
+    """Prune ``checkpoint`` per its spec; verify soft == hard; write a bundle if ``options.output``."""
+    clock = _Clock(progress)
+    clock("load")
+    if options.output is not None:
+        check_output_path(Path(options.output))
+    spec = _spec_with_options(options)
+    loaded = load_checkpoint(checkpoint, _model_ref(spec, options), options.trust_pickle)
+    model = loaded.model.eval()
+    input_spec = _input_spec(spec, options, loaded)
+    tolerance = TOLERANCE.get(input_spec.dtype, TOLERANCE["float32"])
+    inputs = make_inputs(input_spec, options.seed)
+    try:
+        run(model, inputs[0], "original model")
+    except Exception as exc:
+        raise SpecError(f"the model does not run on input {list(input_spec.shape)} ({exc}); "
+                        "set input.shape in the spec or --input-shape") from None
+
+    clock("score")
+    groups = build_groups(spec, model)
+    criterion = get_criterion(spec.criterion or "l1")
+    if criterion.needs_data:
+        raise SpecError(f"criterion {criterion.name!r} needs data; this command has none to give it")
+    select_options = SelectOptions(rate=spec.rate if spec.rate is not None else 0.5, round_to=spec.round_to or 1,
+                                   min_channels=spec.min_channels or 1, group_reduce=spec.group_reduce or "mean")
+    kept = select(groups, model, criterion, select_options)
+    plan = make_plan(groups, kept)
+
+    clock("prune")
+    soft = soft_prune(model, plan)
+    hard, _ = hard_prune(model, plan)
+
+    clock("verify")
+    comparison = soft_vs_hard(soft, hard, inputs, tolerance, plan, list(spec.layer_names))
+    args, resize, rebuilt = prove_recipe(spec, loaded.model_ref, hard, inputs[0], tolerance)
+
+    clock("report")
+    report = build_report(model, rebuilt, inputs[0], list(spec.layer_names), groups, kept)
+    kept_indices = kept_by_layer(plan)
+    if loaded.manifest is not None:  # iterative pruning: indices in the very first numbering
+        kept_indices = compose(loaded.manifest.kept, kept_indices)
+    manifest = Manifest(
+        rebuild={"factory": loaded.model_ref.factory, "args": args}, resize=resize, kept=kept_indices,
+        input=input_spec.to_json(), files={}, versions=_versions(),
+        extra={"criterion": criterion.name, "rate": select_options.rate, "round_to": select_options.round_to,
+               "min_channels": select_options.min_channels, "group_reduce": select_options.group_reduce,
+               "verify": {"soft_vs_hard_max_abs": comparison.max_abs, "reference_max_abs": comparison.max_ref,
+                          "tolerance": tolerance, "inputs": len(inputs), "seed": options.seed},
+               "source": {"path": Path(checkpoint).name, "sha256": loaded.sha256},
+               **({"spec_sha256": file_sha256(options.spec)} if options.spec else {})})
+    output = None
+    if options.output is not None:
+        clock("export")
+        manifest = _write_bundle(Path(options.output), rebuilt, manifest, report, inputs,
+                                 options.opset if options.onnx else None)
+        output = Path(options.output)
+    return PruneResult(rebuilt, manifest, report, output, clock.done())
+
+
+def _spec_with_options(options: PruneOptions) -> Spec:
+    if options.spec is None:
+        raise SpecError("no spec: pass --spec SPEC.json (see README: the spec format)")
+    if options.rate is not None and not 0 <= options.rate < 1:
+        raise SpecError(f"--rate: expected a number in [0, 1), got {options.rate}")
+    for name in ("round_to", "min_channels"):
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise SpecError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
+    spec = read_spec(options.spec)
+    return spec.with_options(criterion=options.criterion, rate=options.rate, round_to=options.round_to,
+                             min_channels=options.min_channels, group_reduce=options.group_reduce)
+
+
+def _model_ref(spec: Spec, options: PruneOptions) -> ModelRef | None:
+    if options.model:
+        return ModelRef(options.model, dict(spec.model.args) if spec.model else {})
+    return spec.model
+
+
+def _input_spec(spec: Spec, options: PruneOptions, loaded: Loaded) -> InputSpec:
+    dtype = spec.input.dtype if spec.input else "float32"
+    if options.input_shape:
+        if not all(isinstance(d, int) and 0 < d <= 1 << 20 for d in options.input_shape):
+            raise SpecError(f"--input-shape: expected positive integers, got {options.input_shape}")
+        return InputSpec(tuple(options.input_shape), dtype)
+    if spec.input:
+        return spec.input
+    if loaded.manifest is not None:
+        return InputSpec(tuple(loaded.manifest.input["shape"]), loaded.manifest.input["dtype"])
+    raise SpecError(f"{spec.source}: input: missing; add \"input\": {{\"shape\": [1, 3, 224, 224]}} or pass --input-shape")
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import safetensors
+
+    return {"prunectl": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "safetensors": safetensors.__version__}
+
+
+def _write_bundle(out: Path, model: nn.Module, manifest: Manifest, report: dict, inputs: list[torch.Tensor],
+                  opset: int | None) -> Manifest:
+    with staged_directory(out) as staging:
+        state_dict = portable_state_dict(model)
+        write_safetensors(state_dict, staging / "model.safetensors")
+        write_pt(state_dict, staging / "model.pt")
+        (staging / "report.json").write_bytes(dump_json(report))
+        extra = dict(manifest.extra)
+        if opset is not None:
+            extra["onnx"] = _add_onnx(staging, model, inputs, opset)
+        files = {path.name: file_sha256(path) for path in sorted(staging.iterdir())}
+        manifest = Manifest(manifest.rebuild, manifest.resize, manifest.kept, manifest.input, files,
+                            manifest.versions, extra)
+        write_manifest(manifest, staging)
+    return manifest
+
+
+def _add_onnx(directory: Path, model: nn.Module, inputs: list[torch.Tensor], opset: int) -> dict[str, Any]:
+    path = directory / "model.onnx"
+    facts = export_onnx(model, inputs[0], path, opset)
+    comparison = check_onnx(path, model, inputs, ONNX_ATOL)
+    return {**facts, "max_abs": comparison.max_abs, "atol": ONNX_ATOL}
+
+
+def load(bundle: str | Path) -> nn.Module:
+    """Rebuild a bundle's pruned model (checksums verified, weights strict, no pickle)."""
+    return load_bundle(bundle)[0]
+
+
+def verify(bundle: str | Path) -> dict[str, Any]:
+    """Re-check a bundle: checksums, strict rebuild, a forward pass, and ONNX vs torch if present."""
+    bundle = Path(bundle)
+    model, manifest = load_bundle(bundle)
+    input_spec = InputSpec(tuple(manifest.input["shape"]), manifest.input["dtype"])
+    seed = manifest.extra.get("verify", {}).get("seed", 0)
+    inputs = make_inputs(input_spec, seed if isinstance(seed, int) else 0)
+    outputs = run(model, inputs[0], "bundle model")
+    if not all(bool(torch.isfinite(t).all()) for t in outputs if t.is_floating_point()):
+        raise VerificationError(f"{bundle}: the rebuilt model produces NaN/inf on its input")
+    result: dict[str, Any] = {"bundle": str(bundle), "files": sorted(manifest.files), "checksums": "ok",
+                              "rebuild": "ok", "forward": "ok"}
+    if "model.onnx" in manifest.files:
+        result["onnx_max_abs"] = check_onnx(bundle / "model.onnx", model, inputs, ONNX_ATOL).max_abs
+    return result
+
+
+def export(bundle: str | Path, onnx: bool = True, opset: int = DEFAULT_OPSET) -> Manifest:
+    """Add (or redo) ``model.onnx`` in an existing bundle, atomically."""
+    bundle = Path(bundle)
+    model, manifest = load_bundle(bundle)
+    if not onnx:
+        return manifest
+    input_spec = InputSpec(tuple(manifest.input["shape"]), manifest.input["dtype"])
+    inputs = make_inputs(input_spec, manifest.extra.get("verify", {}).get("seed", 0))
+    with staged_directory(bundle) as staging:
+        for name in manifest.files:
+            if name != "model.onnx":
+                (staging / name).write_bytes((bundle / name).read_bytes())
+        extra = dict(manifest.extra)
+        extra["onnx"] = _add_onnx(staging, model, inputs, opset)
+        files = {path.name: file_sha256(path) for path in sorted(staging.iterdir())}
+        manifest = Manifest(manifest.rebuild, manifest.resize, manifest.kept, manifest.input, files,
+                            manifest.versions, extra)
+        check_files(staging, manifest)
+        write_manifest(manifest, staging)
+    return manifest
+
+
+def info(path: str | Path, spec: str | Path | None = None, model: str | None = None,
+         input_shape: tuple[int, ...] | None = None, trust_pickle: bool = False) -> dict[str, Any]:
+    """Per-layer widths, params and MACs of a checkpoint or bundle."""
+    parsed = read_spec(spec) if spec else None
+    ref = ModelRef(model, dict(parsed.model.args) if parsed and parsed.model else {}) if model else (
+        parsed.model if parsed else None)
+    loaded = load_checkpoint(path, ref, trust_pickle)
+    options = PruneOptions(input_shape=input_shape)
+    input_spec = _input_spec(parsed or Spec(layers=(), source=str(spec or path)), options, loaded)
+    x = make_inputs(input_spec, 0, count=1)[0]
+    run(loaded.model, x, "model")
+    names = list(parsed.layer_names) if parsed else [
+        name for name, module in loaded.model.named_modules() if kind_of(module) != "other"]
+    widths = layer_widths(loaded.model, names)
+    modules = dict(loaded.model.named_modules())
+    return {"path": str(path), "factory": loaded.model_ref.factory if loaded.model_ref else None,
+            "input": input_spec.to_json(), "params": count_params(loaded.model),
+            "macs": count_macs(loaded.model, x), "size_bytes": size_bytes(loaded.model),
+            "layers": [{"name": n, "type": type(modules[n]).__name__, "width": w} for n, w in widths.items()]}

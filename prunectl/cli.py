@@ -1,0 +1,177 @@
+"""The ``prunectl`` command: option parsing and printing only; the work is in ``api``."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+
+from . import __version__, api, render
+from .errors import PrunectlError
+from .export.onnx import DEFAULT_OPSET
+from .spec import GROUP_REDUCTIONS
+
+
+def _shape(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        shape = tuple(int(part) for part in value.replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers like 1,3,32,32, got {value!r}") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise click.BadParameter(f"expected positive integers like 1,3,32,32, got {value!r}")
+    return shape
+
+
+def _handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """PrunectlError -> one line on stderr and its exit code; --debug shows the traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
+        debug = debug or (click.get_current_context().find_root().params.get("debug") or False)
+        try:
+            return command(*args, **kwargs)
+        except PrunectlError as exc:
+            if debug:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted; nothing was written", err=True)
+            sys.exit(130)
+        except Exception as exc:  # a bug of ours: still one line, with a way to see more
+            if debug:
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            click.echo(f"error: internal error ({type(exc).__name__}: {first}); rerun with --debug "
+                       "and report it", err=True)
+            sys.exit(1)
+
+    return click.option("--debug", is_flag=True, help="Show tracebacks.")(wrapper)
+
+
+def _output_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(command)
+    return click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")(command)
+
+
+def _progress(quiet: bool) -> tuple[Console, Callable[[str], None] | None, Callable[[], None]]:
+    """A stderr spinner naming the current stage; (console, on_stage, stop)."""
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        return console, None, lambda: None
+    status = console.status("")
+    status.start()
+    return console, lambda stage: status.update(f"[bold]{stage}[/bold]…"), status.stop
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="prunectl")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+def cli(debug: bool) -> None:
+    """Structured pruning for PyTorch: a checkpoint in, a smaller verified bundle out.
+
+    Exit codes: 0 ok, 2 usage, 3 bad spec/options, 4 verification failed,
+    5 bad checkpoint/bundle, 6 unsupported model or operator.
+    """
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--spec", type=click.Path(dir_okay=False, path_type=str), help="Sidecar spec JSON (or CAC model_info).")
+@click.option("--model", "model", help="Model factory: pkg.module:Class or torchvision:NAME.")
+@click.option("--criterion", help="Channel importance criterion (default: l1; see the registry).")
+@click.option("--rate", type=float, help="Fraction of output channels removed per layer, in [0, 1).")
+@click.option("--round-to", type=int, help="Kept channel counts are multiples of this.")
+@click.option("--min-channels", type=int, help="Never keep fewer channels than this in a layer.")
+@click.option("--group-reduce", type=click.Choice(GROUP_REDUCTIONS),
+              help="How coupled layers' scores combine; 'union' is CAC's union of kept channels.")
+@click.option("--input-shape", callback=_shape, help="Input shape for tracing and checks, e.g. 1,3,32,32.")
+@click.option("-o", "--output", type=click.Path(path_type=str), help="Bundle directory to write.")
+@click.option("--onnx", is_flag=True, help="Also export model.onnx, checked with onnxruntime.")
+@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the verification inputs.")
+@click.option("--trust-pickle", is_flag=True, help="Allow unpickling a whole nn.Module (runs code from the file).")
+@_output_options
+@_handle_errors
+def prune(checkpoint: str, quiet: bool, as_json: bool, **options: Any) -> None:
+    """Prune CHECKPOINT (state_dict, {state_dict, model} dict, or bundle) and write a verified bundle.
+
+    Example: prunectl prune ckpt.pt --spec spec.json --rate 0.5 -o out/ --onnx
+    """
+    console, on_stage, stop = _progress(quiet or as_json)
+    try:
+        result = api.prune(checkpoint, api.PruneOptions(**options), progress=on_stage)
+    finally:
+        stop()
+    manifest = result.manifest.to_json()
+    if as_json:
+        click.echo(json.dumps({"report": result.report, "manifest": manifest, "timings": result.timings,
+                               "output": str(result.output) if result.output else None}, indent=2))
+    elif not quiet:
+        render.prune_summary(Console(), result.report, manifest, options.get("output"), result.timings)
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=str))
+@_output_options
+@_handle_errors
+def verify(bundle: str, quiet: bool, as_json: bool) -> None:
+    """Re-check BUNDLE: checksums, strict rebuild without pickle, forward pass, ONNX vs torch.
+
+    Example: prunectl verify out/
+    """
+    result = api.verify(bundle)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    elif not quiet:
+        render.verify_summary(Console(), result)
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=str))
+@click.option("--onnx", is_flag=True, help="Export model.onnx (checked with onnxruntime).")
+@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
+@_output_options
+@_handle_errors
+def export(bundle: str, onnx: bool, opset: int, quiet: bool, as_json: bool) -> None:
+    """Add an export to BUNDLE, atomically, and record it in the manifest.
+
+    Example: prunectl export out/ --onnx --opset 17
+    """
+    if not onnx:
+        raise click.UsageError("nothing to export: pass --onnx")
+    manifest = api.export(bundle, onnx=onnx, opset=opset).to_json()
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+    elif not quiet:
+        Console().print(f"[green]ok[/green] {bundle}/model.onnx (opset {manifest['onnx']['opset']}, "
+                        f"max |onnx - torch| {manifest['onnx']['max_abs']:.3g})")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--spec", type=click.Path(dir_okay=False, path_type=str), help="Spec listing the layers to show.")
+@click.option("--model", "model", help="Model factory for a bare state_dict.")
+@click.option("--input-shape", callback=_shape, help="Input shape for MACs, e.g. 1,3,32,32.")
+@click.option("--trust-pickle", is_flag=True, help="Allow unpickling a whole nn.Module.")
+@_output_options
+@_handle_errors
+def info(path: str, quiet: bool, as_json: bool, **options: Any) -> None:
+    """Show per-layer widths, params and MACs of a checkpoint or bundle.
+
+    Example: prunectl info out/   or   prunectl info ckpt.pt --spec spec.json
+    """
+    result = api.info(path, **options)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    elif not quiet:
+        render.info_table(Console(), result)
+
+
+def main() -> None:
+    cli(prog_name="prunectl")

@@ -1,0 +1,1 @@
+"""Writers for each output format; each validates what it wrote."""

@@ -1,0 +1,208 @@
+"""Coupled channel groups from a spec: which tensor dimensions must lose the same channels.
+
+Every listed conv/linear opens a new *channel space* (its output channels). A norm layer
+listed after it lives in the same space. The layers named in one ``prev`` sum are added
+together, so their spaces merge. A depthwise conv's outputs are its inputs (times a
+multiplier), so it lives in its input's space. A Linear after a flatten sees each input
+channel as ``H*W`` consecutive features: a reference to a space carries that ``factor``.
+
+Each resulting group lists its members: (module, side 'out' or 'in', factor). Cutting a
+group means cutting every member at the same channel indices, expanded by its factor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch.nn as nn
+
+from . import layers as L
+from .errors import SpecError
+from .spec import Spec
+
+
+@dataclass(frozen=True)
+class Member:
+    module: str
+    side: str  # "out": the module's output channels; "in": its input channels
+    factor: int = 1  # each group channel spans `factor` consecutive indices of this dimension
+    scored: bool = False  # the criterion scores this member's output filters
+
+
+@dataclass
+class ChannelGroup:
+    """Channels that must be kept or removed together."""
+
+    size: int
+    members: list[Member] = field(default_factory=list)
+    layers: list[str] = field(default_factory=list)  # spec layers whose outputs live here
+    pinned_by: list[str] = field(default_factory=list)  # why it must not be pruned
+    rates: list[float] = field(default_factory=list)  # per-layer rates given in the spec
+    blocks: int = 1  # grouped convs: kept channels must be spread equally over this many blocks
+
+    @property
+    def prunable(self) -> bool:
+        return not self.pinned_by
+
+    @property
+    def name(self) -> str:
+        return self.layers[0] if self.layers else "<unnamed>"
+
+
+@dataclass(frozen=True)
+class _Ref:
+    """A tensor whose channel dim is channel space `space`, each channel `factor` wide."""
+
+    space: int
+    factor: int = 1
+
+
+class _Spaces:
+    """Union-find over channel spaces; merging joins members, pins and block constraints."""
+
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+        self.groups: list[ChannelGroup] = []
+
+    def new(self, size: int) -> int:
+        self.parent.append(len(self.parent))
+        self.groups.append(ChannelGroup(size=size))
+        return len(self.parent) - 1
+
+    def find(self, space: int) -> int:
+        while self.parent[space] != space:
+            self.parent[space] = self.parent[self.parent[space]]
+            space = self.parent[space]
+        return space
+
+    def group(self, space: int) -> ChannelGroup:
+        return self.groups[self.find(space)]
+
+    def union(self, a: int, b: int) -> int:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return ra
+        keep, gone = min(ra, rb), max(ra, rb)
+        self.parent[gone] = keep
+        target, source = self.groups[keep], self.groups[gone]
+        target.members += source.members
+        target.layers += source.layers
+        target.pinned_by += source.pinned_by
+        target.rates += source.rates
+        target.blocks = _lcm(target.blocks, source.blocks)
+        return keep
+
+    def roots(self) -> list[ChannelGroup]:
+        return [self.groups[i] for i in range(len(self.parent)) if self.find(i) == i]
+
+
+def build_groups(spec: Spec, model: nn.Module) -> list[ChannelGroup]:
+    """The coupled channel groups of ``model`` described by ``spec``, in forward order."""
+    modules = dict(model.named_modules())
+    spaces = _Spaces()
+    output_of: dict[str, _Ref] = {}
+    last: _Ref | None = None  # None: the previous tensor is the model input (never pruned)
+    where = spec.source
+
+    for layer in spec.layers:
+        key = f"{where}: layers.{layer.name}"
+        if layer.name not in modules:
+            raise SpecError(f"{key}: no module of that name in the model ({type(model).__name__})")
+        module = modules[layer.name]
+        kind = L.kind_of(module)
+        if kind == "other":
+            raise SpecError(f"{key}: is a {type(module).__name__}; only Conv1d/2d/3d, Linear and the "
+                            "BatchNorm layers after them are listed")
+        L.check_supported(layer.name, module)
+        if kind == "norm":
+            if layer.prev is not None:
+                raise SpecError(f"{key}.prev: a norm layer follows the layer listed before it; give prev to that layer")
+            if last is None:
+                raise SpecError(f"{key}: a norm layer must follow a listed conv or linear layer")
+            _expect_width(key, module.num_features, spaces, last, "features")
+            ref = last
+            spaces.group(ref.space).members.append(Member(layer.name, "out", ref.factor))
+        else:
+            source = _input_ref(layer.prev, output_of, spaces, key) if layer.prev else last
+            ref = _connect_producer(layer.name, module, kind, source, spaces, key)
+        group = spaces.group(ref.space)
+        group.layers.append(layer.name)
+        if layer.rate is not None:
+            group.rates.append(layer.rate)
+        if not layer.prunable:
+            group.pinned_by.append(f"{layer.name}: " + ("prune: false" if not layer.prune else "arg: null"))
+        output_of[layer.name] = ref
+        last = ref
+    return [group for group in spaces.roots() if group.members]
+
+
+def _input_ref(prev: tuple[str, ...], output_of: dict[str, _Ref], spaces: _Spaces, key: str) -> _Ref:
+    """The layers of one residual sum: all addends must be equally wide; their spaces merge."""
+    refs = [output_of[name] for name in prev]
+    widths = {name: spaces.group(ref.space).size * ref.factor for name, ref in zip(prev, refs)}
+    if len(set(widths.values())) > 1:
+        shown = ", ".join(f"{name!r} has {width}" for name, width in widths.items())
+        raise SpecError(f"{key}.prev: layers added together must have equal widths, but {shown}")
+    first = refs[0]
+    for ref in refs[1:]:
+        if ref.factor != first.factor:
+            raise SpecError(f"{key}.prev: addends with different channel layouts cannot be coupled")
+        spaces.union(first.space, ref.space)
+    return _Ref(spaces.find(first.space), first.factor)
+
+
+def _connect_producer(name: str, module: nn.Module, kind: str, source: _Ref | None,
+                      spaces: _Spaces, key: str) -> _Ref:
+    """Attach a conv/linear's input side to ``source`` and return its output reference."""
+    if source is not None:
+        source = _Ref(spaces.find(source.space), source.factor)
+        group = spaces.group(source.space)
+        channels = group.size * source.factor
+        width = L.in_width(module)
+        factor = source.factor
+        if kind == "linear" and width != channels:
+            if width % channels:
+                raise SpecError(f"{key}: Linear takes {width} input features, not a multiple of the "
+                                f"{channels} channels of its input; check the layer order or 'prev'")
+            factor *= width // channels  # flatten: each channel spans H*W features
+        elif kind == "conv":
+            _expect_width(key, width, spaces, source, "input channels")
+        if L.is_depthwise(module):
+            multiplier = module.out_channels // module.in_channels
+            group.members.append(Member(name, "in", factor))
+            group.members.append(Member(name, "out", factor * multiplier, scored=True))
+            return _Ref(source.space, factor * multiplier)
+        group.members.append(Member(name, "in", factor))
+        if kind == "conv" and module.groups > 1:
+            _constrain_blocks(group, module.groups, factor, name)
+    elif kind == "conv" and L.is_depthwise(module):
+        own = spaces.new(L.out_width(module))
+        spaces.group(own).pinned_by.append(f"{name}: depthwise conv on the model input")
+        spaces.group(own).members.append(Member(name, "out", 1, scored=True))
+        return _Ref(own)
+    own = spaces.new(L.out_width(module))
+    spaces.group(own).members.append(Member(name, "out", 1, scored=True))
+    if kind == "conv" and module.groups > 1:
+        spaces.group(own).blocks = _lcm(spaces.group(own).blocks, module.groups)
+    return _Ref(own)
+
+
+def _constrain_blocks(group: ChannelGroup, blocks: int, factor: int, name: str) -> None:
+    if factor != 1:
+        group.pinned_by.append(f"{name}: grouped conv over a strided channel layout")
+    else:
+        group.blocks = _lcm(group.blocks, blocks)
+    if group.size % group.blocks:
+        group.pinned_by.append(f"{name}: {group.size} channels cannot be split into {group.blocks} equal blocks")
+
+
+def _expect_width(key: str, width: int, spaces: _Spaces, ref: _Ref, what: str) -> None:
+    channels = spaces.group(ref.space).size * ref.factor
+    if width != channels:
+        raise SpecError(f"{key}: takes {width} {what}, but the layer before it (in spec order, or its 'prev') "
+                        f"gives {channels}; check the order of 'layers' or add 'prev'")
+
+
+def _lcm(a: int, b: int) -> int:
+    from math import gcd
+
+    return a * b // gcd(a, b)

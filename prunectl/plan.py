@@ -1,0 +1,54 @@
+"""From kept channels per group to kept indices per module tensor dimension.
+
+A plan is plain data: for every module touched, the indices its output and/or input
+dimension keeps, already expanded by the member's factor (flatten, depthwise multiplier).
+Masking and surgery both consume it, so the soft and the hard model cut the same channels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .groups import ChannelGroup
+
+
+@dataclass
+class ModuleCut:
+    out: torch.Tensor | None = None  # kept output indices
+    inp: torch.Tensor | None = None  # kept input indices
+
+
+def expand(kept: torch.Tensor, factor: int) -> torch.Tensor:
+    """Channel c spans indices [c*factor, (c+1)*factor)."""
+    if factor == 1:
+        return kept
+    return (kept[:, None] * factor + torch.arange(factor)[None, :]).flatten()
+
+
+def make_plan(groups: list[ChannelGroup], kept: list[torch.Tensor | None]) -> dict[str, ModuleCut]:
+    plan: dict[str, ModuleCut] = {}
+    for group, indices in zip(groups, kept):
+        if indices is None or len(indices) == group.size:
+            continue
+        for member in group.members:
+            cut = plan.setdefault(member.module, ModuleCut())
+            if member.side == "out":
+                cut.out = expand(indices, member.factor)
+            else:
+                cut.inp = expand(indices, member.factor)
+    return plan
+
+
+def kept_by_layer(plan: dict[str, ModuleCut]) -> dict[str, list[int]]:
+    """The manifest's ``kept``: output indices kept per pruned layer, original numbering."""
+    return {name: cut.out.tolist() for name, cut in plan.items() if cut.out is not None}
+
+
+def compose(previous: dict[str, list[int]], current: dict[str, list[int]]) -> dict[str, list[int]]:
+    """Kept indices of a second pruning, mapped back to the numbering before the first."""
+    out = dict(previous)
+    for name, indices in current.items():
+        base = previous.get(name)
+        out[name] = [base[i] for i in indices] if base is not None else list(indices)
+    return out

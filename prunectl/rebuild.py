@@ -1,0 +1,78 @@
+"""The bundle's rebuild recipe: constructor args (CAC's ``n_args_channels``) plus ``resize``.
+
+Widths that are constructor arguments go into ``args``; whatever the rebuilt model still
+gets wrong is recorded as module surgery in ``resize``. The recipe is proven on every run:
+the model is rebuilt exactly as ``prunectl.load`` will, loaded strictly with the pruned
+weights, and compared with the hard-pruned model.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from . import factories
+from . import layers as L
+from .checkpoint import load_weights
+from .errors import CheckpointError, SpecError, VerificationError
+from .spec import ModelRef, Spec
+from .surgery import apply_resize
+from .verify import compare, run
+
+
+def constructor_args(spec: Spec, model_ref: ModelRef, hard: nn.Module) -> dict[str, Any]:
+    """The original args with every listed layer's ``arg`` set to its pruned width."""
+    modules = dict(hard.named_modules())
+    widths: dict[str, tuple[int, str]] = {}
+    for layer in spec.layers:
+        if not layer.arg:
+            continue
+        width = L.out_width(modules[layer.name])
+        if layer.arg in widths and widths[layer.arg][0] != width:
+            other = widths[layer.arg][1]
+            raise SpecError(f"{spec.source}: layers.{layer.name}.arg: {layer.arg!r} would be {width} here but "
+                            f"{widths[layer.arg][0]} for {other!r}; layers sharing an arg must be coupled "
+                            "(list them in one 'prev' sum)")
+        widths[layer.arg] = (width, layer.name)
+        if factories.accepts_argument(model_ref.factory, layer.arg) is False:
+            raise SpecError(f"{spec.source}: layers.{layer.name}.arg: {model_ref.factory} has no constructor "
+                            f"argument {layer.arg!r}")
+    return {**model_ref.args, **{arg: width for arg, (width, _) in widths.items()}}
+
+
+def resize_needed(rebuilt: nn.Module, hard: nn.Module) -> dict[str, dict[str, int]]:
+    """Shape attributes where the freshly built model differs from the pruned one."""
+    built = dict(rebuilt.named_modules())
+    resize = {}
+    for name, module in hard.named_modules():
+        if L.kind_of(module) == "other":
+            continue
+        if name not in built or type(built[name]) is not type(module):
+            raise SpecError(f"rebuilt model has no {type(module).__name__} named {name!r}; "
+                            "the factory args change the architecture, not just widths")
+        target = L.shape_attrs(module)
+        if L.shape_attrs(built[name]) != target:
+            resize[name] = target
+    return resize
+
+
+def prove_recipe(spec: Spec, model_ref: ModelRef, hard: nn.Module, x: torch.Tensor,
+                 tolerance: float) -> tuple[dict[str, Any], dict[str, dict[str, int]], nn.Module]:
+    """(args, resize, rebuilt model) such that rebuilding from them reproduces ``hard``."""
+    args = constructor_args(spec, model_ref, hard)
+    rebuilt = factories.build(model_ref.factory, args)
+    resize = resize_needed(rebuilt, hard)
+    apply_resize(rebuilt, resize)
+    try:
+        load_weights(rebuilt, hard.state_dict(), "pruned weights")
+    except CheckpointError as exc:
+        raise SpecError(f"{spec.source}: rebuilding {model_ref.factory} from the pruned widths failed ({exc}); "
+                        "check each layer's 'arg'") from None
+    rebuilt.eval()
+    result = compare(run(hard, x, "hard-pruned model"), run(rebuilt, x, "rebuilt model"), tolerance,
+                     "rebuilt vs hard")
+    if not result.ok:
+        raise VerificationError(f"the model rebuilt from {model_ref.factory}(**args) computes something else "
+                                f"than the pruned model (max diff {result.max_abs:.3g}); check each layer's 'arg'")
+    return args, resize, rebuilt

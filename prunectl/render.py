@@ -1,0 +1,65 @@
+"""Terminal views (rich): the per-layer width table, totals, where the files went."""
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _human(n: int | float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(int(n))
+
+
+def _ratio(pair: dict[str, Any]) -> str:
+    if not pair.get("before"):
+        return "-"
+    return f"{_human(pair['before'])} -> {_human(pair['after'])} ({100 * (1 - pair['after'] / pair['before']):.1f}% smaller)"
+
+
+def prune_summary(console: Console, report: dict[str, Any], manifest: dict[str, Any], output: str | None,
+                  timings: dict[str, float]) -> None:
+    table = Table(title="Widths per layer", title_justify="left")
+    for column, justify in (("layer", "left"), ("type", "left"), ("before", "right"), ("after", "right"),
+                            ("kept", "right")):
+        table.add_column(column, justify=justify)
+    for layer in report["layers"]:
+        kept = layer["after"] / layer["before"] if layer["before"] else 1
+        style = None if layer["after"] != layer["before"] else "dim"
+        table.add_row(layer["name"], layer["type"], str(layer["before"]), str(layer["after"]), f"{100 * kept:.0f}%",
+                      style=style)
+    console.print(table)
+    totals = Table.grid(padding=(0, 2))
+    totals.add_row("params", _ratio(report["params"]))
+    totals.add_row("MACs", _ratio(report["macs"]))
+    totals.add_row("size", _ratio(report["size_bytes"]).replace("K", "KB").replace("M", "MB").replace("G", "GB"))
+    check = manifest.get("verify", {})
+    totals.add_row("soft vs hard", f"max |diff| {check.get('soft_vs_hard_max_abs', 0):.3g} "
+                   f"(tolerance {check.get('tolerance', 0):g}, {check.get('inputs', 0)} inputs) [green]ok[/green]")
+    if "onnx" in manifest:
+        totals.add_row("ONNX vs torch", f"max |diff| {manifest['onnx']['max_abs']:.3g} "
+                       f"(atol {manifest['onnx']['atol']:g}, opset {manifest['onnx']['opset']}) [green]ok[/green]")
+    totals.add_row("time", ", ".join(f"{stage} {seconds:.2f}s" for stage, seconds in timings.items()))
+    if output:
+        totals.add_row("bundle", f"{output}/ ({', '.join(sorted(manifest.get('files', {})) + ['manifest.json'])})")
+    console.print(totals)
+
+
+def info_table(console: Console, info: dict[str, Any]) -> None:
+    table = Table(title=f"{info['path']} ({info['factory']})", title_justify="left")
+    for column, justify in (("layer", "left"), ("type", "left"), ("width", "right")):
+        table.add_column(column, justify=justify)
+    for layer in info["layers"]:
+        table.add_row(layer["name"], layer["type"], str(layer["width"]))
+    console.print(table)
+    console.print(f"params {_human(info['params'])}   MACs {_human(info['macs'])}   "
+                  f"size {_human(info['size_bytes'])}B   input {info['input']['shape']}")
+
+
+def verify_summary(console: Console, result: dict[str, Any]) -> None:
+    console.print(f"[green]ok[/green] {result['bundle']}: checksums of {', '.join(result['files'])} match, "
+                  "rebuilt and loaded strictly, forward pass finite"
+                  + (f", ONNX vs torch max |diff| {result['onnx_max_abs']:.3g}" if "onnx_max_abs" in result else ""))

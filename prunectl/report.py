@@ -1,0 +1,59 @@
+"""Size and cost figures: parameters, bytes, MACs (torch.utils.flop_counter), widths per layer."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import layers as L
+from .groups import ChannelGroup
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def size_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass (FLOPs / 2, as torch counts a MAC as 2 FLOPs)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x)
+    return int(counter.get_total_flops()) // 2
+
+
+def layer_widths(model: nn.Module, names: list[str]) -> dict[str, int]:
+    modules = dict(model.named_modules())
+    return {name: L.out_width(modules[name]) for name in names if name in modules}
+
+
+def build_report(original: nn.Module, pruned: nn.Module, x: torch.Tensor, layer_names: list[str],
+                 groups: list[ChannelGroup], kept: list[torch.Tensor | None]) -> dict[str, Any]:
+    """Deterministic figures for report.json (timings are reported separately)."""
+    modules = dict(original.named_modules())
+    before = layer_widths(original, layer_names)
+    after = layer_widths(pruned, layer_names)
+    params = (count_params(original), count_params(pruned))
+    macs = (count_macs(original, x), count_macs(pruned, x))
+    return {
+        "prunectl_report": 1,
+        "params": _pair(*params),
+        "macs": _pair(*macs),
+        "size_bytes": _pair(size_bytes(original), size_bytes(pruned)),
+        "layers": [{"name": name, "type": type(modules[name]).__name__, "before": before[name],
+                    "after": after[name]} for name in layer_names],
+        "groups": [{"layers": list(group.layers), "size": group.size,
+                    "kept": group.size if k is None else len(k),
+                    **({"pinned_by": list(group.pinned_by)} if group.pinned_by else {})}
+                   for group, k in zip(groups, kept)],
+    }
+
+
+def _pair(before: int, after: int) -> dict[str, Any]:
+    return {"before": before, "after": after, "ratio": round(after / before, 6) if before else None}

@@ -1,0 +1,111 @@
+"""Scoring groups with a criterion and choosing the channels each group keeps.
+
+Group score (Torch-Pruning's default, and the natural reading of "aggregate"): every scored
+member's scores are divided by their mean, so a layer with large weights does not dominate,
+then reduced over members (mean, sum or max). ``union`` instead keeps, per member, its own
+top channels and takes the union of those sets: CAC's rule for residual groups.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import floor, gcd
+
+import torch
+import torch.nn as nn
+
+from .criteria.base import Criterion, LayerView
+from .errors import SpecError
+from .groups import ChannelGroup
+
+
+@dataclass(frozen=True)
+class SelectOptions:
+    rate: float = 0.5
+    round_to: int = 1
+    min_channels: int = 1
+    group_reduce: str = "mean"
+
+
+def member_scores(group: ChannelGroup, model: nn.Module, criterion: Criterion) -> list[torch.Tensor]:
+    """One score tensor of length ``group.size`` per scored member, in float64."""
+    modules = dict(model.named_modules())
+    scores = []
+    for member in group.members:
+        if not member.scored:
+            continue
+        raw = criterion.score(LayerView(member.module, modules[member.module]))
+        expected = group.size * member.factor
+        if not isinstance(raw, torch.Tensor) or raw.shape != (expected,):
+            shape = tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
+            raise SpecError(f"criterion {criterion.name!r} returned {shape} for {member.module!r}; "
+                            f"expected one score per output channel ({expected},)")
+        raw = raw.detach().double().cpu()
+        if not bool(torch.isfinite(raw).all()):
+            raise SpecError(f"criterion {criterion.name!r} gave NaN/inf scores for {member.module!r}")
+        # a depthwise multiplier gives `factor` outputs per group channel: they go together
+        scores.append(raw.view(group.size, member.factor).sum(dim=1))
+    return scores
+
+
+def reduce_scores(scores: list[torch.Tensor], how: str) -> torch.Tensor:
+    normalised = [s / s.mean() if float(s.mean()) > 0 else s for s in scores]
+    stacked = torch.stack(normalised)
+    if how == "sum":
+        return stacked.sum(0)
+    if how == "max":
+        return stacked.max(0).values
+    return stacked.mean(0)
+
+
+def kept_count(size: int, rate: float, options: SelectOptions, blocks: int = 1) -> int:
+    """Channels kept: ``size - floor(size * rate)``, rounded up to ``round_to`` (and to the
+    conv-group count), never below ``min_channels`` or 1, never above ``size``."""
+    # the epsilon keeps 0.3 * 10 = 3.0000000000000004 from pruning one channel fewer
+    keep = size - floor(size * rate + 1e-9)
+    keep = max(keep, options.min_channels, 1)
+    step = options.round_to * blocks // gcd(options.round_to, blocks)
+    keep = -(-keep // step) * step
+    if keep > size:
+        keep = size
+    return keep
+
+
+def top_indices(score: torch.Tensor, keep: int) -> torch.Tensor:
+    """The ``keep`` highest-scoring indices, ties to the lower index, sorted ascending."""
+    order = torch.argsort(-score, stable=True)
+    return torch.sort(order[:keep]).values
+
+
+def select_group(group: ChannelGroup, scores: list[torch.Tensor], rate: float, options: SelectOptions) -> torch.Tensor:
+    """Kept channel indices (original numbering, ascending) for one group."""
+    keep = kept_count(group.size, rate, options, group.blocks)
+    if keep >= group.size or not scores:
+        return torch.arange(group.size)
+    if group.blocks > 1:
+        per_block = keep // group.blocks
+        block = group.size // group.blocks
+        combined = reduce_scores(scores, "mean" if options.group_reduce == "union" else options.group_reduce)
+        return torch.cat([top_indices(combined[b * block:(b + 1) * block], per_block) + b * block
+                          for b in range(group.blocks)])
+    if options.group_reduce == "union":
+        kept = torch.cat([top_indices(s, keep) for s in scores])
+        return torch.unique(kept)  # sorted
+    return top_indices(reduce_scores(scores, options.group_reduce), keep)
+
+
+def group_rate(group: ChannelGroup, default: float) -> float:
+    """A layer's own rate wins; when coupled layers disagree, the smallest (safest) wins."""
+    return min(group.rates) if group.rates else default
+
+
+def select(groups: list[ChannelGroup], model: nn.Module, criterion: Criterion,
+           options: SelectOptions) -> list[torch.Tensor | None]:
+    """Kept indices per group (None for groups that are pinned and keep everything)."""
+    kept: list[torch.Tensor | None] = []
+    for group in groups:
+        if not group.prunable:
+            kept.append(None)
+            continue
+        scores = member_scores(group, model, criterion)
+        kept.append(select_group(group, scores, group_rate(group, options.rate), options))
+    return kept

@@ -1,0 +1,259 @@
+"""The pruning spec (sidecar JSON, version 1): typed, strictly validated, round-trippable.
+
+A spec plays the role of CAC's ``model_info``: which layers to prune, in forward order, the
+constructor argument that sets each one's width (``arg``), the residual sums feeding a layer
+(``prev``) and what must not be pruned (``prune: false``). A bare ``model_info`` object with
+no wrapper is accepted as ``layers`` with defaults.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import SpecError
+from .jsonio import dump_json, is_finite_number, read_json
+
+SPEC_VERSION = 1
+DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32")
+GROUP_REDUCTIONS = ("mean", "sum", "max", "union")
+_TOP_KEYS = {
+    "prunectl_spec", "model", "input", "criterion", "rate", "round_to", "min_channels",
+    "group_reduce", "layers",
+}
+_LAYER_KEYS = {"arg", "prev", "prune", "rate"}
+MAX_DIM = 1 << 20
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """How to build the model: ``factory`` ("pkg.mod:Class", "torchvision:resnet18") and kwargs."""
+
+    factory: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"factory": self.factory, "args": dict(self.args)}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One listed layer. ``has_arg`` False means "no arg key": rebuilt by surgery."""
+
+    name: str
+    arg: str | None = None
+    has_arg: bool = False
+    prev: tuple[str, ...] | None = None
+    prune: bool = True
+    rate: float | None = None
+
+    @property
+    def prunable(self) -> bool:
+        return self.prune and not (self.has_arg and self.arg is None)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.has_arg:
+            out["arg"] = self.arg
+        if self.prev is not None:
+            out["prev"] = list(self.prev)
+        if not self.prune:
+            out["prune"] = False
+        if self.rate is not None:
+            out["rate"] = self.rate
+        return out
+
+
+@dataclass(frozen=True)
+class Spec:
+    layers: tuple[LayerSpec, ...]
+    model: ModelRef | None = None
+    input: InputSpec | None = None
+    criterion: str | None = None
+    rate: float | None = None
+    round_to: int | None = None
+    min_channels: int | None = None
+    group_reduce: str | None = None
+    source: str = "<spec>"  # where it was read from; used in messages, not serialised
+
+    def layer(self, name: str) -> LayerSpec:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(layer.name for layer in self.layers)
+
+    def with_options(self, **overrides: Any) -> Spec:
+        """Command-line options win over the file; ``None`` means "not given"."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"prunectl_spec": SPEC_VERSION}
+        if self.model is not None:
+            out["model"] = self.model.to_json()
+        if self.input is not None:
+            out["input"] = self.input.to_json()
+        for key in ("criterion", "rate", "round_to", "min_channels", "group_reduce"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        out["layers"] = {layer.name: layer.to_json() for layer in self.layers}
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "<spec>") -> Spec:
+        return _SpecParser(source).parse(data)
+
+
+def read_spec(path: str | Path) -> Spec:
+    return Spec.from_json(read_json(path, SpecError), source=str(path))
+
+
+def write_spec(spec: Spec, path: str | Path) -> None:
+    Path(path).write_bytes(dump_json(spec.to_json()))
+
+
+class _SpecParser:
+    """Validation with messages of the form ``<file>: <key path>: <problem>``."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, key: str, problem: str) -> SpecError:
+        return SpecError(f"{self.source}: {key}: {problem}" if key else f"{self.source}: {problem}")
+
+    def parse(self, data: Any) -> Spec:
+        if not isinstance(data, dict):
+            raise self.fail("", f"expected a JSON object, got {_kind(data)}")
+        if "prunectl_spec" not in data:
+            if data and all(isinstance(v, dict) and set(v) <= _LAYER_KEYS for v in data.values()):
+                return Spec(layers=self.layers(data, "layers"), source=self.source)
+            raise self.fail("prunectl_spec", "missing (a spec starts with \"prunectl_spec\": 1, "
+                            "or is a bare CAC model_info object of layer -> {arg, prev, prune})")
+        unknown = sorted(set(data) - _TOP_KEYS)
+        if unknown:
+            raise self.fail(unknown[0], f"unknown key; allowed: {', '.join(sorted(_TOP_KEYS))}")
+        version = data["prunectl_spec"]
+        if version != SPEC_VERSION or isinstance(version, bool):
+            raise self.fail("prunectl_spec", f"unsupported version {version!r}; this prunectl reads version {SPEC_VERSION}")
+        if "layers" not in data:
+            raise self.fail("layers", "missing")
+        return Spec(
+            layers=self.layers(data["layers"], "layers"),
+            model=self.model(data["model"]) if "model" in data else None,
+            input=self.input(data["input"], "input") if "input" in data else None,
+            criterion=self.name(data, "criterion"),
+            rate=self.rate(data.get("rate"), "rate"),
+            round_to=self.positive_int(data.get("round_to"), "round_to"),
+            min_channels=self.positive_int(data.get("min_channels"), "min_channels"),
+            group_reduce=self.choice(data.get("group_reduce"), "group_reduce", GROUP_REDUCTIONS),
+            source=self.source,
+        )
+
+    def model(self, value: Any) -> ModelRef:
+        if not isinstance(value, dict):
+            raise self.fail("model", f"expected an object, got {_kind(value)}")
+        unknown = sorted(set(value) - {"factory", "args"})
+        if unknown:
+            raise self.fail(f"model.{unknown[0]}", "unknown key; allowed: args, factory")
+        factory = value.get("factory")
+        if not isinstance(factory, str) or ":" not in factory:
+            raise self.fail("model.factory", f"expected \"module:Name\" or \"torchvision:name\", got {factory!r}")
+        args = value.get("args", {})
+        if not isinstance(args, dict):
+            raise self.fail("model.args", f"expected an object, got {_kind(args)}")
+        return ModelRef(factory=factory, args=dict(args))
+
+    def input(self, value: Any, key: str) -> InputSpec:
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected an object, got {_kind(value)}")
+        unknown = sorted(set(value) - {"shape", "dtype"})
+        if unknown:
+            raise self.fail(f"{key}.{unknown[0]}", "unknown key; allowed: dtype, shape")
+        shape = value.get("shape")
+        if (not isinstance(shape, list) or not shape or len(shape) > 8
+                or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= MAX_DIM for d in shape)):
+            raise self.fail(f"{key}.shape", f"expected a list of 1 to 8 positive integers (each <= {MAX_DIM}), got {shape!r}")
+        dtype = self.choice(value.get("dtype", "float32"), f"{key}.dtype", DTYPES)
+        return InputSpec(shape=tuple(shape), dtype=dtype)
+
+    def layers(self, value: Any, key: str) -> tuple[LayerSpec, ...]:
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected an object of layer name -> options, got {_kind(value)}")
+        if not value:
+            raise self.fail(key, "is empty; list the layers to prune in forward order")
+        layers: list[LayerSpec] = []
+        seen: set[str] = set()
+        for name, options in value.items():
+            where = f"{key}.{name}"
+            if not name or len(name) > 1000:
+                raise self.fail(where, "layer names must be 1 to 1000 characters")
+            if not isinstance(options, dict):
+                raise self.fail(where, f"expected an object, got {_kind(options)}")
+            unknown = sorted(set(options) - _LAYER_KEYS)
+            if unknown:
+                raise self.fail(f"{where}.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(_LAYER_KEYS))}")
+            arg = options.get("arg")
+            if arg is not None and (not isinstance(arg, str) or not arg.isidentifier()):
+                raise self.fail(f"{where}.arg", f"expected a constructor argument name or null, got {arg!r}")
+            prev = options.get("prev")
+            if prev is not None:
+                if not isinstance(prev, list) or not prev or not all(isinstance(p, str) for p in prev):
+                    raise self.fail(f"{where}.prev", f"expected a non-empty list of layer names, got {prev!r}")
+                for p in prev:
+                    if p == name:
+                        raise self.fail(f"{where}.prev", f"names the layer itself (a cycle)")
+                    if p not in value:
+                        raise self.fail(f"{where}.prev", f"names {p!r}, which is not listed in layers")
+                    if p not in seen:
+                        raise self.fail(f"{where}.prev", f"names {p!r}, which is listed after {name!r}; "
+                                        "layers are in forward order, so this would be a cycle")
+                prev = tuple(dict.fromkeys(prev))
+            prune = options.get("prune", True)
+            if not isinstance(prune, bool):
+                raise self.fail(f"{where}.prune", f"expected true or false, got {prune!r}")
+            layers.append(LayerSpec(name=name, arg=arg, has_arg="arg" in options, prev=prev,
+                                    prune=prune, rate=self.rate(options.get("rate"), f"{where}.rate")))
+            seen.add(name)
+        return tuple(layers)
+
+    def rate(self, value: Any, key: str) -> float | None:
+        if value is None:
+            return None
+        if not is_finite_number(value) or not 0 <= value < 1:
+            raise self.fail(key, f"expected a number in [0, 1), got {value!r}")
+        return float(value)
+
+    def positive_int(self, value: Any, key: str) -> int | None:
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_DIM:
+            raise self.fail(key, f"expected an integer >= 1, got {value!r}")
+        return value
+
+    def name(self, data: dict, key: str) -> str | None:
+        value = data.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise self.fail(key, f"expected a name, got {value!r}")
+        return value
+
+    def choice(self, value: Any, key: str, allowed: tuple[str, ...]) -> str | None:
+        if value is not None and value not in allowed:
+            raise self.fail(key, f"expected one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), type(value).__name__)

@@ -1,0 +1,72 @@
+"""Hard pruning: a copy of the model with the cut channels removed from every tensor."""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+
+from . import layers as L
+from .plan import ModuleCut
+
+
+def sliced_tensors(module: nn.Module, cut: ModuleCut) -> dict[str, torch.Tensor]:
+    """The module's channel-dependent tensors with only the kept indices left."""
+    tensors = {name: getattr(module, name).detach() for name in L.out_dims(module)}
+    if cut.out is not None:
+        for name, dim in L.out_dims(module).items():
+            tensors[name] = tensors[name].index_select(dim, cut.out)
+    if cut.inp is not None and L.kind_of(module) != "norm":
+        tensors["weight"] = _slice_inputs(module, tensors["weight"], cut)
+    return {name: t.contiguous() for name, t in tensors.items()}
+
+
+def _slice_inputs(module: nn.Module, weight: torch.Tensor, cut: ModuleCut) -> torch.Tensor:
+    groups = getattr(module, "groups", 1)
+    if groups == 1:
+        return weight.index_select(L.in_dim(module), cut.inp)
+    if L.is_depthwise(module):
+        return weight  # one input per output: the output cut already removed it
+    # Grouped conv: rows of block j see inputs [j*in_per_block, (j+1)*in_per_block).
+    in_per_block = module.in_channels // groups
+    out_per_block = module.out_channels // groups
+    local = (cut.inp.view(groups, -1) - torch.arange(groups)[:, None] * in_per_block)  # [groups, kept/groups]
+    rows = cut.out if cut.out is not None else torch.arange(module.out_channels)
+    row_block = rows // out_per_block
+    index = local[row_block]  # [rows, kept_in_per_block]
+    index = index.view(*index.shape, *([1] * (weight.dim() - 2))).expand(-1, -1, *weight.shape[2:])
+    return torch.gather(weight, 1, index)
+
+
+def hard_prune(model: nn.Module, plan: dict[str, ModuleCut]) -> tuple[nn.Module, dict[str, dict[str, int]]]:
+    """(pruned copy, new shape attributes of every resized module)."""
+    hard = copy.deepcopy(model)
+    modules = dict(hard.named_modules())
+    new_attrs: dict[str, dict[str, int]] = {}
+    for name, cut in plan.items():
+        module = modules[name]
+        tensors = sliced_tensors(module, cut)
+        attrs = L.resized_attrs(module,
+                                None if cut.out is None else len(cut.out),
+                                None if cut.inp is None else len(cut.inp))
+        L.apply_attrs(module, attrs, name)
+        with torch.no_grad():
+            for tensor_name, value in tensors.items():
+                getattr(module, tensor_name).copy_(value)
+        new_attrs[name] = attrs
+    return hard, new_attrs
+
+
+def apply_resize(model: nn.Module, resize: dict[str, dict[str, int]], where: str = "resize") -> None:
+    """Give modules the recorded shapes (tensors reallocated; load weights afterwards)."""
+    modules = dict(model.named_modules())
+    for name, attrs in resize.items():
+        if name not in modules or L.kind_of(modules[name]) == "other":
+            from .errors import SpecError
+
+            raise SpecError(f"{where}.{name}: no resizable module of that name in {type(model).__name__}")
+        if not isinstance(attrs, dict):
+            from .errors import SpecError
+
+            raise SpecError(f"{where}.{name}: expected an object of attribute -> size")
+        L.apply_attrs(modules[name], attrs, f"{where}.{name}")

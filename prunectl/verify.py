@@ -1,0 +1,158 @@
+"""Soft-vs-hard (and exported-vs-torch) comparisons.
+
+Pass criterion of design.md: ``max|a - b| <= tolerance * max(1, max|a|)``. When the soft and
+hard model disagree, forward hooks find the first listed layer whose kept outputs differ, so
+the error names where the spec or the surgery went wrong.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch
+import torch.nn as nn
+
+from . import layers as L
+from .errors import SpecError, VerificationError
+from .plan import ModuleCut
+from .spec import InputSpec
+
+TOLERANCE = {"float32": 1e-5, "float64": 1e-9, "float16": 1e-2, "bfloat16": 5e-2}
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+           "bfloat16": torch.bfloat16, "int64": torch.int64, "int32": torch.int32}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    max_abs: float
+    max_ref: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs <= self.tolerance * max(1.0, self.max_ref)
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    return _DTYPES[name]
+
+
+def make_inputs(spec: InputSpec, seed: int, count: int = 3) -> list[torch.Tensor]:
+    """The spec's input shape, ``count`` seeded random batches at growing scales."""
+    generator = torch.Generator().manual_seed(seed)
+    dtype = torch_dtype(spec.dtype)
+    inputs = []
+    for i in range(count):
+        if dtype.is_floating_point:
+            x = torch.randn(spec.shape, generator=generator, dtype=torch.float64) * (1.0 + 2.0 * i)
+        else:
+            x = torch.randint(0, 16, spec.shape, generator=generator)
+        inputs.append(x.to(dtype))
+    return inputs
+
+
+def flat_outputs(output: Any) -> list[torch.Tensor]:
+    """Every tensor in a (nested) model output, in a stable order."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        return [t for key in output for t in flat_outputs(output[key])]
+    if isinstance(output, (list, tuple)):
+        return [t for item in output for t in flat_outputs(item)]
+    if hasattr(output, "to_tuple"):  # transformers ModelOutput
+        return flat_outputs(output.to_tuple())
+    return []
+
+
+@torch.no_grad()
+def run(model: nn.Module, x: torch.Tensor, what: str) -> list[torch.Tensor]:
+    try:
+        outputs = flat_outputs(model(x))
+    except Exception as exc:
+        raise VerificationError(f"{what} failed on input {tuple(x.shape)}: {_short(exc)}") from None
+    if not outputs:
+        raise SpecError(f"{what} returned no tensors")
+    return outputs
+
+
+def compare(reference: Iterable[torch.Tensor], candidate: Iterable[torch.Tensor], tolerance: float,
+            what: str) -> Comparison:
+    max_abs, max_ref = 0.0, 0.0
+    for i, (a, b) in enumerate(zip(reference, candidate, strict=True)):
+        if a.shape != b.shape:
+            raise VerificationError(f"{what}: output {i} has shape {tuple(b.shape)}, expected {tuple(a.shape)} "
+                                    "(a layer feeding the model output was pruned: mark it arg: null or prune: false)")
+        a64, b64 = a.detach().double(), b.detach().double()
+        if a64.numel():
+            max_abs = max(max_abs, float((a64 - b64).abs().max()))
+            max_ref = max(max_ref, float(a64.abs().max()))
+    return Comparison(max_abs, max_ref, tolerance)
+
+
+def soft_vs_hard(soft: nn.Module, hard: nn.Module, inputs: list[torch.Tensor], tolerance: float,
+                 plan: dict[str, ModuleCut], layer_order: list[str]) -> Comparison:
+    """Worst comparison over all inputs; raises VerificationError naming the first bad layer."""
+    worst = Comparison(0.0, 0.0, tolerance)
+    for x in inputs:
+        try:
+            result = compare(run(soft, x, "soft-pruned model"), run(hard, x, "hard-pruned model"),
+                             tolerance, "soft vs hard")
+        except VerificationError as exc:
+            raise VerificationError(f"{exc}; first diverging layer: "
+                                    f"{first_divergence(soft, hard, x, plan, layer_order, tolerance)}") from None
+        if not result.ok:
+            layer = first_divergence(soft, hard, x, plan, layer_order, tolerance)
+            raise VerificationError(
+                f"soft and hard models differ: max |soft - hard| = {result.max_abs:.3g} > "
+                f"{tolerance:g} * max(1, {result.max_ref:.3g}); first diverging layer: {layer}")
+        if result.max_abs / max(1.0, result.max_ref) >= worst.max_abs / max(1.0, worst.max_ref):
+            worst = result
+    return worst
+
+
+@torch.no_grad()
+def first_divergence(soft: nn.Module, hard: nn.Module, x: torch.Tensor, plan: dict[str, ModuleCut],
+                     layer_order: list[str], tolerance: float) -> str:
+    """The first listed layer (forward order) whose kept outputs differ between the models."""
+    captured: dict[str, dict[str, torch.Tensor]] = {"soft": {}, "hard": {}}
+    handles = []
+    for tag, model in (("soft", soft), ("hard", hard)):
+        modules = dict(model.named_modules())
+        for name in layer_order:
+            if name in modules:
+                handles.append(modules[name].register_forward_hook(_capture(captured[tag], name)))
+    try:
+        for model in (soft, hard):
+            try:
+                model(x)
+            except Exception:
+                pass  # the captured prefix is enough to locate the problem
+    finally:
+        for handle in handles:
+            handle.remove()
+    modules = dict(soft.named_modules())
+    for name in layer_order:
+        if name not in captured["soft"]:
+            continue
+        if name not in captured["hard"]:
+            return f"{name} (the hard model failed before or at this layer)"
+        a, b = captured["soft"][name], captured["hard"][name]
+        cut = plan.get(name)
+        if cut is not None and cut.out is not None:
+            dim = -1 if L.kind_of(modules[name]) == "linear" else 1
+            a = a.index_select(dim, cut.out)
+        if a.shape != b.shape or not compare([a], [b], tolerance, name).ok:
+            return name
+    return "none of the listed layers (the difference arises after the last one)"
+
+
+def _capture(store: dict[str, torch.Tensor], name: str):
+    def hook(_module, _inputs, output):
+        if isinstance(output, torch.Tensor):
+            store[name] = output.detach()
+    return hook
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
