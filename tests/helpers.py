@@ -1,0 +1,36 @@
+"""Building blocks for tests: prune an in-memory model description through the real pipeline."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import prunectl
+from prunectl import factories
+
+
+def write_case(tmp_path: Path, factory: str, layers: dict[str, Any], input_shape: list[int],
+               args: dict[str, Any] | None = None, seed: int = 0, **spec_keys: Any) -> tuple[Path, Path]:
+    """(checkpoint, spec) for ``factory(**args)`` with seeded random weights."""
+    torch.manual_seed(seed)
+    model = factories.build(factory, dict(args or {}))
+    with torch.no_grad():  # non-trivial BN statistics, so that norm layers matter
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    ckpt = tmp_path / "model.pt"
+    torch.save(model.state_dict(), ckpt)
+    spec = {"prunectl_spec": 1, "model": {"factory": factory, "args": dict(args or {})},
+            "input": {"shape": input_shape}, "layers": layers, **spec_keys}
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    return ckpt, spec_path
+
+
+def prune_case(tmp_path: Path, factory: str, layers: dict[str, Any], input_shape: list[int],
+               args: dict[str, Any] | None = None, **options: Any) -> prunectl.PruneResult:
+    ckpt, spec = write_case(tmp_path, factory, layers, input_shape, args)
+    return prunectl.prune(ckpt, prunectl.PruneOptions(spec=spec, **options))
