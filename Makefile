@@ -19,9 +19,9 @@ $(DEMO_CKPTS)/.done: $(STAMP) fixtures/models.py fixtures/make_checkpoints.py
 	touch $@
 
 demo: $(DEMO_CKPTS)/.done
-	$(VENV)/bin/prunectl prune $(DEMO_CKPTS)/resnet18.pt --spec fixtures/specs/resnet18.json --rate 0.5 -o demo-out --onnx
+	$(VENV)/bin/prunectl prune $(DEMO_CKPTS)/resnet18.pt --spec fixtures/specs/resnet18.json --rate 0.5 -o demo-out
+	$(VENV)/bin/prunectl export demo-out --onnx
 	$(VENV)/bin/prunectl verify demo-out
-	$(VENV)/bin/prunectl info demo-out
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests

@@ -11,8 +11,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import prunectl
 from prunectl import __version__
 from prunectl.cli import cli
+
+from conftest import FIXTURE_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "fixtures" / "specs"
@@ -154,6 +157,14 @@ def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "prunectl", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_real_subprocess_prune(name: str, checkpoints, tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    pruned = _run("prune", checkpoints[name], "--spec", SPECS / f"{name}.json", "-o", out, "--onnx", "-q")
+    assert pruned.returncode == 0 and pruned.stdout == "", pruned.stderr
+    assert prunectl.verify(out)["onnx_max_abs"] <= 1e-4
 
 
 def test_real_subprocess_every_command(checkpoints, tmp_path: Path) -> None:
