@@ -13,7 +13,8 @@ from math import floor, gcd
 import torch
 import torch.nn as nn
 
-from .criteria.base import Criterion, LayerView
+from . import layers as L
+from .criteria.base import Consumer, Criterion, LayerView
 from .errors import SpecError
 from .groups import ChannelGroup
 
@@ -24,16 +25,50 @@ class SelectOptions:
     round_to: int = 1
     min_channels: int = 1
     group_reduce: str = "mean"
+    normalise: bool = True  # divide each member's scores by their mean (off for self-normalised criteria)
 
 
-def member_scores(group: ChannelGroup, model: nn.Module, criterion: Criterion) -> list[torch.Tensor]:
+def layer_views(groups: list[ChannelGroup], model: nn.Module, seed: int = 0) -> dict[str, LayerView]:
+    """A LayerView for every scored member of every prunable group: its norm (the member
+    listed right after it, if a norm), the group's readers and the seed."""
+    modules = dict(model.named_modules())
+    views: dict[str, LayerView] = {}
+    for group in groups:
+        if not group.prunable:
+            continue
+        consumers = tuple(Consumer(m.module, modules[m.module], m.factor) for m in group.members if m.side == "in")
+        for position, member in enumerate(group.members):
+            if not member.scored:
+                continue
+            after = group.members[position + 1] if position + 1 < len(group.members) else None
+            norm = after.module if (after is not None and after.side == "out"
+                                    and L.kind_of(modules[after.module]) == "norm") else None
+            views[member.module] = LayerView(member.module, modules[member.module],
+                                             modules[norm] if norm else None, norm, consumers, seed)
+    return views
+
+
+def score_groups(groups: list[ChannelGroup], model: nn.Module, criterion: Criterion, data=None,
+                 seed: int = 0) -> list[list[torch.Tensor] | None]:
+    """Member scores per group (None for pinned groups); data-driven criteria get ``data`` first."""
+    if criterion.needs_data and data is None:
+        raise SpecError(f"criterion {criterion.name!r} needs data: pass --data FILE.pt|FILE.npz "
+                        "(inputs, optional targets) or --data TASK (an installed task plugin)")
+    views = layer_views(groups, model, seed)
+    criterion.prepare(model, list(views.values()), data)
+    return [member_scores(group, model, criterion, views) if group.prunable else None for group in groups]
+
+
+def member_scores(group: ChannelGroup, model: nn.Module, criterion: Criterion,
+                  views: dict[str, LayerView] | None = None) -> list[torch.Tensor]:
     """One score tensor of length ``group.size`` per scored member, in float64."""
     modules = dict(model.named_modules())
     scores = []
     for member in group.members:
         if not member.scored:
             continue
-        raw = criterion.score(LayerView(member.module, modules[member.module]))
+        view = views[member.module] if views is not None else LayerView(member.module, modules[member.module])
+        raw = criterion.score(view)
         expected = group.size * member.factor
         if not isinstance(raw, torch.Tensor) or raw.shape != (expected,):
             shape = tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
@@ -47,8 +82,8 @@ def member_scores(group: ChannelGroup, model: nn.Module, criterion: Criterion) -
     return scores
 
 
-def reduce_scores(scores: list[torch.Tensor], how: str) -> torch.Tensor:
-    normalised = [s / s.mean() if float(s.mean()) > 0 else s for s in scores]
+def reduce_scores(scores: list[torch.Tensor], how: str, normalise: bool = True) -> torch.Tensor:
+    normalised = [s / s.mean() if normalise and float(s.mean()) > 0 else s for s in scores]
     stacked = torch.stack(normalised)
     if how == "sum":
         return stacked.sum(0)
@@ -84,13 +119,14 @@ def select_group(group: ChannelGroup, scores: list[torch.Tensor], rate: float, o
     if group.blocks > 1:
         per_block = keep // group.blocks
         block = group.size // group.blocks
-        combined = reduce_scores(scores, "mean" if options.group_reduce == "union" else options.group_reduce)
+        combined = reduce_scores(scores, "mean" if options.group_reduce == "union" else options.group_reduce,
+                                 options.normalise)
         return torch.cat([top_indices(combined[b * block:(b + 1) * block], per_block) + b * block
                           for b in range(group.blocks)])
     if options.group_reduce == "union":
         kept = torch.cat([top_indices(s, keep) for s in scores])
         return torch.unique(kept)  # sorted
-    return top_indices(reduce_scores(scores, options.group_reduce), keep)
+    return top_indices(reduce_scores(scores, options.group_reduce, options.normalise), keep)
 
 
 def group_rate(group: ChannelGroup, default: float) -> float:
@@ -99,13 +135,14 @@ def group_rate(group: ChannelGroup, default: float) -> float:
 
 
 def select(groups: list[ChannelGroup], model: nn.Module, criterion: Criterion,
-           options: SelectOptions) -> list[torch.Tensor | None]:
+           options: SelectOptions, data=None, seed: int = 0) -> list[torch.Tensor | None]:
     """Kept indices per group (None for groups that are pinned and keep everything)."""
-    kept: list[torch.Tensor | None] = []
-    for group in groups:
-        if not group.prunable:
-            kept.append(None)
-            continue
-        scores = member_scores(group, model, criterion)
-        kept.append(select_group(group, scores, group_rate(group, options.rate), options))
-    return kept
+    scores = score_groups(groups, model, criterion, data, seed)
+    return select_per_layer(groups, scores, lambda group: group_rate(group, options.rate), options)
+
+
+def select_per_layer(groups: list[ChannelGroup], scores: list[list[torch.Tensor] | None], rate_of,
+                     options: SelectOptions) -> list[torch.Tensor | None]:
+    """Each prunable group keeps its own top channels at ``rate_of(group)``."""
+    return [None if group_scores is None else select_group(group, group_scores, rate_of(group), options)
+            for group, group_scores in zip(groups, scores)]

@@ -1,8 +1,15 @@
-"""The criterion interface: one score per output channel of one layer (higher = keep)."""
+"""The criterion interface: one score per output channel of one layer (higher = keep).
+
+A criterion sees a :class:`LayerView` per scored layer. Data-free criteria only need
+``score``; data-driven ones (``needs_data = True``) also get one ``prepare`` call with the
+model, every layer they will be asked about, and the calibration data, so they can run the
+data once with hooks and answer ``score`` from what they collected.
+"""
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn as nn
@@ -10,17 +17,42 @@ import torch.nn as nn
 from .. import registry
 from ..errors import SpecError
 
+if TYPE_CHECKING:
+    from ..data import CalibrationData
+
 
 @dataclass(frozen=True)
-class LayerView:
-    """What a criterion may look at: a layer, its name, and its weights per output channel."""
+class Consumer:
+    """A module that reads a layer's output channels; each channel spans ``factor`` inputs."""
 
     name: str
     module: nn.Module
+    factor: int = 1
+
+
+@dataclass(frozen=True)
+class LayerView:
+    """What a criterion may look at: a layer, its name, and its weights per output channel.
+
+    ``next_norm`` is the norm layer the spec lists right after this one (same channels), if
+    any; ``consumers`` are the modules whose inputs are this layer's channels (several for a
+    residual sum); ``seed`` makes randomised criteria reproducible.
+    """
+
+    name: str
+    module: nn.Module
+    next_norm: nn.Module | None = None
+    next_norm_name: str | None = None
+    consumers: tuple[Consumer, ...] = ()
+    seed: int = 0
 
     @property
     def weight(self) -> torch.Tensor:
         return self.module.weight.detach()
+
+    @property
+    def out_channels(self) -> int:
+        return self.out_channel_weights().shape[0]
 
     def out_channel_weights(self) -> torch.Tensor:
         """Weights as ``[out_channels, fan_in]`` in float64 (ConvTranspose stores them transposed)."""
@@ -33,6 +65,10 @@ class LayerView:
                                 for g in range(groups)], dim=0)
         return weight.flatten(1)
 
+    def generator(self) -> torch.Generator:
+        """A generator seeded by ``seed`` and the layer name: same inputs, same numbers."""
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(self.name.encode()))
+
 
 class Criterion:
     """Subclass, set ``name``/``description``/``needs_data``, implement ``score``."""
@@ -40,6 +76,12 @@ class Criterion:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     needs_data: ClassVar[bool] = False
+    # True when scores are already comparable across layers (LAMP): selection skips its
+    # divide-by-the-mean normalisation
+    self_normalised: ClassVar[bool] = False
+
+    def prepare(self, model: nn.Module, layers: list[LayerView], data: CalibrationData | None) -> None:
+        """Called once before ``score`` with every layer to be scored; collect statistics here."""
 
     def score(self, layer: LayerView) -> torch.Tensor:
         raise NotImplementedError
