@@ -68,7 +68,7 @@ def test_summary_shows_widths_totals_and_files(checkpoints, tmp_path: Path) -> N
     ("factory_not_module", 3, ["os:system", "refused"]),
     ("rate_out_of_range", 3, ["--rate", "[0, 1)"]),
     ("unknown_criterion", 3, ["unknown criterion 'fgpm'", "available: ", "l1", "l2"]),
-    ("no_spec", 3, ["no spec"]),
+    ("no_spec", 3, ["a state_dict needs a model"]),
     ("bad_input_shape", 3, ["does not run on input [1, 3, 5, 5]"]),
     ("output_is_file", 3, ["exists and is not a directory"]),
     ("unwritable_output", 3, ["does not exist"]),
