@@ -10,7 +10,8 @@ from .api import PruneOptions, PruneResult, export, info, load, prune, verify  #
 from .errors import (CheckpointError, PrunectlError, SpecError, UnsupportedError,  # noqa: E402
                      VerificationError)
 from .spec import Spec, read_spec, write_spec  # noqa: E402
+from .tracing import derive_spec  # noqa: E402
 
-__all__ = ["prune", "verify", "export", "load", "info", "PruneOptions", "PruneResult", "Spec", "read_spec",
+__all__ = ["prune", "verify", "export", "load", "info", "derive_spec", "PruneOptions", "PruneResult", "Spec", "read_spec",
            "write_spec", "PrunectlError", "SpecError", "VerificationError", "CheckpointError",
            "UnsupportedError", "__version__"]

@@ -12,6 +12,7 @@ import torch.nn as nn
 from . import __version__
 from .bundle import check_output_path, staged_directory
 from .checkpoint import Loaded, file_sha256, load_checkpoint
+from .factories import build as build_model
 from .criteria import get_criterion
 from .errors import SpecError, VerificationError
 from .export.onnx import DEFAULT_OPSET, ONNX_ATOL, check_onnx, export_onnx
@@ -25,8 +26,9 @@ from .rebuild import prove_recipe
 from .layers import kind_of
 from .report import build_report, count_macs, count_params, layer_widths, size_bytes
 from .selection import SelectOptions, select
-from .spec import InputSpec, ModelRef, Spec, read_spec
+from .spec import InputSpec, ModelRef, Spec, read_spec, write_spec
 from .surgery import hard_prune
+from .tracing import TraceResult, default_input_shape, trace_model
 from .verify import TOLERANCE, make_inputs, run, soft_vs_hard
 
 Progress = Callable[[str], None]
@@ -49,6 +51,7 @@ class PruneOptions:
     opset: int = DEFAULT_OPSET
     seed: int = 0
     trust_pickle: bool = False
+    skip_unsupported: bool = False  # traced spec: leave channels behind ops prunectl cannot cut unpruned
 
 
 @dataclass
@@ -87,6 +90,11 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
     loaded = load_checkpoint(checkpoint, _model_ref(spec, options), options.trust_pickle)
     model = loaded.model.eval()
     input_spec = _input_spec(spec, options, loaded)
+    traced = None
+    if options.spec is None:  # no spec given: derive it by tracing the loaded model
+        traced = trace_model(model, input_spec.shape, dtype=input_spec.dtype, model_ref=loaded.model_ref,
+                             skip_unsupported=options.skip_unsupported)
+        spec = _apply_options(traced.spec, options)
     tolerance = TOLERANCE.get(input_spec.dtype, TOLERANCE["float32"])
     inputs = make_inputs(input_spec, options.seed)
     try:
@@ -115,6 +123,8 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
 
     clock("report")
     report = build_report(model, rebuilt, inputs[0], list(spec.layer_names), groups, kept)
+    if traced is not None:
+        report["traced"] = {"pinned": traced.pinned}
     kept_indices = kept_by_layer(plan)
     if loaded.manifest is not None:  # iterative pruning: indices in the very first numbering
         kept_indices = compose(loaded.manifest.kept, kept_indices)
@@ -137,15 +147,18 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
 
 
 def _spec_with_options(options: PruneOptions) -> Spec:
-    if options.spec is None:
-        raise SpecError("no spec: pass --spec SPEC.json (see README: the spec format)")
     if options.rate is not None and not 0 <= options.rate < 1:
         raise SpecError(f"--rate: expected a number in [0, 1), got {options.rate}")
     for name in ("round_to", "min_channels"):
         value = getattr(options, name)
         if value is not None and value < 1:
             raise SpecError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
-    spec = read_spec(options.spec)
+    if options.spec is None:  # traced later, once the model is loaded
+        return Spec(layers=(), source="<traced spec>")
+    return _apply_options(read_spec(options.spec), options)
+
+
+def _apply_options(spec: Spec, options: PruneOptions) -> Spec:
     return spec.with_options(criterion=options.criterion, rate=options.rate, round_to=options.round_to,
                              min_channels=options.min_channels, group_reduce=options.group_reduce)
 
@@ -166,6 +179,8 @@ def _input_spec(spec: Spec, options: PruneOptions, loaded: Loaded) -> InputSpec:
         return spec.input
     if loaded.manifest is not None:
         return InputSpec(tuple(loaded.manifest.input["shape"]), loaded.manifest.input["dtype"])
+    if options.spec is None and default_input_shape(loaded.model_ref) is not None:
+        return InputSpec(default_input_shape(loaded.model_ref), dtype)
     raise SpecError(f"{spec.source}: input: missing; add \"input\": {{\"shape\": [1, 3, 224, 224]}} or pass --input-shape")
 
 
@@ -265,3 +280,31 @@ def info(path: str | Path, spec: str | Path | None = None, model: str | None = N
             "input": input_spec.to_json(), "params": count_params(loaded.model),
             "macs": count_macs(loaded.model, x), "size_bytes": size_bytes(loaded.model),
             "layers": [{"name": n, "type": type(modules[n]).__name__, "width": w} for n, w in widths.items()]}
+
+def trace_spec(checkpoint: str | Path | None = None, model: str | None = None,
+               input_shape: tuple[int, ...] | None = None, skip_unsupported: bool = False,
+               trust_pickle: bool = False) -> TraceResult:
+    """Derive a spec by tracing a checkpoint's model, or a factory's freshly built one."""
+    if checkpoint is not None:
+        loaded = load_checkpoint(checkpoint, ModelRef(model, {}) if model else None, trust_pickle)
+    elif model:
+        loaded = Loaded(build_model(model, {}), ModelRef(model, {}), Path(model), "")
+    else:
+        raise SpecError("nothing to trace: pass a checkpoint, --model FACTORY, or both")
+    options = PruneOptions(input_shape=input_shape)
+    input_spec = _input_spec(Spec(layers=(), source="--input-shape"), options, loaded)
+    return trace_model(loaded.model, input_spec.shape, dtype=input_spec.dtype, model_ref=loaded.model_ref,
+                       skip_unsupported=skip_unsupported)
+
+
+def write_traced_spec(traced: TraceResult, path: str | Path) -> None:
+    """Write the traced spec atomically (a temporary file beside it, then rename)."""
+    path = Path(path)
+    staging = path.with_name(f".{path.name}.tmp")
+    try:
+        write_spec(traced.spec, staging)
+        staging.replace(path)
+    except OSError as exc:
+        staging.unlink(missing_ok=True)
+        raise SpecError(f"{path}: cannot write the spec ({exc.strerror or exc})") from None
+

@@ -84,7 +84,8 @@ def cli(debug: bool) -> None:
 
 @cli.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=True, path_type=str))
-@click.option("--spec", type=click.Path(dir_okay=False, path_type=str), help="Sidecar spec JSON (or CAC model_info).")
+@click.option("--spec", type=click.Path(dir_okay=False, path_type=str),
+              help="Sidecar spec JSON (or CAC model_info); traced from the model when omitted.")
 @click.option("--model", "model", help="Model factory: pkg.module:Class or torchvision:NAME.")
 @click.option("--criterion", help="Channel importance criterion (default: l1; see the registry).")
 @click.option("--rate", type=float, help="Fraction of output channels removed per layer, in [0, 1).")
@@ -98,6 +99,8 @@ def cli(debug: bool) -> None:
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the verification inputs.")
 @click.option("--trust-pickle", is_flag=True, help="Allow unpickling a whole nn.Module (runs code from the file).")
+@click.option("--skip-unsupported", is_flag=True,
+              help="Traced spec: leave channels behind ops prunectl cannot cut unpruned instead of failing.")
 @_output_options
 @_handle_errors
 def prune(checkpoint: str, quiet: bool, as_json: bool, **options: Any) -> None:
@@ -173,6 +176,65 @@ def info(path: str, quiet: bool, as_json: bool, **options: Any) -> None:
         click.echo(json.dumps(result, indent=2))
     elif not quiet:
         render.info_table(Console(), result)
+
+
+@cli.command("spec")
+@click.argument("checkpoint", required=False, type=click.Path(dir_okay=True, path_type=str))
+@click.option("--model", "model", help="Model factory: torchvision:NAME or pkg.module:Class.")
+@click.option("--input-shape", callback=_shape, help="Input shape to trace with (default 1,3,224,224 for torchvision).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), help="Spec file to write (default: stdout).")
+@click.option("--skip-unsupported", is_flag=True, help="Mark channels behind ops prunectl cannot cut \"prune\": false.")
+@click.option("--trust-pickle", is_flag=True, help="Allow unpickling a whole nn.Module.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@_handle_errors
+def spec_command(checkpoint: str | None, output: str | None, quiet: bool, **options: Any) -> None:
+    """Write the spec of a model by tracing it (torch.fx), ready to edit and pass to --spec.
+
+    Example: prunectl spec --model torchvision:resnet50 -o spec.json
+    """
+    traced = api.trace_spec(checkpoint, **options)
+    text = json.dumps(traced.spec.to_json(), indent=2)
+    if output is None:
+        click.echo(text)
+        return
+    api.write_traced_spec(traced, output)
+    if not quiet:
+        render.traced_summary(Console(), traced, output)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON on stdout.")
+@_handle_errors
+def criteria(as_json: bool) -> None:
+    """List the channel-importance criteria installed (built-in and plugins).
+
+    Example: prunectl criteria --json
+    """
+    rows = api.criteria()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        render.criteria_table(Console(), rows)
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=str))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str),
+              help="HTML file to write (default: BUNDLE/report.html); its PNGs go beside it.")
+@_output_options
+@_handle_errors
+def report(bundle: str, output: str | None, quiet: bool, as_json: bool) -> None:
+    """Write a self-contained HTML report of BUNDLE: widths chart, totals, checks, files.
+
+    Example: prunectl report out/ -o out-report.html
+    """
+    from .html_report import write_report  # matplotlib is imported only when a report is asked for
+
+    written = write_report(bundle, output)
+    if as_json:
+        click.echo(json.dumps({"html": str(written.html), "images": [str(p) for p in written.images]}, indent=2))
+    elif not quiet:
+        Console().print(f"[green]ok[/green] {written.html} (+ {', '.join(p.name for p in written.images)})")
 
 
 def main() -> None:

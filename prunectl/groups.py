@@ -113,16 +113,16 @@ def build_groups(spec: Spec, model: nn.Module) -> list[ChannelGroup]:
             raise SpecError(f"{key}: is a {type(module).__name__}; only Conv1d/2d/3d, Linear and the "
                             "BatchNorm layers after them are listed")
         L.check_supported(layer.name, module)
+        # prev None: the previous listed layer feeds it; []: no listed layer does (input fixed)
+        source = last if layer.prev is None else (
+            _input_ref(layer.prev, output_of, spaces, key) if layer.prev else None)
         if kind == "norm":
-            if layer.prev is not None:
-                raise SpecError(f"{key}.prev: a norm layer follows the layer listed before it; give prev to that layer")
-            if last is None:
-                raise SpecError(f"{key}: a norm layer must follow a listed conv or linear layer")
-            _expect_width(key, module.num_features, spaces, last, "features")
-            ref = last
+            if source is None:
+                raise SpecError(f"{key}: a norm layer must follow a listed conv or linear layer (or name them in prev)")
+            _expect_width(key, module.num_features, spaces, source, "features")
+            ref = _Ref(spaces.find(source.space), source.factor)
             spaces.group(ref.space).members.append(Member(layer.name, "out", ref.factor))
         else:
-            source = _input_ref(layer.prev, output_of, spaces, key) if layer.prev else last
             ref = _connect_producer(layer.name, module, kind, source, spaces, key)
         group = spaces.group(ref.space)
         group.layers.append(layer.name)

@@ -63,3 +63,12 @@ def verify_summary(console: Console, result: dict[str, Any]) -> None:
     console.print(f"[green]ok[/green] {result['bundle']}: checksums of {', '.join(result['files'])} match, "
                   "rebuilt and loaded strictly, forward pass finite"
                   + (f", ONNX vs torch max |diff| {result['onnx_max_abs']:.3g}" if "onnx_max_abs" in result else ""))
+
+
+def traced_summary(console: Console, traced: Any, output: str) -> None:
+    """What ``prunectl spec`` wrote, and which layers it left unpruned and why."""
+    spec = traced.spec
+    console.print(f"[green]ok[/green] {output}: {len(spec.layers)} layers traced, "
+                  f"{len(traced.pinned)} marked \"prune\": false")
+    for name, reason in traced.pinned.items():
+        console.print(f"  {name}: {reason}", highlight=False, markup=False)

@@ -209,8 +209,10 @@ class _SpecParser:
                 raise self.fail(f"{where}.arg", f"expected a constructor argument name or null, got {arg!r}")
             prev = options.get("prev")
             if prev is not None:
-                if not isinstance(prev, list) or not prev or not all(isinstance(p, str) for p in prev):
-                    raise self.fail(f"{where}.prev", f"expected a non-empty list of layer names, got {prev!r}")
+                # [] says "the input comes from no listed layer" (the model input, or an op prunectl
+                # leaves alone): the layer's input side is never cut
+                if not isinstance(prev, list) or not all(isinstance(p, str) for p in prev):
+                    raise self.fail(f"{where}.prev", f"expected a list of layer names, got {prev!r}")
                 for p in prev:
                     if p == name:
                         raise self.fail(f"{where}.prev", f"names the layer itself (a cycle)")

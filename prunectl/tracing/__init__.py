@@ -1,0 +1,142 @@
+"""Automatic specs: trace a model and write the spec a user would otherwise write by hand.
+
+    spec = prunectl.derive_spec("torchvision:resnet50", (1, 3, 224, 224))
+
+The model is traced with ``torch.fx`` and run once on a random input of the given shape
+(``walk``); every Conv/Linear/BatchNorm it meets becomes a spec layer in execution order,
+with ``prev`` naming the layers whose outputs were added or multiplied into its input.
+Layers whose channels reach the model output get ``prune: false``. An op that touches
+pruned channels in a way prunectl cannot cut (a LayerNorm over them, a concat along them,
+attention) is an ``UnsupportedError`` naming it, or, with ``skip_unsupported``, pins those
+channels (``prune: false`` on the layers producing them) and is listed in ``pinned``.
+
+The spec is checked against the model with ``build_groups`` before it is returned, so a
+spec that the tracer writes is one the pipeline accepts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch.nn as nn
+
+from .. import factories
+from ..errors import SpecError, UnsupportedError
+from ..groups import build_groups
+from ..spec import InputSpec, LayerSpec, ModelRef, Spec
+from ..verify import make_inputs
+from .walk import Incident, TracedLayer, Walk, symbolic_graph, walk_graph
+
+OUTPUT_REASON = "its channels reach the model output"
+# torchvision's classifiers are built for ImageNet-sized RGB images; any other model needs --input-shape
+_DEFAULT_SHAPES = {"torchvision": (1, 3, 224, 224)}
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    spec: Spec
+    pinned: dict[str, str] = field(default_factory=dict)  # layer -> why it keeps every channel
+    incidents: tuple[Incident, ...] = ()  # every op that touched pruned channels unfollowably
+
+
+def trace_model(model: nn.Module, input_shape: tuple[int, ...], *, dtype: str = "float32",
+                model_ref: ModelRef | None = None, skip_unsupported: bool = False,
+                source: str = "<traced>") -> TraceResult:
+    """Trace ``model`` on a random input of ``input_shape`` and derive its spec."""
+    input_spec = InputSpec(tuple(int(d) for d in input_shape), dtype)
+    example = make_inputs(input_spec, seed=0, count=1)[0]
+    was_training = model.training
+    model.eval()
+    try:
+        walk = walk_graph(symbolic_graph(model), example)
+    except UnsupportedError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise UnsupportedError(f"{type(model).__name__}: running the traced graph on input {list(input_shape)} "
+                               f"failed ({first}); check --input-shape, or write a spec by hand") from None
+    finally:
+        model.train(was_training)
+    if not walk.layers:
+        raise UnsupportedError(f"{type(model).__name__}: the trace found no Conv/Linear layer to prune")
+
+    pinned = {name: OUTPUT_REASON for name in sorted(walk.output_sources)}
+    spec = _spec(walk, pinned, model_ref, input_spec, source)
+    live = _live_incidents(walk.incidents, spec, model)
+    if live and not skip_unsupported:
+        raise UnsupportedError(_unsupported_message(live, spec))
+    for incident in live:
+        for name in sorted(incident.sources):
+            pinned.setdefault(name, incident.describe())
+    if live:
+        spec = _spec(walk, pinned, model_ref, input_spec, source)
+        build_groups(spec, model)
+    return TraceResult(spec, pinned, tuple(walk.incidents))
+
+
+def derive_spec(model_or_factory: nn.Module | str | Callable[[], nn.Module], input_shape: tuple[int, ...], *,
+                skip_unsupported: bool = False, dtype: str = "float32") -> Spec:
+    """The spec of a model, a factory string ("torchvision:resnet50") or a zero-argument factory."""
+    model_ref = None
+    if isinstance(model_or_factory, str):
+        model_ref = ModelRef(model_or_factory, {})
+        model = factories.build(model_or_factory, {})
+    elif isinstance(model_or_factory, nn.Module):
+        model = model_or_factory
+    elif callable(model_or_factory):
+        model = model_or_factory()
+        if not isinstance(model, nn.Module):
+            raise SpecError(f"derive_spec: the factory returned {type(model).__name__}, not an nn.Module")
+    else:
+        raise SpecError(f"derive_spec: expected an nn.Module, a factory string or a callable, "
+                        f"got {type(model_or_factory).__name__}")
+    return trace_model(model, input_shape, dtype=dtype, model_ref=model_ref,
+                       skip_unsupported=skip_unsupported).spec
+
+
+def default_input_shape(model_ref: ModelRef | None) -> tuple[int, ...] | None:
+    """The input shape to trace with when none is given, for factories whose input is well known."""
+    if model_ref is None:
+        return None
+    return _DEFAULT_SHAPES.get(model_ref.factory.split(":", 1)[0])
+
+
+def _spec(walk: Walk, pinned: dict[str, str], model_ref: ModelRef | None, input_spec: InputSpec,
+          source: str) -> Spec:
+    position = {layer.name: i for i, layer in enumerate(walk.layers)}
+    layers = []
+    previous: str | None = None
+    for layer in walk.layers:
+        layers.append(LayerSpec(name=layer.name, prev=_prev(layer, previous, position),
+                                prune=layer.name not in pinned))
+        previous = layer.name
+    return Spec(layers=tuple(layers), model=model_ref, input=input_spec, source=source)
+
+
+def _prev(layer: TracedLayer, previous: str | None, position: dict[str, int]) -> tuple[str, ...] | None:
+    """None when the previous listed layer feeds it (the spec's default); () for a fixed input."""
+    if layer.inputs is None:
+        return None if previous is None else ()
+    ordered = tuple(sorted(layer.inputs, key=position.__getitem__))
+    return None if ordered == (previous,) else ordered
+
+
+def _live_incidents(incidents: list[Incident], spec: Spec, model: nn.Module) -> list[Incident]:
+    """Incidents touching channels that would otherwise be pruned (others are harmless)."""
+    prunable = {}
+    for group in build_groups(spec, model):
+        for name in group.layers:
+            prunable[name] = group.prunable
+    return [incident for incident in incidents if any(prunable.get(name, False) for name in incident.sources)]
+
+
+def _unsupported_message(live: list[Incident], spec: Spec) -> str:
+    first = live[0]
+    layers = ", ".join(repr(name) for name in sorted(first.sources)[:3])
+    more = f" ({len(live) - 1} more such ops)" if len(live) > 1 else ""
+    return (f"{first.describe()}, so the channels of {layers} cannot be pruned "
+            f"through it{more}. Pass --skip-unsupported to leave them unpruned, or write the spec with "
+            "`prunectl spec --skip-unsupported -o spec.json` and edit its \"prune\": false marks")
+
+
+__all__ = ["TraceResult", "Incident", "trace_model", "derive_spec", "default_input_shape"]

@@ -1,0 +1,179 @@
+"""Run a torch.fx graph once on a real input and follow the channels of every listed layer.
+
+The walk is an ``fx.Interpreter``: each node is executed for real (so every shape and dim
+argument is concrete), then ``rules`` turns the Flows of its inputs into the Flow of its
+output. Conv/Linear/BatchNorm modules are *listed* (they become spec layers, in execution
+order) and start a new Flow of their own. What the walk returns is plain data: the listed
+layers with the sources of their inputs, the sources that reach the model output, and the
+incidents (ops that touch channels in a way prunectl cannot cut).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+from torch.fx.node import Node, map_aggregate
+
+from .. import layers as L
+from ..errors import UnsupportedError
+from .flow import Flow, Touch
+from .rules import function_flow, module_flow, op_name
+
+
+@dataclass(frozen=True)
+class TracedLayer:
+    name: str
+    kind: str  # "conv", "linear" or "norm"
+    inputs: frozenset[str] | None  # listed layers feeding it (a prev sum); None: fixed input
+
+
+@dataclass(frozen=True)
+class Incident:
+    """An op that touches pruned channels in a way prunectl cannot follow."""
+
+    where: str  # module path (or graph node name) of the op
+    op: str
+    reason: str
+    sources: frozenset[str]  # listed layers whose channels it touches
+
+    def describe(self) -> str:
+        return f"{self.where} ({self.op}) {self.reason}"
+
+
+@dataclass
+class Walk:
+    layers: list[TracedLayer] = field(default_factory=list)
+    output_sources: set[str] = field(default_factory=set)
+    incidents: list[Incident] = field(default_factory=list)
+
+
+def symbolic_graph(model: nn.Module) -> fx.GraphModule:
+    try:
+        return fx.symbolic_trace(model)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise UnsupportedError(f"{type(model).__name__}: torch.fx cannot trace it ({first}); "
+                               "write a spec by hand (README: the spec format) and pass --spec") from None
+
+
+class _Walker(fx.Interpreter):
+    def __init__(self, graph_module: fx.GraphModule):
+        super().__init__(graph_module)
+        self.flows: dict[Node, Any] = {}
+        self.walk = Walk()
+        self.first_inputs: dict[str, frozenset[str] | None] = {}
+
+    def run_node(self, node: Node) -> Any:
+        result = super().run_node(node)
+        if node.op == "output":
+            for flow in _leaves(map_aggregate(node.args, self._flow_of)):
+                self.walk.output_sources |= flow.sources
+            return result
+        self.flows[node] = self._node_flow(node, result)
+        return result
+
+    def _flow_of(self, value: Any) -> Any:
+        return self.flows.get(value) if isinstance(value, Node) else None
+
+    def _node_flow(self, node: Node, result: Any) -> Any:
+        if node.op in ("placeholder", "get_attr"):
+            return None
+        args = map_aggregate(node.args, self._flow_of)
+        kwargs = map_aggregate(node.kwargs, self._flow_of)
+        incoming = _leaves(args) + _leaves(kwargs)
+        if node.op == "call_module":
+            module = self.submodules[node.target]
+            if L.kind_of(module) != "other":
+                return self._layer(node, module, incoming, result)
+        if not incoming:
+            return None  # nothing pruned flows in, so nothing pruned flows out
+        if not _has_tensor(result):
+            return None  # shapes, sizes, dims: the pruned model computes its own
+        real_args, real_kwargs = self.fetch_args_kwargs_from_env(node)
+        try:
+            if node.op == "call_module":
+                if len(incoming) != 1 or not isinstance(args[0], Flow):
+                    raise Touch("takes pruned channels in more than one argument")
+                return module_flow(module, real_args[0], args[0], result)
+            return function_flow(op_name(node.target), real_args, real_kwargs, args, kwargs, result)
+        except Touch as touch:
+            self._incident(node, touch, incoming)
+            return None
+        except (IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            self._incident(node, Touch(f"has arguments the tracer cannot read ({type(exc).__name__})"), incoming)
+            return None
+
+    def _layer(self, node: Node, module: nn.Module, incoming: list[Flow], result: Any) -> Flow | None:
+        name, kind = str(node.target), L.kind_of(module)
+        flow = incoming[0] if len(incoming) == 1 else None
+        if len(incoming) > 1:
+            self._incident(node, Touch("takes pruned channels in more than one argument"), incoming)
+        inputs = flow.sources if flow is not None else None
+        ndim = result.dim() if isinstance(result, torch.Tensor) else 0
+        channel_dim = ndim - 1 if kind == "linear" else 1
+        if flow is not None and flow.dim != channel_dim:
+            self._incident(node, Touch(f"reads channels from dim {flow.dim}, not its channel dim {channel_dim}"),
+                           incoming)
+            inputs = None
+        try:
+            L.check_supported(name, module)
+        except UnsupportedError as exc:
+            self._incident(node, Touch(str(exc)), incoming)
+            return None
+        if kind == "norm" and inputs is None:
+            return None  # a norm over fixed channels (the model input) is not pruned: not listed
+        if name in self.first_inputs:  # one module called twice: both inputs and its output are tied
+            earlier = self.first_inputs[name] or frozenset()
+            tied = [Flow(earlier | (inputs or frozenset()) | {name}, channel_dim)]
+            self._incident(node, Touch("is called more than once (shared weights)"), tied)
+            return Flow(frozenset({name}), channel_dim)
+        self.first_inputs[name] = inputs
+        self.walk.layers.append(TracedLayer(name, kind, inputs))
+        return Flow(frozenset({name}), channel_dim, flow.factor if kind == "norm" and flow else 1)
+
+    def _incident(self, node: Node, touch: Touch, incoming: list[Flow]) -> None:
+        sources = frozenset().union(*(f.sources for f in incoming))
+        op = type(self.submodules[node.target]).__name__ if node.op == "call_module" else _describe(node)
+        self.walk.incidents.append(Incident(_where(node), op, str(touch), sources))
+
+
+def walk_graph(graph_module: fx.GraphModule, example: torch.Tensor) -> Walk:
+    walker = _Walker(graph_module)
+    with torch.no_grad():
+        walker.run(example)
+    return walker.walk
+
+
+def _leaves(value: Any) -> list[Flow]:
+    if isinstance(value, Flow):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [f for item in value for f in _leaves(item)]
+    if isinstance(value, dict):
+        return [f for item in value.values() for f in _leaves(item)]
+    return []
+
+
+def _has_tensor(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_has_tensor(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_tensor(v) for v in value.values())
+    return False
+
+
+def _where(node: Node) -> str:
+    if node.op == "call_module":
+        return str(node.target)
+    stack = node.meta.get("nn_module_stack") or {}
+    path = list(stack)[-1] if stack else ""
+    return f"{path}:{node.name}" if path else f"forward:{node.name}"
+
+
+def _describe(node: Node) -> str:
+    return op_name(node.target) if node.op == "call_function" else f".{node.target}()"

@@ -1,0 +1,111 @@
+"""Automatic specs: the tracer's graph rules, and torchvision models pruned with no spec at all."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from click.testing import CliRunner
+
+import prunectl
+from prunectl.cli import cli
+from prunectl.errors import UnsupportedError
+from prunectl.groups import build_groups
+from prunectl.tracing import trace_model
+from tests.trace_models import ChannelCumsum, SqueezeExcite, TwoBranchAdd
+
+# A fast representative subset: residual adds, depthwise + squeeze-excitation multiplies,
+# stochastic depth, grouped convs; the whole list is measured by `make zoo` (docs/zoo.md).
+TORCHVISION_MODELS = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "regnet_x_400mf"]
+SMALL_INPUT = (1, 3, 32, 32)
+
+
+def _layers(spec) -> dict:
+    return {layer.name: layer for layer in spec.layers}
+
+
+def test_add_couples_both_addends_and_a_second_reader_of_the_input_gets_empty_prev() -> None:
+    spec = trace_model(TwoBranchAdd(), (1, 3, 8, 8)).spec
+    layers = _layers(spec)
+    assert list(layers) == ["a", "b", "c", "fc"]
+    assert layers["a"].prev is None  # the first layer reads the model input
+    assert layers["b"].prev == ()  # reads the model input too, not the layer listed before it
+    assert layers["c"].prev == ("a", "b")
+    assert layers["fc"].prev is None and not layers["fc"].prune  # the classifier reaches the output
+    groups = {tuple(g.layers): g for g in build_groups(spec, TwoBranchAdd())}
+    assert ("a", "b") in groups
+    fc_member = [m for m in groups[("c",)].members if m.module == "fc"][0]
+    assert fc_member.factor == 16  # flatten of a 4x4 map: each channel spans 16 features
+
+
+def test_squeeze_excitation_multiply_couples_the_scale_with_the_scaled_tensor() -> None:
+    spec = trace_model(SqueezeExcite(), (1, 3, 8, 8)).spec
+    layers = _layers(spec)
+    assert layers["fc1"].prev is None  # bn, the layer listed just before it
+    assert layers["project"].prev == ("bn", "fc2")
+    group = [g for g in build_groups(spec, SqueezeExcite()) if "conv" in g.layers][0]
+    assert set(group.layers) == {"conv", "bn", "fc2"}
+    assert group.prunable
+
+
+def test_unknown_op_on_pruned_channels_is_exit_6_naming_module_and_op() -> None:
+    with pytest.raises(UnsupportedError) as info:
+        trace_model(ChannelCumsum(), (1, 3, 8, 8))
+    message = str(info.value)
+    assert info.value.exit_code == 6
+    assert "cumsum" in message and "'conv1'" in message and "--skip-unsupported" in message
+
+
+def test_skip_unsupported_pins_the_channels_and_says_why() -> None:
+    traced = trace_model(ChannelCumsum(), (1, 3, 8, 8), skip_unsupported=True)
+    layers = _layers(traced.spec)
+    assert not layers["conv1"].prune and "cumsum" in traced.pinned["conv1"]
+    assert layers["conv2"].prev == ()  # its input comes out of the unsupported op: never cut
+    assert layers["conv2"].prune  # conv2's own outputs stay prunable
+
+
+def test_traced_spec_round_trips_through_json_and_the_parser(tmp_path: Path) -> None:
+    spec = prunectl.derive_spec("torchvision:resnet18", SMALL_INPUT)
+    path = tmp_path / "spec.json"
+    prunectl.write_spec(spec, path)
+    again = prunectl.read_spec(path)
+    assert again.to_json() == spec.to_json()
+    assert spec.model.factory == "torchvision:resnet18" and spec.input.shape == SMALL_INPUT
+
+
+@pytest.mark.parametrize("name", TORCHVISION_MODELS)
+def test_torchvision_model_pruned_without_a_spec(name: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None)
+    checkpoint = tmp_path / f"{name}.pt"
+    torch.save(model.state_dict(), checkpoint)
+    result = prunectl.prune(checkpoint, prunectl.PruneOptions(
+        model=f"torchvision:{name}", rate=0.3, input_shape=SMALL_INPUT, output=tmp_path / "out", onnx=True))
+    report = result.report
+    assert report["params"]["after"] < report["params"]["before"]
+    assert report["macs"]["after"] < report["macs"]["before"]
+    assert result.manifest.extra["onnx"]["max_abs"] <= 1e-4
+    assert report["traced"]["pinned"]  # at least the classifier
+    reloaded = prunectl.load(tmp_path / "out")
+    x = torch.randn(2, *SMALL_INPUT[1:])
+    with torch.no_grad():
+        assert torch.allclose(reloaded(x), result.model.eval()(x), atol=1e-5)
+
+
+def test_cli_spec_then_prune_with_it_and_unsupported_model_exits_6(tmp_path: Path) -> None:
+    runner = CliRunner()
+    spec_path = tmp_path / "spec.json"
+    result = runner.invoke(cli, ["spec", "--model", "torchvision:resnet18", "--input-shape", "1,3,32,32",
+                                 "-o", str(spec_path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(spec_path.read_text())["layers"]["fc"]["prune"] is False
+    checkpoint = tmp_path / "r18.pt"
+    torch.save(torchvision.models.resnet18().state_dict(), checkpoint)
+    result = runner.invoke(cli, ["prune", str(checkpoint), "--spec", str(spec_path), "--rate", "0.3", "-q"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["spec", "--model", "tests.trace_models:ChannelCumsum", "--input-shape",
+                                 "1,3,8,8"])
+    assert result.exit_code == 6
+    assert "cumsum" in result.output and "conv1" in result.output

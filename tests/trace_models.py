@@ -1,0 +1,54 @@
+"""Small models for the tracer's graph-rule tests (importable as "tests.trace_models:Name")."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class TwoBranchAdd(nn.Module):
+    """Two convs read the input and are added: their output channels must be cut together."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(3, 8, 1)
+        self.c = nn.Conv2d(8, 6, 3, padding=1)
+        self.fc = nn.Linear(6 * 4 * 4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.a(x)) + self.b(x)
+        y = nn.functional.adaptive_avg_pool2d(self.c(y), 4)
+        return self.fc(torch.flatten(y, 1))
+
+
+class SqueezeExcite(nn.Module):
+    """conv -> bn -> x * sigmoid(fc2(relu(fc1(mean(x))))) -> conv: the multiply couples fc2 to bn."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.fc1 = nn.Conv2d(16, 4, 1)
+        self.fc2 = nn.Conv2d(4, 16, 1)
+        self.project = nn.Conv2d(16, 8, 1)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(self.conv(x))
+        scale = torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
+        x = self.project(x * scale)
+        return self.head(x.mean((2, 3)))
+
+
+class ChannelCumsum(nn.Module):
+    """An op prunectl does not know (cumsum over channels) sits between two convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3)
+        self.conv2 = nn.Conv2d(8, 8, 3)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv2(torch.relu(self.conv1(x)).cumsum(1))
+        return self.head(x.mean((2, 3)))
