@@ -13,7 +13,7 @@ from . import __version__
 from .bundle import check_output_path, staged_directory
 from .checkpoint import Loaded, file_sha256, load_checkpoint
 from .factories import build as build_model
-from .criteria import get_criterion
+from .choose import from_prune_options
 from .errors import SpecError, VerificationError
 from .export.onnx import DEFAULT_OPSET, ONNX_ATOL, check_onnx, export_onnx
 from .export.weights import portable_state_dict, write_pt, write_safetensors
@@ -25,7 +25,6 @@ from .plan import compose, kept_by_layer, make_plan
 from .rebuild import prove_recipe
 from .layers import kind_of
 from .report import build_report, count_macs, count_params, layer_widths, size_bytes
-from .selection import SelectOptions, select
 from .spec import InputSpec, ModelRef, Spec, read_spec, write_spec
 from .surgery import hard_prune
 from .tracing import TraceResult, default_input_shape, trace_model
@@ -45,6 +44,15 @@ class PruneOptions:
     round_to: int | None = None
     min_channels: int | None = None
     group_reduce: str | None = None
+    # choosing what to cut (choose.py, targets.py, unstructured.py); data for data-driven criteria
+    data: str | Path | None = None  # .pt/.npz tensor file or a task plugin name
+    global_ranking: bool = False
+    exclude: tuple[str, ...] = ()
+    target_macs: float | None = None
+    target_params: float | None = None
+    steps: int = 1
+    schedule: str = "linear"
+    mode: str = "structured"
     input_shape: tuple[int, ...] | None = None
     output: str | Path | None = None
     onnx: bool = False
@@ -104,18 +112,13 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
                         "set input.shape in the spec or --input-shape") from None
 
     clock("score")
-    groups = build_groups(spec, model)
-    criterion = get_criterion(spec.criterion or "l1")
-    if criterion.needs_data:
-        raise SpecError(f"criterion {criterion.name!r} needs data; this command has none to give it")
-    select_options = SelectOptions(rate=spec.rate if spec.rate is not None else 0.5, round_to=spec.round_to or 1,
-                                   min_channels=spec.min_channels or 1, group_reduce=spec.group_reduce or "mean")
-    kept = select(groups, model, criterion, select_options)
+    criterion, select_options, choice = from_prune_options(spec, model, options, inputs[0])
+    groups, kept = choice.groups, choice.kept
     plan = make_plan(groups, kept)
 
     clock("prune")
-    soft = soft_prune(model, plan)
-    hard, _ = hard_prune(model, plan)
+    soft = soft_prune(choice.model, plan)  # choice.model: the masked copy in unstructured mode
+    hard, _ = hard_prune(choice.model, plan)
 
     clock("verify")
     comparison = soft_vs_hard(soft, hard, inputs, tolerance, plan, list(spec.layer_names))
@@ -123,6 +126,7 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
 
     clock("report")
     report = build_report(model, rebuilt, inputs[0], list(spec.layer_names), groups, kept)
+    report.update(choice.report)
     if traced is not None:
         report["traced"] = {"pinned": traced.pinned}
     kept_indices = kept_by_layer(plan)
@@ -133,6 +137,7 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
         input=input_spec.to_json(), files={}, versions=_versions(),
         extra={"criterion": criterion.name, "rate": select_options.rate, "round_to": select_options.round_to,
                "min_channels": select_options.min_channels, "group_reduce": select_options.group_reduce,
+               **choice.report,
                "verify": {"soft_vs_hard_max_abs": comparison.max_abs, "reference_max_abs": comparison.max_ref,
                           "tolerance": tolerance, "inputs": len(inputs), "seed": options.seed},
                "source": {"path": Path(checkpoint).name, "sha256": loaded.sha256},
@@ -308,3 +313,17 @@ def write_traced_spec(traced: TraceResult, path: str | Path) -> None:
         staging.unlink(missing_ok=True)
         raise SpecError(f"{path}: cannot write the spec ({exc.strerror or exc})") from None
 
+
+def criteria() -> list[dict[str, Any]]:
+    """Installed criteria (built-in and plugins): name, one-line description, needs data, class."""
+    from . import registry
+    from .criteria.base import Criterion
+
+    rows = []
+    for name in registry.available(registry.CRITERIA):
+        cls = registry.load(registry.CRITERIA, name)
+        if not (isinstance(cls, type) and issubclass(cls, Criterion)):
+            raise SpecError(f"criterion {name!r} is registered as {cls!r}, which is not a prunectl Criterion subclass")
+        rows.append({"name": name, "description": cls.description, "needs_data": bool(cls.needs_data),
+                     "class": f"{cls.__module__}:{cls.__qualname__}"})
+    return rows

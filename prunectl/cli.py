@@ -93,6 +93,17 @@ def cli(debug: bool) -> None:
 @click.option("--min-channels", type=int, help="Never keep fewer channels than this in a layer.")
 @click.option("--group-reduce", type=click.Choice(GROUP_REDUCTIONS),
               help="How coupled layers' scores combine; 'union' is CAC's union of kept channels.")
+@click.option("--data", help="Data for data-driven criteria: a .pt/.npz file (inputs, targets) or a task name.")
+@click.option("--global", "global_ranking", is_flag=True,
+              help="Rank channels across all layers (normalised scores; --min-channels floors every layer).")
+@click.option("--exclude", multiple=True, metavar="PATTERN", help="Never prune layers matching this glob (repeatable).")
+@click.option("--target-macs", type=float, help="Search the cut until this fraction of the MACs is kept (within 1%).")
+@click.option("--target-params", type=float, help="Search the cut until this fraction of the params is kept.")
+@click.option("--steps", type=int, default=1, show_default=True, help="Prune in N steps, re-scoring in between.")
+@click.option("--schedule", type=click.Choice(["linear", "agp"]), default="linear", show_default=True,
+              help="How the cut grows over --steps (agp: cubic, Zhu & Gupta 2017).")
+@click.option("--mode", type=click.Choice(["structured", "unstructured"]), default="structured", show_default=True,
+              help="unstructured: zero single weights (l1/random, --global magnitude); shapes stay.")
 @click.option("--input-shape", callback=_shape, help="Input shape for tracing and checks, e.g. 1,3,32,32.")
 @click.option("-o", "--output", type=click.Path(path_type=str), help="Bundle directory to write.")
 @click.option("--onnx", is_flag=True, help="Also export model.onnx, checked with onnxruntime.")
@@ -119,6 +130,7 @@ def prune(checkpoint: str, quiet: bool, as_json: bool, **options: Any) -> None:
                                "output": str(result.output) if result.output else None}, indent=2))
     elif not quiet:
         render.prune_summary(Console(), result.report, manifest, options.get("output"), result.timings)
+        render.choice_summary(Console(), result.report)
 
 
 @cli.command()
@@ -200,6 +212,41 @@ def spec_command(checkpoint: str | None, output: str | None, quiet: bool, **opti
     api.write_traced_spec(traced, output)
     if not quiet:
         render.traced_summary(Console(), traced, output)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON on stdout.")
+@_handle_errors
+def criteria(as_json: bool) -> None:
+    """List the channel-importance criteria installed (built-in and plugins).
+
+    Example: prunectl criteria --json
+    """
+    rows = api.criteria()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        render.criteria_table(Console(), rows)
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=str))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str),
+              help="HTML file to write (default: BUNDLE/report.html); its PNGs go beside it.")
+@_output_options
+@_handle_errors
+def report(bundle: str, output: str | None, quiet: bool, as_json: bool) -> None:
+    """Write a self-contained HTML report of BUNDLE: widths chart, totals, checks, files.
+
+    Example: prunectl report out/ -o out-report.html
+    """
+    from .html_report import write_report  # matplotlib is imported only when a report is asked for
+
+    written = write_report(bundle, output)
+    if as_json:
+        click.echo(json.dumps({"html": str(written.html), "images": [str(p) for p in written.images]}, indent=2))
+    elif not quiet:
+        Console().print(f"[green]ok[/green] {written.html} (+ {', '.join(p.name for p in written.images)})")
 
 
 @cli.command()

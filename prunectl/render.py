@@ -72,3 +72,34 @@ def traced_summary(console: Console, traced: Any, output: str) -> None:
                   f"{len(traced.pinned)} marked \"prune\": false")
     for name, reason in traced.pinned.items():
         console.print(f"  {name}: {reason}", highlight=False, markup=False)
+
+
+def criteria_table(console: Console, rows: list[dict[str, Any]]) -> None:
+    table = Table(title="Criteria", title_justify="left")
+    for column in ("name", "needs data", "description"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], "yes" if row["needs_data"] else "no", row["description"])
+    console.print(table)
+
+
+def choice_summary(console: Console, report: dict[str, Any]) -> None:
+    """The achieved target and, in unstructured mode, the sparsity (after the width table)."""
+    if "target" in report:
+        target = report["target"]
+        mark = "[green]within 1%[/green]" if target["within_1_percent"] else "[yellow]not within 1%[/yellow]"
+        console.print(f"target {target['kind']}: kept {target['achieved']:.4f} of the original "
+                      f"(goal {target['goal']:g}, {mark})")
+    if "sparsity" in report:
+        sparsity = report["sparsity"]
+        table = Table(title="Unstructured sparsity", title_justify="left")
+        for column, justify in (("layer", "left"), ("zeros", "right"), ("weights", "right"), ("sparsity", "right")):
+            table.add_column(column, justify=justify)
+        for name, layer in sparsity["layers"].items():
+            table.add_row(name, str(layer["zeros"]), str(layer["weights"]), f"{100 * layer['sparsity']:.1f}%")
+        total = sparsity["pruned_layers"]
+        table.add_row("total (pruned layers)", str(total["zeros"]), str(total["weights"]),
+                      f"{100 * total['sparsity']:.1f}%", style="bold")
+        console.print(table)
+        console.print(f"whole model: {100 * sparsity['model']['sparsity']:.1f}% of {sparsity['model']['params']} "
+                      "parameters are zero (files stay dense)")

@@ -1,0 +1,185 @@
+"""Choosing what to cut: per-layer rates or a global ranking, excluded layers, MACs/params
+targets, and iterative pruning in steps (re-scoring the pruned model between steps).
+
+Steps follow a schedule of the cumulative amount cut (Zhu & Gupta 2017's cubic AGP, or
+linear): after step i of N, the fraction ``s_i`` of the final cut is done, with
+``s_i = i/N`` (linear) or ``s_i = 1 - (1 - i/N)^3`` (agp: large cuts first, when the
+network has the most redundancy). Between steps the model is hard-pruned and scored again;
+the kept indices of all steps are composed into the original numbering, so the result is
+one plan on the original model (soft-vs-hard verification applies to it as usual).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .criteria.base import Criterion
+from .errors import SpecError
+from .groups import ChannelGroup, build_groups
+from .plan import make_plan
+from .ranking import global_select, prunable_channels
+from .selection import SelectOptions, group_rate, kept_count, score_groups, select_per_layer
+from .spec import Spec
+from .surgery import hard_prune
+from .targets import Target, measure, search
+
+SCHEDULES = ("linear", "agp")
+
+
+@dataclass(frozen=True)
+class ChooseOptions:
+    select: SelectOptions = SelectOptions()
+    global_ranking: bool = False
+    exclude: tuple[str, ...] = ()
+    target: Target | None = None
+    steps: int = 1
+    schedule: str = "linear"
+    seed: int = 0
+
+
+@dataclass
+class Choice:
+    groups: list[ChannelGroup]  # of the original model
+    kept: list[torch.Tensor | None]  # per group, original numbering (None: pinned)
+    model: nn.Module  # the model to cut (the masked copy in unstructured mode)
+    report: dict[str, Any] = field(default_factory=dict)  # extra report.json / manifest entries
+
+
+def schedule_fraction(step: int, steps: int, schedule: str) -> float:
+    """Fraction of the final cut done after ``step`` of ``steps``."""
+    if schedule == "agp":
+        return 1.0 - (1.0 - step / steps) ** 3
+    return step / steps
+
+
+def pin_excluded(groups: list[ChannelGroup], patterns: tuple[str, ...]) -> list[ChannelGroup]:
+    """Pin every group holding a layer whose name matches a glob of ``--exclude``."""
+    for pattern in patterns:
+        matched = False
+        for group in groups:
+            for layer in group.layers:
+                if fnmatchcase(layer, pattern):
+                    group.pinned_by.append(f"{layer}: --exclude {pattern}")
+                    matched = True
+        if not matched:
+            names = sorted(layer for group in groups for layer in group.layers)
+            raise SpecError(f"--exclude {pattern!r}: matches no listed layer (layers: {', '.join(names[:12])}"
+                            f"{', ...' if len(names) > 12 else ''})")
+    return groups
+
+
+def check_options(options: ChooseOptions) -> None:
+    if options.steps < 1:
+        raise SpecError(f"--steps: expected an integer >= 1, got {options.steps}")
+    if options.schedule not in SCHEDULES:
+        raise SpecError(f"--schedule: expected one of {', '.join(SCHEDULES)}, got {options.schedule!r}")
+
+
+def choose(spec: Spec, model: nn.Module, criterion: Criterion, options: ChooseOptions, data=None,
+           example: torch.Tensor | None = None) -> Choice:
+    """Kept channels per group of ``model`` (original numbering), by steps, toward the rate or target."""
+    check_options(options)
+    original = pin_excluded(build_groups(spec, model), options.exclude)
+    total_kept = [None if not g.prunable else torch.arange(g.size) for g in original]
+    baseline = measure(model, example, options.target.kind) if options.target else None
+    current = model
+    history = []
+    for step in range(1, options.steps + 1):
+        done = schedule_fraction(step, options.steps, options.schedule)
+        groups = pin_excluded(build_groups(spec, current), options.exclude)
+        scores = score_groups(groups, current, criterion, data, options.seed)
+
+        if options.target is not None:
+            goal = 1.0 - done * (1.0 - options.target.fraction)
+
+            def evaluate(p: float) -> tuple[object, float]:
+                kept = _pick(original, groups, scores, options, p=p)
+                pruned, _ = hard_prune(current, make_plan(groups, kept))
+                return kept, measure(pruned, example, options.target.kind) / baseline
+
+            found = search(evaluate, goal)
+            if not found.within(goal) and found.achieved > goal:
+                raise SpecError(f"--target-{options.target.kind} {options.target.fraction}: unreachable; the most "
+                                f"that can be cut keeps {found.achieved:.4f} (pinned layers, --min-channels, "
+                                "--exclude)")
+            kept, entry = found.value, {"goal": round(goal, 6), "achieved": round(found.achieved, 6),
+                                        "p": round(found.p, 6), "iterations": found.iterations}
+        else:
+            kept, entry = _pick(original, groups, scores, options, done=done), {}
+        total_kept = [t if k is None or t is None else t[k] for t, k in zip(total_kept, kept)]
+        current, _ = hard_prune(current, make_plan(groups, kept))
+        history.append({"step": step, "done": round(done, 6), **entry})
+    report: dict[str, Any] = {"selection": {
+        "mode": "global" if options.global_ranking else "per-layer", "steps": options.steps,
+        "schedule": options.schedule, "exclude": list(options.exclude)}}
+    if options.steps > 1 or options.target:
+        report["selection"]["history"] = history
+    if options.target is not None:
+        achieved = measure(current, example, options.target.kind) / baseline
+        report["target"] = {"kind": options.target.kind, "goal": options.target.fraction,
+                            "achieved": round(achieved, 6),
+                            "within_1_percent": abs(achieved - options.target.fraction) <= 0.01 * options.target.fraction}
+    return Choice(original, total_kept, model, report)
+
+
+def _pick(original: list[ChannelGroup], groups: list[ChannelGroup], scores: list, options: ChooseOptions,
+          done: float = 1.0, p: float | None = None) -> list[torch.Tensor | None]:
+    """Kept indices per current group for a cumulative cut measured on the original model:
+    ``done`` of the spec's rates (each layer's own, or the default), or, for a target, the
+    searched ``p`` (one rate for every layer, or the fraction of all prunable channels)."""
+    if [g.layers for g in original] != [g.layers for g in groups]:
+        raise SpecError("the channel groups changed between steps; prune in one step (--steps 1)")
+    select = options.select
+    if options.global_ranking:
+        fraction = p if p is not None else done * select.rate
+        goal_removed = int(fraction * prunable_channels(original) + 1e-9)
+        already = sum(o.size - g.size for o, g in zip(original, groups) if g.prunable)
+        return global_select(groups, scores, max(0, goal_removed - already), select)
+    source_of = {id(g): o for o, g in zip(original, groups)}
+
+    def relative_rate(group: ChannelGroup) -> float:
+        source = source_of[id(group)]
+        rate = p if p is not None else done * group_rate(source, select.rate)
+        keep = kept_count(source.size, min(rate, 0.999999), select, source.blocks)
+        return max(0.0, 1.0 - keep / group.size)
+
+    return select_per_layer(groups, scores, relative_rate, select)
+
+
+def from_prune_options(spec: Spec, model: nn.Module, options: Any, example: torch.Tensor
+                       ) -> tuple[Criterion, SelectOptions, Choice]:
+    """The criterion, selection options and choice for ``api.prune`` (``options``: PruneOptions)."""
+    from .criteria import get_criterion
+    from .data import load_data
+    from .unstructured import choose_unstructured
+
+    criterion = get_criterion(spec.criterion or "l1")
+    select = SelectOptions(rate=spec.rate if spec.rate is not None else 0.5, round_to=spec.round_to or 1,
+                           min_channels=spec.min_channels or 1, group_reduce=spec.group_reduce or "mean",
+                           normalise=not criterion.self_normalised)
+    exclude = tuple(options.exclude or ())
+    if options.mode not in ("structured", "unstructured"):
+        raise SpecError(f"--mode: expected structured or unstructured, got {options.mode!r}")
+    if options.mode == "unstructured":
+        if options.target_macs is not None or options.target_params is not None or options.steps != 1:
+            raise SpecError("--mode unstructured keeps every shape: --target-macs/--target-params/--steps "
+                            "apply to structured pruning only")
+        return criterion, select, choose_unstructured(spec, model, criterion.name, select.rate,
+                                                      options.global_ranking, exclude, options.seed)
+    if options.target_macs is not None and options.target_params is not None:
+        raise SpecError("give one of --target-macs and --target-params, not both")
+    target = (Target("macs", options.target_macs) if options.target_macs is not None else
+              Target("params", options.target_params) if options.target_params is not None else None)
+    data = load_data(options.data) if options.data is not None else None
+    if data is not None and not criterion.needs_data:
+        data = None  # harmless: a data-free criterion ignores it
+    choose_options = ChooseOptions(select, options.global_ranking, exclude, target, options.steps,
+                                   options.schedule, options.seed)
+    choice = choose(spec, model, criterion, choose_options, data, example)
+    if options.data is not None:
+        choice.report["data"] = str(options.data)
+    return criterion, select, choice
