@@ -1,0 +1,102 @@
+"""Ways to choose what to cut: global ranking, --exclude, MACs/params targets, steps and schedules."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import prunectl
+from fixtures.make_checkpoints import FIXTURES, make_model
+from prunectl.choose import schedule_fraction
+from prunectl.errors import SpecError
+from prunectl.groups import build_groups
+from prunectl.ranking import global_select
+from prunectl.selection import SelectOptions, score_groups
+from prunectl.criteria import get_criterion
+from prunectl.spec import read_spec
+
+RESNET = FIXTURES["resnet18"][2]
+
+
+def widths(result) -> dict[str, int]:
+    return {layer["name"]: layer["after"] for layer in result.report["layers"]}
+
+
+def test_global_ranking_cuts_the_requested_share_and_floors_every_group() -> None:
+    model = make_model("vgg11_bn")
+    with torch.no_grad():
+        model.conv2.weight.mul_(1e-4)  # a layer of tiny weights: without normalisation it would vanish
+    groups = build_groups(read_spec(FIXTURES["vgg11_bn"][2]), model)
+    scores = score_groups(groups, model, get_criterion("l1"))
+    total = sum(g.size for g in groups if g.prunable)
+    kept = global_select(groups, scores, int(0.7 * total), SelectOptions(min_channels=4))
+    removed = sum(g.size - len(k) for g, k in zip(groups, kept) if k is not None)
+    assert removed == int(0.7 * total)
+    for group, k in zip(groups, kept):
+        if k is not None:
+            assert len(k) >= 4, group.layers
+    by_layer = {g.layers[0]: len(k) for g, k in zip(groups, kept) if k is not None}
+    assert by_layer["conv2"] > 4  # normalised: the tiny layer keeps more than its floor
+
+
+def test_global_cli_option_gives_unequal_rates(checkpoints) -> None:
+    per_layer = prunectl.prune(checkpoints["vgg11_bn"], prunectl.PruneOptions(spec=FIXTURES["vgg11_bn"][2], rate=0.5))
+    ranked = prunectl.prune(checkpoints["vgg11_bn"], prunectl.PruneOptions(spec=FIXTURES["vgg11_bn"][2], rate=0.5,
+                                                                          global_ranking=True))
+    assert ranked.report["selection"]["mode"] == "global"
+    ratios = {round(layer["after"] / layer["before"], 3) for layer in ranked.report["layers"] if layer["name"] != "fc2"}
+    assert len(ratios) > 2
+    before = sum(layer["before"] for layer in per_layer.report["layers"] if layer["name"] != "fc2")
+    assert sum(widths(ranked).values()) == pytest.approx(sum(widths(per_layer).values()), abs=0.02 * before)
+
+
+def test_exclude_pins_matching_groups_and_rejects_patterns_matching_nothing(checkpoints) -> None:
+    result = prunectl.prune(checkpoints["resnet18"], prunectl.PruneOptions(spec=RESNET, rate=0.5,
+                                                                          exclude=("layer4.*",)))
+    after = widths(result)
+    assert all(after[name] == layer["before"] for layer in result.report["layers"]
+               for name in [layer["name"]] if name.startswith("layer4."))
+    assert after["layer1.0.conv1"] < 16
+    with pytest.raises(SpecError, match="no listed layer"):
+        prunectl.prune(checkpoints["resnet18"], prunectl.PruneOptions(spec=RESNET, exclude=("nothing*",)))
+
+
+@pytest.mark.parametrize("kind, global_ranking", [("macs", True), ("params", True), ("params", False)])
+def test_target_is_reached_within_one_percent(kind: str, global_ranking: bool, checkpoints) -> None:
+    result = prunectl.prune(checkpoints["resnet18"], prunectl.PruneOptions(
+        spec=RESNET, global_ranking=global_ranking, **{f"target_{kind}": 0.4}))
+    target = result.report["target"]
+    assert target["kind"] == kind and target["within_1_percent"]
+    assert result.report[kind]["ratio"] == pytest.approx(0.4, rel=0.01)
+    assert result.manifest.extra["target"] == target
+
+
+def test_unreachable_target_is_a_spec_error(checkpoints) -> None:
+    with pytest.raises(SpecError, match="unreachable"):
+        prunectl.prune(checkpoints["small_mlp"], prunectl.PruneOptions(
+            spec=FIXTURES["small_mlp"][2], target_params=0.01, min_channels=8))
+
+
+def test_schedules() -> None:
+    assert [schedule_fraction(i, 4, "linear") for i in range(1, 5)] == [0.25, 0.5, 0.75, 1.0]
+    agp = [schedule_fraction(i, 3, "agp") for i in range(1, 4)]
+    assert agp == pytest.approx([1 - (2 / 3) ** 3, 1 - (1 / 3) ** 3, 1.0])
+
+
+@pytest.mark.parametrize("schedule", ["linear", "agp"])
+def test_steps_reach_the_same_widths_and_keep_original_numbering(schedule: str, checkpoints) -> None:
+    one = prunectl.prune(checkpoints["resnet18"], prunectl.PruneOptions(spec=RESNET, rate=0.6, criterion="fpgm"))
+    steps = prunectl.prune(checkpoints["resnet18"], prunectl.PruneOptions(spec=RESNET, rate=0.6, criterion="fpgm",
+                                                                         steps=3, schedule=schedule))
+    assert widths(steps) == widths(one)
+    history = steps.report["selection"]["history"]
+    assert [h["step"] for h in history] == [1, 2, 3] and history[-1]["done"] == 1.0
+    for name, kept in steps.manifest.kept.items():
+        assert kept == sorted(kept) and max(kept) < dict((layer["name"], layer["before"])
+                                                         for layer in steps.report["layers"])[name]
+
+
+def test_bad_steps_and_schedule(checkpoints) -> None:
+    with pytest.raises(SpecError, match="--steps"):
+        prunectl.prune(checkpoints["resnet18"], prunectl.PruneOptions(spec=RESNET, steps=0))
+    with pytest.raises(SpecError, match="--schedule"):
+        prunectl.prune(checkpoints["resnet18"], prunectl.PruneOptions(spec=RESNET, steps=2, schedule="cosine"))
