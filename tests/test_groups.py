@@ -146,3 +146,9 @@ def test_unlisted_norm_layer_is_caught(tmp_path: Path) -> None:
     layers = {"conv1": {}, "conv2": {}, "bn2": {}, "conv3": {}, "fc": {"arg": None}}
     with pytest.raises(prunectl.VerificationError, match="first diverging layer: bn1|conv2"):
         prune_case(tmp_path, "fixtures.synthetic:GroupedConvNet", layers, [1, 3, 8, 8])
+
+
+def test_vanishing_output_does_not_hide_a_divergence(tmp_path: Path) -> None:
+    layers = {"conv1": {}, "conv2": {}, "fc": {"arg": None}}
+    with pytest.raises(prunectl.VerificationError, match="differ at layer conv2"):
+        prune_case(tmp_path, "fixtures.synthetic:ChannelMeanNet", layers, [1, 3, 8, 8], rate=0.5)
