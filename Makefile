@@ -8,10 +8,12 @@ DEMO_CKPTS := .fixture-ckpts
 
 .PHONY: demo test zoo bench fuzz clean
 
-$(STAMP): pyproject.toml
+# The example plugin (plugins/prunectl-digits) is installed too: tests use its criterion, task and models.
+$(STAMP): pyproject.toml plugins/prunectl-digits/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet --no-deps -e plugins/prunectl-digits
 	touch $(STAMP)
 
 $(DEMO_CKPTS)/.done: $(STAMP) fixtures/models.py fixtures/make_checkpoints.py
