@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch.nn as nn
 
 from . import layers as L
-from .errors import SpecError
+from .errors import SpecError, UnsupportedError
 from .spec import Spec
 
 
@@ -26,6 +26,7 @@ class Member:
     side: str  # "out": the module's output channels; "in": its input channels
     factor: int = 1  # each group channel spans `factor` consecutive indices of this dimension
     scored: bool = False  # the criterion scores this member's output filters
+    offset: int = 0  # a concatenation: this group's channels start at this index of the dimension
 
 
 @dataclass
@@ -114,9 +115,14 @@ def build_groups(spec: Spec, model: nn.Module) -> list[ChannelGroup]:
                             "BatchNorm layers after them are listed")
         L.check_supported(layer.name, module)
         # prev None: the previous listed layer feeds it; []: no listed layer does (input fixed)
-        source = last if layer.prev is None else (
-            _input_ref(layer.prev, output_of, spaces, key) if layer.prev else None)
-        if kind == "norm":
+        if layer.cat is not None:
+            source = _cat_ref(layer.cat, output_of, spaces, key)
+        else:
+            source = last if layer.prev is None else (
+                _input_ref(layer.prev, output_of, spaces, key) if layer.prev else None)
+        if isinstance(source, _Cat):
+            ref = _connect_cat(layer.name, module, kind, source, spaces, key)
+        elif kind == "norm":
             if source is None:
                 raise SpecError(f"{key}: a norm layer must follow a listed conv or linear layer (or name them in prev)")
             _expect_width(key, module.num_features, spaces, source, "features")
@@ -124,20 +130,68 @@ def build_groups(spec: Spec, model: nn.Module) -> list[ChannelGroup]:
             spaces.group(ref.space).members.append(Member(layer.name, "out", ref.factor))
         else:
             ref = _connect_producer(layer.name, module, kind, source, spaces, key)
-        group = spaces.group(ref.space)
-        group.layers.append(layer.name)
-        if layer.rate is not None:
-            group.rates.append(layer.rate)
-        if not layer.prunable:
-            group.pinned_by.append(f"{layer.name}: " + ("prune: false" if not layer.prune else "arg: null"))
+        for part in _parts(ref):
+            group = spaces.group(part.space)
+            if layer.name in group.layers:
+                continue
+            group.layers.append(layer.name)
+            if layer.rate is not None:
+                group.rates.append(layer.rate)
+            if not layer.prunable:
+                group.pinned_by.append(f"{layer.name}: " + ("prune: false" if not layer.prune else "arg: null"))
         output_of[layer.name] = ref
         last = ref
     return [group for group in spaces.roots() if group.members]
 
 
-def _input_ref(prev: tuple[str, ...], output_of: dict[str, _Ref], spaces: _Spaces, key: str) -> _Ref:
+@dataclass(frozen=True)
+class _Cat:
+    """A channel concatenation: the parts' channels one after the other."""
+
+    parts: tuple[_Ref, ...]
+
+
+def _parts(ref: _Ref | _Cat) -> tuple[_Ref, ...]:
+    return ref.parts if isinstance(ref, _Cat) else (ref,)
+
+
+def _cat_ref(cat: tuple[tuple[str, ...], ...], output_of: dict, spaces: _Spaces, key: str) -> _Cat:
+    parts: list[_Ref] = []
+    for part in cat:
+        parts += _parts(_input_ref(part, output_of, spaces, f"{key}.cat"))
+    return _Cat(tuple(parts))
+
+
+def _connect_cat(name: str, module: nn.Module, kind: str, cat: _Cat, spaces: _Spaces, key: str) -> _Ref | _Cat:
+    """A layer reading a concatenation: one member per part, each at its offset."""
+    parts = tuple(_Ref(spaces.find(p.space), p.factor) for p in cat.parts)
+    widths = [spaces.group(p.space).size * p.factor for p in parts]
+    width = module.num_features if kind == "norm" else L.in_width(module)
+    if width != sum(widths):
+        raise SpecError(f"{key}: takes {width} input channels, but its concatenated input gives "
+                        f"{' + '.join(map(str, widths))} = {sum(widths)}; check 'cat'")
+    if kind == "conv" and module.groups > 1:
+        raise UnsupportedError(f"{key}: a grouped conv reading a concatenation is not supported; "
+                               "mark the layers of its 'cat' \"prune\": false")
+    offset = 0
+    for part, part_width in zip(parts, widths):
+        side = "out" if kind == "norm" else "in"
+        spaces.group(part.space).members.append(Member(name, side, part.factor, offset=offset))
+        offset += part_width
+    if kind == "norm":
+        return _Cat(parts)  # a norm over a concatenation: its output is the same concatenation
+    own = spaces.new(L.out_width(module))
+    spaces.group(own).members.append(Member(name, "out", 1, scored=True))
+    return _Ref(own)
+
+
+def _input_ref(prev: tuple[str, ...], output_of: dict[str, _Ref], spaces: _Spaces, key: str) -> _Ref | _Cat:
     """The layers of one residual sum: all addends must be equally wide; their spaces merge."""
     refs = [output_of[name] for name in prev]
+    if len(refs) == 1 and isinstance(refs[0], _Cat):
+        return refs[0]
+    if any(isinstance(ref, _Cat) for ref in refs):
+        raise SpecError(f"{key}: adding concatenations to other tensors is not supported")
     widths = {name: spaces.group(ref.space).size * ref.factor for name, ref in zip(prev, refs)}
     if len(set(widths.values())) > 1:
         shown = ", ".join(f"{name!r} has {width}" for name, width in widths.items())

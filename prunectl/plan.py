@@ -27,16 +27,28 @@ def expand(kept: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def make_plan(groups: list[ChannelGroup], kept: list[torch.Tensor | None]) -> dict[str, ModuleCut]:
-    plan: dict[str, ModuleCut] = {}
+    # A dimension made of several groups (a concatenation) keeps, per group at its offset, the
+    # group's kept channels, or all of them when that group is not pruned.
+    parts: dict[tuple[str, str], list[tuple[int, torch.Tensor]]] = {}
+    pruned: set[tuple[str, str]] = set()
     for group, indices in zip(groups, kept):
-        if indices is None or len(indices) == group.size:
-            continue
+        whole = indices is None or len(indices) == group.size
         for member in group.members:
-            cut = plan.setdefault(member.module, ModuleCut())
-            if member.side == "out":
-                cut.out = expand(indices, member.factor)
-            else:
-                cut.inp = expand(indices, member.factor)
+            key = (member.module, member.side)
+            channels = torch.arange(group.size) if whole else indices
+            parts.setdefault(key, []).append((member.offset, expand(channels, member.factor)))
+            if not whole:
+                pruned.add(key)
+    plan: dict[str, ModuleCut] = {}
+    for (module, side), items in parts.items():
+        if (module, side) not in pruned:
+            continue
+        index = torch.cat([offset + local for offset, local in sorted(items, key=lambda item: item[0])])
+        cut = plan.setdefault(module, ModuleCut())
+        if side == "out":
+            cut.out = index
+        else:
+            cut.inp = index
     return plan
 
 

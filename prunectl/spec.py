@@ -21,7 +21,7 @@ _TOP_KEYS = {
     "prunectl_spec", "model", "input", "criterion", "rate", "round_to", "min_channels",
     "group_reduce", "layers",
 }
-_LAYER_KEYS = {"arg", "prev", "prune", "rate"}
+_LAYER_KEYS = {"arg", "prev", "prune", "rate", "cat"}
 MAX_DIM = 1 << 20
 
 
@@ -55,6 +55,9 @@ class LayerSpec:
     prev: tuple[str, ...] | None = None
     prune: bool = True
     rate: float | None = None
+    # the input is the channel concatenation of these parts, in order; each part is the sum of
+    # the outputs of its layers (a one-layer part is just that layer's output)
+    cat: tuple[tuple[str, ...], ...] | None = None
 
     @property
     def prunable(self) -> bool:
@@ -66,6 +69,8 @@ class LayerSpec:
             out["arg"] = self.arg
         if self.prev is not None:
             out["prev"] = list(self.prev)
+        if self.cat is not None:
+            out["cat"] = [part[0] if len(part) == 1 else list(part) for part in self.cat]
         if not self.prune:
             out["prune"] = False
         if self.rate is not None:
@@ -213,22 +218,40 @@ class _SpecParser:
                 # leaves alone): the layer's input side is never cut
                 if not isinstance(prev, list) or not all(isinstance(p, str) for p in prev):
                     raise self.fail(f"{where}.prev", f"expected a list of layer names, got {prev!r}")
-                for p in prev:
-                    if p == name:
-                        raise self.fail(f"{where}.prev", f"names the layer itself (a cycle)")
-                    if p not in value:
-                        raise self.fail(f"{where}.prev", f"names {p!r}, which is not listed in layers")
-                    if p not in seen:
-                        raise self.fail(f"{where}.prev", f"names {p!r}, which is listed after {name!r}; "
-                                        "layers are in forward order, so this would be a cycle")
+                self.earlier(prev, f"{where}.prev", name, value, seen)
                 prev = tuple(dict.fromkeys(prev))
+            cat = self.cat(options.get("cat"), f"{where}.cat", name, value, seen)
+            if cat is not None and prev is not None:
+                raise self.fail(f"{where}.cat", "give either prev (a sum) or cat (a concatenation), not both")
             prune = options.get("prune", True)
             if not isinstance(prune, bool):
                 raise self.fail(f"{where}.prune", f"expected true or false, got {prune!r}")
             layers.append(LayerSpec(name=name, arg=arg, has_arg="arg" in options, prev=prev,
-                                    prune=prune, rate=self.rate(options.get("rate"), f"{where}.rate")))
+                                    prune=prune, rate=self.rate(options.get("rate"), f"{where}.rate"), cat=cat))
             seen.add(name)
         return tuple(layers)
+
+    def earlier(self, names: list[str], key: str, name: str, listed: dict, seen: set[str]) -> None:
+        """Every name is a layer listed before ``name`` (layers are in forward order)."""
+        for p in names:
+            if p == name:
+                raise self.fail(key, "names the layer itself (a cycle)")
+            if p not in listed:
+                raise self.fail(key, f"names {p!r}, which is not listed in layers")
+            if p not in seen:
+                raise self.fail(key, f"names {p!r}, which is listed after {name!r}; "
+                                "layers are in forward order, so this would be a cycle")
+
+    def cat(self, value: Any, key: str, name: str, listed: dict, seen: set[str]) -> tuple[tuple[str, ...], ...] | None:
+        if value is None:
+            return None
+        parts = value if isinstance(value, list) else None
+        if not parts or not all(isinstance(p, str) or (isinstance(p, list) and p and all(isinstance(q, str) for q in p))
+                                for p in parts):
+            raise self.fail(key, f"expected a non-empty list of layer names (or lists of names, for sums), got {value!r}")
+        parts = [(p,) if isinstance(p, str) else tuple(dict.fromkeys(p)) for p in parts]
+        self.earlier([q for part in parts for q in part], key, name, listed, seen)
+        return tuple(parts)
 
     def rate(self, value: Any, key: str) -> float | None:
         if value is None:

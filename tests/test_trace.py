@@ -14,7 +14,7 @@ from prunectl.cli import cli
 from prunectl.errors import UnsupportedError
 from prunectl.groups import build_groups
 from prunectl.tracing import trace_model
-from tests.trace_models import ChannelCumsum, SqueezeExcite, TwoBranchAdd
+from tests.trace_models import ChannelCumsum, ConcatBlock, SqueezeExcite, TwoBranchAdd
 
 # A fast representative subset: residual adds, depthwise + squeeze-excitation multiplies,
 # stochastic depth, grouped convs; the whole list is measured by `make zoo` (docs/zoo.md).
@@ -48,6 +48,22 @@ def test_squeeze_excitation_multiply_couples_the_scale_with_the_scaled_tensor() 
     group = [g for g in build_groups(spec, SqueezeExcite()) if "conv" in g.layers][0]
     assert set(group.layers) == {"conv", "bn", "fc2"}
     assert group.prunable
+
+
+def test_concatenation_gives_a_cat_key_and_prunes_each_part_at_its_offset(tmp_path: Path) -> None:
+    spec = trace_model(ConcatBlock(), (1, 3, 8, 8)).spec
+    layers = _layers(spec)
+    assert layers["norm"].cat == (("stem",), ("left",), ("right",))
+    assert layers["mix"].prev is None and layers["mix"].cat is None  # reads the norm, listed just before
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "concat.pt"
+    torch.save(ConcatBlock().state_dict(), checkpoint)
+    result = prunectl.prune(checkpoint, prunectl.PruneOptions(
+        model="tests.trace_models:ConcatBlock", rate=0.5, input_shape=(1, 3, 8, 8), output=tmp_path / "out"))
+    widths = {layer["name"]: layer["after"] for layer in result.report["layers"]}
+    assert widths["stem"] == 4 and widths["left"] == 3 and widths["right"] == 5
+    assert widths["norm"] == 12  # 4 + 3 + 5: the norm follows every part
+    assert prunectl.load(tmp_path / "out").mix.in_channels == 12
 
 
 def test_unknown_op_on_pruned_channels_is_exit_6_naming_module_and_op() -> None:

@@ -52,3 +52,22 @@ class ChannelCumsum(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv2(torch.relu(self.conv1(x)).cumsum(1))
         return self.head(x.mean((2, 3)))
+
+
+class ConcatBlock(nn.Module):
+    """Dense/inception style: two branches concatenated on channels, a norm over the concatenation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.left = nn.Conv2d(8, 6, 1)
+        self.right = nn.Conv2d(8, 10, 3, padding=1)
+        self.norm = nn.BatchNorm2d(24)
+        self.mix = nn.Conv2d(24, 12, 1)
+        self.head = nn.Linear(12, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = torch.cat([x, self.left(x), self.right(x)], 1)
+        x = self.mix(torch.relu(self.norm(x)))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))

@@ -107,8 +107,10 @@ def _spec(walk: Walk, pinned: dict[str, str], model_ref: ModelRef | None, input_
     layers = []
     previous: str | None = None
     for layer in walk.layers:
-        layers.append(LayerSpec(name=layer.name, prev=_prev(layer, previous, position),
-                                prune=layer.name not in pinned))
+        cat = None if layer.cat is None else tuple(
+            tuple(sorted(part, key=position.__getitem__)) for part in layer.cat)
+        layers.append(LayerSpec(name=layer.name, prev=None if cat else _prev(layer, previous, position),
+                                prune=layer.name not in pinned, cat=cat))
         previous = layer.name
     return Spec(layers=tuple(layers), model=model_ref, input=input_spec, source=source)
 
@@ -126,7 +128,7 @@ def _live_incidents(incidents: list[Incident], spec: Spec, model: nn.Module) -> 
     prunable = {}
     for group in build_groups(spec, model):
         for name in group.layers:
-            prunable[name] = group.prunable
+            prunable[name] = prunable.get(name, False) or group.prunable
     return [incident for incident in incidents if any(prunable.get(name, False) for name in incident.sources)]
 
 

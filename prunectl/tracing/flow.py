@@ -28,6 +28,11 @@ class Flow:
     sources: frozenset[str]
     dim: int
     factor: int = 1
+    # a channel concatenation: the sources of each part, in order (a spec "cat")
+    parts: tuple[frozenset[str], ...] | None = None
+    # made of several channel spaces (a concatenation, or a norm over one): only element-wise
+    # ops, pooling and listed layers may touch it
+    composite: bool = False
 
     def at(self, dim: int, factor: int | None = None) -> Flow:
         return replace(self, dim=dim, factor=self.factor if factor is None else factor)
@@ -35,6 +40,8 @@ class Flow:
 
 def merge(flows: Sequence[Flow], dim: int) -> Flow:
     """Operands meeting element-wise: their channel spaces become one (like a ``prev`` sum)."""
+    if any(f.composite for f in flows):
+        raise Touch("adds or joins a concatenation of pruned channels to another tensor")
     factors = {f.factor for f in flows}
     if len(factors) > 1:
         raise Touch("combines tensors whose channels are laid out differently (flattened vs not)")
@@ -43,6 +50,16 @@ def merge(flows: Sequence[Flow], dim: int) -> Flow:
 
 def normalise_dim(dim: int, ndim: int) -> int:
     return dim + ndim if dim < 0 else dim
+
+
+def concatenated(flows: Sequence[Flow], dim: int) -> Flow:
+    """torch.cat along the channel dim: the parts, in order, each keeping its own channel space."""
+    if any(f.factor != 1 or f.dim != dim for f in flows):
+        raise Touch("concatenates tensors whose channels are laid out differently")
+    parts: list[frozenset[str]] = []
+    for flow in flows:
+        parts += list(flow.parts) if flow.parts is not None else [flow.sources]
+    return Flow(frozenset().union(*parts), dim, 1, tuple(parts), composite=True)
 
 
 def reshaped(flow: Flow, in_shape: Sequence[int], out_shape: Sequence[int]) -> Flow:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .flow import (Flow, Touch, broadcast_dim, indexed, merge, normalise_dim, permuted, reduced, reshaped,
+from .flow import (Flow, Touch, broadcast_dim, concatenated, indexed, merge, normalise_dim, permuted, reduced, reshaped,
                    transposed)
 
 ELEMENTWISE = {
@@ -84,6 +84,10 @@ def _arg(args: tuple, kwargs: dict, index: int, key: str, default: Any = None) -
 
 def function_flow(name: str, args: tuple, kwargs: dict, flows: tuple, kflows: dict, result: Any) -> Any:
     """The Flow (or list of Flows, for tuple results) of a call_function/call_method node."""
+    if name not in ELEMENTWISE | SPATIAL | RESHAPES | {"cat", "concat", "concatenate"} and any(
+            isinstance(f, Flow) and f.composite for f in _flat(flows)):
+        raise Touch("works on a concatenation of pruned channels, which the tracer follows only through "
+                    "element-wise ops, pooling and the layers it lists")
     if name in ELEMENTWISE:
         return _same_place(args[0], flows[0], result, name)
     if name in SPATIAL:
@@ -91,7 +95,7 @@ def function_flow(name: str, args: tuple, kwargs: dict, flows: tuple, kflows: di
     if name in BINARY:
         return _binary(name, args, kwargs, flows, kflows, result)
     if name in RESHAPES:
-        return reshaped(flows[0], tuple(args[0].shape), tuple(result.shape))
+        return _reshaped(flows[0], tuple(args[0].shape), tuple(result.shape))
     if name == "permute":
         order = args[1:] if len(args) > 2 or isinstance(_arg(args, kwargs, 1, "dims"), int) else \
             _arg(args, kwargs, 1, "dims")
@@ -123,10 +127,27 @@ def module_flow(module: nn.Module, value: Any, flow: Flow, result: Any) -> Flow:
     if isinstance(module, _SPATIAL_MODULES):
         return _spatial(flow, type(module).__name__)
     if isinstance(module, (nn.Flatten, nn.Unflatten)):
-        return reshaped(flow, tuple(value.shape), tuple(result.shape))
+        return _reshaped(flow, tuple(value.shape), tuple(result.shape))
+    if flow.composite:
+        raise Touch("works on a concatenation of pruned channels")
     if isinstance(module, (nn.Softmax, nn.LogSoftmax)):
         return _softmax(flow, module.dim, value.dim())
     raise Touch("is a module prunectl cannot cut channels through")
+
+
+def _flat(values: Any) -> list[Any]:
+    if isinstance(values, (list, tuple)):
+        return [v for item in values for v in _flat(item)]
+    if isinstance(values, dict):
+        return [v for item in values.values() for v in _flat(item)]
+    return [values]
+
+
+def _reshaped(flow: Flow, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> Flow:
+    moved = reshaped(flow, in_shape, out_shape)
+    if flow.composite and moved.factor != flow.factor:
+        raise Touch("flattens a concatenation of pruned channels together with the dims after it")
+    return moved
 
 
 def _same_place(value: Any, flow: Flow, result: Any, name: str) -> Flow:
@@ -192,9 +213,9 @@ def _concat(name: str, args: tuple, kwargs: dict, flows: tuple, result: Any) -> 
             raise Touch(f"joins pruned channels with a fixed tensor of shape {tuple(value.shape)}")
         if name == "stack":
             flow = flow.at(flow.dim + (1 if flow.dim >= dim else 0))
-        elif flow.dim == dim:
-            raise Touch("concatenates along the channel dim")
         placed.append(flow)
+    if name != "stack" and any(f.dim == dim for f in placed):
+        return concatenated(placed, dim)
     if len({f.dim for f in placed}) > 1:
         raise Touch("joins tensors whose channels sit in different dims")
     return merge(placed, placed[0].dim)

@@ -28,6 +28,7 @@ class TracedLayer:
     name: str
     kind: str  # "conv", "linear" or "norm"
     inputs: frozenset[str] | None  # listed layers feeding it (a prev sum); None: fixed input
+    cat: tuple[frozenset[str], ...] | None = None  # its input is this channel concatenation
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,10 @@ class _Walker(fx.Interpreter):
         if flow is not None and flow.dim != channel_dim:
             self._incident(node, Touch(f"reads channels from dim {flow.dim}, not its channel dim {channel_dim}"),
                            incoming)
-            inputs = None
+            inputs = flow = None
+        if flow is not None and flow.composite and kind == "conv" and module.groups > 1:
+            self._incident(node, Touch("is a grouped conv reading a concatenation"), incoming)
+            inputs = flow = None
         try:
             L.check_supported(name, module)
         except UnsupportedError as exc:
@@ -131,8 +135,10 @@ class _Walker(fx.Interpreter):
             self._incident(node, Touch("is called more than once (shared weights)"), tied)
             return Flow(frozenset({name}), channel_dim)
         self.first_inputs[name] = inputs
-        self.walk.layers.append(TracedLayer(name, kind, inputs))
-        return Flow(frozenset({name}), channel_dim, flow.factor if kind == "norm" and flow else 1)
+        self.walk.layers.append(TracedLayer(name, kind, inputs, flow.parts if flow is not None else None))
+        if kind == "norm":  # the norm's channels are its input's channels (a concatenation stays one)
+            return Flow(frozenset({name}), channel_dim, flow.factor, composite=flow.composite)
+        return Flow(frozenset({name}), channel_dim)
 
     def _incident(self, node: Node, touch: Touch, incoming: list[Flow]) -> None:
         sources = frozenset().union(*(f.sources for f in incoming))
