@@ -28,5 +28,11 @@ demo: $(DEMO_CKPTS)/.done
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests
 
+# Coverage sweep over every torchvision classification model (long: each model in its own
+# process); writes docs/zoo.md and docs/zoo.json. `make zoo ZOO_MODELS="resnet18 vit_b_16"` for a few.
+ZOO_MODELS ?=
+zoo: $(STAMP)
+	$(PY) benchmarks/zoo.py $(ZOO_MODELS)
+
 clean:
 	rm -rf $(VENV) $(DEMO_CKPTS) demo-out

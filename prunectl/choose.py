@@ -21,11 +21,11 @@ from .criteria.base import Criterion
 from .errors import SpecError
 from .groups import ChannelGroup, build_groups
 from .plan import make_plan
-from .ranking import global_select, prunable_channels
+from .ranking import floor_of, global_select, prunable_channels, remove_more
 from .selection import SelectOptions, group_rate, kept_count, score_groups, select_per_layer
 from .spec import Spec
 from .surgery import hard_prune
-from .targets import Target, measure, search
+from .targets import SearchResult, Target, measure, search
 
 SCHEDULES = ("linear", "agp")
 
@@ -96,18 +96,25 @@ def choose(spec: Spec, model: nn.Module, criterion: Criterion, options: ChooseOp
         if options.target is not None:
             goal = 1.0 - done * (1.0 - options.target.fraction)
 
+            cost = _CostOf(groups, current, example, options.target.kind, baseline)
+
             def evaluate(p: float) -> tuple[object, float]:
                 kept = _pick(original, groups, scores, options, p=p)
-                pruned, _ = hard_prune(current, make_plan(groups, kept))
-                return kept, measure(pruned, example, options.target.kind) / baseline
+                return kept, cost(kept)
 
             found = search(evaluate, goal)
+            refined = False
+            if not found.within(goal) and not options.global_ranking and found.above is not None:
+                uniform = found
+                found = _refine(found, goal, groups, scores, cost, options)
+                refined = found is not uniform
             if not found.within(goal) and found.achieved > goal:
                 raise SpecError(f"--target-{options.target.kind} {options.target.fraction}: unreachable; the most "
                                 f"that can be cut keeps {found.achieved:.4f} (pinned layers, --min-channels, "
                                 "--exclude)")
             kept, entry = found.value, {"goal": round(goal, 6), "achieved": round(found.achieved, 6),
-                                        "p": round(found.p, 6), "iterations": found.iterations}
+                                        "p": round(found.p, 6), "iterations": found.iterations,
+                                        "extra_global_cut": refined}
         else:
             kept, entry = _pick(original, groups, scores, options, done=done), {}
         total_kept = [t if k is None or t is None else t[k] for t, k in zip(total_kept, kept)]
@@ -124,6 +131,39 @@ def choose(spec: Spec, model: nn.Module, criterion: Criterion, options: ChooseOp
                             "achieved": round(achieved, 6),
                             "within_1_percent": abs(achieved - options.target.fraction) <= 0.01 * options.target.fraction}
     return Choice(original, total_kept, model, report)
+
+
+class _CostOf:
+    """Kept fraction of MACs/params for kept indices; cached by widths, which alone decide it."""
+
+    def __init__(self, groups: list[ChannelGroup], model: nn.Module, example: torch.Tensor, kind: str,
+                 baseline: int) -> None:
+        self.groups, self.model, self.example, self.kind, self.baseline = groups, model, example, kind, baseline
+        self.cache: dict[tuple, float] = {}
+
+    def __call__(self, kept: list[torch.Tensor | None]) -> float:
+        widths = tuple(None if k is None else len(k) for k in kept)
+        if widths not in self.cache:
+            pruned, _ = hard_prune(self.model, make_plan(self.groups, kept))
+            self.cache[widths] = measure(pruned, self.example, self.kind) / self.baseline
+        return self.cache[widths]
+
+
+def _refine(found: SearchResult, goal: float, groups: list[ChannelGroup], scores: list, cost: _CostOf,
+            options: ChooseOptions) -> SearchResult:
+    """Per-layer target between two uniform rates: cut a bisected number of extra channels,
+    the lowest-ranked of the whole model, from the rate that keeps too much."""
+    base = found.above
+    spare = sum(len(k) - floor_of(g, options.select) for g, k in zip(groups, base) if k is not None)
+
+    def evaluate(q: float) -> tuple[object, float]:
+        kept = remove_more(groups, scores, base, round(q * spare), options.select)
+        return kept, cost(kept)
+
+    refined = search(evaluate, goal)
+    refined.iterations += found.iterations
+    refined.p = found.p
+    return refined if abs(refined.achieved - goal) < abs(found.achieved - goal) else found
 
 
 def _pick(original: list[ChannelGroup], groups: list[ChannelGroup], scores: list, options: ChooseOptions,

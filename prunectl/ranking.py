@@ -56,3 +56,27 @@ def global_select(groups: list[ChannelGroup], scores: list[list[torch.Tensor] | 
             # as a rate, so select_group applies the same rounding and block rules as per-layer mode
             kept.append(select_group(group, group_scores, count / group.size, options))
     return kept
+
+
+def remove_more(groups: list[ChannelGroup], scores: list[list[torch.Tensor] | None],
+                kept: list[torch.Tensor | None], extra: int, options: SelectOptions) -> list[torch.Tensor | None]:
+    """``kept`` minus the ``extra`` lowest-ranked kept channels of the whole model, floors
+    respected (groups with conv-group blocks are left as they are)."""
+    how = "mean" if options.group_reduce == "union" else options.group_reduce
+    candidates: list[tuple[float, int, int]] = []
+    for index, (group, group_scores, indices) in enumerate(zip(groups, scores, kept)):
+        if group_scores and indices is not None and group.blocks == 1:
+            combined = reduce_scores(group_scores, how, options.normalise)
+            candidates += [(float(combined[c]), index, int(c)) for c in indices]
+    candidates.sort()
+    dropped: dict[int, set[int]] = {}
+    total = 0
+    for _, index, channel in candidates:
+        if total >= extra:
+            break
+        if len(kept[index]) - len(dropped.get(index, ())) > floor_of(groups[index], options):
+            dropped.setdefault(index, set()).add(channel)
+            total += 1
+    return [indices if index not in dropped else
+            torch.tensor([c for c in indices.tolist() if c not in dropped[index]], dtype=indices.dtype)
+            for index, indices in enumerate(kept)]

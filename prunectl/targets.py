@@ -3,8 +3,11 @@
 ``--target-macs 0.5`` keeps half of the original MACs (``torch.utils.flop_counter``, as in
 the report). The search bisects one number p in [0, 1): the uniform rate per layer, or the
 fraction of all prunable channels cut in global mode. Kept cost falls as p grows; the search
-stops as soon as the pruned model is within 1% (relative) of the goal, and otherwise returns
-the closest it found. The achieved figure is always reported.
+stops as soon as the pruned model is within 1% (relative) of the goal. Widths are integers,
+so in per-layer mode one uniform rate may jump over the goal; the search then continues from
+the closest rate that keeps too much and cuts, in addition, the lowest-ranked remaining
+channels of the whole model (normalised scores, as ``--global`` ranks them), bisecting how
+many. The closest result is returned and the achieved figure is always reported.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from .report import count_macs, count_params
 TOLERANCE = 0.01  # relative
 MAX_ITERATIONS = 40
 P_MAX = 0.999  # a per-layer rate must stay below 1
+P_RESOLUTION = 1e-5  # finer than one channel in any layer prunectl is meant for
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class SearchResult:
     p: float
     achieved: float  # fraction of the original kept
     iterations: int
+    above: object = None  # the value of the largest p tried that still kept more than the goal
 
     def within(self, goal: float) -> bool:
         return abs(self.achieved - goal) <= TOLERANCE * goal
@@ -51,24 +56,24 @@ def search(evaluate: Callable[[float], tuple[object, float]], goal: float) -> Se
     """Bisect p so that ``evaluate(p)[1]`` (kept fraction, non-increasing in p) reaches ``goal``."""
     low, high = 0.0, P_MAX
     value, achieved = evaluate(low)
-    best = SearchResult(value, low, achieved, 1)
+    best = SearchResult(value, low, achieved, 1, value)
     if achieved <= goal * (1 + TOLERANCE):
         return best
-    for iteration in range(2, MAX_ITERATIONS + 1):
+    above = value
+    iteration = 1
+    while iteration < MAX_ITERATIONS and high - low > P_RESOLUTION:
+        iteration += 1
         p = high if iteration == 2 else (low + high) / 2
         value, achieved = evaluate(p)
-        if abs(achieved - goal) < abs(best.achieved - goal) or (
-                abs(achieved - goal) == abs(best.achieved - goal) and p < best.p):
+        if abs(achieved - goal) < abs(best.achieved - goal):
             best = SearchResult(value, p, achieved, iteration)
-        best.iterations = iteration
-        if best.within(goal):
+        if abs(best.achieved - goal) <= TOLERANCE * goal:
             break
-        if iteration == 2:
-            if achieved > goal:
-                break  # even the largest cut keeps too much: the closest is the best there is
-            continue
         if achieved > goal:
-            low = p
+            if iteration == 2:
+                break  # even the largest cut keeps too much: the closest is the best there is
+            low, above = p, value
         else:
             high = p
+    best.iterations, best.above = iteration, above
     return best
