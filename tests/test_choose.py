@@ -60,13 +60,13 @@ def test_exclude_pins_matching_groups_and_rejects_patterns_matching_nothing(chec
         prunectl.prune(checkpoints["resnet18"], prunectl.PruneOptions(spec=RESNET, exclude=("nothing*",)))
 
 
-@pytest.mark.parametrize("kind, global_ranking", [("macs", True), ("params", True), ("params", False)])
+@pytest.mark.parametrize("kind, global_ranking", [("macs", True), ("params", True), ("macs", False)])
 def test_target_is_reached_within_one_percent(kind: str, global_ranking: bool, checkpoints) -> None:
     result = prunectl.prune(checkpoints["resnet18"], prunectl.PruneOptions(
-        spec=RESNET, global_ranking=global_ranking, **{f"target_{kind}": 0.4}))
+        spec=RESNET, global_ranking=global_ranking, **{f"target_{kind}": 0.5}))
     target = result.report["target"]
     assert target["kind"] == kind and target["within_1_percent"]
-    assert result.report[kind]["ratio"] == pytest.approx(0.4, rel=0.01)
+    assert result.report[kind]["ratio"] == pytest.approx(0.5, rel=0.01)
     assert result.manifest.extra["target"] == target
 
 
