@@ -132,10 +132,24 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
             problems.append(f"{label}: {shown}")
     if problems:
         raise CheckpointError(f"{source}: does not fit the model ({type(model).__name__}): " + "; ".join(problems))
+    if getattr(state_dict, "_metadata", None) is None:
+        # safetensors files and validated copies lose torch's per-module version metadata, and some
+        # modules refuse to load without it (torchvision's MNASNet); the model's own versions apply
+        state_dict = _with_metadata(state_dict, getattr(expected, "_metadata", None))
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{source}: does not fit the model: {_first_line(exc)}") from None
+
+
+def _with_metadata(state_dict: Mapping[str, torch.Tensor], metadata: Any) -> Mapping[str, torch.Tensor]:
+    if metadata is None:
+        return state_dict
+    from collections import OrderedDict
+
+    copied: Any = OrderedDict(state_dict)
+    copied._metadata = metadata
+    return copied
 
 
 def load_checkpoint(path: str | Path, model_ref: ModelRef | None = None, trust_pickle: bool = False) -> Loaded:
