@@ -42,6 +42,11 @@ def prune_summary(console: Console, report: dict[str, Any], manifest: dict[str, 
     if "onnx" in manifest:
         totals.add_row("ONNX vs torch", f"max |diff| {manifest['onnx']['max_abs']:.3g} "
                        f"(atol {manifest['onnx']['atol']:g}, opset {manifest['onnx']['opset']}) [green]ok[/green]")
+    pinned = report.get("traced", {}).get("pinned", {})
+    if pinned:  # a traced spec: which layers keep every channel, and why (the first few)
+        shown = "; ".join(f"{name}: {reason}" for name, reason in list(pinned.items())[:3])
+        more = f" (+{len(pinned) - 3} more in report.json)" if len(pinned) > 3 else ""
+        totals.add_row("not pruned", f"{len(pinned)} layers: {shown}{more}")
     totals.add_row("time", ", ".join(f"{stage} {seconds:.2f}s" for stage, seconds in timings.items()))
     if output:
         totals.add_row("bundle", f"{output}/ ({', '.join(sorted(manifest.get('files', {})) + ['manifest.json'])})")
