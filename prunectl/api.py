@@ -145,8 +145,8 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
     output = None
     if options.output is not None:
         clock("export")
-        manifest = _write_bundle(Path(options.output), rebuilt, manifest, report, inputs,
-                                 options.opset if options.onnx else None)
+        manifest = write_bundle(Path(options.output), rebuilt, manifest, report, inputs,
+                                options.opset if options.onnx else None)
         output = Path(options.output)
     return PruneResult(rebuilt, manifest, report, output, clock.done())
 
@@ -198,13 +198,17 @@ def _versions() -> dict[str, str]:
             "onnxruntime": onnxruntime.__version__, "safetensors": safetensors.__version__}
 
 
-def _write_bundle(out: Path, model: nn.Module, manifest: Manifest, report: dict, inputs: list[torch.Tensor],
-                  opset: int | None) -> Manifest:
+def write_bundle(out: Path, model: nn.Module, manifest: Manifest, report: dict, inputs: list[torch.Tensor],
+                 opset: int | None, extra_files: dict[str, bytes] | None = None) -> Manifest:
+    """Write the bundle directory atomically; ``extra_files`` (name -> bytes, e.g. an ``auto``
+    run's history.json) are checksummed in the manifest like the model files."""
     with staged_directory(out) as staging:
         state_dict = portable_state_dict(model)
         write_safetensors(state_dict, staging / "model.safetensors")
         write_pt(state_dict, staging / "model.pt")
         (staging / "report.json").write_bytes(dump_json(report))
+        for name, data in (extra_files or {}).items():
+            (staging / name).write_bytes(data)
         extra = dict(manifest.extra)
         if opset is not None:
             extra["onnx"] = _add_onnx(staging, model, inputs, opset)

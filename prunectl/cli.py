@@ -284,5 +284,83 @@ def report(bundle: str, output: str | None, quiet: bool, as_json: bool) -> None:
         Console().print(f"[green]ok[/green] {written.html} (+ {', '.join(p.name for p in written.images)})")
 
 
+@cli.command("auto")
+@click.argument("checkpoint", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--spec", type=click.Path(dir_okay=False, path_type=str), help="Sidecar spec JSON (traced when omitted).")
+@click.option("--model", "model", help="Model factory for a bare state_dict.")
+@click.option("--task", required=True, help="Task plugin giving data, loss, metric (e.g. digits).")
+@click.option("--max-drop", type=float, default=0.5, show_default=True,
+              help="Accuracy points the validation metric may lose against the original.")
+@click.option("--target-macs", type=float, help="Target mode (NetAdapt): keep this fraction of the MACs.")
+@click.option("--target-params", type=float, help="Target mode (NetAdapt): keep this fraction of the parameters.")
+@click.option("--criterion", help="Which channels go (default: the spec's, else l1).")
+@click.option("--epochs", type=int, default=3, show_default=True, help="Retraining epochs per step (at most).")
+@click.option("--final-epochs", type=int, default=0, show_default=True, help="A long fine-tune at the end.")
+@click.option("--budget-minutes", type=float, help="Stop searching after this much wall time.")
+@click.option("--max-steps", type=int, default=1000, show_default=True, help="Stop after this many search steps.")
+@click.option("--rates", default="0.2,0.1,0.0", show_default=True, help="CAC: candidate rates per layer and step.")
+@click.option("--loss-margin", type=float, default=0.5, show_default=True, help="CAC: loss margin of the thresholds.")
+@click.option("--step-fraction", type=float, help="NetAdapt: resource saved per step, as a fraction of the original.")
+@click.option("--round-to", type=int, help="Kept channel counts are multiples of this.")
+@click.option("--min-channels", type=int, help="Never keep fewer channels than this in a layer.")
+@click.option("-o", "--output", type=click.Path(path_type=str), help="Bundle directory (default: NAME-auto).")
+@click.option("--onnx", is_flag=True, help="Also export model.onnx, checked with onnxruntime.")
+@click.option("--resume", is_flag=True, help="Continue from OUTPUT.auto-state after an interruption.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every step (same seed, same bundle).")
+@click.option("--micro-batches", type=int, help="Split each batch in N parts (default: the number of processes).")
+@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads (1: bit-identical reruns).")
+@_output_options
+@_handle_errors
+def auto_command(checkpoint: str, quiet: bool, as_json: bool, rates: str, **options: Any) -> None:
+    """Find per-layer widths automatically: within --max-drop of the original accuracy (CAC), or
+    toward --target-macs/--target-params (NetAdapt), retraining as it goes. Resumable.
+
+    Example: prunectl auto mlp.pt --spec mlp.json --task digits --max-drop 0.5 -o out/
+    """
+    from .auto.search import AutoOptions, auto
+    from .render_auto import AutoProgress
+
+    try:
+        parsed_rates = tuple(float(r) for r in rates.split(",") if r.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {rates!r}", param_hint="--rates") from None
+    with AutoProgress(quiet or as_json) as progress:
+        result = auto(checkpoint, AutoOptions(rates=parsed_rates, **options), events=progress)
+    if as_json:
+        click.echo(json.dumps({"output": str(result.output) if result.output else None, "history": result.history,
+                               "stopped_because": result.stopped_because, "wall_seconds": result.wall_seconds},
+                              indent=2))
+    elif not quiet and result.output is not None:
+        from .render_auto import auto_summary
+
+        auto_summary(Console(), result)
+
+
+@cli.command("finetune")
+@click.argument("bundle", type=click.Path(path_type=str))
+@click.option("--task", required=True, help="Task plugin giving data, loss, metric (e.g. digits).")
+@click.option("--epochs", type=int, help="Epochs (default: the task's, else 5).")
+@click.option("-o", "--output", type=click.Path(path_type=str), help="New bundle directory (default: replace BUNDLE).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shuffling and dropout.")
+@click.option("--micro-batches", type=int, help="Split each batch in N parts (default: the number of processes).")
+@_output_options
+@_handle_errors
+def finetune_command(bundle: str, quiet: bool, as_json: bool, **options: Any) -> None:
+    """Fine-tune BUNDLE's pruned model on a task and write a new verified bundle.
+
+    Example: prunectl finetune out/ --task digits --epochs 10 -o out-ft/
+    """
+    from .auto.refine import finetune_bundle
+    from .render_auto import AutoProgress
+
+    with AutoProgress(quiet or as_json) as progress:
+        result = finetune_bundle(bundle, options.pop("task"), events=progress, **options)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    elif not quiet:
+        Console().print(f"[green]ok[/green] {result['output']}: validation {result['accuracy_before']:.2f} -> "
+                        f"{result['accuracy_after']:.2f} after {result['epochs']} epochs")
+
+
 def main() -> None:
     cli(prog_name="prunectl")

@@ -34,7 +34,10 @@ from .manifest import Manifest, read_manifest
 HISTORY_NAME = "history.json"
 REPORT_NAME = "report.json"
 _HISTORY_REQUIRED = {"step": int, "params": int, "macs": int, "accuracy": (int, float)}
-_HISTORY_OPTIONAL = {"rate": (int, float), "note": str}
+_HISTORY_OPTIONAL = {"rate": (int, float), "note": str,
+                     # written by `prunectl auto` / `prunectl finetune` (prunectl/auto/history.py)
+                     "layer": str, "rates": dict, "widths": dict, "iteration": int, "epochs": int,
+                     "pruned_accuracy": (int, float), "phase": str}
 
 _CSS = """
 body{font:14px/1.45 -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;color:#1d2330;margin:0;background:#f5f6f8}
@@ -112,7 +115,7 @@ def read_history(path: Path) -> list[dict[str, Any]]:
                                       else f"{where}.{key}: expected an integer")
         for key in entry:
             if key not in _HISTORY_REQUIRED and key not in _HISTORY_OPTIONAL:
-                raise CheckpointError(f"{where}.{key}: unknown key (allowed: step, params, macs, accuracy, rate, note)")
+                raise CheckpointError(f"{where}.{key}: unknown key (allowed: {', '.join([*_HISTORY_REQUIRED, *_HISTORY_OPTIONAL])})")
             if key in _HISTORY_OPTIONAL and (not isinstance(entry[key], _HISTORY_OPTIONAL[key])
                                              or isinstance(entry[key], bool)):
                 raise CheckpointError(f"{where}.{key}: wrong type")

@@ -23,7 +23,7 @@ WEIGHTS_NAME = "model.safetensors"
 _REQUIRED = ("prunectl_manifest", "rebuild", "resize", "kept", "input", "files", "versions")
 _OPTIONAL = ("criterion", "rate", "round_to", "min_channels", "group_reduce", "verify", "onnx", "source",
              "spec_sha256")
-_FILE_NAMES = ("model.safetensors", "model.pt", "model.onnx", "report.json")
+_FILE_NAMES = ("model.safetensors", "model.pt", "model.onnx", "report.json", "history.json", "history.png")
 
 
 @dataclass(frozen=True)

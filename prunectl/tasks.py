@@ -9,6 +9,16 @@ Register a class or a zero-argument callable returning an object with these meth
 
 Batches are ``(inputs, targets)`` pairs of tensors. ``metric`` is "higher is better" (for
 example accuracy in percent on ``validation_batches``). ``train`` is optional.
+
+Optional, for fine-tuning (``prunectl finetune`` and ``prunectl auto``; see prunectl/finetune.py
+for the fallbacks used when a task leaves them out):
+
+- ``training_batches(epoch, seed)``: the training split for one epoch, shuffled from
+  ``(seed, epoch)`` only (same arguments, same batches). Fallback: the calibration batches,
+  concatenated and reshuffled the same way.
+- ``optimizer(parameters)``: a ``torch.optim.Optimizer``. Fallback: SGD, momentum 0.9,
+  lr 0.01, weight decay 5e-4, with a cosine learning-rate decay over the fine-tune.
+- ``fine_tune_epochs``: an int, the default ``--epochs`` of ``prunectl finetune``. Fallback: 5.
 """
 from __future__ import annotations
 

@@ -1,0 +1,142 @@
+"""prunectl auto / finetune on the digits task: bundles, history, resume after SIGKILL, torchrun.
+
+Tiny settings (a few epochs, --max-steps) keep each run to seconds on 2 cores.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("prunectl_digits")
+
+import prunectl  # noqa: E402
+from prunectl.cli import cli  # noqa: E402
+from prunectl.html_report import read_history  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory) -> Path:
+    """mlp.pt/mlp.json and cnn.pt/cnn.json, trained briefly and deterministically."""
+    out = tmp_path_factory.mktemp("digits")
+    subprocess.run([sys.executable, "-m", "prunectl_digits.train", str(out), "--epochs", "12"], check=True,
+                   capture_output=True)
+    return out
+
+
+def _bundle_bytes(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+def test_auto_accuracy_mode_writes_a_verified_bundle_with_history(digits, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["auto", str(digits / "mlp.pt"), "--spec", str(digits / "mlp.json"),
+                                      "--task", "digits", "--max-drop", "1", "--epochs", "2", "--max-steps", "3",
+                                      "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert prunectl.verify(out)["checksums"] == "ok"
+    history = read_history(out / "history.json")  # the format `prunectl report` reads
+    assert history[0]["step"] == 0 and history[0]["phase"] == "original"
+    assert {"step", "params", "macs", "accuracy", "widths"} <= set(history[-1])
+    assert (out / "history.png").read_bytes()[:4] == b"\x89PNG"
+    report = json.loads((out / "report.json").read_text())
+    auto = report["auto"]
+    assert auto["within_max_drop"] and auto["final_accuracy"] >= auto["original_accuracy"] - 1
+    assert len(history) >= 2 and history[-1]["params"] < history[0]["params"]
+    assert report["params"]["after"] == history[-1]["params"]
+    model = prunectl.load(out)
+    assert model.fc1.out_features == history[-1]["widths"]["fc1"]
+    assert not (tmp_path / "out.auto-state").exists()
+
+
+def test_auto_target_mode_reaches_the_macs_target(digits, tmp_path):
+    out = tmp_path / "cnn"
+    result = CliRunner().invoke(cli, ["auto", str(digits / "cnn.pt"), "--spec", str(digits / "cnn.json"),
+                                      "--task", "digits", "--target-macs", "0.7", "--epochs", "1", "-o", str(out),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    history = json.loads(result.output)["history"]
+    assert history[-1]["macs"] <= 0.7 * history[0]["macs"]
+    assert all(h["phase"] == "netadapt" and "layer" in h for h in history[1:])
+    assert prunectl.verify(out)["forward"] == "ok"
+
+
+def test_finetune_writes_a_new_verified_bundle(digits, tmp_path):
+    first = tmp_path / "pruned"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["prune", str(digits / "mlp.pt"), "--spec", str(digits / "mlp.json"), "--rate", "0.5",
+                               "-o", str(first), "-q"]).exit_code == 0
+    second = tmp_path / "tuned"
+    result = runner.invoke(cli, ["finetune", str(first), "--task", "digits", "--epochs", "2", "-o", str(second),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.output)
+    assert len(facts["log"]) == 2 and facts["log"][-1]["accuracy"] == facts["accuracy_after"]
+    assert prunectl.verify(second)["checksums"] == "ok"
+    assert (second / "model.safetensors").read_bytes() != (first / "model.safetensors").read_bytes()
+    history = read_history(second / "history.json")
+    assert history[-1]["phase"] == "finetune" and history[-1]["accuracy"] == pytest.approx(facts["accuracy_after"], abs=1e-5)
+
+
+def test_existing_state_without_resume_is_refused(digits, tmp_path):
+    (tmp_path / "out.auto-state").mkdir()
+    from prunectl.auto.state import save_state
+
+    save_state(tmp_path / "out.auto-state", {"step": 1}, {})
+    result = CliRunner().invoke(cli, ["auto", str(digits / "mlp.pt"), "--spec", str(digits / "mlp.json"),
+                                      "--task", "digits", "-o", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 3 and "--resume" in result.output
+
+
+def _auto_args(digits: Path, out: Path) -> list[str]:
+    return ["auto", str(digits / "cnn.pt"), "--spec", str(digits / "cnn.json"), "--task", "digits",
+            "--max-drop", "1", "--epochs", "2", "--max-steps", "6", "-o", str(out), "-q"]
+
+
+def test_resume_after_sigkill_ends_byte_identical(digits, tmp_path):
+    reference = tmp_path / "reference"
+    subprocess.run([str(BIN / "prunectl"), *_auto_args(digits, reference)], check=True, cwd=ROOT)
+
+    killed = tmp_path / "killed"
+    state = tmp_path / "killed.auto-state" / "state.pt"
+    process = subprocess.Popen([str(BIN / "prunectl"), *_auto_args(digits, killed)], cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)  # mid-run: right after the first completed step
+    process.wait()
+    assert state.exists() and not killed.exists(), "the run finished before it could be killed"
+
+    from prunectl.auto.state import load_state
+
+    saved, _ = load_state(state.parent)
+    assert 1 <= saved["step"] < 6
+    subprocess.run([str(BIN / "prunectl"), *_auto_args(digits, killed), "--resume"], check=True, cwd=ROOT)
+    assert _bundle_bytes(killed) == _bundle_bytes(reference)
+    assert not state.parent.exists()
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(BIN)) is None, reason="torchrun not installed")
+def test_torchrun_two_processes_match_one_process(digits, tmp_path):
+    args = ["--spec", str(digits / "mlp.json"), "--task", "digits", "--max-drop", "1", "--epochs", "2",
+            "--max-steps", "3", "-q"]
+    single = tmp_path / "single"
+    subprocess.run([str(BIN / "prunectl"), "auto", str(digits / "mlp.pt"), *args, "--micro-batches", "2",
+                    "-o", str(single)], check=True, cwd=ROOT)
+    spread = tmp_path / "spread"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "prunectl", "auto",
+                    str(digits / "mlp.pt"), *args, "-o", str(spread)], check=True, cwd=ROOT, env=env,
+                   capture_output=True, timeout=300)
+    assert _bundle_bytes(spread) == _bundle_bytes(single)
