@@ -125,3 +125,12 @@ def test_cli_spec_then_prune_with_it_and_unsupported_model_exits_6(tmp_path: Pat
                                  "1,3,8,8"])
     assert result.exit_code == 6
     assert "cumsum" in result.output and "conv1" in result.output
+
+
+def test_timm_models_trace_with_their_norm_act_layers_kept_whole() -> None:
+    pytest.importorskip("timm")
+    # timm's BatchNormAct2d subclasses BatchNorm2d; traced through, F.batch_norm would hide it and
+    # pin every squeeze-excitation block; kept as one node, only the classifier stays unpruned
+    spec = prunectl.derive_spec("timm:efficientnet_b0", SMALL_INPUT)
+    assert [layer.name for layer in spec.layers if not layer.prune] == ["classifier"]
+    assert _layers(spec)["blocks.1.0.bn1"].prev is None

@@ -51,9 +51,17 @@ class Walk:
     incidents: list[Incident] = field(default_factory=list)
 
 
+class _LayerTracer(fx.Tracer):
+    """Keeps subclasses of the layers prunectl lists as single nodes (timm's BatchNormAct2d is a
+    BatchNorm2d followed by an activation; traced through, it would hide the norm in F.batch_norm)."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return L.kind_of(module) != "other" or super().is_leaf_module(module, qualified_name)
+
+
 def symbolic_graph(model: nn.Module) -> fx.GraphModule:
     try:
-        return fx.symbolic_trace(model)
+        return fx.GraphModule(model, _LayerTracer().trace(model), type(model).__name__)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise UnsupportedError(f"{type(model).__name__}: torch.fx cannot trace it ({first}); "
