@@ -34,5 +34,15 @@ ZOO_MODELS ?=
 zoo: $(STAMP)
 	$(PY) benchmarks/zoo.py $(ZOO_MODELS)
 
+# On demand, never in CI: results go to docs/bench/ (JSON + PNG). `make bench BENCH_ARGS=--quick`
+# runs each in under two minutes (written as *-quick.json, so the README's numbers stay).
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS),bench]"
+	$(PY) benchmarks/tool_speed.py $(BENCH_ARGS)
+	$(PY) benchmarks/latency.py $(BENCH_ARGS)
+	$(PY) benchmarks/scaling.py $(BENCH_ARGS)
+	$(PY) benchmarks/report_screenshot.py || echo "report screenshot skipped (needs chromium: apt-get install -y chromium)"
+
 clean:
 	rm -rf $(VENV) $(DEMO_CKPTS) demo-out

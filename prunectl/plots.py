@@ -84,12 +84,13 @@ def grouped_bars(categories: Sequence[str], series: dict[str, Sequence[float]], 
     """
     plt = _pyplot()
     colours = [AFTER_COLOUR, PEER_COLOUR, "#6a9f58", "#9b6ab5", BEFORE_COLOUR]
-    figure, axes = plt.subplots(figsize=(max(6.0, 1.1 * len(categories) * max(1, len(series)) / 2 + 2), 4.2))
+    figure, axes = plt.subplots(figsize=(min(16.0, max(6.0, 0.45 * len(categories) * max(1, len(series)) + 2)), 4.6))
     width = 0.8 / max(1, len(series))
     for index, (label, values) in enumerate(series.items()):
         offsets = [i - 0.4 + width * (index + 0.5) for i in range(len(categories))]
         bars = axes.bar(offsets, values, width=width, label=label, color=colours[index % len(colours)])
-        axes.bar_label(bars, labels=[f"{v:.2f}" if v == v else "n/a" for v in values], fontsize=7, padding=2)
+        axes.bar_label(bars, labels=[f"{v:.2f}" if v == v else "n/a" for v in values], padding=2,
+                       fontsize=7 if len(categories) * len(series) <= 30 else 5.5)
     if reference is not None:
         axes.axhline(reference, color="#555555", linestyle="--", linewidth=1)
     axes.set_xticks(range(len(categories)), categories, rotation=20 if len(categories) > 4 else 0, ha="right"

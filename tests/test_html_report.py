@@ -131,3 +131,13 @@ def test_renders_in_headless_chromium(bundle: Path, tmp_path: Path) -> None:
     bar = [int(AFTER_COLOUR[i:i + 2], 16) for i in (1, 3, 5)]
     bar_pixels = (abs(pixels - bar).sum(-1) <= 6).sum()
     assert bar_pixels > 2000, "the embedded width chart did not render"
+
+
+def test_benchmark_charts_are_pngs() -> None:
+    """The chart helpers the benchmarks use: PNG bytes, NaN points (a tool that failed) tolerated."""
+    from prunectl import plots
+
+    bars = plots.grouped_bars(["a", "b"], {"x": [1.0, 2.0], "y": [float("nan"), 1.5]}, "factor", "t", reference=1.0)
+    lines = plots.line_chart([1, 2, 3], {"x": [1.0, 2.0, 4.0], "y": [1.0, float("nan"), 3.0]}, "p", "s", "t",
+                             labels=["a", "b", "c"])
+    assert bars.startswith(PNG_MAGIC) and lines.startswith(PNG_MAGIC)
