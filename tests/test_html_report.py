@@ -76,7 +76,13 @@ def test_history_adds_the_accuracy_plot(bundle: Path, tmp_path: Path) -> None:
     page = written.html.read_text()
     assert "Accuracy vs size" in page and "fine-tuned" in page and "0.915" in page
     assert len(re.findall(r'src="data:image/png;base64,', page)) == 2
-    assert prunectl.verify(copy)["checksums"] == "ok"  # the report's files do not upset the bundle
+
+
+def test_report_inside_the_bundle_keeps_it_verifiable(bundle: Path, tmp_path: Path) -> None:
+    copy = _copy(bundle, tmp_path)
+    written = write_report(copy)  # default: BUNDLE/report.html, PNGs beside it
+    assert written.html == copy / "report.html" and all(p.parent == copy for p in written.images)
+    assert prunectl.verify(copy)["checksums"] == "ok"
 
 
 @pytest.mark.parametrize("history, fragment", [
