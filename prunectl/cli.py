@@ -296,6 +296,8 @@ def report(bundle: str, output: str | None, quiet: bool, as_json: bool) -> None:
 @click.option("--criterion", help="Which channels go (default: the spec's, else l1).")
 @click.option("--epochs", type=int, default=3, show_default=True, help="Retraining epochs per step (at most).")
 @click.option("--final-epochs", type=int, default=0, show_default=True, help="A long fine-tune at the end.")
+@click.option("--early-stop/--full-retrain", default=True, show_default=True,
+              help="Stop each retrain once back within --max-drop (CAC), or run every epoch and keep the best.")
 @click.option("--budget-minutes", type=float, help="Stop searching after this much wall time.")
 @click.option("--max-steps", type=int, default=1000, show_default=True, help="Stop after this many search steps.")
 @click.option("--rates", default="0.2,0.1,0.0", show_default=True, help="CAC: candidate rates per layer and step.")

@@ -56,6 +56,7 @@ class AutoOptions:
     criterion: str | None = None
     epochs: int = 3  # retraining (CAC) / short fine-tune (NetAdapt) epochs per step
     final_epochs: int = 0  # a long fine-tune at the end (the best validation epoch is kept)
+    early_stop: bool = True  # CAC: retraining stops once back within max_drop; False: all epochs, best kept
     budget_minutes: float | None = None
     max_steps: int = 1000  # CAC's max_search_times
     rates: tuple[float, ...] = cac.DEFAULT_RATES
@@ -277,10 +278,8 @@ class _Run:
             kept = [None if c is None else c.kept for c in choices]
             candidate, error = S.cut(ctx, self.model, groups, kept)
             pruned_accuracy = float(self.task.metric(candidate))
-            log = fine_tune(candidate, self.task, FineTuneOptions(options.epochs, mix_seed(options.seed, self.state["step"]),
-                                                                  self.micro), self.group, self.emit,
-                            stop_when=lambda e: e["accuracy"] >= floor - 1e-9)
-            accuracy = log[-1]["accuracy"] if log else pruned_accuracy
+            log, accuracy = self._retrain(candidate, options.epochs, mix_seed(options.seed, self.state["step"]),
+                                          floor if options.early_stop else None, pruned_accuracy)
             accepted = accuracy >= floor - 1e-9
             trial.update(pruned_accuracy=pruned_accuracy, accuracy=accuracy, epochs=len(log), log=log)
             if accepted:
@@ -326,24 +325,37 @@ class _Run:
                      pruned_accuracy=round(chosen["pruned_accuracy"], 6))
         self.emit("step", self.state["trials"][-1])
 
-    def final_fine_tune(self) -> None:
-        """The long fine-tune (NetAdapt's last phase); the best validation epoch is kept."""
-        best = {"accuracy": float(self.task.metric(self.model)), "weights": S.weights_of(self.model), "epoch": 0}
+    def _retrain(self, model: torch.nn.Module, epochs: int, seed: int, floor: float | None,
+                 accuracy: float) -> tuple[list[dict[str, Any]], float]:
+        """Fine-tune ``model`` in place: with ``floor``, stop at the first epoch back within it (CAC);
+        without, run every epoch and keep the best validation epoch (epoch 0: as given)."""
+        best = {"accuracy": accuracy, "weights": S.weights_of(model), "stopped": False}
 
-        def keep_best(entry: dict[str, Any]) -> bool:
+        def watch(entry: dict[str, Any]) -> bool:
+            if floor is not None and entry["accuracy"] >= floor - 1e-9:
+                best.update(accuracy=entry["accuracy"], stopped=True)
+                return True
             if entry["accuracy"] > best["accuracy"]:
-                best.update(accuracy=entry["accuracy"], weights=S.weights_of(self.model), epoch=entry["epoch"])
+                best.update(accuracy=entry["accuracy"], weights=S.weights_of(model))
             return False
 
-        options = FineTuneOptions(self.options.final_epochs, mix_seed(self.options.seed, FINAL_SEED), self.micro)
-        log = fine_tune(self.model, self.task, options, self.group, self.emit, stop_when=keep_best)
-        self.model.load_state_dict(best["weights"])
+        options = FineTuneOptions(epochs, seed, self.micro)
+        log = fine_tune(model, self.task, options, self.group, self.emit, stop_when=watch)
+        if not best["stopped"]:
+            model.load_state_dict(best["weights"])
+        return log, best["accuracy"]
+
+    def final_fine_tune(self) -> None:
+        """The long fine-tune (NetAdapt's last phase); the best validation epoch is kept."""
+        before = float(self.task.metric(self.model))
+        log, accuracy = self._retrain(self.model, self.options.final_epochs, mix_seed(self.options.seed, FINAL_SEED),
+                                      None, before)
         self.state["final_done"] = True
         self.state["final_log"] = log
         history = self.state["history"]
-        history.append(H.entry(len(history), S.measure(self.model, self.ctx.inputs[0]), best["accuracy"],
+        history.append(H.entry(len(history), S.measure(self.model, self.ctx.inputs[0]), accuracy,
                                S.widths(self.ctx, self.model), "final-finetune", epochs=len(log),
-                               note=f"best epoch {best['epoch']} of {len(log)}"))
+                               note=f"validation {before:.2f} before, best epoch kept"))
         self.emit("accepted", history[-1])
 
 
