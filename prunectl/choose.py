@@ -25,7 +25,7 @@ from .ranking import floor_of, global_select, prunable_channels, remove_more
 from .selection import SelectOptions, group_rate, kept_count, score_groups, select_per_layer
 from .spec import Spec
 from .surgery import hard_prune
-from .targets import SearchResult, Target, measure, search
+from .targets import CostModel, SearchResult, Target, measure, search
 
 SCHEDULES = ("linear", "agp")
 
@@ -96,19 +96,13 @@ def choose(spec: Spec, model: nn.Module, criterion: Criterion, options: ChooseOp
         if options.target is not None:
             goal = 1.0 - done * (1.0 - options.target.fraction)
 
-            cost = _CostOf(groups, current, example, options.target.kind, baseline)
-
-            def evaluate(p: float) -> tuple[object, float]:
-                kept = _pick(original, groups, scores, options, p=p)
-                return kept, cost(kept)
-
-            found = search(evaluate, goal)
-            refined = False
-            if not found.within(goal) and not options.global_ranking and found.above is not None:
-                uniform = found
-                found = _refine(found, goal, groups, scores, cost, options)
-                refined = found is not uniform
-            if not found.within(goal) and found.achieved > goal:
+            found, refined = _search_target(original, groups, scores, current, example, baseline, goal, options)
+            exact = _CostOf(groups, current, example, options.target.kind, baseline, exact=True)
+            if abs(exact(found.value) - goal) > 0.01 * goal:  # layers the estimate does not model
+                found, refined = _search_target(original, groups, scores, current, example, baseline, goal,
+                                                options, exact=True)
+            found.achieved = exact(found.value)
+            if found.unreachable and not found.within(goal):
                 raise SpecError(f"--target-{options.target.kind} {options.target.fraction}: unreachable; the most "
                                 f"that can be cut keeps {found.achieved:.4f} (pinned layers, --min-channels, "
                                 "--exclude)")
@@ -134,19 +128,41 @@ def choose(spec: Spec, model: nn.Module, criterion: Criterion, options: ChooseOp
 
 
 class _CostOf:
-    """Kept fraction of MACs/params for kept indices; cached by widths, which alone decide it."""
+    """Kept fraction of MACs/params for kept indices: estimated (targets.CostModel) or exact;
+    cached by widths, which alone decide it."""
 
     def __init__(self, groups: list[ChannelGroup], model: nn.Module, example: torch.Tensor, kind: str,
-                 baseline: int) -> None:
+                 baseline: int, exact: bool = False) -> None:
         self.groups, self.model, self.example, self.kind, self.baseline = groups, model, example, kind, baseline
+        self.estimate = None if exact else CostModel(model, example, kind, baseline)
         self.cache: dict[tuple, float] = {}
 
     def __call__(self, kept: list[torch.Tensor | None]) -> float:
         widths = tuple(None if k is None else len(k) for k in kept)
         if widths not in self.cache:
-            pruned, _ = hard_prune(self.model, make_plan(self.groups, kept))
-            self.cache[widths] = measure(pruned, self.example, self.kind) / self.baseline
+            plan = make_plan(self.groups, kept)
+            if self.estimate is not None:
+                self.cache[widths] = self.estimate(plan)
+            else:
+                pruned, _ = hard_prune(self.model, plan)
+                self.cache[widths] = measure(pruned, self.example, self.kind) / self.baseline
         return self.cache[widths]
+
+
+def _search_target(original: list[ChannelGroup], groups: list[ChannelGroup], scores: list, current: nn.Module,
+                   example: torch.Tensor, baseline: int, goal: float, options: ChooseOptions,
+                   exact: bool = False) -> tuple[SearchResult, bool]:
+    cost = _CostOf(groups, current, example, options.target.kind, baseline, exact)
+
+    def evaluate(p: float) -> tuple[object, float]:
+        kept = _pick(original, groups, scores, options, p=p)
+        return kept, cost(kept)
+
+    found = search(evaluate, goal)
+    if found.within(goal) or options.global_ranking or found.above is None:
+        return found, False
+    refined = _refine(found, goal, groups, scores, cost, options)
+    return refined, refined is not found
 
 
 def _refine(found: SearchResult, goal: float, groups: list[ChannelGroup], scores: list, cost: _CostOf,

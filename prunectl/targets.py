@@ -47,6 +47,7 @@ class SearchResult:
     achieved: float  # fraction of the original kept
     iterations: int
     above: object = None  # the value of the largest p tried that still kept more than the goal
+    unreachable: bool = False  # even the largest cut keeps more than the goal
 
     def within(self, goal: float) -> bool:
         return abs(self.achieved - goal) <= TOLERANCE * goal
@@ -71,9 +72,67 @@ def search(evaluate: Callable[[float], tuple[object, float]], goal: float) -> Se
             break
         if achieved > goal:
             if iteration == 2:
-                break  # even the largest cut keeps too much: the closest is the best there is
+                best.unreachable = True  # even the largest cut keeps too much
+                break
             low, above = p, value
         else:
             high = p
     best.iterations, best.above = iteration, above
     return best
+
+
+class CostModel:
+    """Fast MACs/params of ``model`` cut by a plan, without building the pruned model.
+
+    A conv/linear layer's MACs (and a weight's size) scale with the fraction of output
+    channels kept times the fraction of input channels kept (output only for depthwise
+    convs); biases and norm parameters scale with the output fraction. Everything else is
+    taken as constant. The base figures come from one exact count of ``model``, so for
+    models made of these layers the estimate equals ``torch.utils.flop_counter``'s count;
+    ``choose`` still checks the chosen plan with an exact count.
+    """
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, kind: str, baseline: int) -> None:
+        from . import layers as L
+
+        self.kind, self.baseline, self.layers = kind, baseline, L
+        self.modules = dict(model.named_modules())
+        self.total = measure(model, example, kind)
+        self.macs: dict[str, int] = {}
+        if kind == "macs":
+            handles = [module.register_forward_hook(self._recorder(name)) for name, module in self.modules.items()
+                       if L.kind_of(module) in ("conv", "linear")]
+            try:
+                with torch.no_grad():
+                    model(example)
+            finally:
+                for handle in handles:
+                    handle.remove()
+
+    def _recorder(self, name: str):
+        def record(module: nn.Module, inputs, output) -> None:
+            per_output = module.weight[0].numel() if self.layers.kind_of(module) == "conv" else module.in_features
+            counted = inputs[0] if self.layers.is_transposed(module) else output
+            self.macs[name] = self.macs.get(name, 0) + counted.numel() * per_output
+        return record
+
+    def __call__(self, plan: dict) -> float:
+        L = self.layers
+        delta = 0.0
+        for name, cut in plan.items():
+            module = self.modules[name]
+            f_out = len(cut.out) / L.out_width(module) if cut.out is not None else 1.0
+            f_in = len(cut.inp) / L.in_width(module) if cut.inp is not None else 1.0
+            if L.is_depthwise(module) or L.kind_of(module) == "norm":
+                f_in = 1.0
+            if self.kind == "macs":
+                base = self.macs.get(name, 0)
+                delta += base * (f_out * f_in - 1.0)
+                continue
+            out_dims = L.out_dims(module)
+            for tensor_name, parameter in module.named_parameters(recurse=False):
+                scale = f_out if tensor_name in out_dims else 1.0
+                if tensor_name == "weight":
+                    scale *= f_in
+                delta += parameter.numel() * (scale - 1.0)
+        return (self.total + delta) / self.baseline
