@@ -100,3 +100,21 @@ def test_bad_steps_and_schedule(checkpoints) -> None:
         prunectl.prune(checkpoints["resnet18"], prunectl.PruneOptions(spec=RESNET, steps=0))
     with pytest.raises(SpecError, match="--schedule"):
         prunectl.prune(checkpoints["resnet18"], prunectl.PruneOptions(spec=RESNET, steps=2, schedule="cosine"))
+
+
+@pytest.mark.parametrize("fixture", sorted(FIXTURES))
+def test_cost_estimate_equals_flop_counter_and_param_count(fixture: str) -> None:
+    from prunectl.plan import make_plan
+    from prunectl.selection import select
+    from prunectl.surgery import hard_prune
+    from prunectl.targets import CostModel, measure
+
+    spec = read_spec(FIXTURES[fixture][2])
+    model = make_model(fixture)
+    x = torch.randn(spec.input.shape, generator=torch.Generator().manual_seed(0))
+    groups = build_groups(spec, model)
+    plan = make_plan(groups, select(groups, model, get_criterion("l2"), SelectOptions(rate=0.37)))
+    pruned, _ = hard_prune(model, plan)
+    for kind in ("macs", "params"):
+        baseline = measure(model, x, kind)
+        assert CostModel(model, x, kind, baseline)(plan) == pytest.approx(measure(pruned, x, kind) / baseline, rel=1e-9)
