@@ -140,3 +140,20 @@ def test_torchrun_two_processes_match_one_process(digits, tmp_path):
                     str(digits / "mlp.pt"), *args, "-o", str(spread)], check=True, cwd=ROOT, env=env,
                    capture_output=True, timeout=300)
     assert _bundle_bytes(spread) == _bundle_bytes(single)
+
+
+def test_spent_budget_stops_before_the_first_step(digits, tmp_path):
+    result = CliRunner().invoke(cli, ["auto", str(digits / "mlp.pt"), "--spec", str(digits / "mlp.json"),
+                                      "--task", "digits", "--budget-minutes", "0", "-o", str(tmp_path / "o"),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.output)
+    assert facts["stopped_because"] == "--budget-minutes spent" and len(facts["history"]) == 1
+    assert prunectl.verify(tmp_path / "o")["checksums"] == "ok"
+
+
+def test_unknown_task_is_exit_3_and_writes_nothing(digits, tmp_path):
+    result = CliRunner().invoke(cli, ["auto", str(digits / "mlp.pt"), "--spec", str(digits / "mlp.json"),
+                                      "--task", "no-such-task", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 3 and "available" in result.output
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.auto-state").exists()
