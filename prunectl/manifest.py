@@ -23,6 +23,8 @@ WEIGHTS_NAME = "model.safetensors"
 _REQUIRED = ("prunectl_manifest", "rebuild", "resize", "kept", "input", "files", "versions")
 _OPTIONAL = ("criterion", "rate", "round_to", "min_channels", "group_reduce", "verify", "onnx", "source",
              "spec_sha256")
+# recorded by choose.py: how channels were chosen, the target reached, unstructured sparsity, --data
+_OPTIONAL += ("selection", "target", "sparsity", "data")
 _FILE_NAMES = ("model.safetensors", "model.pt", "model.onnx", "report.json", "history.json", "history.png")
 
 

@@ -68,6 +68,7 @@ def test_target_is_reached_within_one_percent(kind: str, global_ranking: bool, c
     assert target["kind"] == kind and target["within_1_percent"]
     assert result.report[kind]["ratio"] == pytest.approx(0.5, rel=0.01)
     assert result.manifest.extra["target"] == target
+    assert result.manifest.to_json()["target"] == target and "selection" in result.manifest.to_json()
 
 
 def test_unreachable_target_is_a_spec_error(checkpoints) -> None:

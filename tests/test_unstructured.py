@@ -3,6 +3,7 @@ sparsity in report and manifest; exports stay dense."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -62,6 +63,8 @@ def test_global_unstructured_bundle_is_dense_with_torchs_zeros(checkpoints, tmp_
         assert torch.equal(loaded.state_dict()[key], value), key  # same shapes, same zeros
     sparsity = result.manifest.extra["sparsity"]
     assert sparsity == result.report["sparsity"]
+    assert prunectl.verify(out)["checksums"] == "ok"
+    assert json.loads((out / "manifest.json").read_text())["sparsity"] == sparsity  # written, not just returned
     zeros = sum(int((getattr(loaded, n).weight == 0).sum()) for n in pruned)
     assert sparsity["pruned_layers"]["zeros"] == zeros
     assert sparsity["pruned_layers"]["sparsity"] == pytest.approx(0.6, abs=1e-4)
