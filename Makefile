@@ -44,5 +44,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/scaling.py $(BENCH_ARGS)
 	$(PY) benchmarks/report_screenshot.py || echo "report screenshot skipped (needs chromium: apt-get install -y chromium)"
 
+# Long fuzz + crash run (the test suite runs a small fixed sample); figures go to docs/reliability.json.
+# `make fuzz FUZZ_EXAMPLES=2000 FUZZ_KILLS=30` for a longer one.
+FUZZ_EXAMPLES ?= 300
+FUZZ_KILLS ?= 12
+fuzz: $(STAMP)
+	$(PY) benchmarks/reliability.py --examples $(FUZZ_EXAMPLES) --kills $(FUZZ_KILLS)
+
 clean:
 	rm -rf $(VENV) $(DEMO_CKPTS) demo-out

@@ -24,6 +24,7 @@ from .masking import soft_prune
 from .plan import compose, kept_by_layer, make_plan
 from .rebuild import prove_recipe
 from .layers import kind_of
+from .resources import check_input, default_limit, guard_prune
 from .report import build_report, count_macs, count_params, layer_widths, size_bytes
 from .spec import InputSpec, ModelRef, Spec, read_spec, write_spec
 from .surgery import hard_prune
@@ -60,6 +61,7 @@ class PruneOptions:
     seed: int = 0
     trust_pickle: bool = False
     skip_unsupported: bool = False  # traced spec: leave channels behind ops prunectl cannot cut unpruned
+    max_memory: int | str | None = None  # bytes or "4G"; None: 80% of the memory available (resources.py)
 
 
 @dataclass
@@ -98,6 +100,7 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
     loaded = load_checkpoint(checkpoint, _model_ref(spec, options), options.trust_pickle)
     model = loaded.model.eval()
     input_spec = _input_spec(spec, options, loaded)
+    guard_prune(model, loaded.model_ref, input_spec.shape, input_spec.dtype, options.max_memory)
     traced = None
     if options.spec is None:  # no spec given: derive it by tracing the loaded model
         traced = trace_model(model, input_spec.shape, dtype=input_spec.dtype, model_ref=loaded.model_ref,
@@ -237,6 +240,7 @@ def verify(bundle: str | Path) -> dict[str, Any]:
     model, manifest = load_bundle(bundle)
     input_spec = InputSpec(tuple(manifest.input["shape"]), manifest.input["dtype"])
     seed = manifest.extra.get("verify", {}).get("seed", 0)
+    check_input(input_spec.shape, input_spec.dtype, default_limit(), f"{bundle / 'manifest.json'}: input.shape")
     inputs = make_inputs(input_spec, seed if isinstance(seed, int) else 0)
     outputs = run(model, inputs[0], "bundle model")
     if not all(bool(torch.isfinite(t).all()) for t in outputs if t.is_floating_point()):
@@ -255,6 +259,7 @@ def export(bundle: str | Path, onnx: bool = True, opset: int = DEFAULT_OPSET) ->
     if not onnx:
         return manifest
     input_spec = InputSpec(tuple(manifest.input["shape"]), manifest.input["dtype"])
+    check_input(input_spec.shape, input_spec.dtype, default_limit(), f"{bundle / 'manifest.json'}: input.shape")
     inputs = make_inputs(input_spec, manifest.extra.get("verify", {}).get("seed", 0))
     with staged_directory(bundle) as staging:
         for name in manifest.files:
@@ -279,6 +284,7 @@ def info(path: str | Path, spec: str | Path | None = None, model: str | None = N
     loaded = load_checkpoint(path, ref, trust_pickle)
     options = PruneOptions(input_shape=input_shape)
     input_spec = _input_spec(parsed or Spec(layers=(), source=str(spec or path)), options, loaded)
+    check_input(input_spec.shape, input_spec.dtype, default_limit())
     x = make_inputs(input_spec, 0, count=1)[0]
     run(loaded.model, x, "model")
     names = list(parsed.layer_names) if parsed else [

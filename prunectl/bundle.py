@@ -3,10 +3,12 @@
 On any failure the staging directory is removed and the output path is untouched. A killed
 run (SIGKILL) leaves only a hidden ``.NAME.tmp-PID-*`` sibling, which the next run sweeps.
 The final swap holds an flock on the parent directory, so two concurrent runs never mix
-files: each writes its own staging directory and the last complete one wins.
+files: each writes its own staging directory and the last complete one wins. Replacing an
+existing bundle is one atomic exchange (renameat2) where the kernel offers it.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -35,8 +37,13 @@ def _sweep_stale(parent: Path, name: str) -> None:
             pid = int(stale.name.split(".tmp-", 1)[1].split("-", 1)[0])
         except (IndexError, ValueError):
             continue
-        if not _pid_alive(pid):
-            shutil.rmtree(stale, ignore_errors=True)
+        if _pid_alive(pid):
+            continue
+        retired = stale / "bundle"
+        if "-old-" in stale.name and retired.is_dir() and not (parent / name).exists():
+            # killed between the two renames of the fallback swap: put the old bundle back
+            os.rename(retired, parent / name)
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def check_output_path(out: Path) -> None:
@@ -61,6 +68,7 @@ def staged_directory(out: str | Path) -> Iterator[Path]:
     _sweep_stale(parent, out.name)
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=parent))
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would make the bundle private
     except OSError as exc:
         raise SpecError(f"output {out}: cannot create a directory in {parent}: {exc.strerror}") from None
     try:
@@ -70,6 +78,31 @@ def staged_directory(out: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two directories (Linux renameat2 RENAME_EXCHANGE): at every instant
+    the output path holds one complete bundle. False where unsupported; the caller falls
+    back to two renames, whose gap ``_sweep_stale`` repairs."""
+    try:
+        import ctypes
+
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(error, os.strerror(error), str(b))
 
 
 def _fsync_tree(directory: Path) -> None:
@@ -83,7 +116,9 @@ def _swap_into_place(staging: Path, out: Path, parent: Path) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         check_output_path(out)  # it may have changed while we worked
-        if out.exists():
+        if out.exists() and _exchange(staging, out):
+            shutil.rmtree(staging, ignore_errors=True)  # now holds the previous bundle
+        elif out.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-old-", dir=parent))
             os.rename(out, retired / "bundle")
             os.rename(staging, out)

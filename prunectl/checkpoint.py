@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from . import factories
 from .errors import CheckpointError, SpecError
+from .resources import check_fits
 from .spec import ModelRef
 
 MANIFEST_NAME = "manifest.json"
@@ -173,6 +174,8 @@ def load_checkpoint(path: str | Path, model_ref: ModelRef | None = None, trust_p
     if ref is None:
         raise SpecError(f"{path}: a state_dict needs a model: give \"model\": {{\"factory\": ...}} in the spec "
                         "or --model (e.g. torchvision:resnet18, mypkg.models:Net)")
+    # shapes first, on the meta device: args from a file must not make us allocate a huge model
+    check_fits(ref.factory, ref.args, {key: tuple(value.shape) for key, value in state_dict.items()}, path)
     model = factories.build(ref.factory, dict(ref.args))
     load_weights(model, state_dict, path)
     return Loaded(model.eval(), ref, path, file_sha256(path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from typing import Any, Callable
 
 import click
@@ -27,6 +28,13 @@ def _shape(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
     return shape
 
 
+def _one_line(message: str, limit: int = 2000) -> str:
+    """Messages quote names from user files; newlines and control characters in them must not
+    break the one-line error contract, and a 20,000-character layer name must not flood it."""
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     """PrunectlError -> one line on stderr and its exit code; --debug shows the traceback."""
 
@@ -34,11 +42,14 @@ def _handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         debug = debug or (click.get_current_context().find_root().params.get("debug") or False)
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():
+                if not debug:  # torch's UserWarnings are noise to a CLI user; --debug shows them
+                    warnings.simplefilter("ignore")
+                return command(*args, **kwargs)
         except PrunectlError as exc:
             if debug:
                 raise
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {_one_line(str(exc))}", err=True)
             sys.exit(exc.exit_code)
         except (click.ClickException, click.exceptions.Exit):
             raise  # usage errors keep click's own message and exit code 2
@@ -112,6 +123,8 @@ def cli(debug: bool) -> None:
 @click.option("--trust-pickle", is_flag=True, help="Allow unpickling a whole nn.Module (runs code from the file).")
 @click.option("--skip-unsupported", is_flag=True,
               help="Traced spec: leave channels behind ops prunectl cannot cut unpruned instead of failing.")
+@click.option("--max-memory", help="Refuse runs estimated to need more memory than this (e.g. 8G); "
+              "default: 80% of the memory available.")
 @_output_options
 @_handle_errors
 def prune(checkpoint: str, quiet: bool, as_json: bool, **options: Any) -> None:

@@ -47,6 +47,12 @@ def _module_class(module_path: str, qualname: str, factory: str) -> ModelFactory
     if not _MODULE_PATH.match(module_path) or not all(part.isidentifier() for part in qualname.split(".")):
         raise SpecError(f"model factory {factory!r}: not a valid \"module:Class\" path")
     top = module_path.split(".")[0]
+    # No model class lives in the standard library, and importing some of it runs code
+    # (idlelib.idle starts a GUI, antigravity opens a browser): refuse it before importing.
+    if top in sys.stdlib_module_names and top not in _REFUSED_MODULES:
+        raise SpecError(f"model factory {factory!r}: refused without importing it; {top!r} is a standard-library "
+                        "module, so this is not an nn.Module subclass or a registered provider "
+                        f"({', '.join(registry.available(registry.MODELS))})")
     if top in _REFUSED_MODULES or top.startswith("_") or any(p.startswith("_") for p in qualname.split(".")):
         raise SpecError(f"model factory {factory!r}: refused; a factory must be an nn.Module subclass "
                         f"or a registered provider ({', '.join(registry.available(registry.MODELS))})")

@@ -89,6 +89,9 @@ def shape_attrs(module: nn.Module) -> dict[str, int]:
 
 
 def check_supported(name: str, module: nn.Module) -> None:
+    if any(v == 0 for v in shape_attrs(module).values()):  # e.g. Linear(64, 0): nothing to score or keep
+        raise UnsupportedError(f"layer {name!r}: {type(module).__name__} with a zero-sized dimension "
+                               f"({shape_attrs(module)}); prunectl needs at least one channel per layer")
     if is_transposed(module) and module.groups > 1:
         raise UnsupportedError(f"layer {name!r}: grouped {type(module).__name__} (groups={module.groups}) "
                                "is not supported; mark it \"prune\": false and keep its input fixed")

@@ -13,16 +13,20 @@ from typing import Any
 import torch.nn as nn
 
 from . import factories
+from . import layers as L
 from .checkpoint import MANIFEST_NAME, file_sha256, load_weights, validate_state_dict
 from .errors import CheckpointError, PrunectlError, VerificationError
-from .jsonio import dump_json, read_json
+from .integrity import SEAL_KEY, check_seal, sealed_bytes
+from .jsonio import read_json
+from .resources import check_fits, safetensors_shapes
+from .spec import DTYPES
 from .surgery import apply_resize
 
 MANIFEST_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
 _REQUIRED = ("prunectl_manifest", "rebuild", "resize", "kept", "input", "files", "versions")
 _OPTIONAL = ("criterion", "rate", "round_to", "min_channels", "group_reduce", "verify", "onnx", "source",
-             "spec_sha256")
+             "spec_sha256", SEAL_KEY)  # the seal is rewritten by write_manifest (integrity.py)
 # recorded by choose.py: how channels were chosen, the target reached, unstructured sparsity, --data
 _OPTIONAL += ("selection", "target", "sparsity", "data")
 _FILE_NAMES = ("model.safetensors", "model.pt", "model.onnx", "report.json", "history.json", "history.png")
@@ -75,7 +79,7 @@ class Manifest:
         inp = data["input"]
         if (not isinstance(inp, dict) or not isinstance(inp.get("shape"), list)
                 or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1 << 20 for d in inp["shape"])
-                or not 0 < len(inp["shape"]) <= 8 or not isinstance(inp.get("dtype"), str)):
+                or not 0 < len(inp["shape"]) <= 8 or inp.get("dtype") not in DTYPES):
             raise bad("input", "expected {\"shape\": [positive ints], \"dtype\": \"float32\"}")
         files = data["files"]
         if not isinstance(files, dict) or WEIGHTS_NAME not in files or not all(
@@ -84,6 +88,10 @@ class Manifest:
                       f"including {WEIGHTS_NAME}")
         if not isinstance(data["versions"], dict):
             raise bad("versions", "expected an object")
+        verify = data.get("verify", {})
+        seed = verify.get("seed", 0) if isinstance(verify, dict) else None
+        if not isinstance(seed, int) or isinstance(seed, bool):  # seeds the inputs verify/export replay
+            raise bad("verify", "expected an object whose \"seed\" is an integer")
         return cls(rebuild=rebuild, resize=data["resize"], kept=data["kept"], input=inp, files=files,
                    versions=data["versions"], extra={k: data[k] for k in _OPTIONAL if k in data})
 
@@ -96,16 +104,22 @@ def read_manifest(bundle: str | Path) -> Manifest:
 
 
 def write_manifest(manifest: Manifest, bundle: Path) -> None:
-    (bundle / MANIFEST_NAME).write_bytes(dump_json(manifest.to_json()))
+    (bundle / MANIFEST_NAME).write_bytes(sealed_bytes(manifest.to_json()))
 
 
 def check_files(bundle: Path, manifest: Manifest) -> None:
-    """Every listed file exists and has its recorded sha256 (a flipped byte is exit 4)."""
+    """Every listed file exists and has its recorded sha256 (a flipped byte is exit 4), and no
+    model file sits in the bundle unlisted (whoever ships the directory would trust it)."""
+    for name in ("model.safetensors", "model.pt", "model.onnx"):  # the files a consumer would load
+        if name not in manifest.files and (bundle / name).exists():
+            raise VerificationError(f"{bundle / name}: present but not listed in {MANIFEST_NAME} (added afterwards?)")
     for name, digest in manifest.files.items():
         path = bundle / name
         if not path.is_file():
             raise CheckpointError(f"{path}: listed in {MANIFEST_NAME} but missing")
         if file_sha256(path) != digest:
+            if (bundle / MANIFEST_NAME).is_file():
+                check_seal(bundle / MANIFEST_NAME)  # the recorded digest itself may be what changed
             raise VerificationError(f"{path}: sha256 does not match {MANIFEST_NAME} (file modified or corrupted)")
 
 
@@ -124,14 +138,33 @@ def load_bundle(bundle: str | Path) -> tuple[nn.Module, Manifest]:
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     check_files(bundle, manifest)
+    weights_path = bundle / WEIGHTS_NAME
+    # an edited manifest must not make us allocate a model far larger than its weights
+    check_fits(manifest.rebuild["factory"], manifest.rebuild["args"], safetensors_shapes(weights_path),
+               weights_path, resize=manifest.resize)
     model = rebuild_model(manifest, str(bundle / MANIFEST_NAME))
     from safetensors.torch import load_file
 
-    weights_path = bundle / WEIGHTS_NAME
     try:
         state_dict = load_file(str(weights_path), device="cpu")
     except Exception as exc:
         raise CheckpointError(f"{weights_path}: not a readable safetensors file: {exc}") from None
     load_weights(model, validate_state_dict(state_dict, weights_path), weights_path)
+    _check_kept(model, manifest, bundle / MANIFEST_NAME)
+    # last, so that an edited manifest reports what is wrong with its content first; a manifest
+    # that is still valid but differs from what was written fails here (exit 4)
+    check_seal(bundle / MANIFEST_NAME)
     return model.eval(), manifest
+
+
+def _check_kept(model: nn.Module, manifest: Manifest, source: Path) -> None:
+    """``kept`` must describe this model: iterative pruning maps new indices through it."""
+    modules = dict(model.named_modules())
+    for name, indices in manifest.kept.items():
+        if name not in modules or L.kind_of(modules[name]) == "other":
+            raise CheckpointError(f"{source}: kept.{name}: no prunable layer of that name in the rebuilt model")
+        width = L.out_width(modules[name])
+        if len(indices) != width or indices != sorted(set(indices)) or (indices and indices[0] < 0):
+            raise CheckpointError(f"{source}: kept.{name}: expected {width} distinct ascending channel indices "
+                                  f"(the layer's width), got {len(indices)}")
 

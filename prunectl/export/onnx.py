@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import UnsupportedError, VerificationError
-from ..verify import Comparison, compare, flat_outputs
+from ..verify import Comparison, compare, flat_outputs, run
 
 DEFAULT_OPSET = 17
 ONNX_ATOL = 1e-4
@@ -25,8 +25,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int 
     """Write the ONNX file; returns facts for the manifest (opset, exporter, dynamic batch)."""
     import onnx
 
-    with torch.no_grad():
-        n_outputs = len(flat_outputs(model(example)))
+    n_outputs = len(run(model, example, "model"))  # a model that can't run is a clear error, not an export crash
     output_names = ["output"] if n_outputs == 1 else [f"output_{i}" for i in range(n_outputs)]
     attempts = [("torchscript", True), ("torchscript", False), ("dynamo", False)]
     errors = []
