@@ -28,8 +28,9 @@ from ..verify import make_inputs
 from .walk import Incident, TracedLayer, Walk, symbolic_graph, walk_graph
 
 OUTPUT_REASON = "its channels reach the model output"
-# torchvision's classifiers are built for ImageNet-sized RGB images; any other model needs --input-shape
-_DEFAULT_SHAPES = {"torchvision": (1, 3, 224, 224)}
+# torchvision's and timm's classifiers are built for ImageNet-sized RGB images (a timm model made
+# for another size says so in its error); any other model needs --input-shape
+_DEFAULT_SHAPES = {"torchvision": (1, 3, 224, 224), "timm": (1, 3, 224, 224)}
 
 
 @dataclass(frozen=True)
