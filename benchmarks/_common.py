@@ -4,7 +4,7 @@ Benchmarks run on demand (``make bench``), never in the test suite. Each writes
 ``docs/bench/<name>.json`` (results + the machine they ran on) and ``docs/bench/<name>.png``.
 Heavy measurements run in a fresh subprocess each (``run_child``), so that one tool's
 allocations, caches and imports cannot flatter or penalise the next, and peak memory
-(``ru_maxrss``) belongs to that measurement alone.
+(VmHWM) belongs to that measurement alone.
 """
 from __future__ import annotations
 
@@ -102,8 +102,17 @@ def _cell(value: Any) -> str:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory so far, in MiB.
+
+    VmHWM (the high-water mark of this process's own address space), not ``ru_maxrss``: Linux
+    carries ``ru_maxrss`` over fork and exec, so a child would report its parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: best effort
 
 
 def run_child(script: Path, args: Sequence[str], timeout: float) -> dict[str, Any]:

@@ -16,7 +16,7 @@ model in memory that has been checked, with params and MACs counted before and a
   then a forward pass (finite, right shape) and ``tp.utils.count_ops_and_params`` before and
   after. Torch-Pruning has no soft-vs-hard check; that work is prunectl's alone.
 Each (tool, model, repeat) runs in a fresh subprocess; wall time is the median over repeats,
-peak memory is ``ru_maxrss`` of that subprocess minus its peak after imports (the libraries).
+peak memory is that subprocess's VmHWM minus its peak after imports (the libraries).
 """
 from __future__ import annotations
 
