@@ -58,7 +58,7 @@ def tp_uniform(model, example, goal_macs: int, ignored):
 def main() -> int:
     from prunectl.auto.search import AutoOptions, auto
     from prunectl.finetune import FineTuneOptions, fine_tune
-    from prunectl.report import count_macs, count_params
+    from prunectl.report import count_params
     from prunectl.tasks import evaluate
     from prunectl_digits.models import spec_for
     from prunectl_digits.task import DigitsTask

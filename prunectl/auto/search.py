@@ -28,10 +28,6 @@ from ..criteria import get_criterion
 from ..errors import SpecError
 from ..finetune import FineTuneOptions, fine_tune, mix_seed
 from ..groups import build_groups
-from ..manifest import Manifest
-from ..plan import compose as compose_indices, kept_by_layer, make_plan
-from ..rebuild import prove_recipe
-from ..report import build_report
 from ..selection import SelectOptions
 from ..tasks import get_task
 from ..verify import TOLERANCE, make_inputs
@@ -39,6 +35,7 @@ from . import cac, netadapt
 from . import history as H
 from . import steps as S
 from .distributed import Dist, from_environment
+from .results import write_auto_bundle
 from .state import load_state, remove_state, save_state, state_dir_for
 
 Events = Callable[[str, dict[str, Any]], None]
@@ -80,7 +77,7 @@ class AutoResult:
     report: dict[str, Any]
     stopped_because: str
     wall_seconds: float
-    manifest: Manifest | None = None
+    manifest: Any = None  # the bundle's Manifest (rank 0)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -110,13 +107,23 @@ def _check(options: AutoOptions) -> None:
 
 def auto(checkpoint: str | Path, options: AutoOptions, events: Events | None = None) -> AutoResult:
     """Search per-layer widths for ``checkpoint`` on ``options.task``; write the bundle (rank 0)."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        return _auto(checkpoint, options, events)
+    finally:  # the caller's process settings, as they were
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def _auto(checkpoint: str | Path, options: AutoOptions, events: Events | None) -> AutoResult:
     started = time.perf_counter()
     emit = events or (lambda _kind, _info: None)
     _check(options)
     group = from_environment()
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
     micro = options.micro_batches or group.world
     output = Path(options.output) if options.output else Path(f"{Path(checkpoint).name.split('.')[0]}-auto")
     if group.is_writer:
@@ -185,7 +192,7 @@ def auto(checkpoint: str | Path, options: AutoOptions, events: Events | None = N
 
     result = AutoResult(None, run.state["history"], {}, run.state["stopped_because"], 0.0)
     if group.is_writer:
-        result.manifest, result.report = _write(run, loaded, checkpoint, output, spec_sha)
+        result.manifest, result.report = write_auto_bundle(run, loaded, checkpoint, output, spec_sha)
         result.output = output
         remove_state(state_dir)
     group.barrier()
@@ -357,40 +364,3 @@ class _Run:
                                S.widths(self.ctx, self.model), "final-finetune", epochs=len(log),
                                note=f"validation {before:.2f} before, best epoch kept"))
         self.emit("accepted", history[-1])
-
-
-def _write(run: _Run, loaded, checkpoint: str | Path, output: Path, spec_sha: str | None) -> tuple[Manifest, dict]:
-    ctx, state = run.ctx, run.state
-    args, resize, rebuilt = prove_recipe(ctx.spec, loaded.model_ref, run.model, ctx.inputs[0], ctx.tolerance)
-    report = build_report(run.original, rebuilt, ctx.inputs[0], list(ctx.spec.layer_names), ctx.original_groups,
-                          run.total)
-    final_accuracy = state["history"][-1]["accuracy"]
-    report["auto"] = {
-        "mode": "target" if run.kind else "accuracy",
-        "algorithm": "NetAdapt (Yang et al., ECCV 2018)" if run.kind else "CAC automatic pruning (Fujitsu)",
-        "task": run.options.task, "max_drop": run.options.max_drop,
-        **({"target": {"kind": run.kind, "fraction": run.target}} if run.kind else {}),
-        "original_accuracy": state["original_accuracy"], "final_accuracy": final_accuracy,
-        "drop": round(state["original_accuracy"] - final_accuracy, 6),
-        "within_max_drop": state["original_accuracy"] - final_accuracy <= run.options.max_drop + 1e-9,
-        "iterations": state["step"], "accepted_steps": sum(1 for h in state["history"][1:] if h["phase"] != "final-finetune"),
-        "stopped_because": state["stopped_because"], "epochs": run.options.epochs,
-        "final_epochs": run.options.final_epochs, "micro_batches": run.micro, "seed": run.options.seed,
-        "trials": state["trials"], **({"final_log": state["final_log"]} if "final_log" in state else {})}
-    kept = kept_by_layer(make_plan(ctx.original_groups, run.total))
-    if loaded.manifest is not None:
-        kept = compose_indices(loaded.manifest.kept, kept)
-    manifest = Manifest(
-        rebuild={"factory": loaded.model_ref.factory, "args": args}, resize=resize, kept=kept,
-        input=run.input_json,
-        files={}, versions=api._versions(),
-        extra={"criterion": ctx.criterion.name, "round_to": ctx.select.round_to, "min_channels": ctx.select.min_channels,
-               "group_reduce": ctx.select.group_reduce,
-               "verify": {"soft_vs_hard_max_abs": state["worst_soft_vs_hard"], "tolerance": ctx.tolerance,
-                          "inputs": len(ctx.inputs), "seed": run.options.seed},
-               "source": {"path": Path(checkpoint).name, "sha256": loaded.sha256},
-               **({"spec_sha256": spec_sha} if spec_sha else {})})
-    files = H.history_files(state["history"], size_key=run.kind or "params")
-    manifest = api.write_bundle(output, rebuilt, manifest, report, ctx.inputs,
-                                api.DEFAULT_OPSET if run.options.onnx else None, extra_files=files)
-    return manifest, report
