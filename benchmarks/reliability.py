@@ -31,7 +31,8 @@ def run_pytest(files: list[str], env: dict[str, str], workers: int) -> tuple[int
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(workers), *files],
                           cwd=ROOT, env=env, capture_output=True, text=True)
-    tail = "\n".join(proc.stdout.strip().splitlines()[-3:])
+    lines = proc.stdout.strip().splitlines()
+    tail = "\n".join([line for line in lines if line.startswith(("FAILED", "ERROR"))] + lines[-1:])
     return proc.returncode, time.perf_counter() - start, tail
 
 
@@ -54,6 +55,9 @@ def summarise(lines: list[dict]) -> dict:
         "total_cases": sum(sum(c.values()) for c in by_category.values()),
         "tracebacks": tracebacks,
         "undocumented_exit_codes": undocumented,
+        "problem_samples": [{k: c.get(k) for k in ("category", "command", "exit_code", "message")} for c in lines
+                            if c["category"] not in ("crash", "concurrent")
+                            and (c["traceback"] or c["exit_code"] not in (0, 2, 3, 4, 5, 6))][:10],
         "kills": {
             "runs": len(crash),
             "killed_mid_run": sum(c["killed"] for c in crash),
@@ -84,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             code, seconds, tail = run_pytest(files, env, workers)
             runs[label] = {"exit_code": code, "seconds": round(seconds, 1), "pytest": tail}
             print(f"{label}: pytest exit {code} in {seconds:.0f}s: {tail.splitlines()[-1] if tail else ''}")
+            if code:
+                print(tail)
         lines = [json.loads(line) for line in tally.read_text().splitlines()] if tally.exists() else []
 
     summary = {"examples_per_fuzz_test": args.examples, "kills_per_crash_test": args.kills, "runs": runs,
@@ -91,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                **summarise(lines)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps({k: summary[k] for k in ("total_cases", "tracebacks", "undocumented_exit_codes", "kills",
-                                               "tampering")}, indent=2))
+    print(json.dumps({k: summary[k] for k in ("total_cases", "tracebacks", "undocumented_exit_codes",
+                                               "problem_samples", "kills", "tampering")}, indent=2))
     print(f"wrote {args.out}")
     return 0 if all(r["exit_code"] == 0 for r in runs.values()) else 1
 

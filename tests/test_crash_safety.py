@@ -41,7 +41,7 @@ def _spawn(args: list[str]) -> subprocess.Popen:
 
 
 def _kill_in_window(proc: subprocess.Popen, parent: Path, name: str, rng: random.Random, aimed: bool) -> bool:
-    """SIGKILL ``proc``; aimed: once a staging dir ``.NAME.tmp-*`` exists, after 0-600 ms;
+    """SIGKILL ``proc``; aimed: once a staging dir ``.NAME.tmp-*`` exists, after 0-50 ms (skewed to 0);
     otherwise at a uniform random time over a typical run. True if it died by the kill."""
     if aimed:
         deadline = time.monotonic() + 120
@@ -49,7 +49,7 @@ def _kill_in_window(proc: subprocess.Popen, parent: Path, name: str, rng: random
             if any(parent.glob(f".{name}.tmp-*")):
                 break
             time.sleep(0.0005)
-        time.sleep(rng.uniform(0, 0.6))
+        time.sleep(0.05 * rng.random() ** 2)  # the write-and-swap of a small bundle takes a few ms
     else:
         time.sleep(rng.uniform(0.2, 4.0))
     if proc.poll() is None:

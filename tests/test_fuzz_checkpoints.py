@@ -49,7 +49,7 @@ def mutated_state_dicts(draw) -> dict:
             flat = state[key].view(-1)
             flat[draw(st.integers(0, flat.numel() - 1))] = draw(st.sampled_from([float("nan"), float("inf"), -float("inf")]))
         elif kind == "empty" and key:
-            state[key] = torch.empty(0) if draw(st.booleans()) else state[key][:0]
+            state[key] = torch.empty(0) if draw(st.booleans()) or not state[key].dim() else state[key][:0]
         elif kind == "dtype" and key:
             dtype = draw(st.sampled_from(DTYPES))
             state[key] = state[key].to(dtype) if dtype is not torch.complex64 else state[key].to(dtype) * 1j

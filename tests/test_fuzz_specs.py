@@ -156,6 +156,25 @@ def test_command_line_rate_out_of_range(rate, checkpoints, tmp_path):
         assert result.exit_code in (2, 3)
 
 
+@pytest.mark.parametrize("rate", ["1e400", "-1e400", "1" + "0" * 400, "NaN", "Infinity", "1.0", "-0.1", "\"0.5\"",
+                                  "true", "null"])
+@pytest.mark.parametrize("where", ["top", "layer"])
+def test_spec_rate_edge_values(rate, where, checkpoints, tmp_path):
+    """Written as raw JSON text: huge integers (no float can hold them), NaN and Infinity tokens."""
+    text = SPEC_TEMPLATE_TOP if where == "top" else SPEC_TEMPLATE_LAYER
+    path = tmp_path / "rate.json"
+    path.write_text(text.replace("RATE", rate))
+    result = invoke(["prune", str(checkpoints["small_mlp"]), "--spec", str(path), "-q"], "spec")
+    assert result.exit_code == (0 if rate == "null" else 3), result.stderr
+
+
+SPEC_TEMPLATE_TOP = ('{"prunectl_spec": 1, "model": {"factory": "fixtures.models:SmallMLP"}, "input": {"shape": [1, 64]}, '
+                     '"rate": RATE, "layers": {"fc1": {"arg": "out_ch_fc1"}, "fc2": {"arg": "out_ch_fc2"}, '
+                     '"fc3": {"arg": null}}}')
+SPEC_TEMPLATE_LAYER = SPEC_TEMPLATE_TOP.replace('"rate": RATE, ', "").replace(
+    '"fc1": {"arg": "out_ch_fc1"}', '"fc1": {"arg": "out_ch_fc1", "rate": RATE}')
+
+
 @pytest.mark.parametrize("depth", [1000, 200_000])
 def test_deeply_nested_spec_is_a_spec_error(depth, checkpoints, tmp_path):
     spec_path = tmp_path / "deep.json"
