@@ -296,6 +296,7 @@ def info(path: str | Path, spec: str | Path | None = None, model: str | None = N
             "macs": count_macs(loaded.model, x), "size_bytes": size_bytes(loaded.model),
             "layers": [{"name": n, "type": type(modules[n]).__name__, "width": w} for n, w in widths.items()]}
 
+
 def trace_spec(checkpoint: str | Path | None = None, model: str | None = None,
                input_shape: tuple[int, ...] | None = None, skip_unsupported: bool = False,
                trust_pickle: bool = False) -> TraceResult:

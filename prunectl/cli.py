@@ -262,41 +262,6 @@ def report(bundle: str, output: str | None, quiet: bool, as_json: bool) -> None:
         Console().print(f"[green]ok[/green] {written.html} (+ {', '.join(p.name for p in written.images)})")
 
 
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON on stdout.")
-@_handle_errors
-def criteria(as_json: bool) -> None:
-    """List the channel-importance criteria installed (built-in and plugins).
-
-    Example: prunectl criteria --json
-    """
-    rows = api.criteria()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-    else:
-        render.criteria_table(Console(), rows)
-
-
-@cli.command()
-@click.argument("bundle", type=click.Path(path_type=str))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str),
-              help="HTML file to write (default: BUNDLE/report.html); its PNGs go beside it.")
-@_output_options
-@_handle_errors
-def report(bundle: str, output: str | None, quiet: bool, as_json: bool) -> None:
-    """Write a self-contained HTML report of BUNDLE: widths chart, totals, checks, files.
-
-    Example: prunectl report out/ -o out-report.html
-    """
-    from .html_report import write_report  # matplotlib is imported only when a report is asked for
-
-    written = write_report(bundle, output)
-    if as_json:
-        click.echo(json.dumps({"html": str(written.html), "images": [str(p) for p in written.images]}, indent=2))
-    elif not quiet:
-        Console().print(f"[green]ok[/green] {written.html} (+ {', '.join(p.name for p in written.images)})")
-
-
 @cli.command("auto")
 @click.argument("checkpoint", type=click.Path(dir_okay=True, path_type=str))
 @click.option("--spec", type=click.Path(dir_okay=False, path_type=str), help="Sidecar spec JSON (traced when omitted).")
