@@ -107,3 +107,22 @@ def flip_byte(path: Path, position: int, mask: int) -> None:
     data = bytearray(path.read_bytes())
     data[position % len(data)] ^= (mask % 255) + 1
     path.write_bytes(bytes(data))
+
+
+def json_paths(value, prefix=()):
+    """Every location in a JSON value (root included), down to depth 20."""
+    yield prefix
+    if len(prefix) >= 20:
+        return
+    if isinstance(value, dict):
+        for key, child in value.items():
+            yield from json_paths(child, prefix + (key,))
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            yield from json_paths(child, prefix + (i,))
+
+
+def json_get(value, path):
+    for part in path:
+        value = value[part]
+    return value

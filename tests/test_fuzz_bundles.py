@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import prunectl
 from fixtures.make_checkpoints import FIXTURES
-from fuzzing import flip_byte, fuzz_settings, invoke
+from fuzzing import flip_byte, fuzz_settings, invoke, json_get, json_paths
 from prunectl.checkpoint import file_sha256
 
 SPEC = FIXTURES["small_mlp"][2]
@@ -55,22 +55,6 @@ def _run(command: str, bundle: Path, category: str):
     return invoke(["prune", str(bundle), "--spec", str(SPEC), "-o", str(out), "-q"], category, output=out)
 
 
-def _paths(value, prefix=()):
-    yield prefix
-    if isinstance(value, dict):
-        for key, child in value.items():
-            yield from _paths(child, prefix + (key,))
-    elif isinstance(value, list):
-        for i, child in enumerate(value):
-            yield from _paths(child, prefix + (i,))
-
-
-def _get(value, path):
-    for part in path:
-        value = value[part]
-    return value
-
-
 @fuzz_settings(40)
 @given(data=st.data(), command=st.sampled_from(COMMANDS), resign=st.booleans())
 def test_edited_manifest_gives_documented_exit(base_bundle, tmp_path_factory, data, command, resign):
@@ -78,9 +62,9 @@ def test_edited_manifest_gives_documented_exit(base_bundle, tmp_path_factory, da
     bundle = _copy(base_bundle, tmp_path_factory)
     manifest = json.loads((bundle / "manifest.json").read_text())
     for _ in range(data.draw(st.integers(1, 3))):
-        paths = [p for p in _paths(manifest) if p]
+        paths = [p for p in json_paths(manifest) if p]
         path = data.draw(st.sampled_from(paths))
-        parent = _get(manifest, path[:-1])
+        parent = json_get(manifest, path[:-1])
         action = data.draw(st.sampled_from(["replace", "delete", "add", "bump"]))
         if action == "replace":
             parent[path[-1]] = data.draw(json_values)

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fixtures.make_checkpoints import FIXTURES
-from fuzzing import fuzz_settings, invoke
+from fuzzing import fuzz_settings, invoke, json_get, json_paths
 
 BASES = ("small_mlp", "resnet18", "dwsep")
 
@@ -41,25 +41,6 @@ def _base(name: str) -> dict:
     return json.loads(FIXTURES[name][2].read_text())
 
 
-def _paths(value, prefix=()):
-    """Every location in a JSON value (root included), down to depth 20."""
-    yield prefix
-    if len(prefix) >= 20:
-        return
-    if isinstance(value, dict):
-        for key, child in value.items():
-            yield from _paths(child, prefix + (key,))
-    elif isinstance(value, list):
-        for i, child in enumerate(value):
-            yield from _paths(child, prefix + (i,))
-
-
-def _get(value, path):
-    for part in path:
-        value = value[part]
-    return value
-
-
 def _nest(value, depth: int, as_list: bool):
     for _ in range(depth):
         value = [value] if as_list else {"a": value}
@@ -74,21 +55,21 @@ def mutated_specs(draw) -> tuple[str, dict | bytes]:
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(["replace", "delete", "add", "rate", "prev", "rename", "nest",
                                      "shape", "factory", "args"]))
-        paths = [p for p in _paths(spec) if p]
+        paths = [p for p in json_paths(spec) if p]
         if kind == "replace" and paths:
             path = draw(st.sampled_from(paths))
-            _get(spec, path[:-1])[path[-1]] = draw(json_values)
+            json_get(spec, path[:-1])[path[-1]] = draw(json_values)
         elif kind == "delete" and paths:
             path = draw(st.sampled_from(paths))
-            parent = _get(spec, path[:-1])
+            parent = json_get(spec, path[:-1])
             if isinstance(parent, dict):
                 del parent[path[-1]]
             elif isinstance(parent, list):
                 parent.pop(path[-1])
         elif kind == "add":
-            objects = [p for p in _paths(spec) if isinstance(_get(spec, p), dict)]
+            objects = [p for p in json_paths(spec) if isinstance(json_get(spec, p), dict)]
             path = draw(st.sampled_from(objects))
-            _get(spec, path)[draw(st.text(max_size=12))] = draw(json_values)
+            json_get(spec, path)[draw(st.text(max_size=12))] = draw(json_values)
         elif kind == "rate" and isinstance(spec.get("layers"), dict):
             where = draw(st.sampled_from([None, *spec["layers"]]))
             target = spec if where is None else spec["layers"][where]
@@ -105,7 +86,7 @@ def mutated_specs(draw) -> tuple[str, dict | bytes]:
         elif kind == "nest" and paths:
             path = draw(st.sampled_from(paths))
             depth = draw(st.sampled_from([2, 50, 900, 5000, 100_000]))
-            _get(spec, path[:-1])[path[-1]] = _nest(0.5, depth, draw(st.booleans()))
+            json_get(spec, path[:-1])[path[-1]] = _nest(0.5, depth, draw(st.booleans()))
         elif kind == "shape" and isinstance(spec.get("input"), dict):
             spec["input"]["shape"] = draw(st.one_of(
                 st.lists(st.integers(-2, 1 << 21), max_size=10),
