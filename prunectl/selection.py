@@ -36,7 +36,8 @@ def layer_views(groups: list[ChannelGroup], model: nn.Module, seed: int = 0) -> 
     for group in groups:
         if not group.prunable:
             continue
-        consumers = tuple(Consumer(m.module, modules[m.module], m.factor) for m in group.members if m.side == "in")
+        consumers = tuple(Consumer(m.module, modules[m.module], m.factor, m.offset, group.size)
+                          for m in group.members if m.side == "in")
         for position, member in enumerate(group.members):
             if not member.scored:
                 continue

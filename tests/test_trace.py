@@ -134,3 +134,23 @@ def test_timm_models_trace_with_their_norm_act_layers_kept_whole() -> None:
     spec = prunectl.derive_spec("timm:efficientnet_b0", SMALL_INPUT)
     assert [layer.name for layer in spec.layers if not layer.prune] == ["classifier"]
     assert _layers(spec)["blocks.1.0.bn1"].prev is None
+
+
+def test_thinet_reads_each_part_of_a_concatenation_at_its_offset(tmp_path: Path) -> None:
+    from prunectl.groups import build_groups
+    from prunectl.selection import layer_views
+
+    model = ConcatBlock().eval()
+    spec = trace_model(model, (1, 3, 8, 8)).spec
+    views = layer_views(build_groups(spec, model), model)
+    mix_readers = {view.name: [(c.offset, c.channels) for c in view.consumers if c.name == "mix"]
+                   for view in views.values()}
+    assert mix_readers["stem"] == [(0, 8)] and mix_readers["left"] == [(8, 6)] and mix_readers["right"] == [(14, 10)]
+    torch.manual_seed(0)
+    checkpoint, data = tmp_path / "concat.pt", tmp_path / "data.pt"
+    torch.save(ConcatBlock().state_dict(), checkpoint)
+    torch.save({"inputs": torch.randn(16, 3, 8, 8)}, data)
+    result = prunectl.prune(checkpoint, prunectl.PruneOptions(
+        model="tests.trace_models:ConcatBlock", rate=0.5, input_shape=(1, 3, 8, 8), criterion="thinet",
+        data=str(data)))
+    assert {layer["name"]: layer["after"] for layer in result.report["layers"]}["norm"] == 12

@@ -23,11 +23,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Consumer:
-    """A module that reads a layer's output channels; each channel spans ``factor`` inputs."""
+    """A module that reads a layer's output channels; each channel spans ``factor`` inputs.
+
+    When the module reads a concatenation, this layer's ``channels`` start at input index
+    ``offset`` (``channels`` None: the whole input dimension)."""
 
     name: str
     module: nn.Module
     factor: int = 1
+    offset: int = 0
+    channels: int | None = None
 
 
 @dataclass(frozen=True)

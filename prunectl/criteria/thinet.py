@@ -40,14 +40,15 @@ class ThiNet(Criterion):
             if not view.consumers:
                 raise SpecError(f"criterion 'thinet': layer {view.name!r} has no listed layer reading its "
                                 "outputs; there is no next layer to reconstruct")
-        consumers = {c.name: c for view in layers for c in view.consumers}
-        rows: dict[str, list[torch.Tensor]] = {name: [] for name in consumers}
+        # keyed by (module, offset): a module reading a concatenation consumes several layers
+        consumers = {(c.name, c.offset): c for view in layers for c in view.consumers}
+        rows: dict[tuple[str, int], list[torch.Tensor]] = {key: [] for key in consumers}
         per_batch = max(1, -(-ROWS_PER_LAYER // len(data.batches)))
         generator = torch.Generator().manual_seed(layers[0].seed if layers else 0)
         handles = []
         for consumer in consumers.values():
             def sample(_module, args, consumer=consumer) -> None:
-                rows[consumer.name].append(_contributions(consumer, args[0].detach().double(), per_batch, generator))
+                rows[(consumer.name, consumer.offset)].append(_contributions(consumer, args[0].detach().double(), per_batch, generator))
             handles.append(consumer.module.register_forward_pre_hook(sample))
         try:
             for inputs, _ in data.batches:
@@ -56,7 +57,7 @@ class ThiNet(Criterion):
             for handle in handles:
                 handle.remove()
         for view in layers:
-            contributions = torch.cat([torch.cat(rows[c.name]) for c in view.consumers])
+            contributions = torch.cat([torch.cat(rows[(c.name, c.offset)]) for c in view.consumers])
             order = greedy_removal_order(contributions)
             channel_scores = torch.empty(len(order), dtype=torch.float64)
             channel_scores[order] = torch.arange(1, len(order) + 1, dtype=torch.float64)
@@ -109,7 +110,9 @@ def _contributions(consumer: Consumer, x: torch.Tensor, count: int, generator: t
     else:
         raise UnsupportedError(f"criterion 'thinet': cannot attribute the outputs of {consumer.name} "
                                f"({type(module).__name__}) to its input channels")
-    return per_input.view(per_input.shape[0], -1, consumer.factor).sum(dim=2)
+    if consumer.channels is not None:
+        per_input = per_input[:, consumer.offset:consumer.offset + consumer.channels * consumer.factor]
+    return per_input.reshape(per_input.shape[0], -1, consumer.factor).sum(dim=2)
 
 
 def _conv_contributions(module: nn.modules.conv._ConvNd, weight: torch.Tensor, x: torch.Tensor, count: int,
