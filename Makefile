@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/tool_speed.py $(BENCH_ARGS)
 	$(PY) benchmarks/latency.py $(BENCH_ARGS)
 	$(PY) benchmarks/scaling.py $(BENCH_ARGS)
+	$(PY) benchmarks/accuracy_vs_size.py $(BENCH_ARGS)
 	$(PY) benchmarks/report_screenshot.py || echo "report screenshot skipped (needs chromium: apt-get install -y chromium)"
 
 # Long fuzz + crash run (the test suite runs a small fixed sample); figures go to docs/reliability.json.
