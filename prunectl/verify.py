@@ -6,8 +6,9 @@ the error names where the spec or the surgery went wrong.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.nn as nn
@@ -98,10 +99,14 @@ def soft_vs_hard(soft: nn.Module, hard: nn.Module, inputs: list[torch.Tensor], t
     a deep network's output can vanish (1e-20), and ``max(1, ...)`` would then pass anything.
     """
     worst = Comparison(0.0, 0.0, tolerance)
+    modules = dict(soft.named_modules())
     for index, x in enumerate(inputs):
+        # the first input also records every listed layer, in the same forward pass
+        names = layer_order if index == 0 else []
         try:
-            result = compare(run(soft, x, "soft-pruned model"), run(hard, x, "hard-pruned model"),
-                             tolerance, "soft vs hard")
+            with _taps(soft, names) as soft_layers, _taps(hard, names) as hard_layers:
+                result = compare(run(soft, x, "soft-pruned model"), run(hard, x, "hard-pruned model"),
+                                 tolerance, "soft vs hard")
         except VerificationError as exc:
             raise VerificationError(f"{exc}; first diverging layer: "
                                     f"{_where(first_divergence(soft, hard, x, plan, layer_order, tolerance))}") from None
@@ -111,8 +116,8 @@ def soft_vs_hard(soft: nn.Module, hard: nn.Module, inputs: list[torch.Tensor], t
                 f"soft and hard models differ: max |soft - hard| = {result.max_abs:.3g} > "
                 f"{tolerance:g} * max(1, {result.max_ref:.3g}); first diverging layer: {_where(layer)}")
         if index == 0:
-            layer = first_divergence(soft, hard, x, plan, layer_order, LAYER_TOLERANCE_FACTOR * tolerance,
-                                     own_scale=True)
+            layer = _first_bad_layer(soft_layers, hard_layers, modules, plan, layer_order,
+                                     LAYER_TOLERANCE_FACTOR * tolerance, own_scale=True)
             if layer is not None:
                 raise VerificationError(f"soft and hard models differ at layer {layer}: its kept outputs differ by "
                                         f"more than {LAYER_TOLERANCE_FACTOR * tolerance:g} of their magnitude")
@@ -136,29 +141,26 @@ def first_divergence(soft: nn.Module, hard: nn.Module, x: torch.Tensor, plan: di
     """The first listed layer (forward order) whose kept outputs differ between the models.
 
     ``own_scale``: tolerance relative to the layer's own max |output| instead of max(1, ...)."""
-    captured: dict[str, dict[str, torch.Tensor]] = {"soft": {}, "hard": {}}
-    handles = []
+    captured: dict[str, dict[str, torch.Tensor]] = {}
     for tag, model in (("soft", soft), ("hard", hard)):
-        modules = dict(model.named_modules())
-        for name in layer_order:
-            if name in modules:
-                handles.append(modules[name].register_forward_hook(_capture(captured[tag], name)))
-    try:
-        for model in (soft, hard):
+        with _taps(model, layer_order) as captured[tag]:
             try:
                 model(x)
             except Exception:
                 pass  # the captured prefix is enough to locate the problem
-    finally:
-        for handle in handles:
-            handle.remove()
-    modules = dict(soft.named_modules())
+    return _first_bad_layer(captured["soft"], captured["hard"], dict(soft.named_modules()), plan, layer_order,
+                            tolerance, own_scale)
+
+
+def _first_bad_layer(soft_layers: dict[str, torch.Tensor], hard_layers: dict[str, torch.Tensor],
+                     modules: dict[str, nn.Module], plan: dict[str, ModuleCut], layer_order: list[str],
+                     tolerance: float, own_scale: bool) -> str | None:
     for name in layer_order:
-        if name not in captured["soft"]:
+        if name not in soft_layers:
             continue
-        if name not in captured["hard"]:
+        if name not in hard_layers:
             return f"{name} (the hard model failed before or at this layer)"
-        a, b = captured["soft"][name], captured["hard"][name]
+        a, b = soft_layers[name], hard_layers[name]
         cut = plan.get(name)
         if cut is not None and cut.out is not None:
             dim = -1 if L.kind_of(modules[name]) == "linear" else 1
@@ -172,6 +174,19 @@ def first_divergence(soft: nn.Module, hard: nn.Module, x: torch.Tensor, plan: di
         elif not compare([a], [b], tolerance, name).ok:
             return name
     return None
+
+
+@contextmanager
+def _taps(model: nn.Module, names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the outputs of the named modules while the block runs the model."""
+    store: dict[str, torch.Tensor] = {}
+    modules = dict(model.named_modules()) if names else {}
+    handles = [modules[name].register_forward_hook(_capture(store, name)) for name in names if name in modules]
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _capture(store: dict[str, torch.Tensor], name: str):
