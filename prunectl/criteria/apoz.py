@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from ..errors import SpecError
 from .base import Criterion, LayerView
-from .observe import channels_first, observed_module
+from .observe import channels_first, forward_over, observed_module
 
 
 class APoZ(Criterion):
@@ -38,12 +38,7 @@ class APoZ(Criterion):
                 zeros[view.name] = zeros.get(view.name, 0) + (values <= 0).sum(dim=1).double()
                 totals[view.name] = totals.get(view.name, 0) + values.shape[1]
             handles.append(observed_module(view).register_forward_hook(count))
-        try:
-            for inputs, _ in data.batches:
-                model(inputs)
-        finally:
-            for handle in handles:
-                handle.remove()
+        forward_over(model, data, handles)
         self._zero_fraction = {name: zeros[name] / totals[name] for name in zeros}
 
     def score(self, layer: LayerView) -> torch.Tensor:

@@ -7,6 +7,18 @@ import torch.nn as nn
 from .base import LayerView
 
 
+@torch.no_grad()
+def forward_over(model: nn.Module, data, handles: list) -> None:
+    """Run every calibration batch through ``model``, then remove the hooks in ``handles``
+    (whatever happened): the one pass the hook-based criteria need."""
+    try:
+        for inputs, _ in data.batches:
+            model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def observed_module(view: LayerView) -> nn.Module:
     """The layer's norm if the spec lists one right after it, else the layer itself."""
     return view.next_norm if view.next_norm is not None else view.module

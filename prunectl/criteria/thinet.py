@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from ..errors import SpecError, UnsupportedError
 from .base import Consumer, Criterion, LayerView
+from .observe import forward_over
 
 ROWS_PER_LAYER = 1024  # sampled (example, position, output channel) triples, as the paper samples
 OUTPUTS_PER_BATCH = 8
@@ -48,14 +49,10 @@ class ThiNet(Criterion):
         handles = []
         for consumer in consumers.values():
             def sample(_module, args, consumer=consumer) -> None:
-                rows[(consumer.name, consumer.offset)].append(_contributions(consumer, args[0].detach().double(), per_batch, generator))
+                sampled = _contributions(consumer, args[0].detach().double(), per_batch, generator)
+                rows[(consumer.name, consumer.offset)].append(sampled)
             handles.append(consumer.module.register_forward_pre_hook(sample))
-        try:
-            for inputs, _ in data.batches:
-                model(inputs)
-        finally:
-            for handle in handles:
-                handle.remove()
+        forward_over(model, data, handles)
         for view in layers:
             contributions = torch.cat([torch.cat(rows[(c.name, c.offset)]) for c in view.consumers])
             order = greedy_removal_order(contributions)
