@@ -63,8 +63,9 @@ def _prunectl(name: str, ckpt: str, shape: tuple[int, ...], rate: float) -> dict
     from prunectl.errors import PrunectlError
 
     try:
+        # round_to 1: the same channel counts Torch-Pruning's default (no rounding) cuts
         result = prunectl.prune(ckpt, prunectl.PruneOptions(model=f"torchvision:{name}", rate=rate, input_shape=shape,
-                                                            skip_unsupported=True))
+                                                            round_to=1, skip_unsupported=True))
     except PrunectlError as exc:
         return {"status": f"{type(exc).__name__}: {str(exc)[:300]}"}
     report = result.report

@@ -104,10 +104,23 @@ def test_torchvision_model_pruned_without_a_spec(name: str, tmp_path: Path) -> N
     assert report["macs"]["after"] < report["macs"]["before"]
     assert result.manifest.extra["onnx"]["max_abs"] <= 1e-4
     assert report["traced"]["pinned"]  # at least the classifier
+    # these models are designed at multiples of 8, so the traced spec keeps their pruned widths so
+    assert result.manifest.extra["round_to"] == 8
+    for name_, module in result.model.named_modules():
+        if isinstance(module, torch.nn.Conv2d) and module.groups == 1 and module.out_channels >= 8:
+            assert module.out_channels % 8 == 0, name_
     reloaded = prunectl.load(tmp_path / "out")
     x = torch.randn(2, *SMALL_INPUT[1:])
     with torch.no_grad():
         assert torch.allclose(reloaded(x), result.model.eval()(x), atol=1e-5)
+
+
+def test_traced_spec_rounds_to_8_only_for_models_designed_at_multiples_of_8() -> None:
+    assert trace_model(torchvision.models.resnet18(), SMALL_INPUT).spec.round_to == 8
+    # shufflenet's 58/116/232 widths are not; it keeps exact rates
+    shufflenet = torchvision.models.shufflenet_v2_x1_0()
+    assert trace_model(shufflenet, SMALL_INPUT, skip_unsupported=True).spec.round_to is None
+    assert trace_model(TwoBranchAdd(), (1, 3, 8, 8)).spec.round_to == 8  # 16-wide layers
 
 
 def test_cli_spec_then_prune_with_it_and_unsupported_model_exits_6(tmp_path: Path) -> None:

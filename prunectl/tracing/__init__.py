@@ -12,15 +12,21 @@ channels (``prune: false`` on the layers producing them) and is listed in ``pinn
 
 The spec is checked against the model with ``build_groups`` before it is returned, so a
 spec that the tracer writes is one the pipeline accepts.
+
+A traced spec sets ``round_to: 8`` when most prunable layers of the model are multiples of 8
+wide: the designer chose hardware-friendly widths, and odd widths throw convolutions off
+ONNX Runtime's blocked (NCHWc) kernels, so a model pruned 30% by MACs could run slower than
+the original (docs/bench/latency.md). ``--round-to 1`` restores exact rates.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch.nn as nn
 
 from .. import factories
+from .. import layers as L
 from ..errors import SpecError, UnsupportedError
 from ..groups import build_groups
 from ..spec import InputSpec, LayerSpec, ModelRef, Spec
@@ -28,6 +34,7 @@ from ..verify import make_inputs
 from .walk import Incident, TracedLayer, Walk, symbolic_graph, walk_graph
 
 OUTPUT_REASON = "its channels reach the model output"
+HARDWARE_ROUND_TO = 8
 # torchvision's and timm's classifiers are built for ImageNet-sized RGB images (a timm model made
 # for another size says so in its error); any other model needs --input-shape
 _DEFAULT_SHAPES = {"torchvision": (1, 3, 224, 224), "timm": (1, 3, 224, 224)}
@@ -72,6 +79,7 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], *, dtype: str = 
     if live:
         spec = _spec(walk, pinned, model_ref, input_spec, source)
         build_groups(spec, model)
+    spec = replace(spec, round_to=_deploy_round_to(spec, model))
     return TraceResult(spec, pinned, tuple(walk.incidents))
 
 
@@ -114,6 +122,18 @@ def _spec(walk: Walk, pinned: dict[str, str], model_ref: ModelRef | None, input_
                                 prune=layer.name not in pinned, cat=cat))
         previous = layer.name
     return Spec(layers=tuple(layers), model=model_ref, input=input_spec, source=source)
+
+
+def _deploy_round_to(spec: Spec, model: nn.Module) -> int | None:
+    """8 when more than half the prunable layers are multiples of 8 wide, else unset.
+
+    Half, not all: squeeze-excitation bottlenecks (efficientnet's 4, 6, 10) are odd by
+    construction and tiny; rounding them up costs nothing. Shufflenet (58, 116, 232) was not
+    designed around 8 and keeps exact rates."""
+    modules = dict(model.named_modules())
+    widths = [L.out_width(modules[layer.name]) for layer in spec.layers if layer.prune]
+    aligned = sum(width % HARDWARE_ROUND_TO == 0 for width in widths)
+    return HARDWARE_ROUND_TO if widths and 2 * aligned > len(widths) else None
 
 
 def _prev(layer: TracedLayer, previous: str | None, position: dict[str, int]) -> tuple[str, ...] | None:
