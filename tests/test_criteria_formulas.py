@@ -172,6 +172,36 @@ def test_bn_scale_matches_torch_pruning() -> None:
     assert torch.allclose(score("bn_scale", view_of(net)), theirs, rtol=1e-6)
 
 
+@pytest.mark.parametrize("name, p", [("group_l1", 1), ("group_l2", 2)])
+def test_group_magnitude_matches_torch_pruning_group_sum(name: str, p: int) -> None:
+    """Filter rows + BatchNorm scale + the next conv's input columns, as TP sums them."""
+    net = conv_bn_net()
+    tp, group = tp_group(net)
+    theirs = tp.importance.MagnitudeImportance(p=p, normalizer=None, group_reduction="sum")(group).double()
+    ours = score(name, view_of(net))
+    assert torch.allclose(ours if p == 1 else ours.pow(2), theirs, rtol=1e-5)
+
+
+def test_group_magnitude_reads_grouped_linear_and_concatenated_consumers() -> None:
+    """Each channel's columns by direct indexing: a grouped conv (2 blocks), a Linear after a
+    flatten (4 features per channel) and a conv reading a concatenation at offset 3."""
+    torch.manual_seed(0)
+    producer = nn.Conv2d(3, 6, 1)
+    grouped = nn.Conv2d(6, 4, 3, groups=2)
+    flat = nn.Linear(6 * 4, 5)
+    concat_reader = nn.Conv2d(3 + 6, 2, 1)
+    consumers = (Consumer("g", grouped), Consumer("f", flat, factor=4),
+                 Consumer("c", concat_reader, offset=3, channels=6))
+    ours = score("group_l1", LayerView("p", producer, consumers=consumers))
+    expected = producer.weight.detach().double().abs().flatten(1).sum(1)
+    for channel in range(6):
+        block, column = divmod(channel, 3)
+        expected[channel] += grouped.weight.detach().double()[block * 2:(block + 1) * 2, column].abs().sum()
+        expected[channel] += flat.weight.detach().double()[:, channel * 4:(channel + 1) * 4].abs().sum()
+        expected[channel] += concat_reader.weight.detach().double()[:, 3 + channel].abs().sum()
+    assert torch.allclose(ours, expected, rtol=1e-12)
+
+
 def test_fpgm_differs_from_torch_pruning_as_documented() -> None:
     """TP measures distances between |w|^2 vectors; on those vectors the formulas agree."""
     net = conv_bn_net()

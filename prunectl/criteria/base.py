@@ -34,6 +34,24 @@ class Consumer:
     offset: int = 0
     channels: int | None = None
 
+    def input_column_power(self, p: int) -> torch.Tensor:
+        """Sum of ``|w|**p`` over the weights reading each of this layer's channels, in float64.
+
+        One entry per channel: its ``factor`` input indices, every output row (of its conv
+        group only, for a grouped conv) and every kernel position."""
+        weight = self.module.weight.detach().double().abs().pow(p)
+        if isinstance(self.module, nn.modules.conv._ConvTransposeNd):
+            per_input = weight.flatten(1).sum(1)  # [in, out/g, k...]: inputs are dim 0
+        elif weight.dim() > 2 or getattr(self.module, "groups", 1) > 1:  # conv [out, in/g, k...]
+            groups = getattr(self.module, "groups", 1)
+            per_group = weight.view(groups, weight.shape[0] // groups, weight.shape[1], -1)
+            per_input = per_group.sum(dim=(1, 3)).flatten()  # input i = block * (in/g) + column
+        else:  # linear [out, in]
+            per_input = weight.sum(0)
+        channels = self.channels if self.channels is not None else per_input.numel() // self.factor
+        span = per_input[self.offset:self.offset + channels * self.factor]
+        return span.view(channels, self.factor).sum(1)
+
 
 @dataclass(frozen=True)
 class LayerView:
