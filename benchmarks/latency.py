@@ -22,19 +22,18 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
-import random
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, human, print_table, tracing_available, write_results  # noqa: E402
+from _common import print_table, tracing_available, write_results  # noqa: E402
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from prunectl.latency import interleaved, ort_session  # noqa: E402
 
 FIXTURES = ("resnet18", "vgg11_bn", "alexnet", "dwsep")
 TORCHVISION = (("resnet50", 224), ("mobilenet_v3_large", 224))
@@ -135,52 +134,15 @@ def _original(name: str, side: int, work: Path) -> tuple[Path, torch.nn.Module, 
     return ckpt, model, options
 
 
-def _ort_session(path: Path, threads: int, profile_prefix: str | None = None) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if profile_prefix:
-        so.enable_profiling, so.profile_file_prefix = True, profile_prefix
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
 def _timings(models: list[torch.nn.Module], onnx_files: list[Path], x: torch.Tensor, threads: int,
              budget: float) -> dict[str, list[dict[str, float]]]:
     """Latency statistics per model, ONNX Runtime and torch eager, each runtime interleaved."""
     feed = {"input": x.numpy()}
-    sessions = [_ort_session(path, threads) for path in onnx_files]
-    ort_stats = _interleaved([lambda s=s: s.run(None, feed) for s in sessions], budget)
+    sessions = [ort_session(path, threads) for path in onnx_files]
+    ort_stats = interleaved([lambda s=s: s.run(None, feed) for s in sessions], budget)
     with torch.inference_mode():
-        torch_stats = _interleaved([lambda m=m: m(x) for m in models], budget)
+        torch_stats = interleaved([lambda m=m: m(x) for m in models], budget)
     return {"ort": ort_stats, "torch": torch_stats}
-
-
-def _interleaved(functions: list[Callable[[], Any]], budget: float, warmup: int = 5) -> list[dict[str, float]]:
-    """Median (and p10/p90) ms of each function, called in alternating order round after round."""
-    for function in functions:
-        for _ in range(warmup):
-            function()
-    start = time.perf_counter()
-    for function in functions:
-        function()
-    per_round = max(time.perf_counter() - start, 1e-6)
-    rounds = int(min(max(budget / per_round, 15), 3000))
-    samples: list[list[float]] = [[] for _ in functions]
-    shuffler = random.Random(0)
-    order = list(range(len(functions)))
-    for _ in range(rounds):
-        # a fresh random order every round: a fixed or alternating order can phase-lock with the
-        # scheduler's time slice on a busy machine and make one model's runs the ones preempted
-        shuffler.shuffle(order)
-        for i in order:
-            t0 = time.perf_counter_ns()
-            functions[i]()
-            samples[i].append((time.perf_counter_ns() - t0) / 1e6)
-    return [{"median_ms": round(statistics.median(s), 4), "p10_ms": round(float(np.percentile(s, 10)), 4),
-             "p90_ms": round(float(np.percentile(s, 90)), 4), "runs": len(s)} for s in samples]
 
 
 def _ort_breakdown(original_onnx: Path, pruned_onnx: Path, x: torch.Tensor, threads: int, runs: int = 30) -> dict:
@@ -189,7 +151,7 @@ def _ort_breakdown(original_onnx: Path, pruned_onnx: Path, x: torch.Tensor, thre
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         for tag, path in (("original", original_onnx), ("pruned", pruned_onnx)):
-            session = _ort_session(path, threads, profile_prefix=str(Path(tmp) / tag))
+            session = ort_session(path, threads, profile_prefix=str(Path(tmp) / tag))
             feed = {"input": x.numpy()}
             for _ in range(5):
                 session.run(None, feed)

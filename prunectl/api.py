@@ -24,6 +24,7 @@ from .masking import soft_prune
 from .plan import compose, kept_by_layer, make_plan
 from .rebuild import prove_recipe
 from .layers import kind_of
+from .latency import compare_latency
 from .resources import check_input, default_limit, guard_prune
 from .report import build_report, count_macs, count_params, layer_widths, size_bytes
 from .spec import InputSpec, ModelRef, Spec, read_spec, write_spec
@@ -62,6 +63,10 @@ class PruneOptions:
     trust_pickle: bool = False
     skip_unsupported: bool = False  # traced spec: leave channels behind ops prunectl cannot cut unpruned
     max_memory: int | str | None = None  # bytes or "4G"; None: 80% of the memory available (resources.py)
+    # time original vs pruned (torch eager and ONNX Runtime) into report.json; timings vary, so
+    # the bundle is then no longer byte-identical across runs
+    latency: bool = False
+    latency_threads: int = 1
 
 
 @dataclass
@@ -132,6 +137,9 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
     report.update(choice.report)
     if traced is not None:
         report["traced"] = {"pinned": traced.pinned}
+    if options.latency:
+        clock("latency")
+        report["latency"] = compare_latency(model, rebuilt, inputs[0], threads=options.latency_threads)
     kept_indices = kept_by_layer(plan)
     if loaded.manifest is not None:  # iterative pruning: indices in the very first numbering
         kept_indices = compose(loaded.manifest.kept, kept_indices)
@@ -157,7 +165,7 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
 def _spec_with_options(options: PruneOptions) -> Spec:
     if options.rate is not None and not 0 <= options.rate < 1:
         raise SpecError(f"--rate: expected a number in [0, 1), got {options.rate}")
-    for name in ("round_to", "min_channels"):
+    for name in ("round_to", "min_channels", "latency_threads"):
         value = getattr(options, name)
         if value is not None and value < 1:
             raise SpecError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")

@@ -125,6 +125,9 @@ def cli(debug: bool) -> None:
               help="Traced spec: leave channels behind ops prunectl cannot cut unpruned instead of failing.")
 @click.option("--max-memory", help="Refuse runs estimated to need more memory than this (e.g. 8G); "
               "default: 80% of the memory available.")
+@click.option("--latency", is_flag=True,
+              help="Time original vs pruned (torch eager and ONNX Runtime CPU) into report.json.")
+@click.option("--latency-threads", type=int, default=1, show_default=True, help="Threads for --latency timing.")
 @_output_options
 @_handle_errors
 def prune(checkpoint: str, quiet: bool, as_json: bool, **options: Any) -> None:

@@ -158,7 +158,7 @@ def _totals(report: dict[str, Any]) -> str:
         cards.append(f"<div class=\"card\"><span>{label}</span><b>{_human(before)}{unit} → {_human(after)}{unit}</b>"
                      f"<span>{100 * (1 - after / before):.1f}% smaller · ×{before / after:.2f} fewer</span></div>"
                      if after else "")
-    latency = report.get("latency")  # present when a future prune --latency measured it
+    latency = report.get("latency")  # present when prune --latency measured it
     if isinstance(latency, dict) and latency.get("before") and latency.get("after"):
         cards.append(f"<div class=\"card\"><span>latency ({_e(latency.get('runtime', ''))})</span>"
                      f"<b>{latency['before']:.3g} → {latency['after']:.3g} ms</b>"

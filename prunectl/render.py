@@ -42,6 +42,13 @@ def prune_summary(console: Console, report: dict[str, Any], manifest: dict[str, 
     if "onnx" in manifest:
         totals.add_row("ONNX vs torch", f"max |diff| {manifest['onnx']['max_abs']:.3g} "
                        f"(atol {manifest['onnx']['atol']:g}, opset {manifest['onnx']['opset']}) [green]ok[/green]")
+    for runtime in ("onnxruntime", "torch"):
+        timed = report.get("latency", {}).get(runtime)
+        if timed:
+            totals.add_row(f"latency ({runtime})",
+                           f"{timed['before']['median_ms']:.3g} -> {timed['after']['median_ms']:.3g} ms, "
+                           f"x{timed['speedup']:.2f} (median of {timed['after']['runs']}, "
+                           f"{report['latency']['threads']} thread(s))")
     pinned = report.get("traced", {}).get("pinned", {})
     if pinned:  # a traced spec: which layers keep every channel, and why (the first few)
         shown = "; ".join(f"{name}: {reason}" for name, reason in list(pinned.items())[:3])
