@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, human, peak_rss_mb, print_table, run_child, tracing_available, write_results  # noqa: E402
+from _common import human, peak_rss_mb, print_table, run_child, tracing_available, write_results  # noqa: E402
 
 TOOL_SPEED = Path(__file__).resolve().parent / "tool_speed.py"
 TORCHVISION = ("resnet18", "resnet50", "resnet101", "resnet152", "vit_b_16", "vit_l_16")

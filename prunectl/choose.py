@@ -112,7 +112,8 @@ def choose(spec: Spec, model: nn.Module, criterion: Criterion, options: ChooseOp
         else:
             kept, entry = _pick(original, groups, scores, options, done=done), {}
         total_kept = [t if k is None or t is None else t[k] for t, k in zip(total_kept, kept)]
-        current, _ = hard_prune(current, make_plan(groups, kept))
+        if step < options.steps or options.target is not None:  # the caller prunes the final cut itself
+            current, _ = hard_prune(current, make_plan(groups, kept))
         history.append({"step": step, "done": round(done, 6), **entry})
     report: dict[str, Any] = {"selection": {
         "mode": "global" if options.global_ranking else "per-layer", "steps": options.steps,

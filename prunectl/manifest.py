@@ -14,11 +14,12 @@ import torch.nn as nn
 
 from . import factories
 from . import layers as L
-from .checkpoint import MANIFEST_NAME, file_sha256, load_weights, validate_state_dict
+from .checkpoint import MANIFEST_NAME, file_sha256, validate_state_dict
 from .errors import CheckpointError, PrunectlError, VerificationError
 from .integrity import SEAL_KEY, check_seal, sealed_bytes
 from .jsonio import read_json
-from .resources import check_fits, safetensors_shapes
+from .materialize import build_with_weights
+from .resources import check_fits, meta_model, safetensors_shapes
 from .spec import DTYPES
 from .surgery import apply_resize
 
@@ -142,14 +143,15 @@ def load_bundle(bundle: str | Path) -> tuple[nn.Module, Manifest]:
     # an edited manifest must not make us allocate a model far larger than its weights
     check_fits(manifest.rebuild["factory"], manifest.rebuild["args"], safetensors_shapes(weights_path),
                weights_path, resize=manifest.resize)
-    model = rebuild_model(manifest, str(bundle / MANIFEST_NAME))
     from safetensors.torch import load_file
 
     try:
         state_dict = load_file(str(weights_path), device="cpu")
     except Exception as exc:
         raise CheckpointError(f"{weights_path}: not a readable safetensors file: {exc}") from None
-    load_weights(model, validate_state_dict(state_dict, weights_path), weights_path)
+    model = build_with_weights(meta_model(manifest.rebuild["factory"], manifest.rebuild["args"]),
+                               validate_state_dict(state_dict, weights_path), weights_path,
+                               lambda: rebuild_model(manifest, str(bundle / MANIFEST_NAME)), manifest.resize)
     _check_kept(model, manifest, bundle / MANIFEST_NAME)
     # last, so that an edited manifest reports what is wrong with its content first; a manifest
     # that is still valid but differs from what was written fails here (exit 4)

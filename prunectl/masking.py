@@ -22,8 +22,9 @@ def _dropped(size: int, kept: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def soft_prune(model: nn.Module, plan: dict[str, ModuleCut]) -> nn.Module:
-    soft = copy.deepcopy(model)
+def soft_prune(model: nn.Module, plan: dict[str, ModuleCut], in_place: bool = False) -> nn.Module:
+    """``model`` with every dropped channel's weights zeroed (a copy unless ``in_place``)."""
+    soft = model if in_place else copy.deepcopy(model)
     modules = dict(soft.named_modules())
     for name, cut in plan.items():
         module = modules[name]

@@ -7,6 +7,7 @@ weights, and compared with the hard-pruned model.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,9 +15,10 @@ import torch.nn as nn
 
 from . import factories
 from . import layers as L
-from .checkpoint import load_weights
+from .materialize import build_with_weights
 from .errors import CheckpointError, SpecError, VerificationError
 from .spec import ModelRef, Spec
+from .resources import meta_model
 from .surgery import apply_resize
 from .verify import compare, run
 
@@ -57,22 +59,62 @@ def resize_needed(rebuilt: nn.Module, hard: nn.Module) -> dict[str, dict[str, in
     return resize
 
 
-def prove_recipe(spec: Spec, model_ref: ModelRef, hard: nn.Module, x: torch.Tensor,
-                 tolerance: float) -> tuple[dict[str, Any], dict[str, dict[str, int]], nn.Module]:
-    """(args, resize, rebuilt model) such that rebuilding from them reproduces ``hard``."""
+@dataclass(frozen=True)
+class Recipe:
+    """How ``prunectl.load`` rebuilds the pruned model, and that model as it rebuilds it."""
+
+    args: dict[str, Any]
+    resize: dict[str, dict[str, int]]
+    model: nn.Module
+
+
+def make_recipe(spec: Spec, model_ref: ModelRef, hard: nn.Module) -> Recipe:
+    """Args and resize for ``hard``, and the model rebuilt from them exactly as ``prunectl.load``
+    does (strict load). Not yet proven to compute what ``hard`` does: see ``check_rebuild``."""
     args = constructor_args(spec, model_ref, hard)
-    rebuilt = factories.build(model_ref.factory, args)
-    resize = resize_needed(rebuilt, hard)
-    apply_resize(rebuilt, resize)
+    skeleton = meta_model(model_ref.factory, args)
+    probe = skeleton if skeleton is not None else factories.build(model_ref.factory, args)
+    resize = resize_needed(probe, hard)
+
+    def build() -> nn.Module:
+        model = probe if skeleton is None else factories.build(model_ref.factory, args)
+        apply_resize(model, resize)
+        return model
+
+    # copies: the bundle's model must not share memory with the hard model callers may go on training
+    weights = {key: value.clone() for key, value in hard.state_dict().items()}
     try:
-        load_weights(rebuilt, hard.state_dict(), "pruned weights")
+        rebuilt = build_with_weights(skeleton, weights, "pruned weights", build, resize)
     except CheckpointError as exc:
         raise SpecError(f"{spec.source}: rebuilding {model_ref.factory} from the pruned widths failed ({exc}); "
                         "check each layer's 'arg'") from None
-    rebuilt.eval()
-    result = compare(run(hard, x, "hard-pruned model"), run(rebuilt, x, "rebuilt model"), tolerance,
-                     "rebuilt vs hard")
+    return Recipe(args, resize, rebuilt.eval())
+
+
+def rebuild_mismatch(recipe: Recipe, factory: str, hard: nn.Module, x: torch.Tensor,
+                     tolerance: float) -> VerificationError | None:
+    """The error to raise when the rebuilt model does not compute what ``hard`` does on ``x``
+    (None when it does, or when ``hard`` itself cannot run: then the recipe is not to blame)."""
+    try:
+        expected = run(hard, x, "hard-pruned model")
+    except VerificationError:
+        return None
+    try:
+        _check(recipe, factory, expected, x, tolerance)
+    except VerificationError as exc:
+        return exc
+    return None
+
+
+def prove_recipe(spec: Spec, model_ref: ModelRef, hard: nn.Module, x: torch.Tensor, tolerance: float) -> Recipe:
+    """The recipe whose rebuild reproduces ``hard``, proven on ``x``."""
+    recipe = make_recipe(spec, model_ref, hard)
+    _check(recipe, model_ref.factory, run(hard, x, "hard-pruned model"), x, tolerance)
+    return recipe
+
+
+def _check(recipe: Recipe, factory: str, expected: list[torch.Tensor], x: torch.Tensor, tolerance: float) -> None:
+    result = compare(expected, run(recipe.model, x, "rebuilt model"), tolerance, "rebuilt vs hard")
     if not result.ok:
-        raise VerificationError(f"the model rebuilt from {model_ref.factory}(**args) computes something else "
-                                f"than the pruned model (max diff {result.max_abs:.3g}); check each layer's 'arg'")
-    return args, resize, rebuilt
+        raise VerificationError(f"the model rebuilt from {factory}(**args) computes something else than the "
+                                f"pruned model (max diff {result.max_abs:.3g}); check each layer's 'arg'")

@@ -34,13 +34,18 @@ def layer_widths(model: nn.Module, names: list[str]) -> dict[str, int]:
 
 
 def build_report(original: nn.Module, pruned: nn.Module, x: torch.Tensor, layer_names: list[str],
-                 groups: list[ChannelGroup], kept: list[torch.Tensor | None]) -> dict[str, Any]:
-    """Deterministic figures for report.json (timings are reported separately)."""
+                 groups: list[ChannelGroup], kept: list[torch.Tensor | None],
+                 macs: tuple[int | None, int | None] = (None, None)) -> dict[str, Any]:
+    """Deterministic figures for report.json (timings are reported separately).
+
+    ``macs``: (before, after) when the caller counted them in a forward pass it ran anyway.
+    ``original`` may be the soft-pruned model: shapes, parameter counts and MACs are the same."""
     modules = dict(original.named_modules())
     before = layer_widths(original, layer_names)
     after = layer_widths(pruned, layer_names)
     params = (count_params(original), count_params(pruned))
-    macs = (count_macs(original, x), count_macs(pruned, x))
+    macs = (macs[0] if macs[0] is not None else count_macs(original, x),
+            macs[1] if macs[1] is not None else count_macs(pruned, x))
     return {
         "prunectl_report": 1,
         "params": _pair(*params),

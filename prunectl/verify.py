@@ -7,11 +7,12 @@ the error names where the spec or the surgery went wrong.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
 import torch
 import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from . import layers as L
 from .errors import SpecError, VerificationError
@@ -28,6 +29,8 @@ class Comparison:
     max_abs: float
     max_ref: float
     tolerance: float
+    # soft_vs_hard: multiply-accumulates of the hard model's forward pass on the first input
+    hard_macs: int | None = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -65,6 +68,14 @@ def flat_outputs(output: Any) -> list[torch.Tensor]:
     return []
 
 
+def run_and_count(model: nn.Module, x: torch.Tensor, what: str) -> tuple[list[torch.Tensor], int]:
+    """``run`` and the multiply-accumulates it took (FLOPs / 2, as ``report.count_macs``)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        outputs = run(model, x, what)
+    return outputs, int(counter.get_total_flops()) // 2
+
+
 @torch.no_grad()
 def run(model: nn.Module, x: torch.Tensor, what: str) -> list[torch.Tensor]:
     try:
@@ -100,13 +111,17 @@ def soft_vs_hard(soft: nn.Module, hard: nn.Module, inputs: list[torch.Tensor], t
     """
     worst = Comparison(0.0, 0.0, tolerance)
     modules = dict(soft.named_modules())
+    hard_macs = None
     for index, x in enumerate(inputs):
-        # the first input also records every listed layer, in the same forward pass
+        # the first input also records every listed layer and counts MACs, in the same forward pass
         names = layer_order if index == 0 else []
         try:
             with _taps(soft, names) as soft_layers, _taps(hard, names) as hard_layers:
-                result = compare(run(soft, x, "soft-pruned model"), run(hard, x, "hard-pruned model"),
-                                 tolerance, "soft vs hard")
+                if index == 0:
+                    hard_outputs, hard_macs = run_and_count(hard, x, "hard-pruned model")
+                else:
+                    hard_outputs = run(hard, x, "hard-pruned model")
+                result = compare(run(soft, x, "soft-pruned model"), hard_outputs, tolerance, "soft vs hard")
         except VerificationError as exc:
             raise VerificationError(f"{exc}; first diverging layer: "
                                     f"{_where(first_divergence(soft, hard, x, plan, layer_order, tolerance))}") from None
@@ -123,7 +138,7 @@ def soft_vs_hard(soft: nn.Module, hard: nn.Module, inputs: list[torch.Tensor], t
                                         f"more than {LAYER_TOLERANCE_FACTOR * tolerance:g} of their magnitude")
         if result.max_abs / max(1.0, result.max_ref) >= worst.max_abs / max(1.0, worst.max_ref):
             worst = result
-    return worst
+    return replace(worst, hard_macs=hard_macs)
 
 
 # Per-layer checks compare each layer relative to its own magnitude; float32 accumulation in

@@ -22,7 +22,8 @@ def write_auto_bundle(run: Any, loaded: Any, checkpoint: str | Path, output: Pat
                       ) -> tuple[Manifest, dict]:
     """Write ``output`` from a finished search ``run`` (search._Run); (manifest, report)."""
     ctx, state = run.ctx, run.state
-    args, resize, rebuilt = prove_recipe(ctx.spec, loaded.model_ref, run.model, ctx.inputs[0], ctx.tolerance)
+    recipe = prove_recipe(ctx.spec, loaded.model_ref, run.model, ctx.inputs[0], ctx.tolerance)
+    args, resize, rebuilt = recipe.args, recipe.resize, recipe.model
     report = build_report(run.original, rebuilt, ctx.inputs[0], list(ctx.spec.layer_names), ctx.original_groups,
                           run.total)
     final_accuracy = state["history"][-1]["accuracy"]

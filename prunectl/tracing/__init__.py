@@ -21,7 +21,7 @@ the original (docs/bench/latency.md). ``--round-to 1`` restores exact rates.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Callable
 
 import torch.nn as nn
 
