@@ -112,4 +112,8 @@ def torchvision_factory(name: str, **args: Any) -> nn.Module:
     if name not in known:
         raise SpecError(f"unknown torchvision model {name!r}; see torchvision.models.list_models()")
     args = {k: v for k, v in args.items() if k not in _DOWNLOAD_ARGS}
-    return torchvision.models.get_model(name, weights=None, **args)
+    builder = torchvision.models.get_model_builder(name)
+    if "weights_backbone" in inspect.signature(builder).parameters:
+        # segmentation and detection builders default to downloading an ImageNet backbone
+        args["weights_backbone"] = None
+    return builder(weights=None, **args)

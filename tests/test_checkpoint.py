@@ -68,9 +68,17 @@ def test_factories_only_build_modules(factory: str, fragment: str) -> None:
     assert fragment in str(info.value)
 
 
-def test_factories_never_download() -> None:
+def test_factories_never_download(monkeypatch) -> None:
     with pytest.raises(SpecError, match="would download weights"):
         factories.build("torchvision:resnet18", {"weights": "DEFAULT"})
+
+    # segmentation/detection builders default to an ImageNet backbone: that default must not fetch
+    def no_network(*args, **kwargs):
+        raise AssertionError("tried to download")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    model = factories.build("torchvision:lraspp_mobilenet_v3_large", {})
+    assert isinstance(model, torch.nn.Module)
 
 
 def test_constructor_errors_name_the_factory() -> None:
