@@ -109,20 +109,15 @@ def _layer_of(node: fx.Node, parameter_of: dict[str, str], modules: dict[str, nn
     return module_name
 
 
-class _HFLayerTracer:
-    """Built lazily: a subclass of transformers' HFTracer with the walk's leaf rule."""
+def _hf_layer_tracer() -> type:
+    """transformers' HFTracer with the walk's leaf rule (defined here: transformers is optional)."""
+    from transformers.utils.fx import HFTracer
 
-    @staticmethod
-    def make() -> type:
-        from transformers.utils.fx import HFTracer
+    class HFLayerTracer(HFTracer):
+        def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+            return L.kind_of(module) != "other" or super().is_leaf_module(module, qualified_name)
 
-        class HFLayerTracer(HFTracer):
-            def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-                if L.kind_of(module) != "other":
-                    return True
-                return super().is_leaf_module(module, qualified_name)
-
-        return HFLayerTracer
+    return HFLayerTracer
 
 
 def _hf_graph(model: nn.Module) -> fx.GraphModule:
@@ -134,7 +129,7 @@ def _hf_graph(model: nn.Module) -> fx.GraphModule:
         if use_cache:  # an encoder has no cache; transformers' tracer would warn and set this itself
             config.use_cache = False
         with _quiet_logs():
-            return symbolic_trace(model, input_names=[main_input_name(model)], tracer_cls=_HFLayerTracer.make())
+            return symbolic_trace(model, input_names=[main_input_name(model)], tracer_cls=_hf_layer_tracer())
     except Exception as exc:
         raise UnsupportedError(f"{type(model).__name__}: transformers' torch.fx tracer cannot trace it "
                                f"({_first_line(exc)})") from None
