@@ -55,3 +55,13 @@ def test_a_model_neither_can_capture_is_exit_6_naming_both() -> None:
         trace_model(DataBranchNet(), (1, 3, 8, 8))
     assert info.value.exit_code == 6
     assert "torch.fx cannot trace" in str(info.value) and "torch.export cannot capture" in str(info.value)
+
+
+def test_timm_mobilevit_which_fx_cannot_trace_gets_its_spec_from_torch_export() -> None:
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("mobilevit_xxs", pretrained=False)
+    traced = trace_model(model, (1, 3, 64, 64), skip_unsupported=True)
+    assert traced.tracer == "torch.export"
+    prunable = [layer.name for layer in traced.spec.layers if layer.prune]
+    assert "stem.conv" in prunable and "stages.0.0.conv1_1x1.conv" in prunable
+    assert traced.pinned["head.fc"] == "its channels reach the model output"
