@@ -90,6 +90,20 @@ def test_bert_traces_with_transformers_fx_and_only_the_ffn_is_prunable() -> None
     assert pinned["pooler.dense"] == "its channels reach the model output"
 
 
+def test_a_model_transformers_cannot_trace_falls_back_to_torch_export_and_leaves_torch_intact() -> None:
+    vit = factories.build("hf:ViTModel", {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                          "intermediate_size": 64, "image_size": 32, "patch_size": 8})
+    before = {name: getattr(torch, name) for name in ("empty", "zeros", "ones", "arange", "full", "tensor")}
+    traced = trace_model(vit, (1, 3, 32, 32), skip_unsupported=True)  # transformers' fx tracer raises on ViT
+    assert traced.tracer == "torch.export"
+    assert [layer.name for layer in traced.spec.layers if layer.prune] == ["encoder.layer.0.intermediate.dense"]
+    # a failed transformers trace used to leave torch.empty & co. wrapped, after which a
+    # `with torch.device("meta")` build (prunectl's memory checks) allocated real weights
+    assert {name: getattr(torch, name) for name in before} == before
+    with torch.device("meta"):
+        assert factories.build("hf:BertModel", BERT_ARGS).encoder.layer[0].output.dense.weight.is_meta
+
+
 def test_bert_ffn_pruned_through_the_whole_pipeline(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = factories.build("hf:BertModel", BERT_ARGS)

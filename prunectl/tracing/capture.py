@@ -125,15 +125,22 @@ def _hf_graph(model: nn.Module) -> fx.GraphModule:
 
     config = getattr(model, "config", None)
     use_cache = getattr(config, "use_cache", None)
+    tracer_cls = _hf_layer_tracer()
+    # the tracer swaps torch.empty/zeros/ones/... for proxy-making wrappers and can leave some
+    # behind (seen with transformers 4.57: a later `with torch.device("meta")` build got CPU
+    # weights); put back exactly what was there
+    torch_functions = {name: getattr(torch, name) for name in tracer_cls._TORCH_METHODS_TO_PATCH}
     try:
         if use_cache:  # an encoder has no cache; transformers' tracer would warn and set this itself
             config.use_cache = False
         with _quiet_logs():
-            return symbolic_trace(model, input_names=[main_input_name(model)], tracer_cls=_hf_layer_tracer())
+            return symbolic_trace(model, input_names=[main_input_name(model)], tracer_cls=tracer_cls)
     except Exception as exc:
         raise UnsupportedError(f"{type(model).__name__}: transformers' torch.fx tracer cannot trace it "
                                f"({_first_line(exc)})") from None
     finally:
+        for name, function in torch_functions.items():
+            setattr(torch, name, function)
         if use_cache:
             config.use_cache = use_cache
 
