@@ -99,7 +99,7 @@ def _resolve(transformers: Any, name: str) -> tuple[type | None, type]:
             return None, mapping[name]
         try:
             obj = getattr(transformers, name)
-        except (AttributeError, ImportError, RuntimeError):
+        except Exception:  # transformers' lazy module raises what the backend's import raises (TF, Flax)
             obj = None
         if isinstance(obj, type) and issubclass(obj, transformers.PreTrainedModel) and \
                 isinstance(getattr(obj, "config_class", None), type):
