@@ -1,6 +1,7 @@
 """hf:CLASS_OR_CONFIG models (transformers, built from a config, never downloaded) and BERT's FFN prune."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -126,3 +127,27 @@ def test_bert_ffn_pruned_through_the_whole_pipeline(tmp_path: Path) -> None:
     with torch.no_grad():
         expected = result.model.eval()(ids).last_hidden_state
         assert torch.allclose(reloaded(ids).last_hidden_state, expected, atol=1e-5)
+
+
+def test_cli_prunes_a_bert_checkpoint_with_token_ids_and_strict_tracing_exits_6(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from prunectl.cli import cli
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "bert.pt"
+    torch.save({"state_dict": factories.build("hf:BertModel", BERT_ARGS).state_dict(),
+                "model": {"factory": "hf:BertModel", "args": BERT_ARGS}}, checkpoint)
+    runner = CliRunner()
+    strict = runner.invoke(cli, ["prune", str(checkpoint), "-o", str(tmp_path / "strict"), "-q"])
+    assert strict.exit_code == 6 and "--skip-unsupported" in strict.output
+    assert not (tmp_path / "strict").exists()
+    done = runner.invoke(cli, ["prune", str(checkpoint), "--skip-unsupported", "--rate", "0.25", "--input-shape",
+                               "2,8", "-o", str(tmp_path / "out"), "-q"])
+    assert done.exit_code == 0, done.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["input"] == {"shape": [2, 8], "dtype": "int64"}  # --input-shape keeps the token-id dtype
+    bundle = prunectl.load(tmp_path / "out")
+    assert bundle.encoder.layer[1].intermediate.dense.out_features == 96
+    with torch.no_grad():
+        assert bundle(torch.randint(0, 100, (2, 8))).last_hidden_state.shape == (2, 8, 64)
