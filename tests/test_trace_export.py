@@ -37,8 +37,8 @@ def test_export_traced_model_prunes_verifies_and_exports(tmp_path: Path) -> None
     checkpoint = tmp_path / "shape_branch.pt"
     torch.save(model.state_dict(), checkpoint)
     result = prunectl.prune(checkpoint, prunectl.PruneOptions(
-        model="tests.export_models:ShapeBranchNet", rate=0.5, input_shape=ODD_INPUT, output=tmp_path / "out",
-        onnx=True))
+        model="tests.export_models:ShapeBranchNet", rate=0.5, round_to=1, input_shape=ODD_INPUT,
+        output=tmp_path / "out", onnx=True))
     assert result.report["traced"]["tracer"] == "torch.export"
     widths = {layer["name"]: layer["after"] for layer in result.report["layers"]}
     assert widths == {"conv1": 4, "bn1": 4, "conv2": 4, "bn2": 4, "conv3": 6, "head": 5}

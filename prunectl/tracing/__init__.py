@@ -74,28 +74,6 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], *, dtype: str = 
     return TraceResult(spec, pinned, tuple(walk.incidents), tracer)
 
 
-def _walk(model: nn.Module, example: torch.Tensor, input_shape: tuple[int, ...]) -> tuple[Walk, str]:
-    """The walk of torch.fx's graph, or of torch.export's where fx cannot trace the model."""
-    try:
-        captured = fx_capture(model, example)
-    except UnsupportedError as fx_error:
-        try:
-            captured = export_capture(model, example)
-        except UnsupportedError as export_error:
-            raise UnsupportedError(f"{fx_error}; {export_error}") from None
-    try:
-        walk = walk_graph(captured.graph_module, example, args=captured.args, layer_nodes=captured.layer_nodes,
-                          modules=captured.modules)
-    except UnsupportedError:
-        raise
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise UnsupportedError(f"{type(model).__name__}: running the traced graph ({captured.tracer}) on input "
-                               f"{list(input_shape)} failed ({first}); check --input-shape, or write a spec by hand") \
-            from None
-    return walk, captured.tracer
-
-
 def derive_spec(model_or_factory: nn.Module | str | Callable[[], nn.Module], input_shape: tuple[int, ...], *,
                 skip_unsupported: bool = False, dtype: str = "float32") -> Spec:
     """The spec of a model, a factory string ("torchvision:resnet50") or a zero-argument factory."""
@@ -129,6 +107,28 @@ def default_input_shape(model_ref: ModelRef | None, model: nn.Module | None = No
 def default_input_dtype(model: nn.Module | None) -> str:
     """float32, or int64 for models that take token ids (transformers text models)."""
     return (hf_input_dtype(model) if model is not None else None) or "float32"
+
+
+def _walk(model: nn.Module, example: torch.Tensor, input_shape: tuple[int, ...]) -> tuple[Walk, str]:
+    """The walk of torch.fx's graph, or of torch.export's where fx cannot trace the model."""
+    try:
+        captured = fx_capture(model, example)
+    except UnsupportedError as fx_error:
+        try:
+            captured = export_capture(model, example)
+        except UnsupportedError as export_error:
+            raise UnsupportedError(f"{fx_error}; {export_error}") from None
+    try:
+        walk = walk_graph(captured.graph_module, example, args=captured.args, layer_nodes=captured.layer_nodes,
+                          modules=captured.modules)
+    except UnsupportedError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise UnsupportedError(f"{type(model).__name__}: running the traced graph ({captured.tracer}) on input "
+                               f"{list(input_shape)} failed ({first}); check --input-shape, or write a spec by hand") \
+            from None
+    return walk, captured.tracer
 
 
 def _spec(walk: Walk, pinned: dict[str, str], model_ref: ModelRef | None, input_spec: InputSpec,
