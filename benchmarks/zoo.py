@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/zoo.py                 # all models -> docs/zoo.md, docs/zoo.json
     .venv/bin/python benchmarks/zoo.py resnet18 vit_b_16   # a few (results merged into the JSON)
+    .venv/bin/python benchmarks/zoo.py --timm [NAME ...]  # the representative timm list -> docs/zoo_timm.md/json
+    .venv/bin/python benchmarks/zoo.py --hf [CLASS ...]   # transformers encoders (hf:CLASS) -> docs/zoo_hf.md/json
 
 Each model runs in its own subprocess (a crash or a memory blow-up costs one row, not the
 sweep): random init (no downloads), state_dict saved, ``prunectl.prune`` with no spec (so
@@ -24,29 +26,39 @@ TIMEOUT_S = 900
 # run last: the biggest models (memory and time), so the rest of the table fills first
 HEAVY = ("vit_h_14", "regnet_y_128gf", "vit_l_16", "vit_l_32", "regnet_y_32gf", "efficientnet_v2_l",
          "regnet_y_16gf", "regnet_x_32gf", "convnext_large", "swin_v2_b", "swin_b", "maxvit_t")
+# issue 4's representative timm list: ViT, DeiT, Swin, ConvNeXt, EfficientNet, RegNet, MobileViT
+# (torch.fx cannot trace it: the torch.export fallback), ResNeSt, CoAtNet, and two CNN baselines
+TIMM_MODELS = ("resnet18", "mobilenetv3_small_100", "efficientnet_b0", "regnetx_002", "convnext_atto",
+               "resnest14d", "mobilevit_xxs", "vit_tiny_patch16_224", "deit_tiny_patch16_224",
+               "swin_tiny_patch4_window7_224", "coatnet_nano_rw_224")
+# transformers encoders at their library-default (base-size) configs; text models on 1x16 token ids
+HF_MODELS = ("BertModel", "RobertaModel", "DistilBertModel", "ElectraModel", "ViTModel")
 
 
-def run_one(name: str) -> dict:
+def run_one(name: str, provider: str = "torchvision") -> dict:
     import torch
-    import torchvision
 
     import prunectl
     from prunectl.errors import PrunectlError
-    from prunectl.tracing import trace_model
+    from prunectl.factories import build
+    from prunectl.tracing import default_input_dtype, default_input_shape, trace_model
 
     row: dict = {"model": name, "rate": RATE}
     torch.manual_seed(0)
-    model = torchvision.models.get_model(name, weights=None).eval()
+    model = build(f"{provider}:{name}", {}).eval()
     shape = (1, 3, 64, 64)
-    try:
-        with torch.no_grad():
-            model(torch.randn(shape))
-    except Exception:
-        shape = (1, 3, 224, 224)
+    if provider == "hf":  # the model's own input: token ids, or its config's image size
+        shape = default_input_shape(None, model)
+    else:
+        try:
+            with torch.no_grad():
+                model(torch.randn(shape))
+        except Exception:
+            shape = (1, 3, 224, 224)
     row["input"] = list(shape)
     start = time.perf_counter()
     try:
-        trace_model(model, shape)
+        trace_model(model, shape, dtype=default_input_dtype(model))
         row["strict_trace"] = "ok"
     except PrunectlError as exc:
         row["strict_trace"] = str(exc)
@@ -58,7 +70,7 @@ def run_one(name: str) -> dict:
         start = time.perf_counter()
         try:
             result = prunectl.prune(ckpt, prunectl.PruneOptions(
-                model=f"torchvision:{name}", rate=RATE, input_shape=shape, output=Path(tmp) / "out", onnx=True,
+                model=f"{provider}:{name}", rate=RATE, input_shape=shape, output=Path(tmp) / "out", onnx=True,
                 skip_unsupported=True))
         except PrunectlError as exc:
             row.update(status="fail", error=f"{type(exc).__name__}: {exc}"[:600],
@@ -75,7 +87,7 @@ def run_one(name: str) -> dict:
             onnx_max_abs=manifest.get("onnx", {}).get("max_abs"),
             layers=len(report["layers"]), groups=len(report["groups"]),
             pruned_groups=sum(1 for g in report["groups"] if g["kept"] < g["size"]),
-            pinned_layers=len(pinned),
+            pinned_layers=len(pinned), tracer=report.get("traced", {}).get("tracer", "torch.fx"),
             pinned_by_ops=sorted({reason for reason in pinned.values()
                                   if "reach the model output" not in reason})[:5],
             timings=result.timings,
@@ -83,12 +95,12 @@ def run_one(name: str) -> dict:
     return row
 
 
-def sweep(names: list[str], out_json: Path) -> list[dict]:
+def sweep(names: list[str], out_json: Path, provider: str = "torchvision") -> list[dict]:
     rows = {row["model"]: row for row in json.loads(out_json.read_text())["models"]} if out_json.exists() else {}
     for name in names:
         start = time.perf_counter()
         try:
-            proc = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True,
+            proc = subprocess.run([sys.executable, __file__, "--one", name, provider], capture_output=True, text=True,
                                   timeout=TIMEOUT_S, cwd=ROOT)
             lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
             row = json.loads(lines[-1]) if lines else {
@@ -99,31 +111,40 @@ def sweep(names: list[str], out_json: Path) -> list[dict]:
         row["wall_s"] = round(time.perf_counter() - start, 1)
         rows[name] = row
         print(f"{name:28s} {row['status']:12s} {row.get('seconds', '')}s {row.get('error', '')[:150]}", flush=True)
-        write(list(rows.values()), out_json)
+        write(list(rows.values()), out_json, provider)
     return list(rows.values())
 
 
-def write(rows: list[dict], out_json: Path) -> None:
+def write(rows: list[dict], out_json: Path, provider: str = "torchvision") -> None:
     import platform
 
     import torch
     import torchvision
 
-    order = {name: i for i, name in enumerate(all_models())}
+    order = {name: i for i, name in enumerate(all_models(provider))}
     rows = sorted(rows, key=lambda r: order.get(r["model"], 1 << 30))
     meta = {"rate": RATE, "torch": torch.__version__, "torchvision": torchvision.__version__,
             "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "date": time.strftime("%Y-%m-%d")}
+    if provider in ("timm", "hf"):
+        library = __import__({"timm": "timm", "hf": "transformers"}[provider])
+        meta[provider] = library.__version__
     out_json.write_text(json.dumps({"meta": meta, "models": rows}, indent=1) + "\n")
-    (out_json.parent / "zoo.md").write_text(markdown(rows, meta))
+    out_json.with_suffix(".md").write_text(markdown(rows, meta, provider))
 
 
-def markdown(rows: list[dict], meta: dict) -> str:
+def markdown(rows: list[dict], meta: dict, provider: str = "torchvision") -> str:
     ok = [r for r in rows if r["status"] == "ok"]
     strict = [r for r in ok if r.get("strict_trace") == "ok"]
+    library = {"timm": "timm", "hf": "transformers"}.get(provider)
+    made = (f"`make zoo ZOO_MODELS=--{provider}` (`benchmarks/zoo.py --{provider}`); torch {meta['torch']}, "
+            f"{library} {meta.get(provider)}" if library else
+            f"`make zoo` (`benchmarks/zoo.py`); torch {meta['torch']}, torchvision {meta['torchvision']}")
+    title = {"timm": "a representative timm list", "hf": "transformers encoders (default configs)"}.get(
+        provider, "torchvision classification")
     lines = [
-        "# Model zoo: torchvision classification, traced and pruned",
+        f"# Model zoo: {title}, traced and pruned",
         "",
-        f"Generated by `make zoo` (`benchmarks/zoo.py`); torch {meta['torch']}, torchvision {meta['torchvision']}, "
+        f"Generated by {made}, "
         f"{meta['date']}. Every model: random init, spec traced automatically (no hand-written spec), "
         f"rate {meta['rate']}, criterion l1, `--skip-unsupported`, soft == hard verified (tolerance 1e-5 "
         "relative), ONNX exported and compared with onnxruntime (atol 1e-4).",
@@ -132,8 +153,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "`--skip-unsupported` (nothing pinned except the classifier output). 'pinned' counts the layers left "
         "unpruned because their channels reach the output or an op prunectl cannot cut through "
         "(the op is named in the last column). Errors are absolute max |diff|; both checks are relative, "
-        "`<= tol * max(1, max|output|)`, and random-init inception_v3 and deep resnets have very large "
-        "outputs (hence inception_v3's large absolute numbers, which pass the relative check).",
+        "`<= tol * max(1, max|output|)`" + (
+            ", and random-init inception_v3 and deep resnets have very large outputs (hence inception_v3's "
+            "large absolute numbers, which pass the relative check)." if provider == "torchvision" else
+            ". 'input' is the image size, or the number of tokens for text models (int64 ids)."),
         "",
         "| model | input | params before -> after | MACs before -> after | soft-vs-hard | ONNX err | s | pinned | "
         "strict | note |",
@@ -142,6 +165,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
     for r in rows:
         if r["status"] in ("ok", "no-reduction"):
             note = "; ".join(r.get("pinned_by_ops", []))[:160]
+            if r.get("tracer", "torch.fx") != "torch.fx":
+                note = f"traced by {r['tracer']}; {note}"
             onnx = r.get("onnx_max_abs")
             lines.append(
                 f"| {r['model']} | {r['input'][-1]} | {_m(r['params_before'])} -> {_m(r['params_after'])} | "
@@ -152,7 +177,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         else:
             lines.append(f"| {r['model']} | {r.get('input', ['?'])[-1]} | | | | | {r.get('seconds', '')} | | | "
                          f"**{r['status']}**: {_escape(r.get('error', ''))[:300]} |")
-    missing = [name for name in all_models() if name not in {r["model"] for r in rows}]
+    missing = [name for name in all_models(provider) if name not in {r["model"] for r in rows}]
     if missing:
         lines += ["", f"Not run yet ({len(missing)}, the largest models; `make zoo ZOO_MODELS=\"...\"` runs them): "
                   + ", ".join(missing) + "."]
@@ -167,7 +192,9 @@ def _escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def all_models() -> list[str]:
+def all_models(provider: str = "torchvision") -> list[str]:
+    if provider in ("timm", "hf"):
+        return list(TIMM_MODELS if provider == "timm" else HF_MODELS)
     import torchvision
 
     names = torchvision.models.list_models(module=torchvision.models)
@@ -176,7 +203,11 @@ def all_models() -> list[str]:
 
 def main(argv: list[str]) -> None:
     if argv[:1] == ["--one"]:
-        print(json.dumps(run_one(argv[1])), flush=True)
+        print(json.dumps(run_one(*argv[1:3])), flush=True)
+        return
+    if argv[:1] in (["--timm"], ["--hf"]):
+        provider = argv[0][2:]
+        sweep(argv[1:] or all_models(provider), ROOT / "docs" / f"zoo_{provider}.json", provider)
         return
     sweep(argv or all_models(), ROOT / "docs" / "zoo.json")
 

@@ -29,7 +29,7 @@ from .resources import check_input, default_limit, guard_prune
 from .report import build_report, count_macs, count_params, layer_widths, size_bytes
 from .spec import InputSpec, ModelRef, Spec, read_spec, write_spec
 from .surgery import hard_prune
-from .tracing import TraceResult, default_input_shape, trace_model
+from .tracing import TraceResult, default_input_dtype, default_input_shape, trace_model
 from .verify import TOLERANCE, make_inputs, run, run_and_count, soft_vs_hard
 
 Progress = Callable[[str], None]
@@ -148,7 +148,7 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
                           macs=(macs_before, comparison.hard_macs))
     report.update(choice.report)
     if traced is not None:
-        report["traced"] = {"pinned": traced.pinned}
+        report["traced"] = {"pinned": traced.pinned, "tracer": traced.tracer}
     if options.latency:
         clock("latency")
         report["latency"] = compare_latency(original, rebuilt, inputs[0], threads=options.latency_threads)
@@ -198,7 +198,7 @@ def _model_ref(spec: Spec, options: PruneOptions) -> ModelRef | None:
 
 
 def _input_spec(spec: Spec, options: PruneOptions, loaded: Loaded) -> InputSpec:
-    dtype = spec.input.dtype if spec.input else "float32"
+    dtype = spec.input.dtype if spec.input else default_input_dtype(loaded.model)
     if options.input_shape:
         if not all(isinstance(d, int) and 0 < d <= 1 << 20 for d in options.input_shape):
             raise SpecError(f"--input-shape: expected positive integers, got {options.input_shape}")
@@ -207,8 +207,8 @@ def _input_spec(spec: Spec, options: PruneOptions, loaded: Loaded) -> InputSpec:
         return spec.input
     if loaded.manifest is not None:
         return InputSpec(tuple(loaded.manifest.input["shape"]), loaded.manifest.input["dtype"])
-    if options.spec is None and default_input_shape(loaded.model_ref) is not None:
-        return InputSpec(default_input_shape(loaded.model_ref), dtype)
+    if options.spec is None and default_input_shape(loaded.model_ref, loaded.model) is not None:
+        return InputSpec(default_input_shape(loaded.model_ref, loaded.model), dtype)
     raise SpecError(f"{spec.source}: input: missing; add \"input\": {{\"shape\": [1, 3, 224, 224]}} or pass --input-shape")
 
 

@@ -97,7 +97,7 @@ def cli(debug: bool) -> None:
 @click.argument("checkpoint", type=click.Path(dir_okay=True, path_type=str))
 @click.option("--spec", type=click.Path(dir_okay=False, path_type=str),
               help="Sidecar spec JSON (or CAC model_info); traced from the model when omitted.")
-@click.option("--model", "model", help="Model factory: pkg.module:Class or torchvision:NAME.")
+@click.option("--model", "model", help="Model factory: pkg.module:Class, torchvision:NAME, timm:NAME or hf:CLASS.")
 @click.option("--criterion", help="Channel importance criterion (default: l1; see the registry).")
 @click.option("--rate", type=float, help="Fraction of output channels removed per layer, in [0, 1).")
 @click.option("--round-to", type=int, help="Kept channel counts are multiples of this.")
@@ -208,15 +208,17 @@ def info(path: str, quiet: bool, as_json: bool, **options: Any) -> None:
 
 @cli.command("spec")
 @click.argument("checkpoint", required=False, type=click.Path(dir_okay=True, path_type=str))
-@click.option("--model", "model", help="Model factory: torchvision:NAME or pkg.module:Class.")
-@click.option("--input-shape", callback=_shape, help="Input shape to trace with (default 1,3,224,224 for torchvision).")
+@click.option("--model", "model", help="Model factory: torchvision:NAME, timm:NAME, hf:CLASS or pkg.module:Class.")
+@click.option("--input-shape", callback=_shape,
+              help="Input shape to trace with (default 1,3,224,224 for torchvision/timm, 1,16 token ids for hf text).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), help="Spec file to write (default: stdout).")
 @click.option("--skip-unsupported", is_flag=True, help="Mark channels behind ops prunectl cannot cut \"prune\": false.")
 @click.option("--trust-pickle", is_flag=True, help="Allow unpickling a whole nn.Module.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @_handle_errors
 def spec_command(checkpoint: str | None, output: str | None, quiet: bool, **options: Any) -> None:
-    """Write the spec of a model by tracing it (torch.fx), ready to edit and pass to --spec.
+    """Write the spec of a model by tracing it (torch.fx, or torch.export where fx fails), ready to
+    edit and pass to --spec.
 
     Example: prunectl spec --model torchvision:resnet50 -o spec.json
     """

@@ -1,7 +1,6 @@
 """Shared fixtures: deterministic checkpoints of every fixture model, made once per session."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

@@ -2,7 +2,8 @@
 
     spec = prunectl.derive_spec("torchvision:resnet50", (1, 3, 224, 224))
 
-The model is traced with ``torch.fx`` and run once on a random input of the given shape
+The model is traced with ``torch.fx`` (transformers' fx tracer for transformers models,
+``torch.export`` where fx cannot; capture.py) and run once on a random input of the given shape
 (``walk``); every Conv/Linear/BatchNorm it meets becomes a spec layer in execution order,
 with ``prev`` naming the layers whose outputs were added or multiplied into its input.
 Layers whose channels reach the model output get ``prune: false``. An op that touches
@@ -23,15 +24,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+import torch
 import torch.nn as nn
 
 from .. import factories
 from .. import layers as L
 from ..errors import SpecError, UnsupportedError
 from ..groups import build_groups
+from ..huggingface import default_input_dtype as hf_input_dtype, default_input_shape as hf_default_shape, is_hf_model
 from ..spec import InputSpec, LayerSpec, ModelRef, Spec
 from ..verify import make_inputs
-from .walk import Incident, TracedLayer, Walk, symbolic_graph, walk_graph
+from .capture import export_capture, fx_capture
+from .walk import Incident, TracedLayer, Walk, walk_graph
 
 OUTPUT_REASON = "its channels reach the model output"
 HARDWARE_ROUND_TO = 8
@@ -45,6 +49,7 @@ class TraceResult:
     spec: Spec
     pinned: dict[str, str] = field(default_factory=dict)  # layer -> why it keeps every channel
     incidents: tuple[Incident, ...] = ()  # every op that touched pruned channels unfollowably
+    tracer: str = "torch.fx"  # what captured the graph: torch.fx, transformers.fx or torch.export
 
 
 def trace_model(model: nn.Module, input_shape: tuple[int, ...], *, dtype: str = "float32",
@@ -56,13 +61,7 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], *, dtype: str = 
     was_training = model.training
     model.eval()
     try:
-        walk = walk_graph(symbolic_graph(model), example)
-    except UnsupportedError:
-        raise
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise UnsupportedError(f"{type(model).__name__}: running the traced graph on input {list(input_shape)} "
-                               f"failed ({first}); check --input-shape, or write a spec by hand") from None
+        walk, tracer = _walk(model, example, input_shape)
     finally:
         model.train(was_training)
     if not walk.layers:
@@ -80,7 +79,7 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], *, dtype: str = 
         spec = _spec(walk, pinned, model_ref, input_spec, source)
         build_groups(spec, model)
     spec = replace(spec, round_to=_deploy_round_to(spec, model))
-    return TraceResult(spec, pinned, tuple(walk.incidents))
+    return TraceResult(spec, pinned, tuple(walk.incidents), tracer)
 
 
 def derive_spec(model_or_factory: nn.Module | str | Callable[[], nn.Module], input_shape: tuple[int, ...], *,
@@ -103,11 +102,41 @@ def derive_spec(model_or_factory: nn.Module | str | Callable[[], nn.Module], inp
                        skip_unsupported=skip_unsupported).spec
 
 
-def default_input_shape(model_ref: ModelRef | None) -> tuple[int, ...] | None:
-    """The input shape to trace with when none is given, for factories whose input is well known."""
+def default_input_shape(model_ref: ModelRef | None, model: nn.Module | None = None) -> tuple[int, ...] | None:
+    """The input shape to trace with when none is given, for factories whose input is well known
+    (a transformers model's from its config: 1x16 token ids, or its image size)."""
+    if model is not None and is_hf_model(model):
+        return hf_default_shape(model)
     if model_ref is None:
         return None
     return _DEFAULT_SHAPES.get(model_ref.factory.split(":", 1)[0])
+
+
+def default_input_dtype(model: nn.Module | None) -> str:
+    """float32, or int64 for models that take token ids (transformers text models)."""
+    return (hf_input_dtype(model) if model is not None else None) or "float32"
+
+
+def _walk(model: nn.Module, example: torch.Tensor, input_shape: tuple[int, ...]) -> tuple[Walk, str]:
+    """The walk of torch.fx's graph, or of torch.export's where fx cannot trace the model."""
+    try:
+        captured = fx_capture(model, example)
+    except UnsupportedError as fx_error:
+        try:
+            captured = export_capture(model, example)
+        except UnsupportedError as export_error:
+            raise UnsupportedError(f"{fx_error}; {export_error}") from None
+    try:
+        walk = walk_graph(captured.graph_module, example, args=captured.args, layer_nodes=captured.layer_nodes,
+                          modules=captured.modules)
+    except UnsupportedError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise UnsupportedError(f"{type(model).__name__}: running the traced graph ({captured.tracer}) on input "
+                               f"{list(input_shape)} failed ({first}); check --input-shape, or write a spec by hand") \
+            from None
+    return walk, captured.tracer
 
 
 def _spec(walk: Walk, pinned: dict[str, str], model_ref: ModelRef | None, input_spec: InputSpec,
@@ -162,4 +191,4 @@ def _unsupported_message(live: list[Incident], spec: Spec) -> str:
             "`prunectl spec --skip-unsupported -o spec.json` and edit its \"prune\": false marks")
 
 
-__all__ = ["TraceResult", "Incident", "trace_model", "derive_spec", "default_input_shape"]
+__all__ = ["TraceResult", "Incident", "trace_model", "derive_spec", "default_input_shape", "default_input_dtype"]

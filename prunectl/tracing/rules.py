@@ -52,6 +52,12 @@ _SPATIAL_MODULES = (
     nn.Upsample, nn.LPPool1d, nn.LPPool2d, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d,
 )
 _TRUSTED_MODULES = ("torch", "operator", "_operator", "builtins", "math")
+# torch.export's aten ops whose arguments read like the torch function the rules know
+_ATEN_ALIASES = {
+    "_softmax": "softmax", "_log_softmax": "log_softmax", "constant_pad_nd": "pad", "_unsafe_view": "view",
+    "_to_copy": "to", "alias": "clone", "lift_fresh_copy": "clone", "split_with_sizes": "split",
+    "upsample_nearest2d": "upsample_nearest", "upsample_bilinear2d": "upsample_bilinear",
+}
 # Functions libraries hide from torch.fx (``torch.fx.wrap``) whose channel behaviour is known.
 _WRAPPED = {
     # per-sample scaling in training, identity in eval: never mixes channels
@@ -61,9 +67,13 @@ _WRAPPED = {
 
 def op_name(target: Any) -> str:
     """A method name, or a function's name when it comes from torch/operator (never user code,
-    so that a user's function called ``relu`` is not mistaken for torch's)."""
+    so that a user's function called ``relu`` is not mistaken for torch's). An aten op (a torch.export
+    graph) is named by its schema: ``aten::relu_`` -> ``relu_``."""
     if isinstance(target, str):
         return target
+    if isinstance(target, torch._ops.OpOverload):
+        name = target._schema.name.split("::", 1)[-1]
+        return _ATEN_ALIASES.get(name, name)
     module = getattr(target, "__module__", None) or "torch"
     name = getattr(target, "__name__", repr(target))
     if module.split(".")[0] in _TRUSTED_MODULES:
@@ -107,6 +117,8 @@ def function_flow(name: str, args: tuple, kwargs: dict, flows: tuple, kflows: di
                        args[0].dim())
     if name == "getitem":
         return _getitem(args, flows)
+    if name in ("slice", "select"):  # aten's x[..., a:b] and x[..., i]
+        return _aten_index(name, args, kwargs, flows[0])
     if name in ("cat", "concat", "concatenate", "stack"):
         return _concat(name, args, kwargs, flows, result)
     if name in SPLITS:
@@ -201,6 +213,16 @@ def _getitem(args: tuple, flows: tuple) -> Any:
     if isinstance(container, torch.Tensor):
         return indexed(flow, index, tuple(container.shape))
     raise Touch("indexes a container of pruned tensors")
+
+
+def _aten_index(name: str, args: tuple, kwargs: dict, flow: Flow) -> Flow:
+    value = args[0]
+    dim = normalise_dim(int(_arg(args, kwargs, 1, "dim", 0)), value.dim())
+    if name == "select":
+        item: Any = int(_arg(args, kwargs, 2, "index"))
+    else:
+        item = slice(_arg(args, kwargs, 2, "start"), _arg(args, kwargs, 3, "end"), _arg(args, kwargs, 4, "step", 1))
+    return indexed(flow, (slice(None),) * dim + (item,), tuple(value.shape))
 
 
 def _concat(name: str, args: tuple, kwargs: dict, flows: tuple, result: Any) -> Flow:

@@ -69,8 +69,11 @@ def symbolic_graph(model: nn.Module) -> fx.GraphModule:
 
 
 class _Walker(fx.Interpreter):
-    def __init__(self, graph_module: fx.GraphModule):
+    def __init__(self, graph_module: fx.GraphModule, layer_nodes: dict[str, str] | None = None,
+                 modules: dict[str, nn.Module] | None = None):
         super().__init__(graph_module)
+        # torch.export graphs have no module calls: these op nodes compute a listed module
+        self.layer_nodes, self.modules = layer_nodes or {}, modules or {}
         self.flows: dict[Node, Any] = {}
         self.walk = Walk()
         self.first_inputs: dict[str, frozenset[str] | None] = {}
@@ -97,6 +100,9 @@ class _Walker(fx.Interpreter):
             module = self.submodules[node.target]
             if L.kind_of(module) != "other":
                 return self._layer(node, module, incoming, result)
+        if node.name in self.layer_nodes:
+            name = self.layer_nodes[node.name]
+            return self._layer(node, self.modules[name], incoming, result, name)
         if not incoming:
             return None  # nothing pruned flows in, so nothing pruned flows out
         if not _has_tensor(result):
@@ -115,8 +121,9 @@ class _Walker(fx.Interpreter):
             self._incident(node, Touch(f"has arguments the tracer cannot read ({type(exc).__name__})"), incoming)
             return None
 
-    def _layer(self, node: Node, module: nn.Module, incoming: list[Flow], result: Any) -> Flow | None:
-        name, kind = str(node.target), L.kind_of(module)
+    def _layer(self, node: Node, module: nn.Module, incoming: list[Flow], result: Any,
+               name: str | None = None) -> Flow | None:
+        name, kind = name or str(node.target), L.kind_of(module)
         flow = incoming[0] if len(incoming) == 1 else None
         if len(incoming) > 1:
             self._incident(node, Touch("takes pruned channels in more than one argument"), incoming)
@@ -154,10 +161,13 @@ class _Walker(fx.Interpreter):
         self.walk.incidents.append(Incident(_where(node), op, str(touch), sources))
 
 
-def walk_graph(graph_module: fx.GraphModule, example: torch.Tensor) -> Walk:
-    walker = _Walker(graph_module)
+def walk_graph(graph_module: fx.GraphModule, example: torch.Tensor, *, args: tuple[Any, ...] | None = None,
+               layer_nodes: dict[str, str] | None = None, modules: dict[str, nn.Module] | None = None) -> Walk:
+    """``args``: all placeholder values when there are more than the example (torch.export's lifted
+    parameters); ``layer_nodes``/``modules``: op nodes that compute a listed module (capture.py)."""
+    walker = _Walker(graph_module, layer_nodes, modules)
     with torch.no_grad():
-        walker.run(example)
+        walker.run(*(args if args is not None else (example,)))
     return walker.walk
 
 
@@ -185,7 +195,9 @@ def _where(node: Node) -> str:
     if node.op == "call_module":
         return str(node.target)
     stack = node.meta.get("nn_module_stack") or {}
-    path = list(stack)[-1] if stack else ""
+    # values are (module path, type); torch.export's keys are mangled ("L__self___layer1")
+    last = list(stack.values())[-1] if stack else None
+    path = last[0] if isinstance(last, tuple) and last and isinstance(last[0], str) else ""
     return f"{path}:{node.name}" if path else f"forward:{node.name}"
 
 

@@ -1,0 +1,153 @@
+"""hf:CLASS_OR_CONFIG models (transformers, built from a config, never downloaded) and BERT's FFN prune."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import torch
+
+import prunectl
+from prunectl import factories, registry
+from prunectl.errors import SpecError, UnsupportedError
+from prunectl.tracing import trace_model
+
+transformers = pytest.importorskip("transformers")
+
+BERT_ARGS = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+             "vocab_size": 100, "max_position_embeddings": 64}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def hf_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The ``hf`` entry point, as pip registers it, for an editable install made before it existed
+    (a no-op once prunectl is reinstalled)."""
+    if registry.is_registered(registry.MODELS, "hf"):
+        yield
+        return
+    site = tmp_path_factory.mktemp("site")
+    info = site / "prunectl_hf_provider-0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: prunectl-hf-provider\nVersion: 0\n")
+    (info / "entry_points.txt").write_text("[prunectl.models]\nhf = prunectl.huggingface:hf_factory\n")
+    sys.path.insert(0, str(site))
+    registry.refresh()
+    try:
+        yield
+    finally:
+        sys.path.remove(str(site))
+        registry.refresh()
+
+
+def test_class_config_and_model_type_names_build_the_same_model_from_args() -> None:
+    for name in ("hf:BertModel", "hf:BertConfig", "hf:bert"):
+        model = factories.build(name, BERT_ARGS)
+        assert type(model).__name__ == "BertModel", name
+        assert model.encoder.layer[0].intermediate.dense.out_features == 128
+        assert len(model.encoder.layer) == 2
+    head = factories.build("hf:BertForSequenceClassification", {**BERT_ARGS, "num_labels": 3})
+    assert head.classifier.out_features == 3
+
+
+@pytest.mark.parametrize("name", ["bert-base-uncased", "google/vit-base-patch16-224", "os", "PreTrainedModel",
+                                  "_internal", "logging"])
+def test_hub_names_and_non_model_names_are_refused_without_downloading(name: str) -> None:
+    with pytest.raises(SpecError) as info:
+        factories.build(f"hf:{name}", {})
+    assert info.value.exit_code == 3 and "never" in str(info.value)
+
+
+def test_unknown_config_fields_are_errors_not_silently_stored() -> None:
+    with pytest.raises(SpecError, match="'hidden_szie' is not a field of BertConfig"):
+        factories.build("hf:BertModel", {"hidden_szie": 64})
+    with pytest.raises(SpecError, match="trust_remote_code"):
+        factories.build("hf:bert", {"trust_remote_code": True})
+
+
+def test_without_transformers_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "transformers", None)  # what `import transformers` sees when absent
+    with pytest.raises(SpecError) as info:
+        factories.build("hf:BertModel", BERT_ARGS)
+    assert info.value.exit_code == 3 and "prunectl[hf]" in str(info.value)
+
+
+def test_bert_traces_with_transformers_fx_and_only_the_ffn_is_prunable() -> None:
+    model = factories.build("hf:BertModel", BERT_ARGS)
+    with pytest.raises(UnsupportedError) as info:  # strict: attention and residual channels are named
+        trace_model(model, (1, 16), dtype="int64")
+    assert info.value.exit_code == 6 and "--skip-unsupported" in str(info.value)
+    traced = trace_model(model, (1, 16), dtype="int64", skip_unsupported=True)
+    assert traced.tracer == "transformers.fx"
+    layers = {layer.name: layer for layer in traced.spec.layers}
+    # the FFN hidden width: intermediate.dense's outputs, read by output.dense (whose own outputs are pinned)
+    assert {name for name, layer in layers.items() if layer.prune} == {
+        f"encoder.layer.{i}.intermediate.dense" for i in range(2)}
+    assert layers["encoder.layer.0.output.dense"].prev is None  # fed by the layer listed before it
+    pinned = traced.pinned
+    assert "splitting the channel dim" in pinned["encoder.layer.0.attention.self.query"]  # the heads view
+    assert "fixed tensor" in pinned["encoder.layer.1.output.dense"]  # the residual stream
+    assert pinned["pooler.dense"] == "its channels reach the model output"
+
+
+def test_a_model_transformers_cannot_trace_falls_back_to_torch_export_and_leaves_torch_intact() -> None:
+    vit = factories.build("hf:ViTModel", {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                          "intermediate_size": 64, "image_size": 32, "patch_size": 8})
+    before = {name: getattr(torch, name) for name in ("empty", "zeros", "ones", "arange", "full", "tensor")}
+    traced = trace_model(vit, (1, 3, 32, 32), skip_unsupported=True)  # transformers' fx tracer raises on ViT
+    assert traced.tracer == "torch.export"
+    assert [layer.name for layer in traced.spec.layers if layer.prune] == ["encoder.layer.0.intermediate.dense"]
+    # a failed transformers trace used to leave torch.empty & co. wrapped, after which a
+    # `with torch.device("meta")` build (prunectl's memory checks) allocated real weights
+    assert {name: getattr(torch, name) for name in before} == before
+    with torch.device("meta"):
+        assert factories.build("hf:BertModel", BERT_ARGS).encoder.layer[0].output.dense.weight.is_meta
+
+
+def test_bert_ffn_pruned_through_the_whole_pipeline(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = factories.build("hf:BertModel", BERT_ARGS)
+    checkpoint = tmp_path / "bert.pt"
+    torch.save({"state_dict": model.state_dict(), "model": {"factory": "hf:BertModel", "args": BERT_ARGS}},
+               checkpoint)
+    result = prunectl.prune(checkpoint, prunectl.PruneOptions(rate=0.5, skip_unsupported=True,
+                                                              output=tmp_path / "out", onnx=True))
+    manifest = result.manifest.to_json()
+    assert manifest["input"] == {"shape": [1, 16], "dtype": "int64"}  # token ids, from the model
+    assert manifest["verify"]["soft_vs_hard_max_abs"] <= 1e-5 * max(1.0, manifest["verify"]["reference_max_abs"])
+    assert manifest["onnx"]["max_abs"] <= 1e-4
+    for i in range(2):
+        assert manifest["resize"][f"encoder.layer.{i}.intermediate.dense"]["out_features"] == 64
+        assert manifest["resize"][f"encoder.layer.{i}.output.dense"]["in_features"] == 64
+    assert result.report["params"]["after"] < result.report["params"]["before"]
+    assert len(result.report["traced"]["pinned"]) == 11  # q/k/v, both residual writers per layer, pooler
+    reloaded = prunectl.load(tmp_path / "out")
+    ids = torch.randint(0, 100, (2, 16))
+    with torch.no_grad():
+        expected = result.model.eval()(ids).last_hidden_state
+        assert torch.allclose(reloaded(ids).last_hidden_state, expected, atol=1e-5)
+
+
+def test_cli_prunes_a_bert_checkpoint_with_token_ids_and_strict_tracing_exits_6(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from prunectl.cli import cli
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "bert.pt"
+    torch.save({"state_dict": factories.build("hf:BertModel", BERT_ARGS).state_dict(),
+                "model": {"factory": "hf:BertModel", "args": BERT_ARGS}}, checkpoint)
+    runner = CliRunner()
+    strict = runner.invoke(cli, ["prune", str(checkpoint), "-o", str(tmp_path / "strict"), "-q"])
+    assert strict.exit_code == 6 and "--skip-unsupported" in strict.output
+    assert not (tmp_path / "strict").exists()
+    done = runner.invoke(cli, ["prune", str(checkpoint), "--skip-unsupported", "--rate", "0.25", "--input-shape",
+                               "2,8", "-o", str(tmp_path / "out"), "-q"])
+    assert done.exit_code == 0, done.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["input"] == {"shape": [2, 8], "dtype": "int64"}  # --input-shape keeps the token-id dtype
+    bundle = prunectl.load(tmp_path / "out")
+    assert bundle.encoder.layer[1].intermediate.dense.out_features == 96
+    with torch.no_grad():
+        assert bundle(torch.randint(0, 100, (2, 8))).last_hidden_state.shape == (2, 8, 64)

@@ -1,0 +1,67 @@
+"""The torch.export fallback: models torch.fx cannot trace get a spec from torch.export's graph."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import prunectl
+from prunectl.errors import UnsupportedError
+from prunectl.tracing import trace_model
+from prunectl.tracing.capture import fx_capture
+from tests.export_models import DataBranchNet, ShapeBranchNet
+
+ODD_INPUT = (1, 3, 9, 9)  # takes the padding branch
+
+
+def test_fx_cannot_trace_the_fixture() -> None:
+    with pytest.raises(UnsupportedError, match="torch.fx cannot trace"):
+        fx_capture(ShapeBranchNet(), torch.randn(ODD_INPUT))
+
+
+def test_export_graph_gives_the_same_layers_and_couplings_as_fx_would() -> None:
+    traced = trace_model(ShapeBranchNet(), ODD_INPUT)
+    assert traced.tracer == "torch.export"
+    layers = {layer.name: layer for layer in traced.spec.layers}
+    assert list(layers) == ["conv1", "bn1", "conv2", "bn2", "conv3", "head"]
+    assert layers["conv2"].prev is None and layers["bn2"].prev is None
+    assert layers["conv3"].prev == ("bn1", "bn2")  # the residual add couples both norms
+    assert layers["head"].prev is None  # through the slice and the spatial mean
+    assert traced.pinned == {"head": "its channels reach the model output"}
+
+
+def test_export_traced_model_prunes_verifies_and_exports(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = ShapeBranchNet()
+    checkpoint = tmp_path / "shape_branch.pt"
+    torch.save(model.state_dict(), checkpoint)
+    result = prunectl.prune(checkpoint, prunectl.PruneOptions(
+        model="tests.export_models:ShapeBranchNet", rate=0.5, round_to=1, input_shape=ODD_INPUT,
+        output=tmp_path / "out", onnx=True))
+    assert result.report["traced"]["tracer"] == "torch.export"
+    widths = {layer["name"]: layer["after"] for layer in result.report["layers"]}
+    assert widths == {"conv1": 4, "bn1": 4, "conv2": 4, "bn2": 4, "conv3": 6, "head": 5}
+    assert result.manifest.extra["verify"]["soft_vs_hard_max_abs"] <= 1e-5
+    assert result.manifest.extra["onnx"]["max_abs"] <= 1e-4
+    reloaded = prunectl.load(tmp_path / "out")
+    x = torch.randn(ODD_INPUT)
+    with torch.no_grad():
+        assert torch.allclose(reloaded(x), result.model.eval()(x), atol=1e-5)
+
+
+def test_a_model_neither_can_capture_is_exit_6_naming_both() -> None:
+    with pytest.raises(UnsupportedError) as info:
+        trace_model(DataBranchNet(), (1, 3, 8, 8))
+    assert info.value.exit_code == 6
+    assert "torch.fx cannot trace" in str(info.value) and "torch.export cannot capture" in str(info.value)
+
+
+def test_timm_mobilevit_which_fx_cannot_trace_gets_its_spec_from_torch_export() -> None:
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("mobilevit_xxs", pretrained=False)
+    traced = trace_model(model, (1, 3, 64, 64), skip_unsupported=True)
+    assert traced.tracer == "torch.export"
+    prunable = [layer.name for layer in traced.spec.layers if layer.prune]
+    assert "stem.conv" in prunable and "stages.0.0.conv1_1x1.conv" in prunable
+    assert traced.pinned["head.fc"] == "its channels reach the model output"
