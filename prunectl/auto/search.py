@@ -335,14 +335,16 @@ class _Run:
     def _retrain(self, model: torch.nn.Module, epochs: int, seed: int, floor: float | None,
                  accuracy: float) -> tuple[list[dict[str, Any]], float]:
         """Fine-tune ``model`` in place: with ``floor``, stop at the first epoch back within it (CAC);
-        without, run every epoch and keep the best validation epoch (epoch 0: as given)."""
+        without, run every epoch and keep the best validation epoch (epoch 0: as given; ties: the later)."""
         best = {"accuracy": accuracy, "weights": S.weights_of(model), "stopped": False}
 
         def watch(entry: dict[str, Any]) -> bool:
             if floor is not None and entry["accuracy"] >= floor - 1e-9:
                 best.update(accuracy=entry["accuracy"], stopped=True)
                 return True
-            if entry["accuracy"] > best["accuracy"]:
+            # ties go to the later epoch: with a decaying learning rate it is the settled one (a
+            # saturated validation metric would otherwise keep the weights from before training)
+            if entry["accuracy"] >= best["accuracy"]:
                 best.update(accuracy=entry["accuracy"], weights=S.weights_of(model))
             return False
 
