@@ -10,7 +10,8 @@ Differences from the paper (docs/auto.md): the resource is MACs or parameters co
 ``torch.utils.flop_counter`` (the paper uses measured latency/energy look-up tables); the held-out
 data is the task's validation split; ``delta`` is a fraction of the original resource decaying
 by ``DECAY`` each iteration and capped at what is left to the target; a group that cannot
-save the full ``delta`` still proposes its largest possible cut. Proposals are independent,
+save the full ``delta`` still proposes its largest possible cut; accuracy ties between
+proposals (common on a small, saturated validation split) go to the lower validation loss. Proposals are independent,
 so under torchrun they are spread over the ranks (proposal ``j`` on rank ``j % world``).
 """
 from __future__ import annotations
