@@ -48,6 +48,17 @@ class Task(Protocol):
         """The model's quality on ``validation_batches``, higher is better."""
 
 
+@runtime_checkable
+class TrainingData(Protocol):
+    """Optional part of a task: the training split for fine-tuning (see the module docstring).
+
+    Not required by ``Task``: ``prunectl.finetune.training_batches`` falls back to the
+    calibration batches for a task without it."""
+
+    def training_batches(self, epoch: int, seed: int) -> Iterable[Batch]:
+        """The whole training split for ``epoch``, shuffled from ``(seed, epoch)`` only."""
+
+
 def get_task(name: str) -> Task:
     """Instantiate the task registered as ``name`` and check it has the Task methods."""
     factory = registry.load(registry.TASKS, name)

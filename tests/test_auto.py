@@ -157,3 +157,20 @@ def test_unknown_task_is_exit_3_and_writes_nothing(digits, tmp_path):
                                       "--task", "no-such-task", "-o", str(tmp_path / "o")])
     assert result.exit_code == 3 and "available" in result.output
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.auto-state").exists()
+
+
+def test_final_fine_tune_keeps_its_last_epoch(digits, tmp_path):
+    out = tmp_path / "o"
+    result = CliRunner().invoke(cli, ["auto", str(digits / "mlp.pt"), "--spec", str(digits / "mlp.json"),
+                                      "--task", "digits", "--max-steps", "0", "--final-epochs", "2", "-o", str(out),
+                                      "-q"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    history = read_history(out / "history.json")
+    assert [h["phase"] for h in history] == ["original", "final-finetune"]
+    assert len(report["auto"]["final_log"]) == 2
+    assert history[-1]["accuracy"] == pytest.approx(report["auto"]["final_log"][-1]["accuracy"], abs=1e-5)
+    import torch
+
+    original = torch.load(digits / "mlp.pt", weights_only=True)["state_dict"]["fc1.weight"]
+    assert not torch.equal(prunectl.load(out).fc1.weight, original)  # trained, whatever the validation said

@@ -10,7 +10,8 @@ Differences from the paper (docs/auto.md): the resource is MACs or parameters co
 ``torch.utils.flop_counter`` (the paper uses measured latency/energy look-up tables); the held-out
 data is the task's validation split; ``delta`` is a fraction of the original resource decaying
 by ``DECAY`` each iteration and capped at what is left to the target; a group that cannot
-save the full ``delta`` still proposes its largest possible cut. Proposals are independent,
+save the full ``delta`` still proposes its largest possible cut; accuracy ties between
+proposals (common on a small, saturated validation split) go to the lower validation loss. Proposals are independent,
 so under torchrun they are spread over the ranks (proposal ``j`` on rank ``j % world``).
 """
 from __future__ import annotations
@@ -95,10 +96,12 @@ def evaluate_proposals(ctx: S.Context, model: nn.Module, groups: list[ChannelGro
         accuracy = float(task.metric(candidate))
         mine[j] = ({"index": j, "layer": proposal["layer"], "width": proposal["width"], "rate": proposal["rate"],
                     "resource": proposal["resource"], "pruned_accuracy": pruned_accuracy, "accuracy": accuracy,
-                    "soft_vs_hard_max_abs": error, "epochs": len(log)}, candidate)
+                    "validation_loss": S.validation_loss(candidate, task), "soft_vs_hard_max_abs": error,
+                    "epochs": len(log)}, candidate)
     results = sorted((r for part in group.gather_objects([m[0] for m in mine.values()]) for r in part),
                      key=lambda r: r["index"])
-    best = max(results, key=lambda r: (r["accuracy"], -r["resource"], -r["index"]))
+    # the paper's rule (most accurate), with the validation loss breaking accuracy ties
+    best = max(results, key=lambda r: (r["accuracy"], -r["validation_loss"], -r["resource"], -r["index"]))
     owner = best["index"] % group.world
     weights = group.broadcast_object(S.weights_of(mine[best["index"]][1]) if group.rank == owner else None, owner)
     kept = [None] * len(groups)

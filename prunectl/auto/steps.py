@@ -106,6 +106,18 @@ def widths(ctx: Context, model: nn.Module) -> dict[str, int]:
             if L.kind_of(modules[name]) != "norm"}
 
 
+def validation_loss(model: nn.Module, task: Any) -> float:
+    """The task's loss over its validation batches, per example: it breaks the ties of a
+    saturated metric (on 360 images, many candidates score the same accuracy)."""
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for inputs, targets in task.validation_batches():
+            total += float(task.loss(model(inputs), targets)) * len(targets)
+            count += len(targets)
+    return total / max(count, 1)
+
+
 def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 

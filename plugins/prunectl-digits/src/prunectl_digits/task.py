@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from typing import Iterator
 
@@ -37,6 +38,13 @@ def batches(split: str, batch_size: int = BATCH_SIZE) -> Iterator[tuple[torch.Te
         yield inputs[start:start + batch_size], targets[start:start + batch_size]
 
 
+def shuffle_seed(seed: int, epoch: int) -> int:
+    """A 63-bit generator seed from ``(seed, epoch)``: stable across runs and platforms, and
+    unrelated for neighbouring epochs (``seed + epoch`` would repeat shuffles across seeds)."""
+    digest = hashlib.sha256(f"digits-train,{int(seed)},{int(epoch)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
 class DigitsTask:
     """A prunectl task (see ``prunectl.tasks.Task``)."""
 
@@ -47,6 +55,13 @@ class DigitsTask:
         inputs, targets = splits()["train"]
         count = self.calibration_examples
         return list(zip(inputs[:count].split(BATCH_SIZE), targets[:count].split(BATCH_SIZE)))
+
+    def training_batches(self, epoch: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The whole training split (1,078 images) for fine-tuning, shuffled from ``(seed, epoch)``
+        only: the same arguments give the same batches, so resumed and multi-process runs agree."""
+        inputs, targets = splits()["train"]
+        order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(shuffle_seed(seed, epoch)))
+        return [(inputs[idx], targets[idx]) for idx in order.split(BATCH_SIZE)]
 
     def validation_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return batches("validation")
