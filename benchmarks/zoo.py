@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/zoo.py resnet18 vit_b_16   # a few (results merged into the JSON)
     .venv/bin/python benchmarks/zoo.py --timm [NAME ...]  # the representative timm list -> docs/zoo_timm.md/json
     .venv/bin/python benchmarks/zoo.py --hf [CLASS ...]   # transformers encoders (hf:CLASS) -> docs/zoo_hf.md/json
+    .venv/bin/python benchmarks/zoo.py --tasks [NAME ...] # torchvision segmentation/video/detection -> docs/zoo_tasks.md/json
 
 Each model runs in its own subprocess (a crash or a memory blow-up costs one row, not the
 sweep): random init (no downloads), state_dict saved, ``prunectl.prune`` with no spec (so
@@ -33,6 +34,11 @@ TIMM_MODELS = ("resnet18", "mobilenetv3_small_100", "efficientnet_b0", "regnetx_
                "swin_tiny_patch4_window7_224", "coatnet_nano_rw_224")
 # transformers encoders at their library-default (base-size) configs; text models on 1x16 token ids
 HF_MODELS = ("BertModel", "RobertaModel", "DistilBertModel", "ElectraModel", "ViTModel")
+# `--tasks`: torchvision's segmentation, video and detection models (issue 4: "as far as they
+# trace"); the smallest input each architecture accepts is tried first
+TASK_FAMILIES = ("segmentation", "video", "detection")
+IMAGE_SHAPES = ((1, 3, 64, 64), (1, 3, 224, 224))
+VIDEO_SHAPES = ((1, 3, 4, 32, 32), (1, 3, 16, 112, 112), (1, 3, 16, 224, 224))
 
 
 def run_one(name: str, provider: str = "torchvision") -> dict:
@@ -45,16 +51,12 @@ def run_one(name: str, provider: str = "torchvision") -> dict:
 
     row: dict = {"model": name, "rate": RATE}
     torch.manual_seed(0)
-    model = build(f"{provider}:{name}", {}).eval()
-    shape = (1, 3, 64, 64)
+    factory = "torchvision" if provider == "tasks" else provider
+    model = build(f"{factory}:{name}", {}).eval()
     if provider == "hf":  # the model's own input: token ids, or its config's image size
         shape = default_input_shape(None, model)
     else:
-        try:
-            with torch.no_grad():
-                model(torch.randn(shape))
-        except Exception:
-            shape = (1, 3, 224, 224)
+        shape = _first_input_that_runs(model, VIDEO_SHAPES if name in _task_models("video") else IMAGE_SHAPES)
     row["input"] = list(shape)
     start = time.perf_counter()
     try:
@@ -70,7 +72,7 @@ def run_one(name: str, provider: str = "torchvision") -> dict:
         start = time.perf_counter()
         try:
             result = prunectl.prune(ckpt, prunectl.PruneOptions(
-                model=f"{provider}:{name}", rate=RATE, input_shape=shape, output=Path(tmp) / "out", onnx=True,
+                model=f"{factory}:{name}", rate=RATE, input_shape=shape, output=Path(tmp) / "out", onnx=True,
                 skip_unsupported=True))
         except PrunectlError as exc:
             row.update(status="fail", error=f"{type(exc).__name__}: {exc}"[:600],
@@ -93,6 +95,26 @@ def run_one(name: str, provider: str = "torchvision") -> dict:
             timings=result.timings,
         )
     return row
+
+
+def _first_input_that_runs(model, shapes: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
+    import torch
+
+    for shape in shapes[:-1]:
+        try:
+            with torch.no_grad():
+                model(torch.randn(shape))
+            return shape
+        except Exception:
+            continue
+    return shapes[-1]
+
+
+def _task_models(family: str | None = None) -> list[str]:
+    import torchvision
+
+    families = TASK_FAMILIES if family is None else (family,)
+    return [name for f in families for name in torchvision.models.list_models(module=getattr(torchvision.models, f))]
 
 
 def sweep(names: list[str], out_json: Path, provider: str = "torchvision") -> list[dict]:
@@ -138,9 +160,11 @@ def markdown(rows: list[dict], meta: dict, provider: str = "torchvision") -> str
     library = {"timm": "timm", "hf": "transformers"}.get(provider)
     made = (f"`make zoo ZOO_MODELS=--{provider}` (`benchmarks/zoo.py --{provider}`); torch {meta['torch']}, "
             f"{library} {meta.get(provider)}" if library else
-            f"`make zoo` (`benchmarks/zoo.py`); torch {meta['torch']}, torchvision {meta['torchvision']}")
-    title = {"timm": "a representative timm list", "hf": "transformers encoders (default configs)"}.get(
-        provider, "torchvision classification")
+            f"`make zoo{' ZOO_MODELS=--tasks' if provider == 'tasks' else ''}` "
+            f"(`benchmarks/zoo.py{' --tasks' if provider == 'tasks' else ''}`); "
+            f"torch {meta['torch']}, torchvision {meta['torchvision']}")
+    title = {"timm": "a representative timm list", "hf": "transformers encoders (default configs)",
+             "tasks": "torchvision segmentation, video and detection"}.get(provider, "torchvision classification")
     lines = [
         f"# Model zoo: {title}, traced and pruned",
         "",
@@ -169,19 +193,24 @@ def markdown(rows: list[dict], meta: dict, provider: str = "torchvision") -> str
                 note = f"traced by {r['tracer']}; {note}"
             onnx = r.get("onnx_max_abs")
             lines.append(
-                f"| {r['model']} | {r['input'][-1]} | {_m(r['params_before'])} -> {_m(r['params_after'])} | "
+                f"| {r['model']} | {_input_label(r['input'])} | {_m(r['params_before'])} -> {_m(r['params_after'])} | "
                 f"{_m(r['macs_before'])} -> {_m(r['macs_after'])} | {r['soft_vs_hard']:.1e} | "
                 f"{'-' if onnx is None else f'{onnx:.1e}'} | {r['seconds']} | {r['pinned_layers']}/{r['layers']} | "
                 f"{'yes' if r.get('strict_trace') == 'ok' else 'no'} | {r['status'] if r['status'] != 'ok' else ''}"
                 f"{_escape(note)} |")
         else:
-            lines.append(f"| {r['model']} | {r.get('input', ['?'])[-1]} | | | | | {r.get('seconds', '')} | | | "
+            lines.append(f"| {r['model']} | {_input_label(r.get('input', ['?']))} | | | | | {r.get('seconds', '')} | | | "
                          f"**{r['status']}**: {_escape(r.get('error', ''))[:300]} |")
     missing = [name for name in all_models(provider) if name not in {r["model"] for r in rows}]
     if missing:
         lines += ["", f"Not run yet ({len(missing)}, the largest models; `make zoo ZOO_MODELS=\"...\"` runs them): "
                   + ", ".join(missing) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _input_label(shape: list) -> str:
+    """The image side, the token count, or frames x height x width for a video."""
+    return "x".join(map(str, shape[2:])) if len(shape) == 5 else str(shape[-1])
 
 
 def _m(value: int) -> str:
@@ -193,6 +222,8 @@ def _escape(text: str) -> str:
 
 
 def all_models(provider: str = "torchvision") -> list[str]:
+    if provider == "tasks":
+        return _task_models()
     if provider in ("timm", "hf"):
         return list(TIMM_MODELS if provider == "timm" else HF_MODELS)
     import torchvision
@@ -205,7 +236,7 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["--one"]:
         print(json.dumps(run_one(*argv[1:3])), flush=True)
         return
-    if argv[:1] in (["--timm"], ["--hf"]):
+    if argv[:1] in (["--timm"], ["--hf"], ["--tasks"]):
         provider = argv[0][2:]
         sweep(argv[1:] or all_models(provider), ROOT / "docs" / f"zoo_{provider}.json", provider)
         return

@@ -36,3 +36,20 @@ class DataBranchNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
         return y if bool(y.sum() > 0) else -y
+
+
+@torch.fx.wrap
+def relu_noting_calls(x: torch.Tensor, calls: list) -> torch.Tensor:
+    calls.append(1)  # mutates its list argument: fine eagerly; fx freezes call arguments into immutable lists
+    return F.relu(x)
+
+
+class FxGraphFailsNet(nn.Module):
+    """fx traces it, but its graph cannot run (as torchvision's Swin3D): the model itself can."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(relu_noting_calls(self.conv1(x), []))

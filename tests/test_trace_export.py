@@ -10,7 +10,7 @@ import prunectl
 from prunectl.errors import UnsupportedError
 from prunectl.tracing import trace_model
 from prunectl.tracing.capture import fx_capture
-from tests.export_models import DataBranchNet, ShapeBranchNet
+from tests.export_models import DataBranchNet, FxGraphFailsNet, ShapeBranchNet
 
 ODD_INPUT = (1, 3, 9, 9)  # takes the padding branch
 
@@ -48,6 +48,18 @@ def test_export_traced_model_prunes_verifies_and_exports(tmp_path: Path) -> None
     x = torch.randn(ODD_INPUT)
     with torch.no_grad():
         assert torch.allclose(reloaded(x), result.model.eval()(x), atol=1e-5)
+
+
+def test_a_model_whose_fx_graph_cannot_run_is_captured_by_torch_export() -> None:
+    fx_capture(FxGraphFailsNet(), torch.randn(1, 3, 8, 8))  # fx traces it...
+    traced = trace_model(FxGraphFailsNet(), (1, 3, 8, 8))  # ...but only torch.export's graph runs
+    assert traced.tracer == "torch.export"
+    assert [(layer.name, layer.prune) for layer in traced.spec.layers] == [("conv1", True), ("conv2", False)]
+
+
+def test_a_wrong_input_shape_is_still_the_input_shape_error() -> None:
+    with pytest.raises(UnsupportedError, match="check --input-shape"):
+        trace_model(FxGraphFailsNet(), (1, 5, 8, 8))  # 5 channels into a 3-channel conv: neither runs
 
 
 def test_a_model_neither_can_capture_is_exit_6_naming_both() -> None:

@@ -133,10 +133,30 @@ def _walk(model: nn.Module, example: torch.Tensor, input_shape: tuple[int, ...])
         raise
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise UnsupportedError(f"{type(model).__name__}: running the traced graph ({captured.tracer}) on input "
-                               f"{list(input_shape)} failed ({first}); check --input-shape, or write a spec by hand") \
-            from None
+        failure = UnsupportedError(f"{type(model).__name__}: running the traced graph ({captured.tracer}) on input "
+                                   f"{list(input_shape)} failed ({first}); check --input-shape, or write a spec by hand")
+        if captured.tracer == "torch.export" or not _runs(model, example):
+            raise failure from None
+        # the model runs but fx's graph of it does not (fx froze a list the code mutates, as in
+        # torchvision's Swin3D): torch.export records what actually ran
+        try:
+            captured = export_capture(model, example)
+            walk = walk_graph(captured.graph_module, example, args=captured.args,
+                              layer_nodes=captured.layer_nodes, modules=captured.modules)
+        except UnsupportedError as export_error:
+            raise UnsupportedError(f"{failure}; {export_error}") from None
+        except Exception:
+            raise failure from None
     return walk, captured.tracer
+
+
+def _runs(model: nn.Module, example: torch.Tensor) -> bool:
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception:
+        return False
+    return True
 
 
 def _spec(walk: Walk, pinned: dict[str, str], model_ref: ModelRef | None, input_spec: InputSpec,
