@@ -53,14 +53,19 @@ def run_one(name: str, provider: str = "torchvision") -> dict:
     torch.manual_seed(0)
     factory = "torchvision" if provider == "tasks" else provider
     model = build(f"{factory}:{name}", {}).eval()
+    # a detector cannot be traced whole (data-dependent post-processing): its backbone is pruned
+    module = "backbone" if provider == "tasks" and name in _task_models("detection") else None
+    traced = model if module is None else model.get_submodule(module)
     if provider == "hf":  # the model's own input: token ids, or its config's image size
         shape = default_input_shape(None, model)
     else:
-        shape = _first_input_that_runs(model, VIDEO_SHAPES if name in _task_models("video") else IMAGE_SHAPES)
+        shape = _first_input_that_runs(traced, VIDEO_SHAPES if name in _task_models("video") else IMAGE_SHAPES)
     row["input"] = list(shape)
+    if module is not None:
+        row["module"] = module
     start = time.perf_counter()
     try:
-        trace_model(model, shape, dtype=default_input_dtype(model))
+        trace_model(traced, shape, dtype=default_input_dtype(model))
         row["strict_trace"] = "ok"
     except PrunectlError as exc:
         row["strict_trace"] = str(exc)
@@ -72,7 +77,7 @@ def run_one(name: str, provider: str = "torchvision") -> dict:
         start = time.perf_counter()
         try:
             result = prunectl.prune(ckpt, prunectl.PruneOptions(
-                model=f"{factory}:{name}", rate=RATE, input_shape=shape, output=Path(tmp) / "out", onnx=True,
+                model=f"{factory}:{name}", module=module, rate=RATE, input_shape=shape, output=Path(tmp) / "out", onnx=module is None,
                 skip_unsupported=True))
         except PrunectlError as exc:
             row.update(status="fail", error=f"{type(exc).__name__}: {exc}"[:600],
@@ -191,6 +196,8 @@ def markdown(rows: list[dict], meta: dict, provider: str = "torchvision") -> str
             note = "; ".join(r.get("pinned_by_ops", []))[:160]
             if r.get("tracer", "torch.fx") != "torch.fx":
                 note = f"traced by {r['tracer']}; {note}"
+            if r.get("module"):
+                note = f"--module {r['module']} (MACs: the {r['module']}'s); {note}"
             onnx = r.get("onnx_max_abs")
             lines.append(
                 f"| {r['model']} | {_input_label(r['input'])} | {_m(r['params_before'])} -> {_m(r['params_after'])} | "

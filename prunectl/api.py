@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,7 +15,7 @@ from .bundle import check_output_path, staged_directory
 from .checkpoint import Loaded, file_sha256, load_checkpoint
 from .factories import build as build_model
 from .choose import from_prune_options
-from .errors import SpecError, VerificationError
+from .errors import CheckpointError, SpecError, VerificationError
 from .export.onnx import DEFAULT_OPSET, ONNX_ATOL, check_onnx, export_onnx
 from .export.weights import portable_state_dict, write_pt, write_safetensors
 from .jsonio import dump_json
@@ -23,6 +23,7 @@ from .manifest import Manifest, load_bundle, check_files, write_manifest
 from .masking import soft_prune
 from .plan import compose, kept_by_layer, make_plan
 from .rebuild import make_recipe, rebuild_mismatch
+from .entry import entry, submodule
 from .layers import kind_of
 from .latency import compare_latency
 from .resources import check_input, default_limit, guard_prune
@@ -67,6 +68,7 @@ class PruneOptions:
     # the bundle is then no longer byte-identical across runs
     latency: bool = False
     latency_threads: int = 1
+    module: str | None = None  # trace and verify this submodule (spec "module"), e.g. a detector's backbone
 
 
 @dataclass
@@ -105,16 +107,21 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
     loaded = load_checkpoint(checkpoint, _model_ref(spec, options), options.trust_pickle)
     model = loaded.model.eval()
     input_spec = _input_spec(spec, options, loaded)
-    guard_prune(model, loaded.model_ref, input_spec.shape, input_spec.dtype, options.max_memory)
+    module = options.module or spec.module
+    target = model if module is None else submodule(model, module, "--module" if options.module else spec.source)
+    _check_module_options(module, options)
+    guard_prune(target, loaded.model_ref if module is None else None, input_spec.shape, input_spec.dtype,
+                options.max_memory)
     traced = None
-    if options.spec is None:  # no spec given: derive it by tracing the loaded model
-        traced = trace_model(model, input_spec.shape, dtype=input_spec.dtype, model_ref=loaded.model_ref,
+    if options.spec is None:  # no spec given: derive it by tracing the loaded model (or its submodule)
+        traced = trace_model(target, input_spec.shape, dtype=input_spec.dtype, model_ref=loaded.model_ref,
                              skip_unsupported=options.skip_unsupported)
-        spec = _apply_options(traced.spec, options)
+        spec = _apply_options(traced.spec if module is None else traced.spec.under(module), options)
+    spec = replace(spec, module=module)
     tolerance = TOLERANCE.get(input_spec.dtype, TOLERANCE["float32"])
     inputs = make_inputs(input_spec, options.seed)
     try:
-        _, macs_before = run_and_count(model, inputs[0], "original model")
+        _, macs_before = run_and_count(entry(model, module), inputs[0], "original model")
     except Exception as exc:
         raise SpecError(f"the model does not run on input {list(input_spec.shape)} ({exc}); "
                         "set input.shape in the spec or --input-shape") from None
@@ -135,9 +142,10 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
     recipe = make_recipe(spec, loaded.model_ref, hard)
     args, resize, rebuilt = recipe.args, recipe.resize, recipe.model
     try:  # the model exactly as prunectl.load rebuilds it must compute what the masked original does
-        comparison = soft_vs_hard(soft, rebuilt, inputs, tolerance, plan, list(spec.layer_names))
+        comparison = soft_vs_hard(entry(soft, module), entry(rebuilt, module), inputs, tolerance, plan,
+                                  list(spec.layer_names))
     except VerificationError:
-        mismatch = rebuild_mismatch(recipe, loaded.model_ref.factory, hard, inputs[0], tolerance)
+        mismatch = rebuild_mismatch(recipe, loaded.model_ref.factory, hard, inputs[0], tolerance, module)
         if mismatch is not None:  # the masking and the surgery agree; the rebuild recipe is wrong
             raise mismatch from None
         raise
@@ -148,7 +156,11 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
                           macs=(macs_before, comparison.hard_macs))
     report.update(choice.report)
     if traced is not None:
-        report["traced"] = {"pinned": traced.pinned, "tracer": traced.tracer}
+        prefix = "" if module is None else f"{module}."
+        report["traced"] = {"pinned": {prefix + name: why for name, why in traced.pinned.items()},
+                            "tracer": traced.tracer}
+    if module is not None:
+        report["module"] = module  # MACs are the submodule's, on its input
     if options.latency:
         clock("latency")
         report["latency"] = compare_latency(original, rebuilt, inputs[0], threads=options.latency_threads)
@@ -158,7 +170,8 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
     manifest = Manifest(
         rebuild={"factory": loaded.model_ref.factory, "args": args}, resize=resize, kept=kept_indices,
         input=input_spec.to_json(), files={}, versions=_versions(),
-        extra={"criterion": criterion.name, "rate": select_options.rate, "round_to": select_options.round_to,
+        extra={**({"module": module} if module is not None else {}),
+               "criterion": criterion.name, "rate": select_options.rate, "round_to": select_options.round_to,
                "min_channels": select_options.min_channels, "group_reduce": select_options.group_reduce,
                **choice.report,
                "verify": {"soft_vs_hard_max_abs": comparison.max_abs, "reference_max_abs": comparison.max_ref,
@@ -172,6 +185,14 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
                                 options.opset if options.onnx else None)
         output = Path(options.output)
     return PruneResult(rebuilt, manifest, report, output, clock.done())
+
+
+def _check_module_options(module: str | None, options: PruneOptions) -> None:
+    if module is None:
+        return
+    if options.target_macs is not None or options.target_params is not None or options.steps != 1:
+        raise SpecError("--module: --target-macs/--target-params/--steps measure the whole model on the spec input; "
+                        "use --rate with --module")
 
 
 def _spec_with_options(options: PruneOptions) -> Spec:
@@ -262,7 +283,12 @@ def verify(bundle: str | Path) -> dict[str, Any]:
     seed = manifest.extra.get("verify", {}).get("seed", 0)
     check_input(input_spec.shape, input_spec.dtype, default_limit(), f"{bundle / 'manifest.json'}: input.shape")
     inputs = make_inputs(input_spec, seed if isinstance(seed, int) else 0)
-    outputs = run(model, inputs[0], "bundle model")
+    module = manifest.extra.get("module")  # the input is this submodule's (prune --module)
+    if module is not None:
+        if not isinstance(module, str):
+            raise CheckpointError(f"{bundle / 'manifest.json'}: module: expected a submodule path, got {module!r}")
+        submodule(model, module, str(bundle / "manifest.json"))
+    outputs = run(entry(model, module), inputs[0], "bundle model")
     if not all(bool(torch.isfinite(t).all()) for t in outputs if t.is_floating_point()):
         raise VerificationError(f"{bundle}: the rebuilt model produces NaN/inf on its input")
     result: dict[str, Any] = {"bundle": str(bundle), "files": sorted(manifest.files), "checksums": "ok",

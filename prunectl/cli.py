@@ -125,6 +125,8 @@ def cli(debug: bool) -> None:
               help="Traced spec: leave channels behind ops prunectl cannot cut unpruned instead of failing.")
 @click.option("--max-memory", help="Refuse runs estimated to need more memory than this (e.g. 8G); "
               "default: 80% of the memory available.")
+@click.option("--module", help="Trace and verify only this submodule (e.g. backbone of a detector); "
+              "--input-shape is its input.")
 @click.option("--latency", is_flag=True,
               help="Time original vs pruned (torch eager and ONNX Runtime CPU) into report.json.")
 @click.option("--latency-threads", type=int, default=1, show_default=True, help="Threads for --latency timing.")

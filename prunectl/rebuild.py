@@ -16,6 +16,7 @@ import torch.nn as nn
 from . import factories
 from . import layers as L
 from .materialize import build_with_weights
+from .entry import entry
 from .errors import CheckpointError, SpecError, VerificationError
 from .spec import ModelRef, Spec
 from .resources import meta_model
@@ -92,15 +93,16 @@ def make_recipe(spec: Spec, model_ref: ModelRef, hard: nn.Module) -> Recipe:
 
 
 def rebuild_mismatch(recipe: Recipe, factory: str, hard: nn.Module, x: torch.Tensor,
-                     tolerance: float) -> VerificationError | None:
+                     tolerance: float, module: str | None = None) -> VerificationError | None:
     """The error to raise when the rebuilt model does not compute what ``hard`` does on ``x``
-    (None when it does, or when ``hard`` itself cannot run: then the recipe is not to blame)."""
+    (None when it does, or when ``hard`` itself cannot run: then the recipe is not to blame).
+    ``module``: the submodule the spec input goes to."""
     try:
-        expected = run(hard, x, "hard-pruned model")
+        expected = run(entry(hard, module), x, "hard-pruned model")
     except VerificationError:
         return None
     try:
-        _check(recipe, factory, expected, x, tolerance)
+        _check(recipe, factory, expected, x, tolerance, module)
     except VerificationError as exc:
         return exc
     return None
@@ -113,8 +115,9 @@ def prove_recipe(spec: Spec, model_ref: ModelRef, hard: nn.Module, x: torch.Tens
     return recipe
 
 
-def _check(recipe: Recipe, factory: str, expected: list[torch.Tensor], x: torch.Tensor, tolerance: float) -> None:
-    result = compare(expected, run(recipe.model, x, "rebuilt model"), tolerance, "rebuilt vs hard")
+def _check(recipe: Recipe, factory: str, expected: list[torch.Tensor], x: torch.Tensor, tolerance: float,
+           module: str | None = None) -> None:
+    result = compare(expected, run(entry(recipe.model, module), x, "rebuilt model"), tolerance, "rebuilt vs hard")
     if not result.ok:
         raise VerificationError(f"the model rebuilt from {factory}(**args) computes something else than the "
                                 f"pruned model (max diff {result.max_abs:.3g}); check each layer's 'arg'")

@@ -19,7 +19,7 @@ DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32")
 GROUP_REDUCTIONS = ("mean", "sum", "max", "union")
 _TOP_KEYS = {
     "prunectl_spec", "model", "input", "criterion", "rate", "round_to", "min_channels",
-    "group_reduce", "layers",
+    "group_reduce", "layers", "module",
 }
 _LAYER_KEYS = {"arg", "prev", "prune", "rate", "cat"}
 MAX_DIM = 1 << 20
@@ -88,6 +88,9 @@ class Spec:
     round_to: int | None = None
     min_channels: int | None = None
     group_reduce: str | None = None
+    # the submodule that is traced and verified (a detector's "backbone"): ``input`` is its input,
+    # layer names stay full paths, and whatever reads its outputs is left as it is
+    module: str | None = None
     source: str = "<spec>"  # where it was read from; used in messages, not serialised
 
     def layer(self, name: str) -> LayerSpec:
@@ -100,6 +103,17 @@ class Spec:
     def layer_names(self) -> tuple[str, ...]:
         return tuple(layer.name for layer in self.layers)
 
+    def under(self, module: str) -> Spec:
+        """This spec, written for ``module`` on its own, with every name a path in the whole model."""
+        def full(name: str) -> str:
+            return f"{module}.{name}"
+
+        layers = tuple(replace(layer, name=full(layer.name),
+                               prev=None if layer.prev is None else tuple(map(full, layer.prev)),
+                               cat=None if layer.cat is None else tuple(tuple(map(full, part)) for part in layer.cat))
+                       for layer in self.layers)
+        return replace(self, layers=layers, module=module)
+
     def with_options(self, **overrides: Any) -> Spec:
         """Command-line options win over the file; ``None`` means "not given"."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -110,7 +124,7 @@ class Spec:
             out["model"] = self.model.to_json()
         if self.input is not None:
             out["input"] = self.input.to_json()
-        for key in ("criterion", "rate", "round_to", "min_channels", "group_reduce"):
+        for key in ("criterion", "rate", "round_to", "min_channels", "group_reduce", "module"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         out["layers"] = {layer.name: layer.to_json() for layer in self.layers}
@@ -163,8 +177,16 @@ class _SpecParser:
             round_to=self.positive_int(data.get("round_to"), "round_to"),
             min_channels=self.positive_int(data.get("min_channels"), "min_channels"),
             group_reduce=self.choice(data.get("group_reduce"), "group_reduce", GROUP_REDUCTIONS),
+            module=self.module_path(data.get("module")),
             source=self.source,
         )
+
+    def module_path(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not all(part.isidentifier() or part.isdigit() for part in value.split(".")):
+            raise self.fail("module", f"expected a submodule path such as \"backbone\" or \"features.0\", got {value!r}")
+        return value
 
     def model(self, value: Any) -> ModelRef:
         if not isinstance(value, dict):

@@ -53,3 +53,20 @@ class FxGraphFailsNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(relu_noting_calls(self.conv1(x), []))
+
+
+class TinyDetector(nn.Module):
+    """A backbone plus a head that branches on its scores, as detectors' post-processing does:
+    the whole model cannot be captured, its backbone can (prune --module backbone)."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                      nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.head(self.backbone(x)).flatten(1)
+        if scores.max() > 0:  # data-dependent: neither torch.fx nor torch.export can follow it
+            return scores.softmax(1)
+        return scores

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import prunectl
-from prunectl.errors import UnsupportedError
+from prunectl.errors import SpecError, UnsupportedError
 from prunectl.tracing import trace_model
 from prunectl.tracing.capture import fx_capture
-from tests.export_models import DataBranchNet, FxGraphFailsNet, ShapeBranchNet
+from tests.export_models import DataBranchNet, FxGraphFailsNet, ShapeBranchNet, TinyDetector
 
 ODD_INPUT = (1, 3, 9, 9)  # takes the padding branch
 
@@ -77,3 +77,26 @@ def test_timm_mobilevit_which_fx_cannot_trace_gets_its_spec_from_torch_export() 
     prunable = [layer.name for layer in traced.spec.layers if layer.prune]
     assert "stem.conv" in prunable and "stages.0.0.conv1_1x1.conv" in prunable
     assert traced.pinned["head.fc"] == "its channels reach the model output"
+
+
+def test_module_prunes_a_detector_backbone_and_verifies_it_alone(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "detector.pt"
+    torch.save(TinyDetector().state_dict(), checkpoint)
+    options = dict(model="tests.export_models:TinyDetector", rate=0.5, round_to=1, input_shape=(1, 3, 8, 8))
+    with pytest.raises(UnsupportedError):  # the whole model cannot be traced
+        prunectl.prune(checkpoint, prunectl.PruneOptions(**options))
+    result = prunectl.prune(checkpoint, prunectl.PruneOptions(**options, module="backbone", output=tmp_path / "out"))
+    widths = {layer["name"]: layer["after"] for layer in result.report["layers"]}
+    assert widths == {"backbone.0": 8, "backbone.1": 8, "backbone.3": 16, "backbone.4": 16}  # outputs kept whole
+    assert result.report["module"] == "backbone" and result.manifest.extra["module"] == "backbone"
+    assert result.report["traced"]["pinned"] == {"backbone.4": "its channels reach the model output"}
+    assert result.manifest.kept["backbone.0"] and result.manifest.extra["verify"]["soft_vs_hard_max_abs"] <= 1e-5
+    assert prunectl.verify(tmp_path / "out")["forward"] == "ok"
+    reloaded = prunectl.load(tmp_path / "out")
+    assert reloaded.backbone[3].in_channels == 8 and reloaded.head.in_channels == 16
+    with pytest.raises(SpecError, match="'neck' is not a submodule of TinyDetector"):
+        prunectl.prune(checkpoint, prunectl.PruneOptions(**options, module="neck"))
+    with pytest.raises(SpecError, match="--module: --target-macs"):
+        prunectl.prune(checkpoint, prunectl.PruneOptions(**{**options, "rate": None}, module="backbone",
+                                                         target_macs=0.5))
