@@ -37,7 +37,7 @@ HF_MODELS = ("BertModel", "RobertaModel", "DistilBertModel", "ElectraModel", "Vi
 # `--tasks`: torchvision's segmentation, video and detection models (issue 4: "as far as they
 # trace"); the smallest input each architecture accepts is tried first
 TASK_FAMILIES = ("segmentation", "video", "detection")
-IMAGE_SHAPES = ((1, 3, 64, 64), (1, 3, 224, 224))
+IMAGE_SHAPES = ((1, 3, 64, 64), (1, 3, 224, 224), (1, 3, 320, 320))  # SSD300 needs 300+
 VIDEO_SHAPES = ((1, 3, 4, 32, 32), (1, 3, 16, 112, 112), (1, 3, 16, 224, 224))
 
 
