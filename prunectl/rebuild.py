@@ -15,6 +15,7 @@ import torch.nn as nn
 from . import factories
 from . import layers as L
 from .checkpoint import load_weights
+from .params import resize_of
 from .errors import CheckpointError, SpecError, VerificationError
 from .spec import ModelRef, Spec
 from .surgery import apply_resize
@@ -54,6 +55,14 @@ def resize_needed(rebuilt: nn.Module, hard: nn.Module) -> dict[str, dict[str, in
         target = L.shape_attrs(module)
         if L.shape_attrs(built[name]) != target:
             resize[name] = target
+    # parameters of other modules cut along a channel axis (layer scale, position embedding)
+    owners = dict(hard.named_modules())
+    built_parameters = dict(rebuilt.named_parameters())
+    for name, parameter in hard.named_parameters():
+        if L.kind_of(owners[name.rpartition(".")[0]]) != "other" or name not in built_parameters:
+            continue  # a layer's own tensors follow its shape attributes; a missing one fails the strict load
+        if built_parameters[name].shape != parameter.shape:
+            resize[name] = resize_of(built_parameters[name], parameter)
     return resize
 
 

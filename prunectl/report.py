@@ -47,7 +47,7 @@ def build_report(original: nn.Module, pruned: nn.Module, x: torch.Tensor, layer_
         "macs": _pair(*macs),
         "size_bytes": _pair(size_bytes(original), size_bytes(pruned)),
         "layers": [{"name": name, "type": type(modules[name]).__name__, "before": before[name],
-                    "after": after[name]} for name in layer_names],
+                    "after": after[name]} for name in layer_names if name in before],
         "groups": [{"layers": list(group.layers), "size": group.size,
                     "kept": group.size if k is None else len(k),
                     **({"pinned_by": list(group.pinned_by)} if group.pinned_by else {})}

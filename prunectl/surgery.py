@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from . import layers as L
+from .params import apply_parameter_resize, parameter_of, replace_parameter
 from .plan import ModuleCut
 
 
@@ -16,7 +17,7 @@ def sliced_tensors(module: nn.Module, cut: ModuleCut) -> dict[str, torch.Tensor]
     if cut.out is not None:
         for name, dim in L.out_dims(module).items():
             tensors[name] = tensors[name].index_select(dim, cut.out)
-    if cut.inp is not None and L.kind_of(module) != "norm":
+    if cut.inp is not None and L.kind_of(module) not in ("norm", "embedding"):
         tensors["weight"] = _slice_inputs(module, tensors["weight"], cut)
     return {name: t.contiguous() for name, t in tensors.items()}
 
@@ -44,6 +45,12 @@ def hard_prune(model: nn.Module, plan: dict[str, ModuleCut]) -> tuple[nn.Module,
     modules = dict(hard.named_modules())
     new_attrs: dict[str, dict[str, int]] = {}
     for name, cut in plan.items():
+        if cut.axis is not None:  # a parameter entry: keep its channels along its axis
+            owner, attr, parameter = parameter_of(modules, name)
+            with torch.no_grad():
+                replace_parameter(owner, attr, parameter.detach().index_select(cut.axis, cut.out))
+            new_attrs[name] = {f"dim_{cut.axis}": len(cut.out)}
+            continue
         module = modules[name]
         tensors = sliced_tensors(module, cut)
         attrs = L.resized_attrs(module,
@@ -59,14 +66,16 @@ def hard_prune(model: nn.Module, plan: dict[str, ModuleCut]) -> tuple[nn.Module,
 
 def apply_resize(model: nn.Module, resize: dict[str, dict[str, int]], where: str = "resize") -> None:
     """Give modules the recorded shapes (tensors reallocated; load weights afterwards)."""
+    from .errors import SpecError
+
     modules = dict(model.named_modules())
     for name, attrs in resize.items():
-        if name not in modules or L.kind_of(modules[name]) == "other":
-            from .errors import SpecError
-
-            raise SpecError(f"{where}.{name}: no resizable module of that name in {type(model).__name__}")
+        parameter = parameter_of(modules, name) if name not in modules else None
+        if parameter is None and (name not in modules or L.kind_of(modules[name]) == "other"):
+            raise SpecError(f"{where}.{name}: no resizable module or parameter of that name in {type(model).__name__}")
         if not isinstance(attrs, dict):
-            from .errors import SpecError
-
             raise SpecError(f"{where}.{name}: expected an object of attribute -> size")
-        L.apply_attrs(modules[name], attrs, f"{where}.{name}")
+        if parameter is not None:
+            apply_parameter_resize(parameter[0], parameter[1], attrs, f"{where}.{name}")
+        else:
+            L.apply_attrs(modules[name], attrs, f"{where}.{name}")

@@ -163,8 +163,7 @@ def _first_bad_layer(soft_layers: dict[str, torch.Tensor], hard_layers: dict[str
         a, b = soft_layers[name], hard_layers[name]
         cut = plan.get(name)
         if cut is not None and cut.out is not None:
-            dim = -1 if L.kind_of(modules[name]) == "linear" else 1
-            a = a.index_select(dim, cut.out)
+            a = a.index_select(L.channel_dim(modules[name], a.dim()), cut.out)
         if a.shape != b.shape:
             return name
         if own_scale:

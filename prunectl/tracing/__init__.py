@@ -111,7 +111,7 @@ def _spec(walk: Walk, pinned: dict[str, str], model_ref: ModelRef | None, input_
         cat = None if layer.cat is None else tuple(
             tuple(sorted(part, key=position.__getitem__)) for part in layer.cat)
         layers.append(LayerSpec(name=layer.name, prev=None if cat else _prev(layer, previous, position),
-                                prune=layer.name not in pinned, cat=cat))
+                                prune=layer.name not in pinned, cat=cat, dim=layer.dim))
         previous = layer.name
     return Spec(layers=tuple(layers), model=model_ref, input=input_spec, source=source)
 

@@ -19,16 +19,17 @@ from torch.fx.node import Node, map_aggregate
 
 from .. import layers as L
 from ..errors import UnsupportedError
-from .flow import Flow, Touch
-from .rules import function_flow, module_flow, op_name
+from .flow import Flow, Touch, broadcast_dim
+from .rules import PARAMETER_OPS, function_flow, module_flow, op_name
 
 
 @dataclass(frozen=True)
 class TracedLayer:
     name: str
-    kind: str  # "conv", "linear" or "norm"
+    kind: str  # "conv", "linear", "norm", "embedding" or "parameter"
     inputs: frozenset[str] | None  # listed layers feeding it (a prev sum); None: fixed input
     cat: tuple[frozenset[str], ...] | None = None  # its input is this channel concatenation
+    dim: int | None = None  # a parameter: the axis that holds the channels
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class _Walker(fx.Interpreter):
         self.flows: dict[Node, Any] = {}
         self.walk = Walk()
         self.first_inputs: dict[str, frozenset[str] | None] = {}
+        self.parameters = dict(graph_module.named_parameters())
 
     def run_node(self, node: Node) -> Any:
         result = super().run_node(node)
@@ -107,6 +109,10 @@ class _Walker(fx.Interpreter):
                 if len(incoming) != 1 or not isinstance(args[0], Flow):
                     raise Touch("takes pruned channels in more than one argument")
                 return module_flow(module, real_args[0], args[0], result)
+            if op_name(node.target) in PARAMETER_OPS:
+                flow = self._parameter_operand(node, real_args, args, result)
+                if flow is not None:
+                    return flow
             return function_flow(op_name(node.target), real_args, real_kwargs, args, kwargs, result)
         except Touch as touch:
             self._incident(node, touch, incoming)
@@ -115,14 +121,49 @@ class _Walker(fx.Interpreter):
             self._incident(node, Touch(f"has arguments the tracer cannot read ({type(exc).__name__})"), incoming)
             return None
 
+    def _parameter_operand(self, node: Node, real_args: tuple, args: tuple, result: Any) -> Flow | None:
+        """``x * layer_scale``, ``x + pos_embedding``: a parameter with one entry per channel of ``x``
+        is listed as a parameter entry that follows x's channels (None: not such a case)."""
+        operands = list(node.args[:2])
+        held = [i for i, a in enumerate(operands) if isinstance(a, Node) and a.op == "get_attr"
+                and str(a.target) in self.parameters]
+        flowing = [i for i, a in enumerate(args[:2]) if isinstance(a, Flow)]
+        if len(held) != 1 or len(flowing) != 1 or not isinstance(result, torch.Tensor):
+            return None
+        held_node, value, flow = operands[held[0]], real_args[flowing[0]], args[flowing[0]]
+        parameter = real_args[held[0]]
+        d = broadcast_dim(flow, value.dim(), result.dim())
+        axis = d - (result.dim() - parameter.dim())
+        if axis < 0 or parameter.shape[axis] == 1 or value.shape[flow.dim] != result.shape[d]:
+            return None  # channel-free, or a broadcast the element-wise rule reports
+        name = str(held_node.target)
+        if parameter.shape[axis] != value.shape[flow.dim]:
+            raise Touch(f"combines the channels with parameter {name} of shape {tuple(parameter.shape)}")
+        if flow.composite:
+            raise Touch(f"combines a concatenation of pruned channels with parameter {name}")
+        if len(held_node.users) != 1 or name in self.first_inputs:
+            raise Touch(f"uses parameter {name}, which is also used elsewhere (it can follow one channel space)")
+        self.first_inputs[name] = flow.sources
+        self.walk.layers.append(TracedLayer(name, "parameter", flow.sources, dim=axis))
+        return flow.at(d)
+
     def _layer(self, node: Node, module: nn.Module, incoming: list[Flow], result: Any) -> Flow | None:
         name, kind = str(node.target), L.kind_of(module)
         flow = incoming[0] if len(incoming) == 1 else None
         if len(incoming) > 1:
             self._incident(node, Touch("takes pruned channels in more than one argument"), incoming)
+        if kind == "embedding":
+            if flow is not None:
+                self._incident(node, Touch("looks up indices computed from pruned channels"), incoming)
+            flow = None
+        try:
+            L.check_supported(name, module)
+        except UnsupportedError as exc:
+            self._incident(node, Touch(str(exc)), incoming)
+            return None
         inputs = flow.sources if flow is not None else None
         ndim = result.dim() if isinstance(result, torch.Tensor) else 0
-        channel_dim = ndim - 1 if kind == "linear" else 1
+        channel_dim = L.channel_dim(module, ndim)
         if flow is not None and flow.dim != channel_dim:
             self._incident(node, Touch(f"reads channels from dim {flow.dim}, not its channel dim {channel_dim}"),
                            incoming)
@@ -130,11 +171,9 @@ class _Walker(fx.Interpreter):
         if flow is not None and flow.composite and kind == "conv" and module.groups > 1:
             self._incident(node, Touch("is a grouped conv reading a concatenation"), incoming)
             inputs = flow = None
-        try:
-            L.check_supported(name, module)
-        except UnsupportedError as exc:
-            self._incident(node, Touch(str(exc)), incoming)
-            return None
+        if flow is not None and flow.composite and L.norm_blocks(module) > 1:
+            self._incident(node, Touch("is a GroupNorm reading a concatenation"), incoming)
+            inputs = flow = None
         if kind == "norm" and inputs is None:
             return None  # a norm over fixed channels (the model input) is not pruned: not listed
         if name in self.first_inputs:  # one module called twice: both inputs and its output are tied

@@ -1,0 +1,94 @@
+"""Small models with the layer kinds beyond conv/linear/BatchNorm ("tests.layer_kind_models:Name")."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.models.convnext import LayerNorm2d
+
+
+class NormZoo(nn.Module):
+    """GroupNorm (4 groups), per-channel and shared PReLU, a channels-first LayerNorm on a residual
+    sum with a ConvNeXt-style layer scale, then channels-last LayerNorm + Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.gn = nn.GroupNorm(4, 16)
+        self.act = nn.PReLU(16)
+        self.branch = nn.Conv2d(16, 16, 3, padding=1)
+        self.gn_per_channel = nn.GroupNorm(16, 16)
+        self.layer_scale = nn.Parameter(torch.rand(16, 1, 1) + 0.5)
+        self.ln2d = LayerNorm2d(16)
+        self.shared_act = nn.PReLU()
+        self.ln = nn.LayerNorm(16)
+        self.fc1 = nn.Linear(16, 24)
+        self.head = nn.Linear(24, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.gn(self.stem(x)))
+        x = x + self.layer_scale * self.gn_per_channel(self.branch(x))
+        x = self.shared_act(self.ln2d(x))
+        x = self.ln(x.permute(0, 2, 3, 1))
+        return self.head(F.gelu(self.fc1(x)).mean((1, 2)))
+
+
+class TokenModel(nn.Module):
+    """ViT-like: token embedding plus a learned position embedding, LayerNorm, MLP head."""
+
+    def __init__(self, vocab: int = 32, dim: int = 12, length: int = 6) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.pos_embedding = nn.Parameter(torch.randn(1, length, dim))
+        self.norm = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, 20)
+        self.head = nn.Linear(20, 3)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.embed(tokens) + self.pos_embedding)
+        return self.head(torch.relu(self.fc(x)).mean(1))
+
+
+class CustomLayerNorm(nn.LayerNorm):
+    """A LayerNorm subclass with a forward prunectl does not know."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x * 2, self.normalized_shape, self.weight, self.bias, self.eps)
+
+
+class CustomNormNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.norm = CustomLayerNorm(16)
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.norm(self.fc1(x)))
+
+
+class SpatialLayerNorm(nn.Module):
+    """LayerNorm over (C, H, W): its statistic spans channels and positions at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.LayerNorm([8, 6, 6])
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.conv(x)))
+
+
+class ScaleUsedTwice(nn.Module):
+    """One per-channel parameter scales two different channel spaces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 1)
+        self.b = nn.Conv2d(3, 8, 1)
+        self.scale = nn.Parameter(torch.ones(8, 1, 1))
+        self.head = nn.Conv2d(16, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([self.a(x) * self.scale, self.b(x) * self.scale], 1))
