@@ -34,19 +34,22 @@ class NormZoo(nn.Module):
 
 
 class TokenModel(nn.Module):
-    """ViT-like: token embedding plus a learned position embedding, LayerNorm, MLP head."""
+    """ViT-like: token embedding, a class token and a learned position embedding, LayerNorm, MLP head."""
 
     def __init__(self, vocab: int = 32, dim: int = 12, length: int = 6) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, dim)
-        self.pos_embedding = nn.Parameter(torch.randn(1, length, dim))
+        self.class_token = nn.Parameter(torch.randn(1, 1, dim))
+        self.pos_embedding = nn.Parameter(torch.randn(1, length + 1, dim))
         self.norm = nn.LayerNorm(dim)
         self.fc = nn.Linear(dim, 20)
         self.head = nn.Linear(20, 3)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.norm(self.embed(tokens) + self.pos_embedding)
-        return self.head(torch.relu(self.fc(x)).mean(1))
+        x = self.embed(tokens)
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = self.norm(x + self.pos_embedding)
+        return self.head(torch.relu(self.fc(x))[:, 0])
 
 
 class CustomLayerNorm(nn.LayerNorm):

@@ -98,10 +98,11 @@ def test_convnext_residual_width_is_no_longer_pinned() -> None:
     assert stage1.prunable and "features.1.2.layer_scale" in stage1.layers
 
 
-def test_embedding_and_position_embedding_follow_the_embedding_dim(tmp_path: Path) -> None:
+def test_embedding_class_token_and_position_embedding_follow_the_embedding_dim(tmp_path: Path) -> None:
     torch.manual_seed(0)
     spec = trace_model(TokenModel(), (2, 6), dtype="int64").spec
-    assert {layer.name: layer.dim for layer in spec.layers}["pos_embedding"] == 2
+    dims = {layer.name: layer.dim for layer in spec.layers}
+    assert dims["pos_embedding"] == 2 and dims["class_token"] == 2
     path = tmp_path / "spec.json"
     prunectl.write_spec(spec, path)
     checkpoint = tmp_path / "tokens.pt"
@@ -109,7 +110,8 @@ def test_embedding_and_position_embedding_follow_the_embedding_dim(tmp_path: Pat
     result = prunectl.prune(checkpoint, prunectl.PruneOptions(spec=path, model=FACTORY + "TokenModel", rate=0.5,
                                                               output=tmp_path / "out", onnx=True))
     model = prunectl.load(tmp_path / "out")
-    assert model.embed.weight.shape == (32, 6) and model.pos_embedding.shape == (1, 6, 6)
+    assert model.embed.weight.shape == (32, 6) and model.pos_embedding.shape == (1, 7, 6)
+    assert model.class_token.shape == (1, 1, 6)
     assert model.norm.normalized_shape == (6,) and model.fc.in_features == 6
     assert result.report["params"]["after"] < result.report["params"]["before"]
 

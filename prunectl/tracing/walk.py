@@ -19,7 +19,7 @@ from torch.fx.node import Node, map_aggregate
 
 from .. import layers as L
 from ..errors import UnsupportedError
-from .flow import Flow, Touch, broadcast_dim
+from .flow import Flow, Touch, broadcast_dim, merge, normalise_dim
 from .rules import PARAMETER_OPS, function_flow, module_flow, op_name
 
 
@@ -113,6 +113,10 @@ class _Walker(fx.Interpreter):
                 flow = self._parameter_operand(node, real_args, args, result)
                 if flow is not None:
                     return flow
+            if op_name(node.target) in ("cat", "concat", "concatenate") and isinstance(args[0], (list, tuple)):
+                flow = self._parameter_in_cat(node, real_args, real_kwargs, args, result)
+                if flow is not None:
+                    return flow
             return function_flow(op_name(node.target), real_args, real_kwargs, args, kwargs, result)
         except Touch as touch:
             self._incident(node, touch, incoming)
@@ -146,6 +150,45 @@ class _Walker(fx.Interpreter):
         self.first_inputs[name] = flow.sources
         self.walk.layers.append(TracedLayer(name, "parameter", flow.sources, dim=axis))
         return flow.at(d)
+
+    def _held_parameter(self, node: Any) -> str | None:
+        """The parameter a node is, or expands (ViT's ``class_token.expand(n, -1, -1)``), used only there."""
+        if isinstance(node, Node) and node.op in ("call_method", "call_function") and op_name(node.target) == "expand" \
+                and len(node.users) == 1:
+            node = node.args[0]
+        if isinstance(node, Node) and node.op == "get_attr" and str(node.target) in self.parameters:
+            return str(node.target) if len(node.users) == 1 else None
+        return None
+
+    def _parameter_in_cat(self, node: Node, real_args: tuple, real_kwargs: dict, args: tuple, result: Any) -> Flow | None:
+        """``cat([class_token.expand(n, -1, -1), x], dim=1)``: tokens joined along another dim than the
+        channels; a parameter among them with one entry per channel follows x's channels."""
+        tensors, flows = real_args[0], args[0]
+        dim = normalise_dim(int(real_args[1] if len(real_args) > 1 else real_kwargs.get("dim", 0)), result.dim())
+        placed = [f for f in flows if isinstance(f, Flow)]
+        if not placed or len(placed) == len(flows) or any(f.composite or f.dim == dim for f in placed):
+            return None
+        if len({(f.dim, f.factor) for f in placed}) > 1:
+            return None
+        channels = next(t.shape[f.dim] for t, f in zip(tensors, flows) if isinstance(f, Flow))
+        d = placed[0].dim
+        held = []
+        for operand, value, flow in zip(node.args[0], tensors, flows):
+            if isinstance(flow, Flow):
+                continue
+            name = self._held_parameter(operand)
+            if name is None or name in self.first_inputs:
+                return None  # a fixed tensor the concatenation rule reports
+            parameter = self.parameters[name]
+            axis = d - (value.dim() - parameter.dim())
+            if axis < 0 or parameter.shape[axis] != channels:
+                raise Touch(f"joins pruned channels with parameter {name} of shape {tuple(parameter.shape)}")
+            held.append((name, axis))
+        flow = merge(placed, d)
+        for name, axis in held:
+            self.first_inputs[name] = flow.sources
+            self.walk.layers.append(TracedLayer(name, "parameter", flow.sources, dim=axis))
+        return flow
 
     def _layer(self, node: Node, module: nn.Module, incoming: list[Flow], result: Any) -> Flow | None:
         name, kind = str(node.target), L.kind_of(module)
