@@ -124,6 +124,9 @@ def build_groups(spec: Spec, model: nn.Module) -> list[ChannelGroup]:
         if kind == "embedding" and (layer.prev or layer.cat):
             raise SpecError(f"{key}: an Embedding reads indices, not channels; give it no prev or cat")
         # prev None: the previous listed layer feeds it; []: no listed layer does (input fixed)
+        if source_is_fixed(layer.name, modules) and (layer.cat or layer.prev or (layer.prev is None and last)):
+            raise SpecError(f"{key}: the out_proj of a MultiheadAttention reads its heads, which are never cut; "
+                            "give it \"prev\": []")
         if kind == "embedding":
             source = None
         elif layer.cat is not None:
@@ -148,6 +151,12 @@ def build_groups(spec: Spec, model: nn.Module) -> list[ChannelGroup]:
         output_of[layer.name] = ref
         last = ref
     return [group for group in spaces.roots() if group.members]
+
+
+def source_is_fixed(name: str, modules: dict[str, nn.Module]) -> bool:
+    """A MultiheadAttention's out_proj: its input is the heads (embed_dim), which stay whole."""
+    owner, _, attr = name.rpartition(".")
+    return attr == "out_proj" and isinstance(modules.get(owner), nn.MultiheadAttention)
 
 
 def _record(layer: LayerSpec, ref: _Ref | _Cat, spaces: _Spaces) -> None:

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from . import layers as L
+from .attention import adapt_attention
 from .params import apply_parameter_resize, parameter_of, replace_parameter
 from .plan import ModuleCut
 
@@ -61,6 +62,7 @@ def hard_prune(model: nn.Module, plan: dict[str, ModuleCut]) -> tuple[nn.Module,
             for tensor_name, value in tensors.items():
                 getattr(module, tensor_name).copy_(value)
         new_attrs[name] = attrs
+    adapt_attention(hard)  # attention whose residual width was cut needs the subclass that reads it
     return hard, new_attrs
 
 
@@ -79,3 +81,4 @@ def apply_resize(model: nn.Module, resize: dict[str, dict[str, int]], where: str
             apply_parameter_resize(parameter[0], parameter[1], attrs, f"{where}.{name}")
         else:
             L.apply_attrs(modules[name], attrs, f"{where}.{name}")
+    adapt_attention(model)

@@ -95,3 +95,45 @@ class ScaleUsedTwice(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.cat([self.a(x) * self.scale, self.b(x) * self.scale], 1))
+
+
+class TinyEncoder(nn.Module):
+    """One pre-norm transformer block on a residual stream: self-attention and an MLP."""
+
+    def __init__(self, dim: int = 16, heads: int = 4, batch_first: bool = True) -> None:
+        super().__init__()
+        self.batch_first = batch_first
+        self.embed = nn.Linear(8, dim)
+        self.ln_1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=batch_first)
+        self.ln_2 = nn.LayerNorm(dim)
+        self.mlp1 = nn.Linear(dim, 32)
+        self.mlp2 = nn.Linear(32, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        h = self.ln_1(x)
+        y, _ = self.attn(h, h, h, need_weights=False)
+        x = x + y
+        x = x + self.mlp2(F.gelu(self.mlp1(self.ln_2(x))))
+        return self.head(x.mean(1 if self.batch_first else 0))
+
+
+class SeqFirstEncoder(TinyEncoder):
+    def __init__(self) -> None:
+        super().__init__(batch_first=False)
+
+
+class CrossAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.q = nn.Linear(8, 16)
+        self.kv = nn.Linear(8, 16)
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kv = self.kv(x)
+        y, _ = self.attn(self.q(x), kv, kv)
+        return self.head(y.mean(1))

@@ -18,7 +18,9 @@ from prunectl.masked_norms import install_masked_statistic
 from prunectl.spec import Spec
 from prunectl.surgery import apply_resize
 from prunectl.tracing import trace_model
-from tests.layer_kind_models import CustomNormNet, NormZoo, ScaleUsedTwice, SpatialLayerNorm, TokenModel
+from prunectl.attention import ResidualCutMultiheadAttention
+from tests.layer_kind_models import (CrossAttention, CustomNormNet, NormZoo, ScaleUsedTwice, SpatialLayerNorm,
+                                     TinyEncoder, TokenModel)
 
 FACTORY = "tests.layer_kind_models:"
 
@@ -120,6 +122,7 @@ def test_embedding_class_token_and_position_embedding_follow_the_embedding_dim(t
     (CustomNormNet, (1, 8), ["layer_norm", "'fc1'"]),
     (SpatialLayerNorm, (1, 3, 6, 6), ["LayerNorm over 3 dims", "'conv'"]),
     (ScaleUsedTwice, (1, 3, 4, 4), ["parameter scale", "also used elsewhere"]),
+    (CrossAttention, (2, 5, 8), ["MultiheadAttention", "cross-attention"]),
 ])
 def test_what_cannot_be_cut_stays_exit_6(model, shape, words) -> None:
     with pytest.raises(UnsupportedError) as info:
@@ -169,3 +172,28 @@ def test_resize_of_a_parameter_names_the_axis() -> None:
         apply_resize(model, {"layer_scale": {"dim_3": 2}})
     with pytest.raises(SpecError, match="num_groups"):
         apply_resize(model, {"gn": {"num_channels": 6}})  # 6 channels in 4 groups
+
+
+@pytest.mark.parametrize("name", ["TinyEncoder", "SeqFirstEncoder"])
+def test_self_attention_residual_width_is_cut_and_heads_stay_whole(name: str, tmp_path: Path) -> None:
+    import tests.layer_kind_models as models
+
+    torch.manual_seed(0)
+    spec = trace_model(getattr(models, name)(), (2, 5, 8)).spec
+    layers = {layer.name: layer for layer in spec.layers}
+    assert layers["attn.in_proj_weight"].dim == 1 and layers["attn.out_proj"].prev == ()
+    assert layers["ln_2"].prev == ("embed", "attn.out_proj")
+    result = _prune(tmp_path, getattr(models, name)(), name, (2, 5, 8), rate=0.5, onnx=True)
+    model = prunectl.load(tmp_path / "out")
+    assert isinstance(model.attn, ResidualCutMultiheadAttention)
+    assert model.attn.embed_dim == 16 and model.attn.num_heads == 4  # the heads are not cut
+    assert model.attn.in_proj_weight.shape == (48, 8) and model.attn.out_proj.weight.shape == (8, 16)
+    assert result.manifest.resize["attn.in_proj_weight"] == {"dim_1": 8}
+    assert result.manifest.extra["onnx"]["max_abs"] <= 1e-4
+
+
+def test_out_proj_of_attention_must_have_a_fixed_input() -> None:
+    layers = {"embed": {}, "ln_1": {}, "attn.in_proj_weight": {"dim": 1}, "attn.out_proj": {}}
+    with pytest.raises(SpecError, match="out_proj of a MultiheadAttention"):
+        build_groups(_spec(layers), TinyEncoder())
+    build_groups(_spec({**layers, "attn.out_proj": {"prev": []}}), TinyEncoder())

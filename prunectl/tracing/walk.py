@@ -18,6 +18,7 @@ import torch.nn as nn
 from torch.fx.node import Node, map_aggregate
 
 from .. import layers as L
+from ..attention import self_attention_problem
 from ..errors import UnsupportedError
 from .flow import Flow, Touch, broadcast_dim, merge, normalise_dim
 from .rules import PARAMETER_OPS, function_flow, module_flow, op_name
@@ -105,6 +106,8 @@ class _Walker(fx.Interpreter):
             return None  # shapes, sizes, dims: the pruned model computes its own
         real_args, real_kwargs = self.fetch_args_kwargs_from_env(node)
         try:
+            if node.op == "call_module" and isinstance(module, nn.MultiheadAttention):
+                return self._attention(node, module, real_args, real_kwargs, incoming, result)
             if node.op == "call_module":
                 if len(incoming) != 1 or not isinstance(args[0], Flow):
                     raise Touch("takes pruned channels in more than one argument")
@@ -150,6 +153,27 @@ class _Walker(fx.Interpreter):
         self.first_inputs[name] = flow.sources
         self.walk.layers.append(TracedLayer(name, "parameter", flow.sources, dim=axis))
         return flow.at(d)
+
+    def _attention(self, node: Node, module: nn.MultiheadAttention, real_args: tuple, real_kwargs: dict,
+                   incoming: list[Flow], result: Any) -> list[Flow | None]:
+        """Self-attention on the residual stream: ``in_proj_weight``'s input columns follow the
+        stream's channels (a parameter entry, dim 1) and ``out_proj`` writes a new channel space;
+        the heads stay whole (attention.py)."""
+        name = str(node.target)
+        nodes = tuple(node.args[:3]) + tuple(node.kwargs[k] for k in ("query", "key", "value") if k in node.kwargs)
+        problem = self_attention_problem(module, real_args, real_kwargs, nodes)
+        flow = incoming[0]
+        query = real_args[0] if real_args else real_kwargs.get("query")
+        if problem is None and (flow.composite or flow.dim != query.dim() - 1 or flow.factor != 1):
+            problem = "reads pruned channels from a dim other than its last"
+        if problem is None and name in self.first_inputs:
+            problem = "is called more than once (shared weights)"
+        if problem is not None:
+            raise Touch(problem)
+        self.first_inputs[name] = flow.sources
+        self.walk.layers.append(TracedLayer(f"{name}.in_proj_weight", "parameter", flow.sources, dim=1))
+        self.walk.layers.append(TracedLayer(f"{name}.out_proj", "linear", None))
+        return [Flow(frozenset({f"{name}.out_proj"}), result[0].dim() - 1), None]
 
     def _held_parameter(self, node: Any) -> str | None:
         """The parameter a node is, or expands (ViT's ``class_token.expand(n, -1, -1)``), used only there."""
