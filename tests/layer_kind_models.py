@@ -137,3 +137,45 @@ class CrossAttention(nn.Module):
         kv = self.kv(x)
         y, _ = self.attn(self.q(x), kv, kv)
         return self.head(y.mean(1))
+
+
+class HeadsFromInputWidth(nn.Module):
+    """MaxViT-style: attention output reshaped with the width read from its input (``D = x.shape[-1]``),
+    which ties the input width to the fixed inner width."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 16)
+        self.norm = nn.LayerNorm(16)
+        self.qkv = nn.Linear(16, 24)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.fc(x))
+        b, length, d = x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        out = (torch.softmax(q @ k.transpose(1, 2), -1) @ v).reshape(b, length, d // 2)
+        return self.head(out.mean(1))
+
+
+class FixedWidthView(nn.Module):
+    """ViT's _process_input: a conv output reshaped with its width as a constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 2, stride=2)
+        self.width = 8
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        x = x.reshape(x.shape[0], self.width, -1).permute(0, 2, 1)
+        return self.head(x.mean(1))
+
+
+class ComputedWidthView(FixedWidthView):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        n, c, h, w = x.shape
+        x = x.reshape(n, c, h * w).permute(0, 2, 1)
+        return self.head(x.mean(1))

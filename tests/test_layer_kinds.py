@@ -19,8 +19,9 @@ from prunectl.spec import Spec
 from prunectl.surgery import apply_resize
 from prunectl.tracing import trace_model
 from prunectl.attention import ResidualCutMultiheadAttention
-from tests.layer_kind_models import (CrossAttention, CustomNormNet, NormZoo, ScaleUsedTwice, SpatialLayerNorm,
-                                     TinyEncoder, TokenModel)
+from tests.layer_kind_models import (ComputedWidthView, CrossAttention, CustomNormNet, FixedWidthView,
+                                     HeadsFromInputWidth, NormZoo, ScaleUsedTwice, SpatialLayerNorm, TinyEncoder,
+                                     TokenModel)
 
 FACTORY = "tests.layer_kind_models:"
 
@@ -123,13 +124,17 @@ def test_embedding_class_token_and_position_embedding_follow_the_embedding_dim(t
     (SpatialLayerNorm, (1, 3, 6, 6), ["LayerNorm over 3 dims", "'conv'"]),
     (ScaleUsedTwice, (1, 3, 4, 4), ["parameter scale", "also used elsewhere"]),
     (CrossAttention, (2, 5, 8), ["MultiheadAttention", "cross-attention"]),
+    (HeadsFromInputWidth, (2, 5, 8), ["uses the number of pruned channels", "'norm'"]),
+    (FixedWidthView, (1, 3, 4, 4), ["channel count fixed in the model's code", "'conv'"]),
 ])
 def test_what_cannot_be_cut_stays_exit_6(model, shape, words) -> None:
     with pytest.raises(UnsupportedError) as info:
         trace_model(model(), shape)
     assert info.value.exit_code == 6
-    assert all(word in str(info.value) for word in words), str(info.value)
     traced = trace_model(model(), shape, skip_unsupported=True)  # pinned instead, with the reason
+    # the error names the first such op; every one is in the incidents, with the layers it pins
+    told = str(info.value) + " ".join(f"{i.describe()} {sorted(i.sources)}" for i in traced.incidents)
+    assert all(word in told for word in words), told
     assert traced.pinned
 
 
@@ -197,3 +202,8 @@ def test_out_proj_of_attention_must_have_a_fixed_input() -> None:
     with pytest.raises(SpecError, match="out_proj of a MultiheadAttention"):
         build_groups(_spec(layers), TinyEncoder())
     build_groups(_spec({**layers, "attn.out_proj": {"prev": []}}), TinyEncoder())
+
+
+def test_a_reshape_sized_by_the_tensors_own_channel_count_is_followed() -> None:
+    traced = trace_model(ComputedWidthView(), (1, 3, 4, 4))
+    assert {layer.name: layer.prune for layer in traced.spec.layers}["conv"]

@@ -34,6 +34,16 @@ class TracedLayer:
 
 
 @dataclass(frozen=True)
+class Size:
+    """A shape read from a tensor of pruned channels (``dim``: where the channel count sits in it),
+    or that channel count itself (``dim`` None). The hard model reads a smaller number there, so
+    it may only size a reshape of the same channels (``x.view(n, c, -1)``); any other use pins."""
+
+    sources: frozenset[str]
+    dim: int | None = None
+
+
+@dataclass(frozen=True)
 class Incident:
     """An op that touches pruned channels in a way prunectl cannot follow."""
 
@@ -100,12 +110,15 @@ class _Walker(fx.Interpreter):
             module = self.submodules[node.target]
             if L.kind_of(module) != "other":
                 return self._layer(node, module, incoming, result)
-        if not incoming:
+        sizes = _leaves(args, Size) + _leaves(kwargs, Size)
+        if not incoming and not sizes:
             return None  # nothing pruned flows in, so nothing pruned flows out
-        if not _has_tensor(result):
-            return None  # shapes, sizes, dims: the pruned model computes its own
         real_args, real_kwargs = self.fetch_args_kwargs_from_env(node)
         try:
+            if sizes or not _has_tensor(result):
+                return self._sizes(node, args, real_args, real_kwargs, incoming, sizes, result)
+            if op_name(node.target) in ("view", "reshape"):
+                self._check_reshape_sizes(node, args, kwargs, real_args, real_kwargs, result)
             if node.op == "call_module" and isinstance(module, nn.MultiheadAttention):
                 return self._attention(node, module, real_args, real_kwargs, incoming, result)
             if node.op == "call_module":
@@ -122,10 +135,11 @@ class _Walker(fx.Interpreter):
                     return flow
             return function_flow(op_name(node.target), real_args, real_kwargs, args, kwargs, result)
         except Touch as touch:
-            self._incident(node, touch, incoming)
+            self._incident(node, touch, incoming + [Flow(size.sources, 0) for size in sizes])
             return None
         except (IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            self._incident(node, Touch(f"has arguments the tracer cannot read ({type(exc).__name__})"), incoming)
+            self._incident(node, Touch(f"has arguments the tracer cannot read ({type(exc).__name__})"),
+                           incoming + [Flow(size.sources, 0) for size in sizes])
             return None
 
     def _parameter_operand(self, node: Node, real_args: tuple, args: tuple, result: Any) -> Flow | None:
@@ -153,6 +167,55 @@ class _Walker(fx.Interpreter):
         self.first_inputs[name] = flow.sources
         self.walk.layers.append(TracedLayer(name, "parameter", flow.sources, dim=axis))
         return flow.at(d)
+
+    def _sizes(self, node: Node, args: Any, real_args: tuple, real_kwargs: dict, incoming: list[Flow],
+               sizes: list[Size], result: Any) -> Any:
+        """Shapes read from pruned tensors, and what is done with them."""
+        name = op_name(node.target)
+        if not sizes:  # x.shape, x.size(d): a number the hard model reads smaller
+            flow = args[0] if isinstance(args[0], Flow) else None
+            if flow is None:
+                return None
+            if name == "getattr" and real_args[1] == "shape" or name == "size" and len(real_args) == 1 \
+                    and "dim" not in real_kwargs:
+                return Size(flow.sources, flow.dim)
+            if name == "size":
+                dim = real_args[1] if len(real_args) > 1 else real_kwargs["dim"]
+                return Size(flow.sources) if normalise_dim(int(dim), real_args[0].dim()) == flow.dim else None
+            return None  # x.dim(), x.dtype, x.device: not the channel count
+        if name == "getitem" and isinstance(args[0], Size) and args[0].dim is not None and len(sizes) == 1:
+            index, length = real_args[1], len(real_args[0])
+            if isinstance(index, int):
+                return Size(args[0].sources) if normalise_dim(index, length) == args[0].dim else None
+            if isinstance(index, slice):
+                kept = list(range(length))[index]
+                return Size(args[0].sources, kept.index(args[0].dim)) if args[0].dim in kept else None
+        if name in ("view", "reshape") and _has_tensor(result) and isinstance(args[0], Flow):
+            self._check_reshape_sizes(node, args, {}, real_args, real_kwargs, result)
+            return function_flow(name, real_args, real_kwargs, args, {}, result)
+        raise Touch(f"uses the number of pruned channels ({_describe(node)}), which the pruned model reads smaller")
+
+    def _check_reshape_sizes(self, node: Node, args: Any, kwargs: Any, real_args: tuple, real_kwargs: dict,
+                             result: Any) -> None:
+        """``x.view(n, C, -1)`` may size the channel dim only with -1 or x's own channel count: a
+        number fixed in the model's code (ViT's ``self.hidden_dim``) would not shrink with it."""
+        flow = args[0]
+        if not isinstance(flow, Flow) or not isinstance(result, torch.Tensor):
+            return
+        moved = function_flow(op_name(node.target), real_args, real_kwargs, args, kwargs, result)
+        entries = list(node.args[1:])
+        flows = list(args[1:])
+        if len(entries) == 1 and isinstance(entries[0], (list, tuple)):
+            entries, flows = list(entries[0]), list(flows[0])
+        if moved.dim >= len(entries):
+            return
+        entry, size = entries[moved.dim], flows[moved.dim]
+        if isinstance(size, Size) and size.dim is None and size.sources == flow.sources and moved.factor == flow.factor:
+            return
+        if entry == -1 and sum(1 for e in entries if e == -1) == 1:
+            return
+        raise Touch(f"reshapes pruned channels to a channel count fixed in the model's code "
+                    f"({result.shape[moved.dim]}); the pruned model would need it smaller")
 
     def _attention(self, node: Node, module: nn.MultiheadAttention, real_args: tuple, real_kwargs: dict,
                    incoming: list[Flow], result: Any) -> list[Flow | None]:
@@ -267,13 +330,13 @@ def walk_graph(graph_module: fx.GraphModule, example: torch.Tensor) -> Walk:
     return walker.walk
 
 
-def _leaves(value: Any) -> list[Flow]:
-    if isinstance(value, Flow):
+def _leaves(value: Any, kind: type = Flow) -> list[Any]:
+    if isinstance(value, kind):
         return [value]
     if isinstance(value, (list, tuple)):
-        return [f for item in value for f in _leaves(item)]
+        return [f for item in value for f in _leaves(item, kind)]
     if isinstance(value, dict):
-        return [f for item in value.values() for f in _leaves(item)]
+        return [f for item in value.values() for f in _leaves(item, kind)]
     return []
 
 
