@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from . import layers as L
 from .errors import SpecError, UnsupportedError
-from .params import parameter_of
+from .params import count_attribute_of, parameter_of
 from .spec import LayerSpec, Spec
 
 
@@ -29,6 +29,7 @@ class Member:
     scored: bool = False  # the criterion scores this member's output filters
     offset: int = 0  # a concatenation: this group's channels start at this index of the dimension
     axis: int | None = None  # a parameter entry ("module.param"): the parameter's channel axis
+    count: bool = False  # an attribute entry ("module.attr"): an int holding the channel count
 
 
 @dataclass
@@ -176,22 +177,32 @@ def _connect_parameter(layer: LayerSpec, modules: dict[str, nn.Module], spaces: 
                        output_of: dict, last: _Ref | None, key: str, model_name: str) -> _Ref:
     """A parameter entry ("module.param" with dim): its channel axis lives in its prev's space."""
     found = parameter_of(modules, layer.name)
-    if found is None:
-        raise SpecError(f"{key}: no module or parameter of that name in the model ({model_name})")
-    if layer.dim is None:
-        raise SpecError(f"{key}.dim: missing; a parameter entry names the axis that holds the channels")
-    parameter = found[2]
-    if layer.dim >= parameter.dim():
-        raise SpecError(f"{key}.dim: {layer.dim}, but the parameter has shape {tuple(parameter.shape)}")
+    attribute = count_attribute_of(modules, layer.name) if found is None else None
+    if found is None and (attribute is None or not layer.count):
+        raise SpecError(f"{key}: no module or parameter of that name in the model ({model_name})"
+                        + ("" if attribute is None else "; an int attribute holding the channel count needs "
+                           "\"count\": true"))
+    if attribute is not None:
+        width, what = attribute[2], "as its value"
+    else:
+        if layer.count:
+            raise SpecError(f"{key}.count: {layer.name!r} is a parameter; give it dim instead")
+        if layer.dim is None:
+            raise SpecError(f"{key}.dim: missing; a parameter entry names the axis that holds the channels")
+        parameter = found[2]
+        if layer.dim >= parameter.dim():
+            raise SpecError(f"{key}.dim: {layer.dim}, but the parameter has shape {tuple(parameter.shape)}")
+        width, what = parameter.shape[layer.dim], f"channels along dim {layer.dim}"
     source = last if layer.prev is None else (_input_ref(layer.prev, output_of, spaces, key) if layer.prev else None)
     if source is None:
         raise SpecError(f"{key}: a parameter entry must follow a listed layer (or name them in prev)")
     if isinstance(source, _Cat):
         raise UnsupportedError(f"{key}: a parameter over a concatenation of channels is not supported; "
                                "mark the layers in its prev \"prune\": false")
-    _expect_width(key, parameter.shape[layer.dim], spaces, source, f"channels along dim {layer.dim}")
+    _expect_width(key, width, spaces, source, what)
     ref = _Ref(spaces.find(source.space), source.factor)
-    spaces.group(ref.space).members.append(Member(layer.name, "out", ref.factor, axis=layer.dim))
+    spaces.group(ref.space).members.append(Member(layer.name, "out", ref.factor, axis=layer.dim,
+                                                  count=attribute is not None))
     return ref
 
 

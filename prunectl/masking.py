@@ -28,6 +28,8 @@ def soft_prune(model: nn.Module, plan: dict[str, ModuleCut]) -> nn.Module:
     soft = copy.deepcopy(model)
     modules = dict(soft.named_modules())
     for name, cut in plan.items():
+        if cut.count:
+            continue  # an attribute holding the channel count: the soft model keeps every channel
         if cut.axis is not None:  # a parameter entry: zero the cut channels along its axis
             parameter = parameter_of(modules, name)[2]
             parameter.index_fill_(cut.axis, _dropped(parameter.shape[cut.axis], cut.out), 0.0)

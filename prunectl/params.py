@@ -25,6 +25,22 @@ def parameter_of(modules: dict[str, nn.Module], name: str) -> tuple[nn.Module, s
     return None if parameter is None else (owner, attr, parameter)
 
 
+def count_attribute_of(modules: dict[str, nn.Module], name: str) -> tuple[nn.Module, str, int] | None:
+    """(owner module, attribute, value) for an int attribute holding a channel count, or None."""
+    owner_name, _, attr = name.rpartition(".")
+    owner = modules.get(owner_name)
+    value = None if owner is None else vars(owner).get(attr)
+    if not attr or not isinstance(value, int) or isinstance(value, bool):
+        return None
+    return owner, attr, value
+
+
+def count_attributes(module: nn.Module) -> dict[str, int]:
+    """A module's own int attributes (not bools): where a model may keep a channel count."""
+    return {key: value for key, value in vars(module).items()
+            if isinstance(value, int) and not isinstance(value, bool) and not key.startswith("_")}
+
+
 def replace_parameter(owner: nn.Module, attr: str, value: torch.Tensor) -> None:
     old = owner._parameters[attr]
     setattr(owner, attr, nn.Parameter(value.contiguous(), requires_grad=old.requires_grad))

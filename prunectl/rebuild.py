@@ -15,7 +15,7 @@ import torch.nn as nn
 from . import factories
 from . import layers as L
 from .checkpoint import load_weights
-from .params import resize_of
+from .params import count_attributes, resize_of
 from .errors import CheckpointError, SpecError, VerificationError
 from .spec import ModelRef, Spec
 from .surgery import apply_resize
@@ -55,6 +55,13 @@ def resize_needed(rebuilt: nn.Module, hard: nn.Module) -> dict[str, dict[str, in
         target = L.shape_attrs(module)
         if L.shape_attrs(built[name]) != target:
             resize[name] = target
+    # int attributes holding a channel count (ViT's hidden_dim)
+    for name, module in hard.named_modules():
+        if L.kind_of(module) == "other" and name in built:
+            changed = {key: value for key, value in count_attributes(module).items()
+                       if count_attributes(built[name]).get(key) != value}
+            if changed:
+                resize[name] = changed
     # parameters of other modules cut along a channel axis (layer scale, position embedding)
     owners = dict(hard.named_modules())
     built_parameters = dict(rebuilt.named_parameters())

@@ -21,7 +21,7 @@ _TOP_KEYS = {
     "prunectl_spec", "model", "input", "criterion", "rate", "round_to", "min_channels",
     "group_reduce", "layers",
 }
-_LAYER_KEYS = {"arg", "prev", "prune", "rate", "cat", "dim"}
+_LAYER_KEYS = {"arg", "prev", "prune", "rate", "cat", "dim", "count"}
 MAX_DIM = 1 << 20
 
 
@@ -60,6 +60,8 @@ class LayerSpec:
     cat: tuple[tuple[str, ...], ...] | None = None
     # set only for a parameter entry ("module.param"): the parameter's axis holding the channels
     dim: int | None = None
+    # an attribute entry ("module.attr"): an int attribute that holds the channel count (ViT's hidden_dim)
+    count: bool = False
 
     @property
     def prunable(self) -> bool:
@@ -79,6 +81,8 @@ class LayerSpec:
             out["rate"] = self.rate
         if self.dim is not None:
             out["dim"] = self.dim
+        if self.count:
+            out["count"] = True
         return out
 
 
@@ -236,9 +240,12 @@ class _SpecParser:
             if dim is not None and ("arg" in options or cat is not None):
                 raise self.fail(f"{where}.dim", "a parameter entry (with dim) takes no arg or cat; its channels "
                                 "follow the layers in its prev")
+            count = options.get("count", False)
+            if count is not False and (count is not True or dim is not None or "arg" in options or cat is not None):
+                raise self.fail(f"{where}.count", "expected true, on an attribute entry without dim, arg or cat")
             layers.append(LayerSpec(name=name, arg=arg, has_arg="arg" in options, prev=prev,
                                     prune=prune, rate=self.rate(options.get("rate"), f"{where}.rate"), cat=cat,
-                                    dim=dim))
+                                    dim=dim, count=count))
             seen.add(name)
         return tuple(layers)
 

@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from . import layers as L
 from .attention import adapt_attention
-from .params import apply_parameter_resize, parameter_of, replace_parameter
+from .params import apply_parameter_resize, count_attribute_of, count_attributes, parameter_of, replace_parameter
 from .plan import ModuleCut
 
 
@@ -46,6 +46,11 @@ def hard_prune(model: nn.Module, plan: dict[str, ModuleCut]) -> tuple[nn.Module,
     modules = dict(hard.named_modules())
     new_attrs: dict[str, dict[str, int]] = {}
     for name, cut in plan.items():
+        if cut.count:  # an attribute holding the channel count (ViT's hidden_dim)
+            owner, attr, _ = count_attribute_of(modules, name)
+            setattr(owner, attr, len(cut.out))
+            new_attrs[name] = {attr: len(cut.out)}
+            continue
         if cut.axis is not None:  # a parameter entry: keep its channels along its axis
             owner, attr, parameter = parameter_of(modules, name)
             with torch.no_grad():
@@ -73,6 +78,17 @@ def apply_resize(model: nn.Module, resize: dict[str, dict[str, int]], where: str
     modules = dict(model.named_modules())
     for name, attrs in resize.items():
         parameter = parameter_of(modules, name) if name not in modules else None
+        if name in modules and L.kind_of(modules[name]) == "other" and isinstance(attrs, dict):
+            # int attributes holding a channel count (ViT's hidden_dim); only ones the module has
+            counts = count_attributes(modules[name])
+            unknown = sorted(set(attrs) - set(counts))
+            if unknown:
+                raise SpecError(f"{where}.{name}: {type(modules[name]).__name__} has no int attribute {unknown[0]!r}")
+            for key, value in attrs.items():
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise SpecError(f"{where}.{name}.{key}: expected a positive integer, got {value!r}")
+                setattr(modules[name], key, value)
+            continue
         if parameter is None and (name not in modules or L.kind_of(modules[name]) == "other"):
             raise SpecError(f"{where}.{name}: no resizable module or parameter of that name in {type(model).__name__}")
         if not isinstance(attrs, dict):

@@ -120,6 +120,8 @@ class CostModel:
         L = self.layers
         delta = 0.0
         for name, cut in plan.items():
+            if cut.count:
+                continue  # an attribute holding the channel count: no weights
             if cut.axis is not None:  # a parameter entry (layer scale, position embedding): no MACs
                 if self.kind != "macs":
                     parameter = self.modules[name.rpartition(".")[0]]._parameters[name.rpartition(".")[2]]

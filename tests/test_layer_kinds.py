@@ -19,7 +19,7 @@ from prunectl.spec import Spec
 from prunectl.surgery import apply_resize
 from prunectl.tracing import trace_model
 from prunectl.attention import ResidualCutMultiheadAttention
-from tests.layer_kind_models import (ComputedWidthView, CrossAttention, CustomNormNet, FixedWidthView,
+from tests.layer_kind_models import (AttributeWidthView, ComputedWidthView, CrossAttention, CustomNormNet, FixedWidthView,
                                      HeadsFromInputWidth, NormZoo, ScaleUsedTwice, SpatialLayerNorm, TinyEncoder,
                                      TokenModel)
 
@@ -207,3 +207,21 @@ def test_out_proj_of_attention_must_have_a_fixed_input() -> None:
 def test_a_reshape_sized_by_the_tensors_own_channel_count_is_followed() -> None:
     traced = trace_model(ComputedWidthView(), (1, 3, 4, 4))
     assert {layer.name: layer.prune for layer in traced.spec.layers}["conv"]
+
+
+def test_an_int_attribute_holding_the_width_is_an_attribute_entry(tmp_path: Path) -> None:
+    # torchvision's ViT reshapes its patch embedding with self.hidden_dim: the rebuild sets it smaller
+    spec = trace_model(AttributeWidthView(), (1, 3, 4, 4)).spec
+    assert {layer.name: layer.count for layer in spec.layers}["width"] is True
+    assert Spec.from_json(spec.to_json()).to_json() == spec.to_json()
+    torch.manual_seed(0)
+    result = _prune(tmp_path, AttributeWidthView(), "AttributeWidthView", (1, 3, 4, 4), rate=0.5, onnx=True)
+    assert result.manifest.resize[""] == {"width": 4}
+    model = prunectl.load(tmp_path / "out")
+    assert model.width == 4 and model.conv.out_channels == 4
+    with pytest.raises(SpecError, match="count"):
+        build_groups(_spec({"conv": {}, "width": {}}), AttributeWidthView())  # the marker is required
+    with pytest.raises(SpecError, match="count"):
+        _spec({"conv": {}, "width": {"count": True, "dim": 0}})
+    with pytest.raises(SpecError, match="no int attribute 'training'"):
+        apply_resize(AttributeWidthView(), {"": {"training": 1}})

@@ -49,7 +49,7 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], *, dtype: str = 
     was_training = model.training
     model.eval()
     try:
-        walk = walk_graph(symbolic_graph(model), example)
+        walk = walk_graph(symbolic_graph(model), example, model)
     except UnsupportedError:
         raise
     except Exception as exc:
@@ -111,7 +111,8 @@ def _spec(walk: Walk, pinned: dict[str, str], model_ref: ModelRef | None, input_
         cat = None if layer.cat is None else tuple(
             tuple(sorted(part, key=position.__getitem__)) for part in layer.cat)
         layers.append(LayerSpec(name=layer.name, prev=None if cat else _prev(layer, previous, position),
-                                prune=layer.name not in pinned, cat=cat, dim=layer.dim))
+                                prune=layer.name not in pinned, cat=cat, dim=layer.dim,
+                                count=layer.kind == "count"))
         previous = layer.name
     return Spec(layers=tuple(layers), model=model_ref, input=input_spec, source=source)
 

@@ -20,6 +20,7 @@ from torch.fx.node import Node, map_aggregate
 from .. import layers as L
 from ..attention import self_attention_problem
 from ..errors import UnsupportedError
+from ..params import count_attributes
 from .flow import Flow, Touch, broadcast_dim, merge, normalise_dim
 from .rules import PARAMETER_OPS, function_flow, module_flow, op_name
 
@@ -27,7 +28,7 @@ from .rules import PARAMETER_OPS, function_flow, module_flow, op_name
 @dataclass(frozen=True)
 class TracedLayer:
     name: str
-    kind: str  # "conv", "linear", "norm", "embedding" or "parameter"
+    kind: str  # "conv", "linear", "norm", "embedding", "parameter" or "count" (an int attribute)
     inputs: frozenset[str] | None  # listed layers feeding it (a prev sum); None: fixed input
     cat: tuple[frozenset[str], ...] | None = None  # its input is this channel concatenation
     dim: int | None = None  # a parameter: the axis that holds the channels
@@ -81,8 +82,9 @@ def symbolic_graph(model: nn.Module) -> fx.GraphModule:
 
 
 class _Walker(fx.Interpreter):
-    def __init__(self, graph_module: fx.GraphModule):
+    def __init__(self, graph_module: fx.GraphModule, root: nn.Module | None = None):
         super().__init__(graph_module)
+        self.root = graph_module if root is None else root  # the traced model, with its own attributes
         self.flows: dict[Node, Any] = {}
         self.walk = Walk()
         self.first_inputs: dict[str, frozenset[str] | None] = {}
@@ -214,8 +216,44 @@ class _Walker(fx.Interpreter):
             return
         if entry == -1 and sum(1 for e in entries if e == -1) == 1:
             return
+        if isinstance(entry, int) and not isinstance(entry, bool) and moved.factor == flow.factor \
+                and self._count_attribute(node, entry, flow):
+            return
         raise Touch(f"reshapes pruned channels to a channel count fixed in the model's code "
                     f"({result.shape[moved.dim]}); the pruned model would need it smaller")
+
+    def _count_attribute(self, node: Node, value: int, flow: Flow) -> bool:
+        """A reshape to a fixed channel count that the running module keeps in exactly one int
+        attribute (ViT's ``self.hidden_dim``): list that attribute, so the hard model gets it smaller."""
+        stack = node.meta.get("nn_module_stack") or {}
+        path = list(stack)[-1] if stack else ""
+        owner = self.root if not path else self.root.get_submodule(path)
+        names = [key for key, held in count_attributes(owner).items() if held == value]
+        if len(names) != 1 or not self._reads_attribute(node, owner, names[0]):
+            return False
+        name = f"{path}.{names[0]}" if path else names[0]
+        if name in self.first_inputs:
+            if self.first_inputs[name] != flow.sources:
+                raise Touch(f"sizes two different channel spaces with the attribute {name}")
+            return True
+        self.first_inputs[name] = flow.sources
+        self.walk.layers.append(TracedLayer(name, "count", flow.sources))
+        return True
+
+    def _reads_attribute(self, node: Node, owner: nn.Module, attr: str) -> bool:
+        """Whether ``node``'s arguments come from ``owner.attr`` and not from an equal literal: trace
+        again with the attribute set to an unlikely number and look for it in the same node."""
+        marker = 1_000_003 + getattr(owner, attr)
+        original = getattr(owner, attr)
+        try:
+            setattr(owner, attr, marker)
+            graph = _LayerTracer().trace(self.root)
+        except Exception:
+            return False
+        finally:
+            setattr(owner, attr, original)
+        again = next((n for n in graph.nodes if n.name == node.name), None)
+        return again is not None and marker in _flat_args(again.args)
 
     def _attention(self, node: Node, module: nn.MultiheadAttention, real_args: tuple, real_kwargs: dict,
                    incoming: list[Flow], result: Any) -> list[Flow | None]:
@@ -323,8 +361,8 @@ class _Walker(fx.Interpreter):
         self.walk.incidents.append(Incident(_where(node), op, str(touch), sources))
 
 
-def walk_graph(graph_module: fx.GraphModule, example: torch.Tensor) -> Walk:
-    walker = _Walker(graph_module)
+def walk_graph(graph_module: fx.GraphModule, example: torch.Tensor, root: nn.Module | None = None) -> Walk:
+    walker = _Walker(graph_module, root)
     with torch.no_grad():
         walker.run(example)
     return walker.walk
@@ -338,6 +376,12 @@ def _leaves(value: Any, kind: type = Flow) -> list[Any]:
     if isinstance(value, dict):
         return [f for item in value.values() for f in _leaves(item, kind)]
     return []
+
+
+def _flat_args(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return [v for item in value for v in _flat_args(item)]
+    return [value]
 
 
 def _has_tensor(value: Any) -> bool:
