@@ -188,3 +188,15 @@ class ComputedWidthView(AttributeWidthView):
         n, c, h, w = x.shape
         x = x.reshape(n, c, h * w).permute(0, 2, 1)
         return self.head(x.mean(1))
+
+
+class TinyViT(nn.Module):
+    """torchvision's VisionTransformer code at a test size (two blocks, width 16, 32x32 images)."""
+
+    def __new__(cls) -> nn.Module:
+        from torchvision.models import VisionTransformer
+
+        model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16,
+                                  mlp_dim=24, num_classes=3)
+        nn.init.normal_(model.heads.head.weight)  # torchvision zero-initialises the classifier
+        return model

@@ -225,3 +225,19 @@ def test_an_int_attribute_holding_the_width_is_an_attribute_entry(tmp_path: Path
         _spec({"conv": {}, "width": {"count": True, "dim": 0}})
     with pytest.raises(SpecError, match="no int attribute 'training'"):
         apply_resize(AttributeWidthView(), {"": {"training": 1}})
+
+
+def test_torchvision_vit_residual_width_is_cut(tmp_path: Path) -> None:
+    from tests.layer_kind_models import TinyViT
+
+    torch.manual_seed(0)
+    traced = trace_model(TinyViT(), (1, 3, 32, 32))
+    assert list(traced.pinned) == ["heads.head"]
+    result = _prune(tmp_path, TinyViT(), "TinyViT", (1, 3, 32, 32), rate=0.5, onnx=True)
+    model = prunectl.load(tmp_path / "out")
+    assert model.hidden_dim == 8 and model.conv_proj.out_channels == 8
+    assert model.class_token.shape == (1, 1, 8) and model.encoder.pos_embedding.shape == (1, 17, 8)
+    attention = model.encoder.layers[1].self_attention
+    assert isinstance(attention, ResidualCutMultiheadAttention) and attention.embed_dim == 16
+    assert result.manifest.extra["verify"]["reference_max_abs"] > 0
+    assert result.manifest.extra["onnx"]["max_abs"] <= 1e-4
