@@ -179,7 +179,7 @@ def _connect_parameter(layer: LayerSpec, modules: dict[str, nn.Module], spaces: 
     found = parameter_of(modules, layer.name)
     attribute = count_attribute_of(modules, layer.name) if found is None else None
     if found is None and (attribute is None or not layer.count):
-        raise SpecError(f"{key}: no module or parameter of that name in the model ({model_name})"
+        raise SpecError(f"{key}: no module of that name in the model ({model_name}), nor a parameter"
                         + ("" if attribute is None else "; an int attribute holding the channel count needs "
                            "\"count\": true"))
     if attribute is not None:

@@ -153,7 +153,7 @@ def test_parameter_entries_are_strict_and_round_trip() -> None:
     bad = {
         "layer_scale": ({"prev": ["gn_per_channel"]}, SpecError, "dim: missing"),
         "branch": ({"dim": 0}, SpecError, "only a parameter entry"),
-        "nothing_here": ({"dim": 0}, SpecError, "no module or parameter"),
+        "nothing_here": ({"dim": 0}, SpecError, "no module of that name .*, nor a parameter"),
     }
     for name, (options, error, words) in bad.items():
         broken = {key: ({} if key == name else value) for key, value in layers.items()}
