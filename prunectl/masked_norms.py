@@ -42,7 +42,7 @@ def _masked_layer_norm(self: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     shape = [1] * x.dim()
     shape[dim] = -1
     mask = self._prunectl_kept_mask.to(x.device).view(shape).to(x.dtype)
-    count = mask.sum()
+    count = mask.sum().clamp_min(1)
     mean = (x * mask).sum(dim, keepdim=True) / count
     centred = (x - mean) * mask
     var = (centred * centred).sum(dim, keepdim=True) / count
@@ -54,7 +54,8 @@ def _masked_group_norm(self: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
     groups = self.num_groups
     grouped = x.reshape(n, groups, c // groups, -1)
     mask = self._prunectl_kept_mask.to(x.device).view(1, groups, c // groups, 1).to(x.dtype)
-    count = mask.sum(dim=(2, 3), keepdim=True) * grouped.shape[-1]
+    # a group whose channels are all cut (GroupNorm(C, C)) has nothing to average: its output is 0
+    count = (mask.sum(dim=(2, 3), keepdim=True) * grouped.shape[-1]).clamp_min(1)
     mean = (grouped * mask).sum(dim=(2, 3), keepdim=True) / count
     centred = (grouped - mean) * mask
     var = (centred * centred).sum(dim=(2, 3), keepdim=True) / count

@@ -241,3 +241,14 @@ def test_torchvision_vit_residual_width_is_cut(tmp_path: Path) -> None:
     assert isinstance(attention, ResidualCutMultiheadAttention) and attention.embed_dim == 16
     assert result.manifest.extra["verify"]["reference_max_abs"] > 0
     assert result.manifest.extra["onnx"]["max_abs"] <= 1e-4
+
+
+@torch.no_grad()
+def test_a_group_with_every_channel_cut_gives_zeros_and_nan_never_verifies() -> None:
+    from prunectl.verify import compare
+
+    norm = nn.GroupNorm(4, 4)  # one channel per group: cutting a channel empties its group
+    install_masked_statistic(norm, torch.tensor([0, 2]))
+    y = norm(torch.randn(2, 4, 3, 3))
+    assert bool(torch.isfinite(y).all()) and bool((y[:, [1, 3]] == 0).all())
+    assert not compare([torch.zeros(3)], [torch.tensor([0.0, float("nan"), 0.0])], 1e-5, "x").ok
