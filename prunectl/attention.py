@@ -39,10 +39,14 @@ class ResidualCutMultiheadAttention(nn.MultiheadAttention):
         v = F.linear(value, w[2 * e:], None if b is None else b[2 * e:])
         n, length, _ = q.shape
         q, k, v = (t.reshape(n, t.shape[1], heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
-        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.head_dim), dim=-1)
-        if self.training and self.dropout > 0:
-            weights = F.dropout(weights, self.dropout)
-        out = (weights @ v).transpose(1, 2).reshape(n, length, e)
+        dropout = self.dropout if self.training else 0.0
+        weights = None
+        if need_weights:
+            weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.head_dim), dim=-1)
+            out = F.dropout(weights, dropout) @ v
+        else:  # the op nn.MultiheadAttention itself uses here (same numerics, same MAC count)
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        out = out.transpose(1, 2).reshape(n, length, e)
         out = self.out_proj(out)
         if not self.batch_first:
             out = out.transpose(0, 1)

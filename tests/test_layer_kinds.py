@@ -252,3 +252,13 @@ def test_a_group_with_every_channel_cut_gives_zeros_and_nan_never_verifies() -> 
     y = norm(torch.randn(2, 4, 3, 3))
     assert bool(torch.isfinite(y).all()) and bool((y[:, [1, 3]] == 0).all())
     assert not compare([torch.zeros(3)], [torch.tensor([0.0, float("nan"), 0.0])], 1e-5, "x").ok
+
+
+def test_attention_projections_are_counted_although_the_fused_path_hides_them() -> None:
+    from prunectl.report import count_macs
+
+    model, x = TinyEncoder().eval(), torch.randn(2, 5, 8)
+    tokens = 2 * 5
+    linear = tokens * (8 * 16 + 16 * 48 + 16 * 16 + 16 * 32 + 32 * 16) + 2 * 16 * 3  # in_proj/out_proj too
+    assert count_macs(model, x) == linear
+    assert torch.backends.mha.get_fastpath_enabled()  # restored
