@@ -17,7 +17,8 @@ import torch.nn as nn
 
 from . import layers as L
 from .errors import SpecError, UnsupportedError
-from .spec import Spec
+from .params import count_attribute_of, parameter_of
+from .spec import LayerSpec, Spec
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class Member:
     factor: int = 1  # each group channel spans `factor` consecutive indices of this dimension
     scored: bool = False  # the criterion scores this member's output filters
     offset: int = 0  # a concatenation: this group's channels start at this index of the dimension
+    axis: int | None = None  # a parameter entry ("module.param"): the parameter's channel axis
+    count: bool = False  # an attribute entry ("module.attr"): an int holding the channel count
 
 
 @dataclass
@@ -107,15 +110,27 @@ def build_groups(spec: Spec, model: nn.Module) -> list[ChannelGroup]:
     for layer in spec.layers:
         key = f"{where}: layers.{layer.name}"
         if layer.name not in modules:
-            raise SpecError(f"{key}: no module of that name in the model ({type(model).__name__})")
+            ref = _connect_parameter(layer, modules, spaces, output_of, last, key, type(model).__name__)
+            _record(layer, ref, spaces)
+            output_of[layer.name] = last = ref
+            continue
+        if layer.dim is not None:
+            raise SpecError(f"{key}.dim: only a parameter entry (\"module.param\") takes dim; this is a module")
         module = modules[layer.name]
         kind = L.kind_of(module)
         if kind == "other":
-            raise SpecError(f"{key}: is a {type(module).__name__}; only Conv1d/2d/3d, Linear and the "
-                            "BatchNorm layers after them are listed")
+            raise SpecError(f"{key}: is a {type(module).__name__}; only Conv1d/2d/3d, Linear, Embedding and the "
+                            "norm layers after them (BatchNorm, LayerNorm, GroupNorm, PReLU) are listed")
         L.check_supported(layer.name, module)
+        if kind == "embedding" and (layer.prev or layer.cat):
+            raise SpecError(f"{key}: an Embedding reads indices, not channels; give it no prev or cat")
         # prev None: the previous listed layer feeds it; []: no listed layer does (input fixed)
-        if layer.cat is not None:
+        if source_is_fixed(layer.name, modules) and (layer.cat or layer.prev or (layer.prev is None and last)):
+            raise SpecError(f"{key}: the out_proj of a MultiheadAttention reads its heads, which are never cut; "
+                            "give it \"prev\": []")
+        if kind == "embedding":
+            source = None
+        elif layer.cat is not None:
             source = _cat_ref(layer.cat, output_of, spaces, key)
         else:
             source = last if layer.prev is None else (
@@ -125,23 +140,70 @@ def build_groups(spec: Spec, model: nn.Module) -> list[ChannelGroup]:
         elif kind == "norm":
             if source is None:
                 raise SpecError(f"{key}: a norm layer must follow a listed conv or linear layer (or name them in prev)")
-            _expect_width(key, module.num_features, spaces, source, "features")
+            _expect_width(key, L.out_width(module), spaces, source, "features")
             ref = _Ref(spaces.find(source.space), source.factor)
-            spaces.group(ref.space).members.append(Member(layer.name, "out", ref.factor))
+            group = spaces.group(ref.space)
+            group.members.append(Member(layer.name, "out", ref.factor))
+            if L.norm_blocks(module) > 1:  # GroupNorm: every group keeps the same number of channels
+                _constrain_blocks(group, L.norm_blocks(module), ref.factor, layer.name)
         else:
             ref = _connect_producer(layer.name, module, kind, source, spaces, key)
-        for part in _parts(ref):
-            group = spaces.group(part.space)
-            if layer.name in group.layers:
-                continue
-            group.layers.append(layer.name)
-            if layer.rate is not None:
-                group.rates.append(layer.rate)
-            if not layer.prunable:
-                group.pinned_by.append(f"{layer.name}: " + ("prune: false" if not layer.prune else "arg: null"))
+        _record(layer, ref, spaces)
         output_of[layer.name] = ref
         last = ref
     return [group for group in spaces.roots() if group.members]
+
+
+def source_is_fixed(name: str, modules: dict[str, nn.Module]) -> bool:
+    """A MultiheadAttention's out_proj: its input is the heads (embed_dim), which stay whole."""
+    owner, _, attr = name.rpartition(".")
+    return attr == "out_proj" and isinstance(modules.get(owner), nn.MultiheadAttention)
+
+
+def _record(layer: LayerSpec, ref: _Ref | _Cat, spaces: _Spaces) -> None:
+    """The layer's name, rate and pin go to every group its output lives in."""
+    for part in _parts(ref):
+        group = spaces.group(part.space)
+        if layer.name in group.layers:
+            continue
+        group.layers.append(layer.name)
+        if layer.rate is not None:
+            group.rates.append(layer.rate)
+        if not layer.prunable:
+            group.pinned_by.append(f"{layer.name}: " + ("prune: false" if not layer.prune else "arg: null"))
+
+
+def _connect_parameter(layer: LayerSpec, modules: dict[str, nn.Module], spaces: _Spaces,
+                       output_of: dict, last: _Ref | None, key: str, model_name: str) -> _Ref:
+    """A parameter entry ("module.param" with dim): its channel axis lives in its prev's space."""
+    found = parameter_of(modules, layer.name)
+    attribute = count_attribute_of(modules, layer.name) if found is None else None
+    if found is None and (attribute is None or not layer.count):
+        raise SpecError(f"{key}: no module of that name in the model ({model_name}), nor a parameter"
+                        + ("" if attribute is None else "; an int attribute holding the channel count needs "
+                           "\"count\": true"))
+    if attribute is not None:
+        width, what = attribute[2], "as its value"
+    else:
+        if layer.count:
+            raise SpecError(f"{key}.count: {layer.name!r} is a parameter; give it dim instead")
+        if layer.dim is None:
+            raise SpecError(f"{key}.dim: missing; a parameter entry names the axis that holds the channels")
+        parameter = found[2]
+        if layer.dim >= parameter.dim():
+            raise SpecError(f"{key}.dim: {layer.dim}, but the parameter has shape {tuple(parameter.shape)}")
+        width, what = parameter.shape[layer.dim], f"channels along dim {layer.dim}"
+    source = last if layer.prev is None else (_input_ref(layer.prev, output_of, spaces, key) if layer.prev else None)
+    if source is None:
+        raise SpecError(f"{key}: a parameter entry must follow a listed layer (or name them in prev)")
+    if isinstance(source, _Cat):
+        raise UnsupportedError(f"{key}: a parameter over a concatenation of channels is not supported; "
+                               "mark the layers in its prev \"prune\": false")
+    _expect_width(key, width, spaces, source, what)
+    ref = _Ref(spaces.find(source.space), source.factor)
+    spaces.group(ref.space).members.append(Member(layer.name, "out", ref.factor, axis=layer.dim,
+                                                  count=attribute is not None))
+    return ref
 
 
 @dataclass(frozen=True)
@@ -166,7 +228,10 @@ def _connect_cat(name: str, module: nn.Module, kind: str, cat: _Cat, spaces: _Sp
     """A layer reading a concatenation: one member per part, each at its offset."""
     parts = tuple(_Ref(spaces.find(p.space), p.factor) for p in cat.parts)
     widths = [spaces.group(p.space).size * p.factor for p in parts]
-    width = module.num_features if kind == "norm" else L.in_width(module)
+    width = L.in_width(module)
+    if kind == "norm" and L.norm_blocks(module) > 1:
+        raise UnsupportedError(f"{key}: a GroupNorm over a concatenation is not supported; "
+                               "mark the layers of its 'cat' \"prune\": false")
     if width != sum(widths):
         raise SpecError(f"{key}: takes {width} input channels, but its concatenated input gives "
                         f"{' + '.join(map(str, widths))} = {sum(widths)}; check 'cat'")

@@ -15,17 +15,60 @@ from .errors import SpecError, UnsupportedError
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+# LayerNorm classes whose forward is known: over the last dim (nn.LayerNorm; timm's only casts to
+# float32), or over dim 1 of an NCHW tensor (permute, layer_norm, permute back). Any other subclass
+# is traced through, so its F.layer_norm call is an op the tracer reports (exit 6).
+_LAYER_NORMS_LAST = {"torch.nn.modules.normalization.LayerNorm", "timm.layers.norm.LayerNorm"}
+_LAYER_NORMS_FIRST = {"torchvision.models.convnext.LayerNorm2d", "timm.layers.norm.LayerNorm2d"}
+
+
+def _qualified(module: nn.Module) -> str:
+    return f"{type(module).__module__}.{type(module).__qualname__}"
 
 
 def kind_of(module: nn.Module) -> str:
-    """'conv', 'linear', 'norm' or 'other'."""
+    """'conv', 'linear', 'norm', 'embedding' or 'other'.
+
+    'norm' is every module whose channels follow the layer before it, one parameter per channel:
+    BatchNorm, LayerNorm over the channels, GroupNorm and PReLU with one slope per channel."""
     if isinstance(module, _CONV):
         return "conv"
     if isinstance(module, nn.Linear):
         return "linear"
-    if isinstance(module, _NORM):
+    if isinstance(module, (*_NORM, nn.GroupNorm)) or statistic(module) == "layer":
         return "norm"
+    if isinstance(module, nn.PReLU) and module.num_parameters > 1:
+        return "norm"
+    if type(module) is nn.Embedding:
+        return "embedding"
     return "other"
+
+
+def statistic(module: nn.Module) -> str | None:
+    """'layer' or 'group' for norms whose statistic spans channels (the soft model must compute it
+    over the kept channels only), None otherwise."""
+    if isinstance(module, nn.LayerNorm) and _qualified(module) in _LAYER_NORMS_LAST | _LAYER_NORMS_FIRST:
+        return "layer"
+    if isinstance(module, nn.GroupNorm):
+        return "group"
+    return None
+
+
+def channel_dim(module: nn.Module, ndim: int) -> int:
+    """The dimension of the module's input and output tensors that holds its channels."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        return ndim - 1
+    if statistic(module) == "layer" and _qualified(module) in _LAYER_NORMS_LAST:
+        return ndim - 1
+    return 1
+
+
+def norm_blocks(module: nn.Module) -> int:
+    """GroupNorm keeps ``num_groups``: every group must keep the same number of channels, unless
+    each channel is its own group (then cutting channels cuts groups)."""
+    if isinstance(module, nn.GroupNorm) and 1 < module.num_groups < module.num_channels:
+        return module.num_groups
+    return 1
 
 
 def is_transposed(module: nn.Module) -> bool:
@@ -44,8 +87,20 @@ def out_width(module: nn.Module) -> int:
     if kind == "linear":
         return module.out_features
     if kind == "norm":
-        return module.num_features
+        return _norm_width(module)
+    if kind == "embedding":
+        return module.embedding_dim
     raise UnsupportedError(f"{type(module).__name__} has no channel width prunectl knows")
+
+
+def _norm_width(module: nn.Module) -> int:
+    if isinstance(module, nn.LayerNorm):
+        return module.normalized_shape[0]
+    if isinstance(module, nn.GroupNorm):
+        return module.num_channels
+    if isinstance(module, nn.PReLU):
+        return module.num_parameters
+    return module.num_features
 
 
 def in_width(module: nn.Module) -> int:
@@ -55,7 +110,7 @@ def in_width(module: nn.Module) -> int:
     if kind == "linear":
         return module.in_features
     if kind == "norm":
-        return module.num_features
+        return _norm_width(module)
     raise UnsupportedError(f"{type(module).__name__} has no channel width prunectl knows")
 
 
@@ -65,6 +120,8 @@ def out_dims(module: nn.Module) -> dict[str, int]:
     if kind == "norm":
         return {name: 0 for name in ("weight", "bias", "running_mean", "running_var")
                 if getattr(module, name, None) is not None}
+    if kind == "embedding":
+        return {"weight": 1}  # [num_embeddings, embedding_dim]: the channels are the columns
     dims = {"weight": 1 if is_transposed(module) else 0}
     if getattr(module, "bias", None) is not None:
         dims["bias"] = 0
@@ -84,14 +141,34 @@ def shape_attrs(module: nn.Module) -> dict[str, int]:
     if kind == "linear":
         return {"in_features": module.in_features, "out_features": module.out_features}
     if kind == "norm":
-        return {"num_features": module.num_features}
+        return {_width_attr(module): _norm_width(module),
+                **({"num_groups": module.num_groups} if isinstance(module, nn.GroupNorm) else {})}
+    if kind == "embedding":
+        return {"num_embeddings": module.num_embeddings, "embedding_dim": module.embedding_dim}
     return {}
+
+
+def _width_attr(module: nn.Module) -> str:
+    if isinstance(module, nn.LayerNorm):
+        return "normalized_shape"  # a one-element tuple, written as its one integer
+    if isinstance(module, nn.GroupNorm):
+        return "num_channels"
+    if isinstance(module, nn.PReLU):
+        return "num_parameters"
+    return "num_features"
 
 
 def check_supported(name: str, module: nn.Module) -> None:
     if any(v == 0 for v in shape_attrs(module).values()):  # e.g. Linear(64, 0): nothing to score or keep
         raise UnsupportedError(f"layer {name!r}: {type(module).__name__} with a zero-sized dimension "
                                f"({shape_attrs(module)}); prunectl needs at least one channel per layer")
+    if isinstance(module, nn.LayerNorm) and kind_of(module) == "norm" and len(module.normalized_shape) != 1:
+        raise UnsupportedError(f"layer {name!r}: LayerNorm over {len(module.normalized_shape)} dims "
+                               f"{tuple(module.normalized_shape)}; prunectl cuts a LayerNorm over the channel dim "
+                               "only: mark the layers before it \"prune\": false")
+    if kind_of(module) == "embedding" and module.max_norm is not None:
+        raise UnsupportedError(f"layer {name!r}: Embedding with max_norm renormalises each row over all "
+                               "its channels; mark it \"prune\": false")
     if is_transposed(module) and module.groups > 1:
         raise UnsupportedError(f"layer {name!r}: grouped {type(module).__name__} (groups={module.groups}) "
                                "is not supported; mark it \"prune\": false and keep its input fixed")
@@ -114,7 +191,11 @@ def resized_attrs(module: nn.Module, new_out: int | None, new_in: int | None) ->
         if new_in is not None:
             attrs["in_features"] = new_in
     elif kind == "norm" and new_out is not None:
-        attrs["num_features"] = new_out
+        if isinstance(module, nn.GroupNorm) and module.num_groups == module.num_channels:
+            attrs["num_groups"] = new_out  # one channel per group: the groups go with the channels
+        attrs[_width_attr(module)] = new_out
+    elif kind == "embedding" and new_out is not None:
+        attrs["embedding_dim"] = new_out
     return attrs
 
 
@@ -127,7 +208,7 @@ def apply_attrs(module: nn.Module, attrs: dict[str, Any], where: str) -> None:
     for key, value in attrs.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise SpecError(f"{where}.{key}: expected a positive integer, got {value!r}")
-        setattr(module, key, value)
+        setattr(module, key, (value,) if key == "normalized_shape" else value)
     kind = kind_of(module)
     if kind == "conv":
         if module.in_channels % module.groups or module.out_channels % module.groups:
@@ -143,8 +224,12 @@ def apply_attrs(module: nn.Module, attrs: dict[str, Any], where: str) -> None:
         _realloc(module, "weight", (module.out_features, module.in_features))
         _realloc(module, "bias", (module.out_features,))
     elif kind == "norm":
+        if isinstance(module, nn.GroupNorm) and module.num_channels % module.num_groups:
+            raise SpecError(f"{where}: {module.num_channels} channels not divisible by num_groups={module.num_groups}")
         for name in ("weight", "bias", "running_mean", "running_var"):
-            _realloc(module, name, (module.num_features,))
+            _realloc(module, name, (_norm_width(module),))
+    elif kind == "embedding":
+        _realloc(module, "weight", (module.num_embeddings, module.embedding_dim))
 
 
 def _realloc(module: nn.Module, name: str, shape: tuple[int, ...]) -> None:

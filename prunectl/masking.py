@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 
 from . import layers as L
+from .masked_norms import install_masked_statistic
+from .params import parameter_of
 from .plan import ModuleCut
 
 
@@ -27,14 +29,22 @@ def soft_prune(model: nn.Module, plan: dict[str, ModuleCut], in_place: bool = Fa
     soft = model if in_place else copy.deepcopy(model)
     modules = dict(soft.named_modules())
     for name, cut in plan.items():
+        if cut.count:
+            continue  # an attribute holding the channel count: the soft model keeps every channel
+        if cut.axis is not None:  # a parameter entry: zero the cut channels along its axis
+            parameter = parameter_of(modules, name)[2]
+            parameter.index_fill_(cut.axis, _dropped(parameter.shape[cut.axis], cut.out), 0.0)
+            continue
         module = modules[name]
+        if cut.out is not None and L.statistic(module) is not None:
+            install_masked_statistic(module, cut.out)  # LayerNorm/GroupNorm: statistic over kept channels
         if cut.out is not None:
             for tensor_name, dim in L.out_dims(module).items():
                 if tensor_name.startswith("running_"):
                     continue  # statistics stay; zero scale and shift already silence the channel
                 tensor = getattr(module, tensor_name)
                 tensor.index_fill_(dim, _dropped(tensor.shape[dim], cut.out), 0.0)
-        if cut.inp is not None and L.kind_of(module) != "norm":
+        if cut.inp is not None and L.kind_of(module) not in ("norm", "embedding"):
             _zero_inputs(module, cut.inp)
     return soft
 

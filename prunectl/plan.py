@@ -17,6 +17,8 @@ from .groups import ChannelGroup
 class ModuleCut:
     out: torch.Tensor | None = None  # kept output indices
     inp: torch.Tensor | None = None  # kept input indices
+    axis: int | None = None  # a parameter entry: ``out`` indexes this axis of the parameter
+    count: bool = False  # an attribute entry: the attribute becomes ``len(out)``
 
 
 def expand(kept: torch.Tensor, factor: int) -> torch.Tensor:
@@ -31,10 +33,16 @@ def make_plan(groups: list[ChannelGroup], kept: list[torch.Tensor | None]) -> di
     # group's kept channels, or all of them when that group is not pruned.
     parts: dict[tuple[str, str], list[tuple[int, torch.Tensor]]] = {}
     pruned: set[tuple[str, str]] = set()
+    axes: dict[str, int] = {}
+    counts: set[str] = set()
     for group, indices in zip(groups, kept):
         whole = indices is None or len(indices) == group.size
         for member in group.members:
             key = (member.module, member.side)
+            if member.axis is not None:
+                axes[member.module] = member.axis
+            if member.count:
+                counts.add(member.module)
             channels = torch.arange(group.size) if whole else indices
             parts.setdefault(key, []).append((member.offset, expand(channels, member.factor)))
             if not whole:
@@ -44,7 +52,7 @@ def make_plan(groups: list[ChannelGroup], kept: list[torch.Tensor | None]) -> di
         if (module, side) not in pruned:
             continue
         index = torch.cat([offset + local for offset, local in sorted(items, key=lambda item: item[0])])
-        cut = plan.setdefault(module, ModuleCut())
+        cut = plan.setdefault(module, ModuleCut(axis=axes.get(module), count=module in counts))
         if side == "out":
             cut.out = index
         else:
@@ -53,8 +61,10 @@ def make_plan(groups: list[ChannelGroup], kept: list[torch.Tensor | None]) -> di
 
 
 def kept_by_layer(plan: dict[str, ModuleCut]) -> dict[str, list[int]]:
-    """The manifest's ``kept``: output indices kept per pruned layer, original numbering."""
-    return {name: cut.out.tolist() for name, cut in plan.items() if cut.out is not None}
+    """The manifest's ``kept``: output indices kept per pruned layer, original numbering (parameter
+    entries follow a layer's channels and are left out: ``resize`` records their shapes)."""
+    return {name: cut.out.tolist() for name, cut in plan.items() if cut.out is not None and cut.axis is None
+            and not cut.count}
 
 
 def compose(previous: dict[str, list[int]], current: dict[str, list[int]]) -> dict[str, list[int]]:

@@ -17,6 +17,7 @@ from . import factories
 from . import layers as L
 from .materialize import build_with_weights
 from .entry import entry
+from .params import count_attributes, resize_of
 from .errors import CheckpointError, SpecError, VerificationError
 from .spec import ModelRef, Spec
 from .resources import meta_model
@@ -57,6 +58,21 @@ def resize_needed(rebuilt: nn.Module, hard: nn.Module) -> dict[str, dict[str, in
         target = L.shape_attrs(module)
         if L.shape_attrs(built[name]) != target:
             resize[name] = target
+    # int attributes holding a channel count (ViT's hidden_dim)
+    for name, module in hard.named_modules():
+        if L.kind_of(module) == "other" and name in built:
+            changed = {key: value for key, value in count_attributes(module).items()
+                       if count_attributes(built[name]).get(key) != value}
+            if changed:
+                resize[name] = changed
+    # parameters of other modules cut along a channel axis (layer scale, position embedding)
+    owners = dict(hard.named_modules())
+    built_parameters = dict(rebuilt.named_parameters())
+    for name, parameter in hard.named_parameters():
+        if L.kind_of(owners[name.rpartition(".")[0]]) != "other" or name not in built_parameters:
+            continue  # a layer's own tensors follow its shape attributes; a missing one fails the strict load
+        if built_parameters[name].shape != parameter.shape:
+            resize[name] = resize_of(built_parameters[name], parameter)
     return resize
 
 

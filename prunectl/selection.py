@@ -43,10 +43,17 @@ def layer_views(groups: list[ChannelGroup], model: nn.Module, seed: int = 0) -> 
                 continue
             after = group.members[position + 1] if position + 1 < len(group.members) else None
             norm = after.module if (after is not None and after.side == "out"
-                                    and L.kind_of(modules[after.module]) == "norm") else None
+                                    and _is_next_norm(modules.get(after.module), modules[member.module])) else None
             views[member.module] = LayerView(member.module, modules[member.module],
                                              modules[norm] if norm else None, norm, consumers, seed)
     return views
+
+
+def _is_next_norm(module: nn.Module | None, producer: nn.Module) -> bool:
+    """A norm with a scale per channel, laid out like its producer's output (a LayerNorm after a
+    permuted conv holds channels last, where observing criteria would look for them at dim 1)."""
+    return (module is not None and L.kind_of(module) == "norm" and not isinstance(module, nn.PReLU)
+            and L.channel_dim(module, 4) == L.channel_dim(producer, 4))
 
 
 def score_groups(groups: list[ChannelGroup], model: nn.Module, criterion: Criterion, data=None,

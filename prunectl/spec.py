@@ -21,7 +21,7 @@ _TOP_KEYS = {
     "prunectl_spec", "model", "input", "criterion", "rate", "round_to", "min_channels",
     "group_reduce", "layers", "module",
 }
-_LAYER_KEYS = {"arg", "prev", "prune", "rate", "cat"}
+_LAYER_KEYS = {"arg", "prev", "prune", "rate", "cat", "dim", "count"}
 MAX_DIM = 1 << 20
 
 
@@ -58,6 +58,10 @@ class LayerSpec:
     # the input is the channel concatenation of these parts, in order; each part is the sum of
     # the outputs of its layers (a one-layer part is just that layer's output)
     cat: tuple[tuple[str, ...], ...] | None = None
+    # set only for a parameter entry ("module.param"): the parameter's axis holding the channels
+    dim: int | None = None
+    # an attribute entry ("module.attr"): an int attribute that holds the channel count (ViT's hidden_dim)
+    count: bool = False
 
     @property
     def prunable(self) -> bool:
@@ -75,6 +79,10 @@ class LayerSpec:
             out["prune"] = False
         if self.rate is not None:
             out["rate"] = self.rate
+        if self.dim is not None:
+            out["dim"] = self.dim
+        if self.count:
+            out["count"] = True
         return out
 
 
@@ -248,8 +256,18 @@ class _SpecParser:
             prune = options.get("prune", True)
             if not isinstance(prune, bool):
                 raise self.fail(f"{where}.prune", f"expected true or false, got {prune!r}")
+            dim = options.get("dim")
+            if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or not 0 <= dim < 8):
+                raise self.fail(f"{where}.dim", f"expected the parameter's channel axis (an integer 0..7), got {dim!r}")
+            if dim is not None and ("arg" in options or cat is not None):
+                raise self.fail(f"{where}.dim", "a parameter entry (with dim) takes no arg or cat; its channels "
+                                "follow the layers in its prev")
+            count = options.get("count", False)
+            if count is not False and (count is not True or dim is not None or "arg" in options or cat is not None):
+                raise self.fail(f"{where}.count", "expected true, on an attribute entry without dim, arg or cat")
             layers.append(LayerSpec(name=name, arg=arg, has_arg="arg" in options, prev=prev,
-                                    prune=prune, rate=self.rate(options.get("rate"), f"{where}.rate"), cat=cat))
+                                    prune=prune, rate=self.rate(options.get("rate"), f"{where}.rate"), cat=cat,
+                                    dim=dim, count=count))
             seen.add(name)
         return tuple(layers)
 

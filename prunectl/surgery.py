@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 
 from . import layers as L
+from .attention import adapt_attention
+from .params import apply_parameter_resize, count_attribute_of, count_attributes, parameter_of, replace_parameter
 from .plan import ModuleCut
 
 
@@ -16,7 +18,7 @@ def sliced_tensors(module: nn.Module, cut: ModuleCut) -> dict[str, torch.Tensor]
     if cut.out is not None:
         for name, dim in L.out_dims(module).items():
             tensors[name] = tensors[name].index_select(dim, cut.out)
-    if cut.inp is not None and L.kind_of(module) != "norm":
+    if cut.inp is not None and L.kind_of(module) not in ("norm", "embedding"):
         tensors["weight"] = _slice_inputs(module, tensors["weight"], cut)
     return {name: t.contiguous() for name, t in tensors.items()}
 
@@ -44,6 +46,17 @@ def hard_prune(model: nn.Module, plan: dict[str, ModuleCut]) -> tuple[nn.Module,
     modules = dict(hard.named_modules())
     new_attrs: dict[str, dict[str, int]] = {}
     for name, cut in plan.items():
+        if cut.count:  # an attribute holding the channel count (ViT's hidden_dim)
+            owner, attr, _ = count_attribute_of(modules, name)
+            setattr(owner, attr, len(cut.out))
+            new_attrs[name] = {attr: len(cut.out)}
+            continue
+        if cut.axis is not None:  # a parameter entry: keep its channels along its axis
+            owner, attr, parameter = parameter_of(modules, name)
+            with torch.no_grad():
+                replace_parameter(owner, attr, parameter.detach().index_select(cut.axis, cut.out))
+            new_attrs[name] = {f"dim_{cut.axis}": len(cut.out)}
+            continue
         module = modules[name]
         tensors = sliced_tensors(module, cut)
         attrs = L.resized_attrs(module,
@@ -54,19 +67,34 @@ def hard_prune(model: nn.Module, plan: dict[str, ModuleCut]) -> tuple[nn.Module,
             for tensor_name, value in tensors.items():
                 getattr(module, tensor_name).copy_(value)
         new_attrs[name] = attrs
+    adapt_attention(hard)  # attention whose residual width was cut needs the subclass that reads it
     return hard, new_attrs
 
 
 def apply_resize(model: nn.Module, resize: dict[str, dict[str, int]], where: str = "resize") -> None:
     """Give modules the recorded shapes (tensors reallocated; load weights afterwards)."""
+    from .errors import SpecError
+
     modules = dict(model.named_modules())
     for name, attrs in resize.items():
-        if name not in modules or L.kind_of(modules[name]) == "other":
-            from .errors import SpecError
-
-            raise SpecError(f"{where}.{name}: no resizable module of that name in {type(model).__name__}")
+        parameter = parameter_of(modules, name) if name not in modules else None
+        if name in modules and L.kind_of(modules[name]) == "other" and isinstance(attrs, dict):
+            # int attributes holding a channel count (ViT's hidden_dim); only ones the module has
+            counts = count_attributes(modules[name])
+            unknown = sorted(set(attrs) - set(counts))
+            if unknown:
+                raise SpecError(f"{where}.{name}: {type(modules[name]).__name__} has no int attribute {unknown[0]!r}")
+            for key, value in attrs.items():
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise SpecError(f"{where}.{name}.{key}: expected a positive integer, got {value!r}")
+                setattr(modules[name], key, value)
+            continue
+        if parameter is None and (name not in modules or L.kind_of(modules[name]) == "other"):
+            raise SpecError(f"{where}.{name}: no resizable module or parameter of that name in {type(model).__name__}")
         if not isinstance(attrs, dict):
-            from .errors import SpecError
-
             raise SpecError(f"{where}.{name}: expected an object of attribute -> size")
-        L.apply_attrs(modules[name], attrs, f"{where}.{name}")
+        if parameter is not None:
+            apply_parameter_resize(parameter[0], parameter[1], attrs, f"{where}.{name}")
+        else:
+            L.apply_attrs(modules[name], attrs, f"{where}.{name}")
+    adapt_attention(model)

@@ -120,6 +120,13 @@ class CostModel:
         L = self.layers
         delta = 0.0
         for name, cut in plan.items():
+            if cut.count:
+                continue  # an attribute holding the channel count: no weights
+            if cut.axis is not None:  # a parameter entry (layer scale, position embedding): no MACs
+                if self.kind != "macs":
+                    parameter = self.modules[name.rpartition(".")[0]]._parameters[name.rpartition(".")[2]]
+                    delta += parameter.numel() * (len(cut.out) / parameter.shape[cut.axis] - 1.0)
+                continue
             module = self.modules[name]
             f_out = len(cut.out) / L.out_width(module) if cut.out is not None else 1.0
             f_in = len(cut.inp) / L.in_width(module) if cut.inp is not None else 1.0

@@ -96,7 +96,9 @@ def compare(reference: Iterable[torch.Tensor], candidate: Iterable[torch.Tensor]
                                     "(a layer feeding the model output was pruned: mark it arg: null or prune: false)")
         a64, b64 = a.detach().double(), b.detach().double()
         if a64.numel():
-            max_abs = max(max_abs, float((a64 - b64).abs().max()))
+            diff = float((a64 - b64).abs().max())
+            # NaN would slip through max() and <=: a NaN anywhere is an infinite difference
+            max_abs = max(max_abs, float("inf") if diff != diff else diff)
             max_ref = max(max_ref, float(a64.abs().max()))
     return Comparison(max_abs, max_ref, tolerance)
 
@@ -178,14 +180,13 @@ def _first_bad_layer(soft_layers: dict[str, torch.Tensor], hard_layers: dict[str
         a, b = soft_layers[name], hard_layers[name]
         cut = plan.get(name)
         if cut is not None and cut.out is not None:
-            dim = -1 if L.kind_of(modules[name]) == "linear" else 1
-            a = a.index_select(dim, cut.out)
+            a = a.index_select(L.channel_dim(modules[name], a.dim()), cut.out)
         if a.shape != b.shape:
             return name
         if own_scale:
             a64, b64 = a.double(), b.double()
-            if a64.numel() and float((a64 - b64).abs().max()) > tolerance * float(a64.abs().max()) + 1e-30:
-                return name
+            if a64.numel() and not float((a64 - b64).abs().max()) <= tolerance * float(a64.abs().max()) + 1e-30:
+                return name  # (written so that NaN counts as a difference)
         elif not compare([a], [b], tolerance, name).ok:
             return name
     return None

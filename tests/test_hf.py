@@ -12,6 +12,7 @@ import torch
 import prunectl
 from prunectl import factories, registry
 from prunectl.errors import SpecError, UnsupportedError
+from prunectl.groups import build_groups
 from prunectl.tracing import trace_model
 
 transformers = pytest.importorskip("transformers")
@@ -81,13 +82,16 @@ def test_bert_traces_with_transformers_fx_and_only_the_ffn_is_prunable() -> None
     traced = trace_model(model, (1, 16), dtype="int64", skip_unsupported=True)
     assert traced.tracer == "transformers.fx"
     layers = {layer.name: layer for layer in traced.spec.layers}
-    # the FFN hidden width: intermediate.dense's outputs, read by output.dense (whose own outputs are pinned)
-    assert {name for name, layer in layers.items() if layer.prune} == {
-        f"encoder.layer.{i}.intermediate.dense" for i in range(2)}
+    # the FFN hidden width: intermediate.dense's outputs, read by output.dense. The residual stream
+    # (embeddings, LayerNorms, the attention and FFN output denses) is one channel space, listed,
+    # but kept whole because its last LayerNorm is the model output
+    prunable = {name for group in build_groups(traced.spec, model) if group.prunable for name in group.layers}
+    assert prunable == {f"encoder.layer.{i}.intermediate.dense" for i in range(2)}
+    assert layers["embeddings.word_embeddings"].prune and layers["encoder.layer.0.output.LayerNorm"].prune
     assert layers["encoder.layer.0.output.dense"].prev is None  # fed by the layer listed before it
     pinned = traced.pinned
     assert "splitting the channel dim" in pinned["encoder.layer.0.attention.self.query"]  # the heads view
-    assert "fixed tensor" in pinned["encoder.layer.1.output.dense"]  # the residual stream
+    assert pinned["encoder.layer.1.output.LayerNorm"] == "its channels reach the model output"
     assert pinned["pooler.dense"] == "its channels reach the model output"
 
 
@@ -121,7 +125,7 @@ def test_bert_ffn_pruned_through_the_whole_pipeline(tmp_path: Path) -> None:
         assert manifest["resize"][f"encoder.layer.{i}.intermediate.dense"]["out_features"] == 64
         assert manifest["resize"][f"encoder.layer.{i}.output.dense"]["in_features"] == 64
     assert result.report["params"]["after"] < result.report["params"]["before"]
-    assert len(result.report["traced"]["pinned"]) == 11  # q/k/v, both residual writers per layer, pooler
+    assert len(result.report["traced"]["pinned"]) == 8  # q/k/v per layer, the last LayerNorm, the pooler
     reloaded = prunectl.load(tmp_path / "out")
     ids = torch.randint(0, 100, (2, 16))
     with torch.no_grad():

@@ -17,8 +17,9 @@ from prunectl.tracing import trace_model
 from tests.trace_models import ChannelCumsum, ConcatBlock, SqueezeExcite, TwoBranchAdd
 
 # A fast representative subset: residual adds, depthwise + squeeze-excitation multiplies,
-# stochastic depth, grouped convs; the whole list is measured by `make zoo` (docs/zoo.md).
-TORCHVISION_MODELS = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "regnet_x_400mf"]
+# stochastic depth, grouped convs, LayerNorm + layer scale on the residual width (convnext); the
+# whole list is measured by `make zoo` (docs/zoo.md).
+TORCHVISION_MODELS = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "regnet_x_400mf", "convnext_tiny"]
 SMALL_INPUT = (1, 3, 32, 32)
 
 

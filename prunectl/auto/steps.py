@@ -103,7 +103,7 @@ def widths(ctx: Context, model: nn.Module) -> dict[str, int]:
     """Output width of every listed conv/linear layer (norm layers follow theirs)."""
     modules = dict(model.named_modules())
     return {name: L.out_width(modules[name]) for name in ctx.spec.layer_names
-            if L.kind_of(modules[name]) != "norm"}
+            if name in modules and L.kind_of(modules[name]) != "norm"}
 
 
 def validation_loss(model: nn.Module, task: Any) -> float:

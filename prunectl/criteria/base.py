@@ -80,6 +80,8 @@ class LayerView:
     def out_channel_weights(self) -> torch.Tensor:
         """Weights as ``[out_channels, fan_in]`` in float64 (ConvTranspose stores them transposed)."""
         weight = self.weight.double()
+        if isinstance(self.module, nn.Embedding):  # [num_embeddings, embedding_dim]: channels are columns
+            weight = weight.t()
         if isinstance(self.module, nn.modules.conv._ConvTransposeNd):
             groups = self.module.groups
             in_per_group = weight.shape[0] // groups

@@ -127,8 +127,8 @@ def _walk(model: nn.Module, example: torch.Tensor, input_shape: tuple[int, ...])
         except UnsupportedError as export_error:
             raise UnsupportedError(f"{fx_error}; {export_error}") from None
     try:
-        walk = walk_graph(captured.graph_module, example, args=captured.args, layer_nodes=captured.layer_nodes,
-                          modules=captured.modules)
+        walk = walk_graph(captured.graph_module, example, model, args=captured.args,
+                          layer_nodes=captured.layer_nodes, modules=captured.modules)
     except UnsupportedError:
         raise
     except Exception as exc:
@@ -141,7 +141,7 @@ def _walk(model: nn.Module, example: torch.Tensor, input_shape: tuple[int, ...])
         # torchvision's Swin3D): torch.export records what actually ran
         try:
             captured = export_capture(model, example)
-            walk = walk_graph(captured.graph_module, example, args=captured.args,
+            walk = walk_graph(captured.graph_module, example, model, args=captured.args,
                               layer_nodes=captured.layer_nodes, modules=captured.modules)
         except UnsupportedError as export_error:
             raise UnsupportedError(f"{failure}; {export_error}") from None
@@ -168,7 +168,8 @@ def _spec(walk: Walk, pinned: dict[str, str], model_ref: ModelRef | None, input_
         cat = None if layer.cat is None else tuple(
             tuple(sorted(part, key=position.__getitem__)) for part in layer.cat)
         layers.append(LayerSpec(name=layer.name, prev=None if cat else _prev(layer, previous, position),
-                                prune=layer.name not in pinned, cat=cat))
+                                prune=layer.name not in pinned, cat=cat, dim=layer.dim,
+                                count=layer.kind == "count"))
         previous = layer.name
     return Spec(layers=tuple(layers), model=model_ref, input=input_spec, source=source)
 
@@ -180,7 +181,8 @@ def _deploy_round_to(spec: Spec, model: nn.Module) -> int | None:
     construction and tiny; rounding them up costs nothing. Shufflenet (58, 116, 232) was not
     designed around 8 and keeps exact rates."""
     modules = dict(model.named_modules())
-    widths = [L.out_width(modules[layer.name]) for layer in spec.layers if layer.prune]
+    widths = [L.out_width(modules[layer.name]) for layer in spec.layers  # parameter/count entries follow these
+              if layer.prune and layer.name in modules and L.kind_of(modules[layer.name]) != "other"]
     aligned = sum(width % HARDWARE_ROUND_TO == 0 for width in widths)
     return HARDWARE_ROUND_TO if widths and 2 * aligned > len(widths) else None
 

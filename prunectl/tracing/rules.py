@@ -40,6 +40,9 @@ DIVISIONS = {"div", "div_", "truediv", "itruediv"}
 RESHAPES = {"flatten", "view", "reshape", "unflatten", "squeeze", "unsqueeze", "view_as", "reshape_as"}
 REDUCTIONS = {"mean", "sum", "amax", "amin", "std", "var", "nansum", "nanmean"}
 SPLITS = {"split", "chunk", "tensor_split", "unbind"}
+# x * p, x + p, x - p with a parameter p holding one entry per channel: p follows the channels
+# (never division: a cut channel's zeroed entry would divide by zero)
+PARAMETER_OPS = {"add", "add_", "iadd", "sub", "sub_", "isub", "rsub", "mul", "mul_", "imul"}
 
 _PASS_MODULES = (
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU,
@@ -134,7 +137,7 @@ def function_flow(name: str, args: tuple, kwargs: dict, flows: tuple, kflows: di
 
 def module_flow(module: nn.Module, value: Any, flow: Flow, result: Any) -> Flow:
     """The Flow of a leaf module other than the conv/linear/norm layers the tracer lists."""
-    if isinstance(module, _PASS_MODULES):
+    if isinstance(module, _PASS_MODULES) or (isinstance(module, nn.PReLU) and module.num_parameters == 1):
         return _same_place(value, flow, result, type(module).__name__)
     if isinstance(module, _SPATIAL_MODULES):
         return _spatial(flow, type(module).__name__)

@@ -1,0 +1,265 @@
+"""Layer kinds beyond conv/linear/BatchNorm: LayerNorm, GroupNorm, PReLU, Embedding and parameters
+whose channel axis follows a layer (layer scale, position embedding); soft == hard stays exact."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+from torchvision.models.convnext import LayerNorm2d
+
+import prunectl
+from prunectl.errors import SpecError, UnsupportedError
+from prunectl.groups import build_groups
+from prunectl.masked_norms import install_masked_statistic
+from prunectl.spec import Spec
+from prunectl.surgery import apply_resize
+from prunectl.tracing import trace_model
+from prunectl.attention import ResidualCutMultiheadAttention
+from tests.layer_kind_models import (AttributeWidthView, ComputedWidthView, CrossAttention, CustomNormNet, FixedWidthView,
+                                     HeadsFromInputWidth, NormZoo, ScaleUsedTwice, SpatialLayerNorm, TinyEncoder,
+                                     TokenModel)
+
+FACTORY = "tests.layer_kind_models:"
+
+
+def _prune(tmp_path: Path, model: nn.Module, name: str, shape: tuple[int, ...], **options):
+    checkpoint = tmp_path / f"{name}.pt"
+    torch.save(model.state_dict(), checkpoint)
+    return prunectl.prune(checkpoint, prunectl.PruneOptions(model=FACTORY + name, input_shape=shape,
+                                                            output=tmp_path / "out", **options))
+
+
+@torch.no_grad()
+def test_masked_layer_norm_equals_layer_norm_over_the_kept_channels() -> None:
+    torch.manual_seed(0)
+    kept = torch.tensor([0, 2, 3, 7])
+    for norm, x, dim in ((nn.LayerNorm(8), torch.randn(2, 5, 8) * 3 + 1, -1),
+                         (LayerNorm2d(8), torch.randn(2, 8, 3, 3) * 3 + 1, 1)):
+        norm.weight.normal_(), norm.bias.normal_()
+        expected = F.layer_norm(x.index_select(dim, kept).movedim(dim, -1), (4,), norm.weight[kept],
+                                norm.bias[kept], norm.eps).movedim(-1, dim)
+        install_masked_statistic(norm, kept)
+        y = norm(x)
+        assert torch.allclose(y.index_select(dim, kept), expected, atol=1e-5)
+
+
+@torch.no_grad()
+def test_masked_group_norm_equals_group_norm_over_the_kept_channels() -> None:
+    torch.manual_seed(0)
+    norm = nn.GroupNorm(2, 8)
+    norm.weight.normal_(), norm.bias.normal_()
+    x = torch.randn(3, 8, 4, 4) * 2 + 0.5
+    kept = torch.tensor([1, 2, 4, 7])  # two per group: GroupNorm keeps num_groups
+    expected = F.group_norm(x[:, kept], 2, norm.weight[kept], norm.bias[kept], norm.eps)
+    install_masked_statistic(norm, kept)
+    assert torch.allclose(norm(x)[:, kept], expected, atol=1e-5)
+
+
+def test_norm_zoo_traced_pruned_and_rebuilt(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    spec = trace_model(NormZoo(), (1, 3, 6, 6)).spec
+    layers = {layer.name: layer for layer in spec.layers}
+    assert layers["layer_scale"].dim == 0 and layers["ln2d"].prev == ("act", "gn_per_channel")
+    assert "shared_act" not in layers  # PReLU with one slope is channel-free
+    result = _prune(tmp_path, NormZoo(), "NormZoo", (1, 3, 6, 6), rate=0.5, onnx=True)
+    model = prunectl.load(tmp_path / "out")
+    assert model.gn.num_channels == 8 and model.gn.num_groups == 4  # groups kept, two channels each
+    assert model.gn_per_channel.num_groups == model.gn_per_channel.num_channels == 8
+    assert model.act.num_parameters == 8 and model.ln2d.normalized_shape == (8,)
+    assert model.layer_scale.shape == (8, 1, 1) and model.ln.weight.shape == (8,)
+    assert result.manifest.resize["layer_scale"] == {"dim_0": 8}
+    assert result.manifest.extra["onnx"]["max_abs"] <= 1e-4
+    kept = result.manifest.kept["stem"]
+    assert [sum(1 for i in kept if i // 4 == g) for g in range(4)] == [2, 2, 2, 2]
+
+
+def test_soft_model_without_the_masked_statistic_would_differ(tmp_path: Path) -> None:
+    # guards the test above: zeroing the cut channels alone does not make a LayerNorm agree
+    torch.manual_seed(0)
+    norm = nn.LayerNorm(8)
+    x = torch.randn(4, 8)
+    kept = torch.arange(4)
+    x_soft = x.clone()
+    x_soft[:, 4:] = 0
+    soft = F.layer_norm(x_soft, (8,))[:, :4]
+    assert not torch.allclose(soft, F.layer_norm(x[:, :4], (4,)), atol=1e-3)
+    install_masked_statistic(norm, kept)
+    assert torch.allclose(norm(x_soft)[:, :4], F.layer_norm(x[:, :4], (4,)), atol=1e-5)
+
+
+def test_convnext_residual_width_is_no_longer_pinned() -> None:
+    traced = trace_model(torchvision.models.convnext_tiny(), (1, 3, 32, 32))
+    assert list(traced.pinned) == ["classifier.2"]  # only the classifier's output
+    layers = {layer.name: layer for layer in traced.spec.layers}
+    assert layers["features.1.0.layer_scale"].dim == 0 and layers["features.0.1"].prune
+    groups = build_groups(traced.spec, torchvision.models.convnext_tiny())
+    stage1 = [group for group in groups if "features.0.0" in group.layers][0]
+    assert stage1.prunable and "features.1.2.layer_scale" in stage1.layers
+
+
+def test_embedding_class_token_and_position_embedding_follow_the_embedding_dim(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    spec = trace_model(TokenModel(), (2, 6), dtype="int64").spec
+    dims = {layer.name: layer.dim for layer in spec.layers}
+    assert dims["pos_embedding"] == 2 and dims["class_token"] == 2
+    path = tmp_path / "spec.json"
+    prunectl.write_spec(spec, path)
+    checkpoint = tmp_path / "tokens.pt"
+    torch.save(TokenModel().state_dict(), checkpoint)
+    result = prunectl.prune(checkpoint, prunectl.PruneOptions(spec=path, model=FACTORY + "TokenModel", rate=0.5,
+                                                              output=tmp_path / "out", onnx=True))
+    model = prunectl.load(tmp_path / "out")
+    assert model.embed.weight.shape == (32, 6) and model.pos_embedding.shape == (1, 7, 6)
+    assert model.class_token.shape == (1, 1, 6)
+    assert model.norm.normalized_shape == (6,) and model.fc.in_features == 6
+    assert result.report["params"]["after"] < result.report["params"]["before"]
+
+
+@pytest.mark.parametrize("model, shape, words", [
+    (CustomNormNet, (1, 8), ["layer_norm", "'fc1'"]),
+    (SpatialLayerNorm, (1, 3, 6, 6), ["LayerNorm over 3 dims", "'conv'"]),
+    (ScaleUsedTwice, (1, 3, 4, 4), ["parameter scale", "also used elsewhere"]),
+    (CrossAttention, (2, 5, 8), ["MultiheadAttention", "cross-attention"]),
+    (HeadsFromInputWidth, (2, 5, 8), ["uses the number of pruned channels", "'norm'"]),
+    (FixedWidthView, (1, 3, 4, 4), ["channel count fixed in the model's code", "'conv'"]),
+])
+def test_what_cannot_be_cut_stays_exit_6(model, shape, words) -> None:
+    with pytest.raises(UnsupportedError) as info:
+        trace_model(model(), shape)
+    assert info.value.exit_code == 6
+    traced = trace_model(model(), shape, skip_unsupported=True)  # pinned instead, with the reason
+    # the error names the first such op; every one is in the incidents, with the layers it pins
+    told = str(info.value) + " ".join(f"{i.describe()} {sorted(i.sources)}" for i in traced.incidents)
+    assert all(word in told for word in words), told
+    assert traced.pinned
+
+
+def _spec(layers: dict) -> Spec:
+    return Spec.from_json({"prunectl_spec": 1, "layers": layers}, source="s.json")
+
+
+def test_parameter_entries_are_strict_and_round_trip() -> None:
+    layers = {"stem": {}, "gn": {}, "act": {}, "branch": {}, "gn_per_channel": {},
+              "layer_scale": {"dim": 0}, "ln2d": {"prev": ["act", "gn_per_channel"]}}
+    spec = _spec(layers)
+    assert Spec.from_json(spec.to_json()).to_json() == spec.to_json()
+    assert spec.layer("layer_scale").dim == 0
+    build_groups(spec, NormZoo())
+    model = NormZoo()
+    bad = {
+        "layer_scale": ({"prev": ["gn_per_channel"]}, SpecError, "dim: missing"),
+        "branch": ({"dim": 0}, SpecError, "only a parameter entry"),
+        "nothing_here": ({"dim": 0}, SpecError, "no module of that name .*, nor a parameter"),
+    }
+    for name, (options, error, words) in bad.items():
+        broken = {key: ({} if key == name else value) for key, value in layers.items()}
+        broken.pop("nothing_here", None)
+        broken[name] = options
+        with pytest.raises(error, match=words):
+            build_groups(_spec(broken), model)
+    with pytest.raises(SpecError, match="dim"):
+        _spec({"stem": {}, "layer_scale": {"dim": 0, "arg": "width"}})
+    with pytest.raises(SpecError, match="dim"):
+        _spec({"stem": {}, "layer_scale": {"dim": -1}})
+    with pytest.raises(SpecError, match="has shape"):
+        build_groups(_spec({**layers, "layer_scale": {"dim": 3}}), model)
+
+
+def test_resize_of_a_parameter_names_the_axis() -> None:
+    model = NormZoo()
+    apply_resize(model, {"layer_scale": {"dim_0": 5}, "ln": {"normalized_shape": 5}})
+    assert model.layer_scale.shape == (5, 1, 1) and model.ln.weight.shape == (5,)
+    with pytest.raises(SpecError, match="dim_3"):
+        apply_resize(model, {"layer_scale": {"dim_3": 2}})
+    with pytest.raises(SpecError, match="num_groups"):
+        apply_resize(model, {"gn": {"num_channels": 6}})  # 6 channels in 4 groups
+
+
+@pytest.mark.parametrize("name", ["TinyEncoder", "SeqFirstEncoder"])
+def test_self_attention_residual_width_is_cut_and_heads_stay_whole(name: str, tmp_path: Path) -> None:
+    import tests.layer_kind_models as models
+
+    torch.manual_seed(0)
+    spec = trace_model(getattr(models, name)(), (2, 5, 8)).spec
+    layers = {layer.name: layer for layer in spec.layers}
+    assert layers["attn.in_proj_weight"].dim == 1 and layers["attn.out_proj"].prev == ()
+    assert layers["ln_2"].prev == ("embed", "attn.out_proj")
+    result = _prune(tmp_path, getattr(models, name)(), name, (2, 5, 8), rate=0.5, onnx=True)
+    model = prunectl.load(tmp_path / "out")
+    assert isinstance(model.attn, ResidualCutMultiheadAttention)
+    assert model.attn.embed_dim == 16 and model.attn.num_heads == 4  # the heads are not cut
+    assert model.attn.in_proj_weight.shape == (48, 8) and model.attn.out_proj.weight.shape == (8, 16)
+    assert result.manifest.resize["attn.in_proj_weight"] == {"dim_1": 8}
+    assert result.manifest.extra["onnx"]["max_abs"] <= 1e-4
+
+
+def test_out_proj_of_attention_must_have_a_fixed_input() -> None:
+    layers = {"embed": {}, "ln_1": {}, "attn.in_proj_weight": {"dim": 1}, "attn.out_proj": {}}
+    with pytest.raises(SpecError, match="out_proj of a MultiheadAttention"):
+        build_groups(_spec(layers), TinyEncoder())
+    build_groups(_spec({**layers, "attn.out_proj": {"prev": []}}), TinyEncoder())
+
+
+def test_a_reshape_sized_by_the_tensors_own_channel_count_is_followed() -> None:
+    traced = trace_model(ComputedWidthView(), (1, 3, 4, 4))
+    assert {layer.name: layer.prune for layer in traced.spec.layers}["conv"]
+
+
+def test_an_int_attribute_holding_the_width_is_an_attribute_entry(tmp_path: Path) -> None:
+    # torchvision's ViT reshapes its patch embedding with self.hidden_dim: the rebuild sets it smaller
+    spec = trace_model(AttributeWidthView(), (1, 3, 4, 4)).spec
+    assert {layer.name: layer.count for layer in spec.layers}["width"] is True
+    assert Spec.from_json(spec.to_json()).to_json() == spec.to_json()
+    torch.manual_seed(0)
+    result = _prune(tmp_path, AttributeWidthView(), "AttributeWidthView", (1, 3, 4, 4), rate=0.5, round_to=1,
+                    onnx=True)
+    assert result.manifest.resize[""] == {"width": 4}
+    model = prunectl.load(tmp_path / "out")
+    assert model.width == 4 and model.conv.out_channels == 4
+    with pytest.raises(SpecError, match="count"):
+        build_groups(_spec({"conv": {}, "width": {}}), AttributeWidthView())  # the marker is required
+    with pytest.raises(SpecError, match="count"):
+        _spec({"conv": {}, "width": {"count": True, "dim": 0}})
+    with pytest.raises(SpecError, match="no int attribute 'training'"):
+        apply_resize(AttributeWidthView(), {"": {"training": 1}})
+
+
+def test_torchvision_vit_residual_width_is_cut(tmp_path: Path) -> None:
+    from tests.layer_kind_models import TinyViT
+
+    torch.manual_seed(0)
+    traced = trace_model(TinyViT(), (1, 3, 32, 32))
+    assert list(traced.pinned) == ["heads.head"]
+    result = _prune(tmp_path, TinyViT(), "TinyViT", (1, 3, 32, 32), rate=0.5, onnx=True)
+    model = prunectl.load(tmp_path / "out")
+    assert model.hidden_dim == 8 and model.conv_proj.out_channels == 8
+    assert model.class_token.shape == (1, 1, 8) and model.encoder.pos_embedding.shape == (1, 17, 8)
+    attention = model.encoder.layers[1].self_attention
+    assert isinstance(attention, ResidualCutMultiheadAttention) and attention.embed_dim == 16
+    assert result.manifest.extra["verify"]["reference_max_abs"] > 0
+    assert result.manifest.extra["onnx"]["max_abs"] <= 1e-4
+
+
+@torch.no_grad()
+def test_a_group_with_every_channel_cut_gives_zeros_and_nan_never_verifies() -> None:
+    from prunectl.verify import compare
+
+    norm = nn.GroupNorm(4, 4)  # one channel per group: cutting a channel empties its group
+    install_masked_statistic(norm, torch.tensor([0, 2]))
+    y = norm(torch.randn(2, 4, 3, 3))
+    assert bool(torch.isfinite(y).all()) and bool((y[:, [1, 3]] == 0).all())
+    assert not compare([torch.zeros(3)], [torch.tensor([0.0, float("nan"), 0.0])], 1e-5, "x").ok
+
+
+def test_attention_projections_are_counted_although_the_fused_path_hides_them() -> None:
+    from prunectl.report import count_macs
+
+    model, x = TinyEncoder().eval(), torch.randn(2, 5, 8)
+    tokens = 2 * 5
+    linear = tokens * (8 * 16 + 16 * 48 + 16 * 16 + 16 * 32 + 32 * 16) + 2 * 16 * 3  # in_proj/out_proj too
+    assert count_macs(model, x) == linear
+    assert torch.backends.mha.get_fastpath_enabled()  # restored
