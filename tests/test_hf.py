@@ -155,3 +155,25 @@ def test_cli_prunes_a_bert_checkpoint_with_token_ids_and_strict_tracing_exits_6(
     assert bundle.encoder.layer[1].intermediate.dense.out_features == 96
     with torch.no_grad():
         assert bundle(torch.randint(0, 100, (2, 8))).last_hidden_state.shape == (2, 8, 64)
+
+
+def test_bert_classifier_prunes_its_residual_width_through_embeddings_and_layer_norms(tmp_path: Path) -> None:
+    """With a classification head the residual stream no longer reaches the output: embeddings,
+    LayerNorms (statistics over the kept channels) and the attention/FFN output denses shrink."""
+    torch.manual_seed(0)
+    model = factories.build("hf:BertForSequenceClassification", BERT_ARGS)
+    checkpoint = tmp_path / "bert_cls.pt"
+    torch.save({"state_dict": model.state_dict(),
+                "model": {"factory": "hf:BertForSequenceClassification", "args": BERT_ARGS}}, checkpoint)
+    result = prunectl.prune(checkpoint, prunectl.PruneOptions(rate=0.5, round_to=1, skip_unsupported=True,
+                                                              output=tmp_path / "out", onnx=True))
+    widths = {layer["name"]: (layer["before"], layer["after"]) for layer in result.report["layers"]}
+    hidden = BERT_ARGS["hidden_size"]
+    for name in ("bert.embeddings.word_embeddings", "bert.embeddings.LayerNorm",
+                 "bert.encoder.layer.1.output.LayerNorm", "bert.pooler.dense"):
+        assert widths[name] == (hidden, hidden // 2), name
+    assert result.manifest.extra["onnx"]["max_abs"] <= 1e-4
+    reloaded = prunectl.load(tmp_path / "out")
+    ids = torch.randint(0, 100, (2, 16))
+    with torch.no_grad():
+        assert torch.allclose(reloaded(ids).logits, result.model.eval()(ids).logits, atol=1e-5)
