@@ -15,7 +15,7 @@ from .bundle import check_output_path, staged_directory
 from .checkpoint import Loaded, file_sha256, load_checkpoint
 from .factories import build as build_model
 from .choose import from_prune_options
-from .errors import CheckpointError, SpecError, VerificationError
+from .errors import SpecError, VerificationError
 from .export.onnx import DEFAULT_OPSET, ONNX_ATOL, check_onnx, export_onnx
 from .export.weights import portable_state_dict, write_pt, write_safetensors
 from .jsonio import dump_json
@@ -285,8 +285,6 @@ def verify(bundle: str | Path) -> dict[str, Any]:
     inputs = make_inputs(input_spec, seed if isinstance(seed, int) else 0)
     module = manifest.extra.get("module")  # the input is this submodule's (prune --module)
     if module is not None:
-        if not isinstance(module, str):
-            raise CheckpointError(f"{bundle / 'manifest.json'}: module: expected a submodule path, got {module!r}")
         submodule(model, module, str(bundle / "manifest.json"))
     outputs = run(entry(model, module), inputs[0], "bundle model")
     if not all(bool(torch.isfinite(t).all()) for t in outputs if t.is_floating_point()):
@@ -345,8 +343,9 @@ def info(path: str | Path, spec: str | Path | None = None, model: str | None = N
 
 def trace_spec(checkpoint: str | Path | None = None, model: str | None = None,
                input_shape: tuple[int, ...] | None = None, skip_unsupported: bool = False,
-               trust_pickle: bool = False) -> TraceResult:
-    """Derive a spec by tracing a checkpoint's model, or a factory's freshly built one."""
+               trust_pickle: bool = False, module: str | None = None) -> TraceResult:
+    """Derive a spec by tracing a checkpoint's model, or a factory's freshly built one
+    (``module``: only that submodule, on its own input; the spec records it and keeps full names)."""
     if checkpoint is not None:
         loaded = load_checkpoint(checkpoint, ModelRef(model, {}) if model else None, trust_pickle)
     elif model:
@@ -355,8 +354,13 @@ def trace_spec(checkpoint: str | Path | None = None, model: str | None = None,
         raise SpecError("nothing to trace: pass a checkpoint, --model FACTORY, or both")
     options = PruneOptions(input_shape=input_shape)
     input_spec = _input_spec(Spec(layers=(), source="--input-shape"), options, loaded)
-    return trace_model(loaded.model, input_spec.shape, dtype=input_spec.dtype, model_ref=loaded.model_ref,
-                       skip_unsupported=skip_unsupported)
+    target = loaded.model if module is None else submodule(loaded.model, module, "--module")
+    traced = trace_model(target, input_spec.shape, dtype=input_spec.dtype, model_ref=loaded.model_ref,
+                         skip_unsupported=skip_unsupported)
+    if module is None:
+        return traced
+    return replace(traced, spec=traced.spec.under(module),
+                   pinned={f"{module}.{name}": why for name, why in traced.pinned.items()})
 
 
 def write_traced_spec(traced: TraceResult, path: str | Path) -> None:

@@ -216,6 +216,7 @@ def info(path: str, quiet: bool, as_json: bool, **options: Any) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), help="Spec file to write (default: stdout).")
 @click.option("--skip-unsupported", is_flag=True, help="Mark channels behind ops prunectl cannot cut \"prune\": false.")
 @click.option("--trust-pickle", is_flag=True, help="Allow unpickling a whole nn.Module.")
+@click.option("--module", help="Trace only this submodule (e.g. backbone of a detector); --input-shape is its input.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @_handle_errors
 def spec_command(checkpoint: str | None, output: str | None, quiet: bool, **options: Any) -> None:

@@ -30,6 +30,7 @@ _OPTIONAL = ("criterion", "rate", "round_to", "min_channels", "group_reduce", "v
              "spec_sha256", SEAL_KEY)  # the seal is rewritten by write_manifest (integrity.py)
 # recorded by choose.py: how channels were chosen, the target reached, unstructured sparsity, --data
 _OPTIONAL += ("selection", "target", "sparsity", "data")
+_OPTIONAL += ("module",)  # prune --module: the submodule the input goes to (entry.py)
 _FILE_NAMES = ("model.safetensors", "model.pt", "model.onnx", "report.json", "history.json", "history.png")
 
 
@@ -89,6 +90,10 @@ class Manifest:
                       f"including {WEIGHTS_NAME}")
         if not isinstance(data["versions"], dict):
             raise bad("versions", "expected an object")
+        module = data.get("module")
+        if module is not None and (not isinstance(module, str) or not all(
+                part.isidentifier() or part.isdigit() for part in module.split("."))):
+            raise bad("module", f"expected a submodule path such as \"backbone\", got {module!r}")
         verify = data.get("verify", {})
         seed = verify.get("seed", 0) if isinstance(verify, dict) else None
         if not isinstance(seed, int) or isinstance(seed, bool):  # seeds the inputs verify/export replay

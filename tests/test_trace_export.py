@@ -1,6 +1,7 @@
 """The torch.export fallback: models torch.fx cannot trace get a spec from torch.export's graph."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,7 @@ def test_module_prunes_a_detector_backbone_and_verifies_it_alone(tmp_path: Path)
     assert result.report["module"] == "backbone" and result.manifest.extra["module"] == "backbone"
     assert result.report["traced"]["pinned"] == {"backbone.4": "its channels reach the model output"}
     assert result.manifest.kept["backbone.0"] and result.manifest.extra["verify"]["soft_vs_hard_max_abs"] <= 1e-5
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["module"] == "backbone"
     assert prunectl.verify(tmp_path / "out")["forward"] == "ok"
     reloaded = prunectl.load(tmp_path / "out")
     assert reloaded.backbone[3].in_channels == 8 and reloaded.head.in_channels == 16
@@ -100,3 +102,26 @@ def test_module_prunes_a_detector_backbone_and_verifies_it_alone(tmp_path: Path)
     with pytest.raises(SpecError, match="--module: --target-macs"):
         prunectl.prune(checkpoint, prunectl.PruneOptions(**{**options, "rate": None}, module="backbone",
                                                          target_macs=0.5))
+
+
+def test_spec_module_writes_a_spec_that_prune_takes_back(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from prunectl.cli import cli
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "detector.pt"
+    torch.save(TinyDetector().state_dict(), checkpoint)
+    spec_path = tmp_path / "spec.json"
+    runner = CliRunner()
+    written = runner.invoke(cli, ["spec", str(checkpoint), "--model", "tests.export_models:TinyDetector",
+                                  "--module", "backbone", "--input-shape", "1,3,8,8", "-o", str(spec_path)])
+    assert written.exit_code == 0, written.output
+    data = json.loads(spec_path.read_text())
+    assert data["module"] == "backbone" and list(data["layers"])[0] == "backbone.0"
+    assert data["layers"]["backbone.4"]["prune"] is False  # the backbone's output
+    pruned = runner.invoke(cli, ["prune", str(checkpoint), "--model", "tests.export_models:TinyDetector",
+                                 "--spec", str(spec_path), "--rate", "0.5", "--round-to", "1", "-o",
+                                 str(tmp_path / "out"), "--json"])
+    assert pruned.exit_code == 0, pruned.output
+    assert json.loads(pruned.output)["manifest"]["module"] == "backbone"
