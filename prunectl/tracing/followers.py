@@ -1,0 +1,193 @@
+"""How the walk follows channels into what is not a listed layer: parameters added or multiplied
+along the channels (layer scale, position embedding, class token), shapes read from pruned
+tensors and the reshapes they size (with the int attributes that hold them, ViT's hidden_dim),
+and self-attention reading the residual stream. A mixin of the walk's interpreter (walk.py).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.fx.node import Node
+
+from ..attention import self_attention_problem
+from ..params import count_attributes
+from .flow import Flow, Touch, broadcast_dim, merge, normalise_dim
+from .graph import LayerTracer, Size, TracedLayer, flat_args, has_tensor, node_description
+from .rules import function_flow, op_name
+
+
+class ChannelFollowers:
+    """Methods of ``walk._Walker`` (it provides ``parameters``, ``first_inputs``, ``walk``, ``root``)."""
+
+    def _parameter_operand(self, node: Node, real_args: tuple, args: tuple, result: Any) -> Flow | None:
+        """``x * layer_scale``, ``x + pos_embedding``: a parameter with one entry per channel of ``x``
+        is listed as a parameter entry that follows x's channels (None: not such a case)."""
+        operands = list(node.args[:2])
+        held = [i for i, a in enumerate(operands) if isinstance(a, Node) and a.op == "get_attr"
+                and str(a.target) in self.parameters]
+        flowing = [i for i, a in enumerate(args[:2]) if isinstance(a, Flow)]
+        if len(held) != 1 or len(flowing) != 1 or not isinstance(result, torch.Tensor):
+            return None
+        held_node, value, flow = operands[held[0]], real_args[flowing[0]], args[flowing[0]]
+        parameter = real_args[held[0]]
+        d = broadcast_dim(flow, value.dim(), result.dim())
+        axis = d - (result.dim() - parameter.dim())
+        if axis < 0 or parameter.shape[axis] == 1 or value.shape[flow.dim] != result.shape[d]:
+            return None  # channel-free, or a broadcast the element-wise rule reports
+        name = str(held_node.target)
+        if parameter.shape[axis] != value.shape[flow.dim]:
+            raise Touch(f"combines the channels with parameter {name} of shape {tuple(parameter.shape)}")
+        if flow.composite:
+            raise Touch(f"combines a concatenation of pruned channels with parameter {name}")
+        if len(held_node.users) != 1 or name in self.first_inputs:
+            raise Touch(f"uses parameter {name}, which is also used elsewhere (it can follow one channel space)")
+        self.first_inputs[name] = flow.sources
+        self.walk.layers.append(TracedLayer(name, "parameter", flow.sources, dim=axis))
+        return flow.at(d)
+
+    def _sizes(self, node: Node, args: Any, real_args: tuple, real_kwargs: dict, incoming: list[Flow],
+               sizes: list[Size], result: Any) -> Any:
+        """Shapes read from pruned tensors, and what is done with them."""
+        name = op_name(node.target)
+        if not sizes:  # x.shape, x.size(d): a number the hard model reads smaller
+            flow = args[0] if isinstance(args[0], Flow) else None
+            if flow is None:
+                return None
+            if name == "getattr" and real_args[1] == "shape" or name == "size" and len(real_args) == 1 \
+                    and "dim" not in real_kwargs:
+                return Size(flow.sources, flow.dim)
+            if name == "size":
+                dim = real_args[1] if len(real_args) > 1 else real_kwargs["dim"]
+                return Size(flow.sources) if normalise_dim(int(dim), real_args[0].dim()) == flow.dim else None
+            return None  # x.dim(), x.dtype, x.device: not the channel count
+        if name == "getitem" and isinstance(args[0], Size) and args[0].dim is not None and len(sizes) == 1:
+            index, length = real_args[1], len(real_args[0])
+            if isinstance(index, int):
+                return Size(args[0].sources) if normalise_dim(index, length) == args[0].dim else None
+            if isinstance(index, slice):
+                kept = list(range(length))[index]
+                return Size(args[0].sources, kept.index(args[0].dim)) if args[0].dim in kept else None
+        if name in ("view", "reshape") and has_tensor(result) and isinstance(args[0], Flow):
+            self._check_reshape_sizes(node, args, {}, real_args, real_kwargs, result)
+            return function_flow(name, real_args, real_kwargs, args, {}, result)
+        raise Touch(f"uses the number of pruned channels ({node_description(node)}), which the pruned model reads smaller")
+
+    def _check_reshape_sizes(self, node: Node, args: Any, kwargs: Any, real_args: tuple, real_kwargs: dict,
+                             result: Any) -> None:
+        """``x.view(n, C, -1)`` may size the channel dim only with -1 or x's own channel count: a
+        number fixed in the model's code (ViT's ``self.hidden_dim``) would not shrink with it."""
+        flow = args[0]
+        if not isinstance(flow, Flow) or not isinstance(result, torch.Tensor):
+            return
+        moved = function_flow(op_name(node.target), real_args, real_kwargs, args, kwargs, result)
+        entries = list(node.args[1:])
+        flows = list(args[1:])
+        if len(entries) == 1 and isinstance(entries[0], (list, tuple)):
+            entries, flows = list(entries[0]), list(flows[0])
+        if moved.dim >= len(entries):
+            return
+        entry, size = entries[moved.dim], flows[moved.dim]
+        if isinstance(size, Size) and size.dim is None and size.sources == flow.sources and moved.factor == flow.factor:
+            return
+        if entry == -1 and sum(1 for e in entries if e == -1) == 1:
+            return
+        if isinstance(entry, int) and not isinstance(entry, bool) and moved.factor == flow.factor \
+                and self._count_attribute(node, entry, flow):
+            return
+        raise Touch(f"reshapes pruned channels to a channel count fixed in the model's code "
+                    f"({result.shape[moved.dim]}); the pruned model would need it smaller")
+
+    def _count_attribute(self, node: Node, value: int, flow: Flow) -> bool:
+        """A reshape to a fixed channel count that the running module keeps in exactly one int
+        attribute (ViT's ``self.hidden_dim``): list that attribute, so the hard model gets it smaller."""
+        stack = node.meta.get("nn_module_stack") or {}
+        path = list(stack)[-1] if stack else ""
+        owner = self.root if not path else self.root.get_submodule(path)
+        names = [key for key, held in count_attributes(owner).items() if held == value]
+        if len(names) != 1 or not self._reads_attribute(node, owner, names[0]):
+            return False
+        name = f"{path}.{names[0]}" if path else names[0]
+        if name in self.first_inputs:
+            if self.first_inputs[name] != flow.sources:
+                raise Touch(f"sizes two different channel spaces with the attribute {name}")
+            return True
+        self.first_inputs[name] = flow.sources
+        self.walk.layers.append(TracedLayer(name, "count", flow.sources))
+        return True
+
+    def _reads_attribute(self, node: Node, owner: nn.Module, attr: str) -> bool:
+        """Whether ``node``'s arguments come from ``owner.attr`` and not from an equal literal: trace
+        again with the attribute set to an unlikely number and look for it in the same node."""
+        marker = 1_000_003 + getattr(owner, attr)
+        original = getattr(owner, attr)
+        try:
+            setattr(owner, attr, marker)
+            graph = LayerTracer().trace(self.root)
+        except Exception:
+            return False
+        finally:
+            setattr(owner, attr, original)
+        again = next((n for n in graph.nodes if n.name == node.name), None)
+        return again is not None and marker in flat_args(again.args)
+
+    def _attention(self, node: Node, module: nn.MultiheadAttention, real_args: tuple, real_kwargs: dict,
+                   incoming: list[Flow], result: Any) -> list[Flow | None]:
+        """Self-attention on the residual stream: ``in_proj_weight``'s input columns follow the
+        stream's channels (a parameter entry, dim 1) and ``out_proj`` writes a new channel space;
+        the heads stay whole (attention.py)."""
+        name = str(node.target)
+        nodes = tuple(node.args[:3]) + tuple(node.kwargs[k] for k in ("query", "key", "value") if k in node.kwargs)
+        problem = self_attention_problem(module, real_args, real_kwargs, nodes)
+        flow = incoming[0]
+        query = real_args[0] if real_args else real_kwargs.get("query")
+        if problem is None and (flow.composite or flow.dim != query.dim() - 1 or flow.factor != 1):
+            problem = "reads pruned channels from a dim other than its last"
+        if problem is None and name in self.first_inputs:
+            problem = "is called more than once (shared weights)"
+        if problem is not None:
+            raise Touch(problem)
+        self.first_inputs[name] = flow.sources
+        self.walk.layers.append(TracedLayer(f"{name}.in_proj_weight", "parameter", flow.sources, dim=1))
+        self.walk.layers.append(TracedLayer(f"{name}.out_proj", "linear", None))
+        return [Flow(frozenset({f"{name}.out_proj"}), result[0].dim() - 1), None]
+
+    def _held_parameter(self, node: Any) -> str | None:
+        """The parameter a node is, or expands (ViT's ``class_token.expand(n, -1, -1)``), used only there."""
+        if isinstance(node, Node) and node.op in ("call_method", "call_function") and op_name(node.target) == "expand" \
+                and len(node.users) == 1:
+            node = node.args[0]
+        if isinstance(node, Node) and node.op == "get_attr" and str(node.target) in self.parameters:
+            return str(node.target) if len(node.users) == 1 else None
+        return None
+
+    def _parameter_in_cat(self, node: Node, real_args: tuple, real_kwargs: dict, args: tuple, result: Any) -> Flow | None:
+        """``cat([class_token.expand(n, -1, -1), x], dim=1)``: tokens joined along another dim than the
+        channels; a parameter among them with one entry per channel follows x's channels."""
+        tensors, flows = real_args[0], args[0]
+        dim = normalise_dim(int(real_args[1] if len(real_args) > 1 else real_kwargs.get("dim", 0)), result.dim())
+        placed = [f for f in flows if isinstance(f, Flow)]
+        if not placed or len(placed) == len(flows) or any(f.composite or f.dim == dim for f in placed):
+            return None
+        if len({(f.dim, f.factor) for f in placed}) > 1:
+            return None
+        channels = next(t.shape[f.dim] for t, f in zip(tensors, flows) if isinstance(f, Flow))
+        d = placed[0].dim
+        held = []
+        for operand, value, flow in zip(node.args[0], tensors, flows):
+            if isinstance(flow, Flow):
+                continue
+            name = self._held_parameter(operand)
+            if name is None or name in self.first_inputs:
+                return None  # a fixed tensor the concatenation rule reports
+            parameter = self.parameters[name]
+            axis = d - (value.dim() - parameter.dim())
+            if axis < 0 or parameter.shape[axis] != channels:
+                raise Touch(f"joins pruned channels with parameter {name} of shape {tuple(parameter.shape)}")
+            held.append((name, axis))
+        flow = merge(placed, d)
+        for name, axis in held:
+            self.first_inputs[name] = flow.sources
+            self.walk.layers.append(TracedLayer(name, "parameter", flow.sources, dim=axis))
+        return flow

@@ -1,0 +1,116 @@
+"""What the channel walk produces and the small graph helpers it shares with its followers.
+
+``symbolic_graph`` traces a model with torch.fx, keeping every listed layer kind a single node;
+``TracedLayer``/``Incident``/``Walk`` are the walk's plain-data result (tracing/__init__.py turns
+them into a spec).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+from torch.fx.node import Node
+
+from .. import layers as L
+from ..errors import UnsupportedError
+from .flow import Flow
+from .rules import op_name
+
+
+@dataclass(frozen=True)
+class TracedLayer:
+    name: str
+    kind: str  # "conv", "linear", "norm", "embedding", "parameter" or "count" (an int attribute)
+    inputs: frozenset[str] | None  # listed layers feeding it (a prev sum); None: fixed input
+    cat: tuple[frozenset[str], ...] | None = None  # its input is this channel concatenation
+    dim: int | None = None  # a parameter: the axis that holds the channels
+
+
+@dataclass(frozen=True)
+class Size:
+    """A shape read from a tensor of pruned channels (``dim``: where the channel count sits in it),
+    or that channel count itself (``dim`` None). The hard model reads a smaller number there, so
+    it may only size a reshape of the same channels (``x.view(n, c, -1)``); any other use pins."""
+
+    sources: frozenset[str]
+    dim: int | None = None
+
+
+@dataclass(frozen=True)
+class Incident:
+    """An op that touches pruned channels in a way prunectl cannot follow."""
+
+    where: str  # module path (or graph node name) of the op
+    op: str
+    reason: str
+    sources: frozenset[str]  # listed layers whose channels it touches
+
+    def describe(self) -> str:
+        return f"{self.where} ({self.op}) {self.reason}"
+
+
+@dataclass
+class Walk:
+    layers: list[TracedLayer] = field(default_factory=list)
+    output_sources: set[str] = field(default_factory=set)
+    incidents: list[Incident] = field(default_factory=list)
+
+
+class LayerTracer(fx.Tracer):
+    """Keeps subclasses of the layers prunectl lists as single nodes (timm's BatchNormAct2d is a
+    BatchNorm2d followed by an activation; traced through, it would hide the norm in F.batch_norm)."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return L.kind_of(module) != "other" or super().is_leaf_module(module, qualified_name)
+
+
+def symbolic_graph(model: nn.Module) -> fx.GraphModule:
+    try:
+        return fx.GraphModule(model, LayerTracer().trace(model), type(model).__name__)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise UnsupportedError(f"{type(model).__name__}: torch.fx cannot trace it ({first}); "
+                               "write a spec by hand (README: the spec format) and pass --spec") from None
+
+
+def leaves(value: Any, kind: type = Flow) -> list[Any]:
+    if isinstance(value, kind):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [f for item in value for f in leaves(item, kind)]
+    if isinstance(value, dict):
+        return [f for item in value.values() for f in leaves(item, kind)]
+    return []
+
+
+def flat_args(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return [v for item in value for v in flat_args(item)]
+    return [value]
+
+
+def has_tensor(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(has_tensor(v) for v in value)
+    if isinstance(value, dict):
+        return any(has_tensor(v) for v in value.values())
+    return False
+
+
+def node_where(node: Node) -> str:
+    if node.op == "call_module":
+        return str(node.target)
+    stack = node.meta.get("nn_module_stack") or {}
+    # values are (module path, type); torch.export's keys are mangled ("L__self___layer1")
+    last = list(stack.values())[-1] if stack else None
+    path = last[0] if isinstance(last, tuple) and last and isinstance(last[0], str) else ""
+    return f"{path}:{node.name}" if path else f"forward:{node.name}"
+
+
+def node_description(node: Node) -> str:
+    return op_name(node.target) if node.op == "call_function" else f".{node.target}()"
