@@ -1,7 +1,8 @@
 """Size and cost figures: parameters, bytes, MACs (torch.utils.flop_counter), widths per layer."""
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
@@ -19,20 +20,33 @@ def size_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
-@torch.no_grad()
-def count_macs(model: nn.Module, x: torch.Tensor) -> int:
-    """Multiply-accumulates of one forward pass (FLOPs / 2, as torch counts a MAC as 2 FLOPs)."""
+@contextmanager
+def mac_counter() -> Iterator[FlopCounterMode]:
+    """A flop counter for one forward pass; ``macs_of`` reads it.
+
+    nn.MultiheadAttention's eval fast path is one fused op the flop counter does not see, so a
+    ViT's attention would count as 0 MACs (and a pruned one, through the unfused path, as more):
+    the fast path is off while counting."""
     counter = FlopCounterMode(display=False)
-    # nn.MultiheadAttention's eval fast path is one fused op the flop counter does not see, so a
-    # ViT's attention would count as 0 MACs (and a pruned one, through the unfused path, as more)
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         with counter:
-            model(x)
+            yield counter
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-    return int(counter.get_total_flops()) // 2
+
+
+def macs_of(counter: FlopCounterMode) -> int:
+    return int(counter.get_total_flops()) // 2  # torch counts a multiply-accumulate as 2 FLOPs
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass."""
+    with mac_counter() as counter:
+        model(x)
+    return macs_of(counter)
 
 
 def layer_widths(model: nn.Module, names: list[str]) -> dict[str, int]:

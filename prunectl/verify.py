@@ -12,7 +12,6 @@ from typing import Any, Iterable, Iterator
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from . import layers as L
 from .errors import SpecError, VerificationError
@@ -69,11 +68,12 @@ def flat_outputs(output: Any) -> list[torch.Tensor]:
 
 
 def run_and_count(model: nn.Module, x: torch.Tensor, what: str) -> tuple[list[torch.Tensor], int]:
-    """``run`` and the multiply-accumulates it took (FLOPs / 2, as ``report.count_macs``)."""
-    counter = FlopCounterMode(display=False)
-    with counter:
+    """``run`` and the multiply-accumulates it took, counted as ``report.count_macs`` counts them."""
+    from .report import mac_counter, macs_of
+
+    with mac_counter() as counter:
         outputs = run(model, x, what)
-    return outputs, int(counter.get_total_flops()) // 2
+    return outputs, macs_of(counter)
 
 
 @torch.no_grad()

@@ -263,3 +263,7 @@ def test_attention_projections_are_counted_although_the_fused_path_hides_them() 
     linear = tokens * (8 * 16 + 16 * 48 + 16 * 16 + 16 * 32 + 32 * 16) + 2 * 16 * 3  # in_proj/out_proj too
     assert count_macs(model, x) == linear
     assert torch.backends.mha.get_fastpath_enabled()  # restored
+    from prunectl.verify import run_and_count
+
+    assert run_and_count(model, x, "model")[1] == linear  # what prune reports counts the same
+    assert torch.backends.mha.get_fastpath_enabled()
