@@ -48,9 +48,14 @@ class Consumer:
             per_input = per_group.sum(dim=(1, 3)).flatten()  # input i = block * (in/g) + column
         else:  # linear [out, in]
             per_input = weight.sum(0)
-        channels = self.channels if self.channels is not None else per_input.numel() // self.factor
-        span = per_input[self.offset:self.offset + channels * self.factor]
-        return span.view(channels, self.factor).sum(1)
+        return self.per_channel(per_input)
+
+    def per_channel(self, per_input: torch.Tensor) -> torch.Tensor:
+        """Values indexed by the reader's input (last dim) summed into one per channel of this
+        layer: its ``factor`` inputs each, starting at ``offset``."""
+        channels = self.channels if self.channels is not None else per_input.shape[-1] // self.factor
+        span = per_input[..., self.offset:self.offset + channels * self.factor]
+        return span.reshape(*span.shape[:-1], channels, self.factor).sum(-1)
 
 
 @dataclass(frozen=True)

@@ -107,9 +107,7 @@ def _contributions(consumer: Consumer, x: torch.Tensor, count: int, generator: t
     else:
         raise UnsupportedError(f"criterion 'thinet': cannot attribute the outputs of {consumer.name} "
                                f"({type(module).__name__}) to its input channels")
-    if consumer.channels is not None:
-        per_input = per_input[:, consumer.offset:consumer.offset + consumer.channels * consumer.factor]
-    return per_input.reshape(per_input.shape[0], -1, consumer.factor).sum(dim=2)
+    return consumer.per_channel(per_input)
 
 
 def _conv_contributions(module: nn.modules.conv._ConvNd, weight: torch.Tensor, x: torch.Tensor, count: int,
