@@ -115,8 +115,8 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
     traced = None
     if options.spec is None:  # no spec given: derive it by tracing the loaded model (or its submodule)
         traced = trace_model(target, input_spec.shape, dtype=input_spec.dtype, model_ref=loaded.model_ref,
-                             skip_unsupported=options.skip_unsupported)
-        spec = _apply_options(traced.spec if module is None else traced.spec.under(module), options)
+                             skip_unsupported=options.skip_unsupported).under(module)
+        spec = _apply_options(traced.spec, options)
     spec = replace(spec, module=module)
     tolerance = TOLERANCE.get(input_spec.dtype, TOLERANCE["float32"])
     inputs = make_inputs(input_spec, options.seed)
@@ -156,9 +156,7 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
                           macs=(macs_before, comparison.hard_macs))
     report.update(choice.report)
     if traced is not None:
-        prefix = "" if module is None else f"{module}."
-        report["traced"] = {"pinned": {prefix + name: why for name, why in traced.pinned.items()},
-                            "tracer": traced.tracer}
+        report["traced"] = {"pinned": traced.pinned, "tracer": traced.tracer}
     if module is not None:
         report["module"] = module  # MACs are the submodule's, on its input
     if options.latency:
@@ -355,12 +353,8 @@ def trace_spec(checkpoint: str | Path | None = None, model: str | None = None,
     options = PruneOptions(input_shape=input_shape)
     input_spec = _input_spec(Spec(layers=(), source="--input-shape"), options, loaded)
     target = loaded.model if module is None else submodule(loaded.model, module, "--module")
-    traced = trace_model(target, input_spec.shape, dtype=input_spec.dtype, model_ref=loaded.model_ref,
-                         skip_unsupported=skip_unsupported)
-    if module is None:
-        return traced
-    return replace(traced, spec=traced.spec.under(module),
-                   pinned={f"{module}.{name}": why for name, why in traced.pinned.items()})
+    return trace_model(target, input_spec.shape, dtype=input_spec.dtype, model_ref=loaded.model_ref,
+                       skip_unsupported=skip_unsupported).under(module)
 
 
 def write_traced_spec(traced: TraceResult, path: str | Path) -> None:

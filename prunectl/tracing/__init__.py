@@ -51,6 +51,13 @@ class TraceResult:
     incidents: tuple[Incident, ...] = ()  # every op that touched pruned channels unfollowably
     tracer: str = "torch.fx"  # what captured the graph: torch.fx, transformers.fx or torch.export
 
+    def under(self, module: str | None) -> TraceResult:
+        """The trace of submodule ``module`` with every name a path in the whole model (spec "module")."""
+        if module is None:
+            return self
+        return replace(self, spec=self.spec.under(module),
+                       pinned={f"{module}.{name}": why for name, why in self.pinned.items()})
+
 
 def trace_model(model: nn.Module, input_shape: tuple[int, ...], *, dtype: str = "float32",
                 model_ref: ModelRef | None = None, skip_unsupported: bool = False,
