@@ -148,14 +148,14 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
     if getattr(state_dict, "_metadata", None) is None:
         # safetensors files and validated copies lose torch's per-module version metadata, and some
         # modules refuse to load without it (torchvision's MNASNet); the model's own versions apply
-        state_dict = _with_metadata(state_dict, getattr(expected, "_metadata", None))
+        state_dict = with_metadata(state_dict, getattr(expected, "_metadata", None))
     try:
         model.load_state_dict(state_dict, strict=True, assign=assign)
     except RuntimeError as exc:
         raise CheckpointError(f"{source}: does not fit the model: {_first_line(exc)}") from None
 
 
-def _with_metadata(state_dict: Mapping[str, torch.Tensor], metadata: Any) -> Mapping[str, torch.Tensor]:
+def with_metadata(state_dict: Mapping[str, torch.Tensor], metadata: Any) -> Mapping[str, torch.Tensor]:
     if metadata is None:
         return state_dict
     from collections import OrderedDict

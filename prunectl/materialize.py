@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn as nn
 
-from .checkpoint import load_weights
+from .checkpoint import load_weights, with_metadata
 from .errors import PrunectlError
 from .surgery import apply_resize
 
@@ -55,7 +55,7 @@ def _assignable(skeleton: nn.Module, resize: Mapping[str, Mapping[str, int]] | N
     return len({id(t) for t in tensors}) == len(tensors)
 
 
-def _owned_like(state_dict: Mapping[str, torch.Tensor], skeleton: nn.Module) -> dict[str, torch.Tensor]:
+def _owned_like(state_dict: Mapping[str, torch.Tensor], skeleton: nn.Module) -> Mapping[str, torch.Tensor]:
     """The weights in the dtypes the model declares (a strict load casts), and none sharing
     memory with another (assignment would make them one tensor)."""
     expected = skeleton.state_dict()
@@ -70,13 +70,7 @@ def _owned_like(state_dict: Mapping[str, torch.Tensor], skeleton: nn.Module) -> 
         elif storage is not None:
             seen.add(storage)
         owned[key] = value
-    if getattr(state_dict, "_metadata", None) is not None:  # torch's per-module versions
-        from collections import OrderedDict
-
-        with_metadata: Any = OrderedDict(owned)
-        with_metadata._metadata = state_dict._metadata  # type: ignore[attr-defined]
-        return with_metadata
-    return owned
+    return with_metadata(owned, getattr(state_dict, "_metadata", None))  # torch's per-module versions
 
 
 def _has_meta(model: nn.Module) -> bool:
