@@ -33,7 +33,7 @@ from _common import print_table, tracing_available, write_results  # noqa: E402
 
 import torch  # noqa: E402
 
-from prunectl.latency import interleaved, ort_session  # noqa: E402
+from prunectl.latency import ort_session, time_models  # noqa: E402
 
 FIXTURES = ("resnet18", "vgg11_bn", "alexnet", "dwsep")
 TORCHVISION = (("resnet50", 224), ("mobilenet_v3_large", 224))
@@ -89,7 +89,8 @@ def _one_model(name: str, side: int, batches: tuple[int, ...], work: Path, threa
         # original measurement and the same bursts of load from other processes
         models = [original, *(result.model.eval() for result in pruned.values())]
         onnx_files = [work / "original.onnx", *(result.output / "model.onnx" for result in pruned.values())]
-        timed = _timings(models, onnx_files, x, threads, budget * len(models) / 2)
+        timed = time_models(models, onnx_files, x, budget * len(models) / 2, threads)
+        timed["ort"] = timed.pop("onnxruntime")
         for index, ((rate, round_to), result) in enumerate(pruned.items(), start=1):
             row = {"model": name, "input": [batch, 3, side, side], "rate": rate, "round_to": round_to,
                    "params": [result.report["params"]["before"], result.report["params"]["after"]],
@@ -132,17 +133,6 @@ def _original(name: str, side: int, work: Path) -> tuple[Path, torch.nn.Module, 
     ckpt = work / f"{name}.pt"
     torch.save(model.state_dict(), ckpt)
     return ckpt, model, options
-
-
-def _timings(models: list[torch.nn.Module], onnx_files: list[Path], x: torch.Tensor, threads: int,
-             budget: float) -> dict[str, list[dict[str, float]]]:
-    """Latency statistics per model, ONNX Runtime and torch eager, each runtime interleaved."""
-    feed = {"input": x.numpy()}
-    sessions = [ort_session(path, threads) for path in onnx_files]
-    ort_stats = interleaved([lambda s=s: s.run(None, feed) for s in sessions], budget)
-    with torch.inference_mode():
-        torch_stats = interleaved([lambda m=m: m(x) for m in models], budget)
-    return {"ort": ort_stats, "torch": torch_stats}
 
 
 def _ort_breakdown(original_onnx: Path, pruned_onnx: Path, x: torch.Tensor, threads: int, runs: int = 30) -> dict:

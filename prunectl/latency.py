@@ -69,6 +69,22 @@ def _stats(samples: list[float]) -> dict[str, float]:
             "p90_ms": round(percentile(0.9), 4), "runs": len(ordered)}
 
 
+def time_models(models: list[nn.Module], onnx_files: list[Path] | None, example: torch.Tensor, budget: float,
+                threads: int = 1, progress: Callable[[str, float], None] | None = None) -> dict[str, list[dict]]:
+    """Statistics per model on torch eager (under inference_mode) and, given their ONNX files, on
+    ONNX Runtime; the models of one runtime interleaved with each other."""
+    result: dict[str, list[dict]] = {}
+    with torch.inference_mode():
+        result["torch"] = interleaved([lambda m=m: m(example) for m in models], budget,
+                                      progress=_stage(progress, "torch"))
+    if onnx_files is not None:
+        feed = {"input": example.numpy()}
+        sessions = [ort_session(path, threads) for path in onnx_files]
+        result["onnxruntime"] = interleaved([lambda s=s: s.run(None, feed) for s in sessions], budget,
+                                            progress=_stage(progress, "onnxruntime"))
+    return result
+
+
 def compare_latency(original: nn.Module, pruned: nn.Module, example: torch.Tensor, *, threads: int = 1,
                     budget: float = 2.0, onnx: bool = True,
                     progress: Callable[[str, float], None] | None = None) -> dict[str, Any]:
@@ -80,25 +96,19 @@ def compare_latency(original: nn.Module, pruned: nn.Module, example: torch.Tenso
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    result: dict[str, Any] = {"threads": threads, "input": list(example.shape)}
+    models = [original.eval(), pruned.eval()]
     try:
-        original, pruned = original.eval(), pruned.eval()
-        with torch.inference_mode():
-            eager = interleaved([lambda: original(example), lambda: pruned(example)], budget,
-                                progress=_stage(progress, "torch"))
-        result["torch"] = _pair(eager)
-        if onnx:
-            with tempfile.TemporaryDirectory(prefix="prunectl-latency-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="prunectl-latency-") as tmp:
+            paths = None
+            if onnx:
                 paths = [Path(tmp) / "original.onnx", Path(tmp) / "pruned.onnx"]
-                for model, path in zip((original, pruned), paths):
+                for model, path in zip(models, paths):
                     export_onnx(model, example, path)
-                feed = {"input": example.numpy()}
-                sessions = [ort_session(path, threads) for path in paths]
-                timed = interleaved([lambda s=s: s.run(None, feed) for s in sessions], budget,
-                                    progress=_stage(progress, "onnxruntime"))
-            result["onnxruntime"] = _pair(timed)
+            timed = time_models(models, paths, example, budget, threads, progress)
     finally:
         torch.set_num_threads(previous_threads)
+    result: dict[str, Any] = {"threads": threads, "input": list(example.shape),
+                              **{runtime: _pair(stats) for runtime, stats in timed.items()}}
     runtime = "onnxruntime" if onnx else "torch"
     # the headline the report shows: the runtime people deploy to
     result.update(runtime=runtime, before=result[runtime]["before"]["median_ms"],
