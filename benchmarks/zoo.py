@@ -53,6 +53,7 @@ def run_one(name: str, provider: str = "torchvision") -> dict:
     torch.manual_seed(0)
     factory = "torchvision" if provider == "tasks" else provider
     model = build(f"{factory}:{name}", {}).eval()
+    _randomise_zero_weights(model)
     # a detector cannot be traced whole (data-dependent post-processing): its backbone is pruned
     module = "backbone" if provider == "tasks" and name in _task_models("detection") else None
     traced = model if module is None else model.get_submodule(module)
@@ -60,6 +61,7 @@ def run_one(name: str, provider: str = "torchvision") -> dict:
         shape = default_input_shape(None, model)
     else:
         shape = _first_input_that_runs(traced, VIDEO_SHAPES if name in _task_models("video") else IMAGE_SHAPES)
+        _calibrate_batch_norms(traced, shape)
     row["input"] = list(shape)
     if module is not None:
         row["module"] = module
@@ -91,6 +93,7 @@ def run_one(name: str, provider: str = "torchvision") -> dict:
             params_before=report["params"]["before"], params_after=report["params"]["after"],
             macs_before=report["macs"]["before"], macs_after=report["macs"]["after"],
             soft_vs_hard=manifest["verify"]["soft_vs_hard_max_abs"],
+            output_max_abs=manifest["verify"].get("reference_max_abs"),
             onnx_max_abs=manifest.get("onnx", {}).get("max_abs"),
             layers=len(report["layers"]), groups=len(report["groups"]),
             pruned_groups=sum(1 for g in report["groups"] if g["kept"] < g["size"]),
@@ -100,6 +103,41 @@ def run_one(name: str, provider: str = "torchvision") -> dict:
             timings=result.timings,
         )
     return row
+
+
+def _randomise_zero_weights(model) -> None:
+    """torchvision zero-initialises some classifiers (ViT's head): the model would output zeros
+    for every input and soft == hard would hold trivially. Give such weights small random values."""
+    import torch
+
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1 and not parameter.any():
+                parameter.normal_(std=0.02)
+
+
+def _calibrate_batch_norms(model, shape: tuple[int, ...]) -> None:
+    """Random init leaves BatchNorm statistics at mean 0, variance 1, far from what random weights
+    produce: deep models then output ~1e-20 (efficientnet) or ~1e3 (inception), and soft == hard
+    compares numbers too small or too large to mean anything. One training-mode pass over a random
+    batch sets every BatchNorm's statistics to that batch's (momentum None: a plain average)."""
+    import torch
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    model.train()
+    try:
+        with torch.no_grad():
+            model(torch.randn(max(2, shape[0]), *shape[1:], generator=torch.Generator().manual_seed(1)))
+    finally:
+        model.eval()
+        for norm, momentum in zip(norms, saved):
+            norm.momentum = momentum
 
 
 def _first_input_that_runs(model, shapes: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
@@ -182,14 +220,15 @@ def markdown(rows: list[dict], meta: dict, provider: str = "torchvision") -> str
         "`--skip-unsupported` (nothing pinned except the classifier output). 'pinned' counts the layers left "
         "unpruned because their channels reach the output or an op prunectl cannot cut through "
         "(the op is named in the last column). Errors are absolute max |diff|; both checks are relative, "
-        "`<= tol * max(1, max|output|)`" + (
-            ", and random-init inception_v3 and deep resnets have very large outputs (hence inception_v3's "
-            "large absolute numbers, which pass the relative check)." if provider == "torchvision" else
-            ". 'input' is the image size, or the number of tokens for text models (int64 ids)."),
+        "`<= tol * max(1, max|output|)`; 'max abs output' is the original model's largest output, so a check "
+        "on near-zero outputs shows. Before pruning, zero-initialised weights (ViT's head) get small random "
+        "values and BatchNorm statistics are set from one random batch, so random-init outputs are O(1)"
+        + ("." if provider == "torchvision" else
+           ". 'input' is the image size, or the number of tokens for text models (int64 ids)."),
         "",
-        "| model | input | params before -> after | MACs before -> after | soft-vs-hard | ONNX err | s | pinned | "
-        "strict | note |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | input | params before -> after | MACs before -> after | soft-vs-hard | ONNX err | max abs output | s | "
+        "pinned | strict | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["status"] in ("ok", "no-reduction"):
@@ -202,17 +241,22 @@ def markdown(rows: list[dict], meta: dict, provider: str = "torchvision") -> str
             lines.append(
                 f"| {r['model']} | {_input_label(r['input'])} | {_m(r['params_before'])} -> {_m(r['params_after'])} | "
                 f"{_m(r['macs_before'])} -> {_m(r['macs_after'])} | {r['soft_vs_hard']:.1e} | "
-                f"{'-' if onnx is None else f'{onnx:.1e}'} | {r['seconds']} | {r['pinned_layers']}/{r['layers']} | "
+                f"{'-' if onnx is None else f'{onnx:.1e}'} | {_e(r.get('output_max_abs'))} | {r['seconds']} | "
+                f"{r['pinned_layers']}/{r['layers']} | "
                 f"{'yes' if r.get('strict_trace') == 'ok' else 'no'} | {r['status'] if r['status'] != 'ok' else ''}"
                 f"{_escape(note)} |")
         else:
-            lines.append(f"| {r['model']} | {_input_label(r.get('input', ['?']))} | | | | | {r.get('seconds', '')} | | | "
+            lines.append(f"| {r['model']} | {_input_label(r.get('input', ['?']))} | | | | | | {r.get('seconds', '')} | | | "
                          f"**{r['status']}**: {_escape(r.get('error', ''))[:300]} |")
     missing = [name for name in all_models(provider) if name not in {r["model"] for r in rows}]
     if missing:
         lines += ["", f"Not run yet ({len(missing)}, the largest models; `make zoo ZOO_MODELS=\"...\"` runs them): "
                   + ", ".join(missing) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _e(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1e}"
 
 
 def _input_label(shape: list) -> str:

@@ -201,7 +201,7 @@ def _pick(original: list[ChannelGroup], groups: list[ChannelGroup], scores: list
     def relative_rate(group: ChannelGroup) -> float:
         source = source_of[id(group)]
         rate = p if p is not None else done * group_rate(source, select.rate)
-        keep = kept_count(source.size, min(rate, 0.999999), select, source.blocks)
+        keep = kept_count(source.size, min(rate, 0.999999), select, source.blocks, source.unit)
         return max(0.0, 1.0 - keep / group.size)
 
     return select_per_layer(groups, scores, relative_rate, select)

@@ -48,6 +48,15 @@ class ChannelGroup:
         return not self.pinned_by
 
     @property
+    def unit(self) -> int:
+        """Tensor indices one channel spans in every member (an attention head: head_dim rows)."""
+        return min((member.factor for member in self.members if not member.count), default=1)
+
+    def parts(self, module: str) -> int:
+        """How many blocks of this group's channels ``module`` outputs (a fused q/k/v: 3)."""
+        return sum(1 for member in self.members if member.module == module and member.side == "out") or 1
+
+    @property
     def name(self) -> str:
         return self.layers[0] if self.layers else "<unnamed>"
 
@@ -105,10 +114,14 @@ def build_groups(spec: Spec, model: nn.Module) -> list[ChannelGroup]:
     spaces = _Spaces()
     output_of: dict[str, _Ref] = {}
     last: _Ref | None = None  # None: the previous tensor is the model input (never pruned)
+    last_name: str | None = None
+    attentions: set[str] = set()  # listed attention modules: only their out_proj reads their heads
     where = spec.source
 
     for layer in spec.layers:
         key = f"{where}: layers.{layer.name}"
+        _check_heads_reader(layer, last_name, attentions, key)
+        last_name = layer.name
         if layer.name not in modules:
             ref = _connect_parameter(layer, modules, spaces, output_of, last, key, type(model).__name__)
             _record(layer, ref, spaces)
@@ -119,15 +132,17 @@ def build_groups(spec: Spec, model: nn.Module) -> list[ChannelGroup]:
         module = modules[layer.name]
         kind = L.kind_of(module)
         if kind == "other":
-            raise SpecError(f"{key}: is a {type(module).__name__}; only Conv1d/2d/3d, Linear, Embedding and the "
-                            "norm layers after them (BatchNorm, LayerNorm, GroupNorm, PReLU) are listed")
+            raise SpecError(f"{key}: is a {type(module).__name__}; only Conv1d/2d/3d, Linear, Embedding, "
+                            "MultiheadAttention and the norm layers after them (BatchNorm, LayerNorm, GroupNorm, "
+                            "PReLU) are listed")
         L.check_supported(layer.name, module)
         if kind == "embedding" and (layer.prev or layer.cat):
             raise SpecError(f"{key}: an Embedding reads indices, not channels; give it no prev or cat")
         # prev None: the previous listed layer feeds it; []: no listed layer does (input fixed)
-        if source_is_fixed(layer.name, modules) and (layer.cat or layer.prev or (layer.prev is None and last)):
-            raise SpecError(f"{key}: the out_proj of a MultiheadAttention reads its heads, which are never cut; "
-                            "give it \"prev\": []")
+        if source_is_fixed(layer.name, modules) and layer.name.rpartition(".")[0] not in attentions and \
+                (layer.cat or layer.prev or (layer.prev is None and last)):
+            raise SpecError(f"{key}: the out_proj of a MultiheadAttention reads its heads, which stay whole unless "
+                            "the attention module itself is listed before it; give it \"prev\": []")
         if kind == "embedding":
             source = None
         elif layer.cat is not None:
@@ -135,7 +150,10 @@ def build_groups(spec: Spec, model: nn.Module) -> list[ChannelGroup]:
         else:
             source = last if layer.prev is None else (
                 _input_ref(layer.prev, output_of, spaces, key) if layer.prev else None)
-        if isinstance(source, _Cat):
+        if kind == "attention":
+            ref = _connect_attention(layer.name, module, source, spaces, key)
+            attentions.add(layer.name)
+        elif isinstance(source, _Cat):
             ref = _connect_cat(layer.name, module, kind, source, spaces, key)
         elif kind == "norm":
             if source is None:
@@ -148,6 +166,8 @@ def build_groups(spec: Spec, model: nn.Module) -> list[ChannelGroup]:
                 _constrain_blocks(group, L.norm_blocks(module), ref.factor, layer.name)
         else:
             ref = _connect_producer(layer.name, module, kind, source, spaces, key)
+        if layer.heads is not None:
+            ref = _as_heads(layer, module, ref, spaces, key)
         _record(layer, ref, spaces)
         output_of[layer.name] = ref
         last = ref
@@ -158,6 +178,61 @@ def source_is_fixed(name: str, modules: dict[str, nn.Module]) -> bool:
     """A MultiheadAttention's out_proj: its input is the heads (embed_dim), which stay whole."""
     owner, _, attr = name.rpartition(".")
     return attr == "out_proj" and isinstance(modules.get(owner), nn.MultiheadAttention)
+
+
+def _check_heads_reader(layer: LayerSpec, last_name: str | None, attentions: set[str], key: str) -> None:
+    """An attention's heads are read by its own out_proj, and its out_proj reads nothing else."""
+    if layer.cat is not None:
+        reads = {name for part in layer.cat for name in part}
+    elif layer.prev is None:
+        reads = {last_name} if last_name is not None else set()
+    else:
+        reads = set(layer.prev)
+    owner = layer.name.rpartition(".")[0]
+    for name in sorted(reads & attentions):
+        if layer.name != f"{name}.out_proj" or len(reads) > 1 or layer.cat is not None:
+            raise SpecError(f"{key}: reads the heads of attention {name!r}; only {name}.out_proj reads them "
+                            "(list it right after the attention, or give this layer its own \"prev\")")
+    if owner in attentions and layer.name == f"{owner}.out_proj" and reads != {owner}:
+        raise SpecError(f"{key}: the attention {owner!r} is listed, so its out_proj reads its heads: "
+                        f"list it right after {owner!r} with no \"prev\"")
+
+
+def _connect_attention(name: str, module: nn.Module, source: _Ref | _Cat | None, spaces: _Spaces,
+                       key: str) -> _Ref:
+    """A self-attention: its input columns follow the stream it reads; its heads are a new space
+    whose every channel spans head_dim rows in each of the q, k and v blocks of in_proj."""
+    if isinstance(source, _Cat):
+        raise UnsupportedError(f"{key}: an attention reading a concatenation of channels is not supported; "
+                               "mark the layers of its input \"prune\": false")
+    if source is not None:
+        _expect_width(key, L.in_width(module), spaces, source, "input features")
+        source = _Ref(spaces.find(source.space), source.factor)
+        spaces.group(source.space).members.append(Member(name, "in", source.factor))
+    heads = spaces.new(module.num_heads)
+    for part in range(3):  # q, k, v: the same heads at offsets 0, E, 2E of in_proj's rows
+        spaces.group(heads).members.append(Member(name, "out", module.head_dim, scored=part == 0,
+                                                  offset=part * module.embed_dim))
+    return _Ref(heads, module.head_dim)
+
+
+def _as_heads(layer: LayerSpec, module: nn.Module, ref: _Ref | _Cat, spaces: _Spaces, key: str) -> _Ref:
+    """A projection whose outputs are attention heads: its space is the heads, each spanning
+    head_dim outputs, in every one of its parts (a fused qkv has three: q, k, v at offsets)."""
+    heads, head_dim = layer.heads, layer.head_dim
+    group = spaces.group(ref.space) if isinstance(ref, _Ref) else None
+    fresh = group is not None and group.members == [Member(layer.name, "out", 1, scored=True)] and group.blocks == 1
+    if L.kind_of(module) not in ("conv", "linear") or not fresh:
+        raise SpecError(f"{key}.heads: only a conv or linear layer whose outputs are its own (not depthwise or "
+                        "grouped, not reading a concatenation) has heads")
+    width = L.out_width(module)
+    if width % (heads * head_dim):
+        raise SpecError(f"{key}.heads: {width} outputs are not a whole number of parts of {heads} heads x "
+                        f"{head_dim} (head_dim)")
+    group.size = heads
+    group.members = [Member(layer.name, "out", head_dim, scored=part == 0, offset=part * heads * head_dim)
+                     for part in range(width // (heads * head_dim))]
+    return _Ref(ref.space, head_dim)
 
 
 def _record(layer: LayerSpec, ref: _Ref | _Cat, spaces: _Spaces) -> None:
@@ -199,9 +274,13 @@ def _connect_parameter(layer: LayerSpec, modules: dict[str, nn.Module], spaces: 
     if isinstance(source, _Cat):
         raise UnsupportedError(f"{key}: a parameter over a concatenation of channels is not supported; "
                                "mark the layers in its prev \"prune\": false")
-    _expect_width(key, width, spaces, source, what)
     ref = _Ref(spaces.find(source.space), source.factor)
-    spaces.group(ref.space).members.append(Member(layer.name, "out", ref.factor, axis=layer.dim,
+    factor = ref.factor
+    if attribute is not None and ref.factor > 1 and width == spaces.group(ref.space).size:
+        factor = 1  # an attribute counting heads (num_heads), not their head_dim outputs (attn_dim)
+    else:
+        _expect_width(key, width, spaces, source, what)
+    spaces.group(ref.space).members.append(Member(layer.name, "out", factor, axis=layer.dim,
                                                   count=attribute is not None))
     return ref
 

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .attention import ResidualCutMultiheadAttention
 from .errors import SpecError, UnsupportedError
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -27,10 +28,15 @@ def _qualified(module: nn.Module) -> str:
 
 
 def kind_of(module: nn.Module) -> str:
-    """'conv', 'linear', 'norm', 'embedding' or 'other'.
+    """'conv', 'linear', 'norm', 'embedding', 'attention' or 'other'.
 
     'norm' is every module whose channels follow the layer before it, one parameter per channel:
-    BatchNorm, LayerNorm over the channels, GroupNorm and PReLU with one slope per channel."""
+    BatchNorm, LayerNorm over the channels, GroupNorm and PReLU with one slope per channel.
+    'attention' is a self-attention ``nn.MultiheadAttention`` with one packed ``in_proj``: its
+    inputs are the stream it reads (in_proj's columns), its outputs the q/k/v rows of its heads
+    (in_proj's 3 x embed_dim rows); ``out_proj`` is a Linear of its own."""
+    if is_packed_attention(module):
+        return "attention"
     if isinstance(module, _CONV):
         return "conv"
     if isinstance(module, nn.Linear):
@@ -42,6 +48,20 @@ def kind_of(module: nn.Module) -> str:
     if type(module) is nn.Embedding:
         return "embedding"
     return "other"
+
+
+def is_packed_attention(module: nn.Module) -> bool:
+    return type(module) in (nn.MultiheadAttention, ResidualCutMultiheadAttention) and \
+        module.in_proj_weight is not None
+
+
+def weight_name(module: nn.Module) -> str:
+    """The tensor holding the module's filters: one row per output channel, columns per input."""
+    return "in_proj_weight" if kind_of(module) == "attention" else "weight"
+
+
+def weight_of(module: nn.Module) -> torch.Tensor:
+    return getattr(module, weight_name(module))
 
 
 def statistic(module: nn.Module) -> str | None:
@@ -90,6 +110,8 @@ def out_width(module: nn.Module) -> int:
         return _norm_width(module)
     if kind == "embedding":
         return module.embedding_dim
+    if kind == "attention":
+        return module.in_proj_weight.shape[0]
     raise UnsupportedError(f"{type(module).__name__} has no channel width prunectl knows")
 
 
@@ -111,6 +133,8 @@ def in_width(module: nn.Module) -> int:
         return module.in_features
     if kind == "norm":
         return _norm_width(module)
+    if kind == "attention":
+        return module.in_proj_weight.shape[1]
     raise UnsupportedError(f"{type(module).__name__} has no channel width prunectl knows")
 
 
@@ -122,6 +146,8 @@ def out_dims(module: nn.Module) -> dict[str, int]:
                 if getattr(module, name, None) is not None}
     if kind == "embedding":
         return {"weight": 1}  # [num_embeddings, embedding_dim]: the channels are the columns
+    if kind == "attention":
+        return {name: 0 for name in ("in_proj_weight", "in_proj_bias") if getattr(module, name) is not None}
     dims = {"weight": 1 if is_transposed(module) else 0}
     if getattr(module, "bias", None) is not None:
         dims["bias"] = 0
@@ -145,6 +171,9 @@ def shape_attrs(module: nn.Module) -> dict[str, int]:
                 **({"num_groups": module.num_groups} if isinstance(module, nn.GroupNorm) else {})}
     if kind == "embedding":
         return {"num_embeddings": module.num_embeddings, "embedding_dim": module.embedding_dim}
+    if kind == "attention":  # kdim/vdim: the width of the stream read (query, key and value alike)
+        width = module.in_proj_weight.shape[1]
+        return {"embed_dim": module.embed_dim, "num_heads": module.num_heads, "kdim": width, "vdim": width}
     return {}
 
 
@@ -169,6 +198,9 @@ def check_supported(name: str, module: nn.Module) -> None:
     if kind_of(module) == "embedding" and module.max_norm is not None:
         raise UnsupportedError(f"layer {name!r}: Embedding with max_norm renormalises each row over all "
                                "its channels; mark it \"prune\": false")
+    if kind_of(module) == "attention" and (module.bias_k is not None or module.add_zero_attn):
+        raise UnsupportedError(f"layer {name!r}: MultiheadAttention with bias_k/bias_v or add_zero_attn is not "
+                               "supported; mark it \"prune\": false")
     if is_transposed(module) and module.groups > 1:
         raise UnsupportedError(f"layer {name!r}: grouped {type(module).__name__} (groups={module.groups}) "
                                "is not supported; mark it \"prune\": false and keep its input fixed")
@@ -196,6 +228,12 @@ def resized_attrs(module: nn.Module, new_out: int | None, new_in: int | None) ->
         attrs[_width_attr(module)] = new_out
     elif kind == "embedding" and new_out is not None:
         attrs["embedding_dim"] = new_out
+    elif kind == "attention":
+        if new_out is not None:  # q, k and v each keep whole heads of head_dim rows
+            attrs["embed_dim"] = new_out // 3
+            attrs["num_heads"] = new_out // 3 // module.head_dim
+        if new_in is not None:
+            attrs["kdim"] = attrs["vdim"] = new_in
     return attrs
 
 
@@ -230,6 +268,13 @@ def apply_attrs(module: nn.Module, attrs: dict[str, Any], where: str) -> None:
             _realloc(module, name, (_norm_width(module),))
     elif kind == "embedding":
         _realloc(module, "weight", (module.num_embeddings, module.embedding_dim))
+    elif kind == "attention":
+        if module.embed_dim % module.num_heads or module.kdim != module.vdim:
+            raise SpecError(f"{where}: embed_dim={module.embed_dim} must be num_heads={module.num_heads} whole "
+                            f"heads, and kdim={module.kdim} equal vdim={module.vdim}")
+        module.head_dim = module.embed_dim // module.num_heads
+        _realloc(module, "in_proj_weight", (3 * module.embed_dim, module.kdim))
+        _realloc(module, "in_proj_bias", (3 * module.embed_dim,))
 
 
 def _realloc(module: nn.Module, name: str, shape: tuple[int, ...]) -> None:

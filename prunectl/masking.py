@@ -50,7 +50,7 @@ def soft_prune(model: nn.Module, plan: dict[str, ModuleCut], in_place: bool = Fa
 
 
 def _zero_inputs(module: nn.Module, kept_inputs: torch.Tensor) -> None:
-    weight = module.weight
+    weight = L.weight_of(module)
     groups = getattr(module, "groups", 1)
     dropped = _dropped(L.in_width(module), kept_inputs)
     if groups == 1:

@@ -8,17 +8,15 @@ the lower channel index, so the result is deterministic.
 """
 from __future__ import annotations
 
-from math import gcd
-
 import torch
 
 from .groups import ChannelGroup
-from .selection import SelectOptions, reduce_scores, select_group
+from .selection import SelectOptions, channel_step, reduce_scores, select_group
 
 
 def floor_of(group: ChannelGroup, options: SelectOptions) -> int:
     """The fewest channels a group may keep."""
-    step = options.round_to * group.blocks // gcd(options.round_to, group.blocks)
+    step = channel_step(options, group.blocks, group.unit)
     return min(group.size, -(-max(options.min_channels, 1) // step) * step)
 
 

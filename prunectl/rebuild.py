@@ -52,7 +52,8 @@ def resize_needed(rebuilt: nn.Module, hard: nn.Module) -> dict[str, dict[str, in
     for name, module in hard.named_modules():
         if L.kind_of(module) == "other":
             continue
-        if name not in built or type(built[name]) is not type(module):
+        # isinstance: a pruned attention may carry prunectl's subclass (attention.py)
+        if name not in built or not isinstance(module, type(built[name])):
             raise SpecError(f"rebuilt model has no {type(module).__name__} named {name!r}; "
                             "the factory args change the architecture, not just widths")
         target = L.shape_attrs(module)

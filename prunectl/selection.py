@@ -45,7 +45,8 @@ def layer_views(groups: list[ChannelGroup], model: nn.Module, seed: int = 0) -> 
             norm = after.module if (after is not None and after.side == "out"
                                     and _is_next_norm(modules.get(after.module), modules[member.module])) else None
             views[member.module] = LayerView(member.module, modules[member.module],
-                                             modules[norm] if norm else None, norm, consumers, seed)
+                                             modules[norm] if norm else None, norm, consumers, seed,
+                                             group.parts(member.module))
     return views
 
 
@@ -62,9 +63,22 @@ def score_groups(groups: list[ChannelGroup], model: nn.Module, criterion: Criter
     if criterion.needs_data and data is None:
         raise SpecError(f"criterion {criterion.name!r} needs data: pass --data FILE.pt|FILE.npz "
                         "(inputs, optional targets) or --data TASK (an installed task plugin)")
+    if criterion.needs_data:
+        _pin_attention_heads(groups, model, criterion)
     views = layer_views(groups, model, seed)
     criterion.prepare(model, list(views.values()), data)
     return [member_scores(group, model, criterion, views) if group.prunable else None for group in groups]
+
+
+def _pin_attention_heads(groups: list[ChannelGroup], model: nn.Module, criterion: Criterion) -> None:
+    """Data-driven criteria observe a layer's outputs or its readers' inputs; an attention's heads
+    are neither a module output nor (in nn.MultiheadAttention's fused forward) out_proj's call."""
+    modules = dict(model.named_modules())
+    for group in groups:
+        heads = [m.module for m in group.members if m.scored and L.kind_of(modules[m.module]) == "attention"]
+        if heads and group.prunable:
+            group.pinned_by.append(f"{heads[0]}: criterion {criterion.name!r} observes activations, which attention "
+                                   "heads do not expose; weight criteria (l1, l2, fpgm, lamp, group_l1) prune heads")
 
 
 def member_scores(group: ChannelGroup, model: nn.Module, criterion: Criterion,
@@ -75,7 +89,8 @@ def member_scores(group: ChannelGroup, model: nn.Module, criterion: Criterion,
     for member in group.members:
         if not member.scored:
             continue
-        view = views[member.module] if views is not None else LayerView(member.module, modules[member.module])
+        view = views[member.module] if views is not None else LayerView(member.module, modules[member.module],
+                                                                        parts=group.parts(member.module))
         raw = criterion.score(view)
         expected = group.size * member.factor
         if not isinstance(raw, torch.Tensor) or raw.shape != (expected,):
@@ -100,13 +115,20 @@ def reduce_scores(scores: list[torch.Tensor], how: str, normalise: bool = True) 
     return stacked.mean(0)
 
 
-def kept_count(size: int, rate: float, options: SelectOptions, blocks: int = 1) -> int:
-    """Channels kept: ``size - floor(size * rate)``, rounded up to ``round_to`` (and to the
-    conv-group count), never below ``min_channels`` or 1, never above ``size``."""
+def channel_step(options: SelectOptions, blocks: int = 1, unit: int = 1) -> int:
+    """Kept counts are multiples of this: ``round_to`` tensor indices and the conv-group count."""
+    round_to = options.round_to // gcd(options.round_to, unit)
+    return round_to * blocks // gcd(round_to, blocks)
+
+
+def kept_count(size: int, rate: float, options: SelectOptions, blocks: int = 1, unit: int = 1) -> int:
+    """Channels kept: ``size - floor(size * rate)``, rounded up so the tensor width (channels
+    times ``unit``, the indices one channel spans: an attention head's head_dim) is a multiple of
+    ``round_to`` (and to the conv-group count), never below ``min_channels`` or 1, never above ``size``."""
     # the epsilon keeps 0.3 * 10 = 3.0000000000000004 from pruning one channel fewer
     keep = size - floor(size * rate + 1e-9)
     keep = max(keep, options.min_channels, 1)
-    step = options.round_to * blocks // gcd(options.round_to, blocks)
+    step = channel_step(options, blocks, unit)
     keep = -(-keep // step) * step
     if keep > size:
         keep = size
@@ -121,7 +143,7 @@ def top_indices(score: torch.Tensor, keep: int) -> torch.Tensor:
 
 def select_group(group: ChannelGroup, scores: list[torch.Tensor], rate: float, options: SelectOptions) -> torch.Tensor:
     """Kept channel indices (original numbering, ascending) for one group."""
-    keep = kept_count(group.size, rate, options, group.blocks)
+    keep = kept_count(group.size, rate, options, group.blocks, group.unit)
     if keep >= group.size or not scores:
         return torch.arange(group.size)
     if group.blocks > 1:

@@ -21,7 +21,7 @@ _TOP_KEYS = {
     "prunectl_spec", "model", "input", "criterion", "rate", "round_to", "min_channels",
     "group_reduce", "layers", "module",
 }
-_LAYER_KEYS = {"arg", "prev", "prune", "rate", "cat", "dim", "count"}
+_LAYER_KEYS = {"arg", "prev", "prune", "rate", "cat", "dim", "count", "heads", "head_dim"}
 MAX_DIM = 1 << 20
 
 
@@ -62,6 +62,10 @@ class LayerSpec:
     dim: int | None = None
     # an attribute entry ("module.attr"): an int attribute that holds the channel count (ViT's hidden_dim)
     count: bool = False
+    # a conv/linear whose outputs are attention heads (a q/k/v projection, or a fused qkv: parts
+    # of ``heads`` heads each): channels are whole heads of ``head_dim`` outputs
+    heads: int | None = None
+    head_dim: int | None = None
 
     @property
     def prunable(self) -> bool:
@@ -83,6 +87,8 @@ class LayerSpec:
             out["dim"] = self.dim
         if self.count:
             out["count"] = True
+        if self.heads is not None:
+            out["heads"], out["head_dim"] = self.heads, self.head_dim
         return out
 
 
@@ -265,9 +271,18 @@ class _SpecParser:
             count = options.get("count", False)
             if count is not False and (count is not True or dim is not None or "arg" in options or cat is not None):
                 raise self.fail(f"{where}.count", "expected true, on an attribute entry without dim, arg or cat")
+            heads, head_dim = options.get("heads"), options.get("head_dim")
+            for key, number in (("heads", heads), ("head_dim", head_dim)):
+                if number is not None and (not isinstance(number, int) or isinstance(number, bool) or number < 1):
+                    raise self.fail(f"{where}.{key}", f"expected a positive integer, got {number!r}")
+            if (heads is None) != (head_dim is None):
+                raise self.fail(f"{where}.{'head_dim' if head_dim is None else 'heads'}",
+                                "heads and head_dim go together (the layer's outputs are heads of head_dim channels)")
+            if heads is not None and (dim is not None or count):
+                raise self.fail(f"{where}.heads", "only a conv or linear layer entry has heads")
             layers.append(LayerSpec(name=name, arg=arg, has_arg="arg" in options, prev=prev,
                                     prune=prune, rate=self.rate(options.get("rate"), f"{where}.rate"), cat=cat,
-                                    dim=dim, count=count))
+                                    dim=dim, count=count, heads=heads, head_dim=head_dim))
             seen.add(name)
         return tuple(layers)
 

@@ -19,7 +19,8 @@ def sliced_tensors(module: nn.Module, cut: ModuleCut) -> dict[str, torch.Tensor]
         for name, dim in L.out_dims(module).items():
             tensors[name] = tensors[name].index_select(dim, cut.out)
     if cut.inp is not None and L.kind_of(module) not in ("norm", "embedding"):
-        tensors["weight"] = _slice_inputs(module, tensors["weight"], cut)
+        weight = L.weight_name(module)
+        tensors[weight] = _slice_inputs(module, tensors[weight], cut)
     return {name: t.contiguous() for name, t in tensors.items()}
 
 

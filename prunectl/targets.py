@@ -101,7 +101,7 @@ class CostModel:
         self.macs: dict[str, int] = {}
         if kind == "macs":
             handles = [module.register_forward_hook(self._recorder(name)) for name, module in self.modules.items()
-                       if L.kind_of(module) in ("conv", "linear")]
+                       if L.kind_of(module) in ("conv", "linear", "attention")]
             try:
                 with torch.no_grad():
                     model(example)
@@ -111,6 +111,13 @@ class CostModel:
 
     def _recorder(self, name: str):
         def record(module: nn.Module, inputs, output) -> None:
+            if self.layers.kind_of(module) == "attention":
+                tokens = output[0].numel() // module.out_proj.out_features
+                self.macs[name] = self.macs.get(name, 0) + tokens * module.in_proj_weight.numel()
+                if type(module) is nn.MultiheadAttention:  # its fused forward never calls out_proj
+                    self.macs[f"{name}.out_proj"] = self.macs.get(f"{name}.out_proj", 0) + tokens * \
+                        module.out_proj.weight.numel()
+                return
             per_output = module.weight[0].numel() if self.layers.kind_of(module) == "conv" else module.in_features
             counted = inputs[0] if self.layers.is_transposed(module) else output
             self.macs[name] = self.macs.get(name, 0) + counted.numel() * per_output
@@ -139,7 +146,7 @@ class CostModel:
             out_dims = L.out_dims(module)
             for tensor_name, parameter in module.named_parameters(recurse=False):
                 scale = f_out if tensor_name in out_dims else 1.0
-                if tensor_name == "weight":
+                if tensor_name == L.weight_name(module):
                     scale *= f_in
                 delta += parameter.numel() * (scale - 1.0)
         return (self.total + delta) / self.baseline

@@ -11,7 +11,7 @@ import torch
 
 import prunectl
 from prunectl import factories, registry
-from prunectl.errors import SpecError, UnsupportedError
+from prunectl.errors import SpecError
 from prunectl.groups import build_groups
 from prunectl.tracing import trace_model
 
@@ -74,25 +74,30 @@ def test_without_transformers_the_error_names_the_extra(monkeypatch: pytest.Monk
     assert info.value.exit_code == 3 and "prunectl[hf]" in str(info.value)
 
 
-def test_bert_traces_with_transformers_fx_and_only_the_ffn_is_prunable() -> None:
+def test_bert_traces_with_transformers_fx_its_heads_and_ffn_are_prunable() -> None:
     model = factories.build("hf:BertModel", BERT_ARGS)
-    with pytest.raises(UnsupportedError) as info:  # strict: attention and residual channels are named
-        trace_model(model, (1, 16), dtype="int64")
-    assert info.value.exit_code == 6 and "--skip-unsupported" in str(info.value)
-    traced = trace_model(model, (1, 16), dtype="int64", skip_unsupported=True)
+    traced = trace_model(model, (1, 16), dtype="int64")  # strict: nothing it cannot follow
     assert traced.tracer == "transformers.fx"
     layers = {layer.name: layer for layer in traced.spec.layers}
-    # the FFN hidden width: intermediate.dense's outputs, read by output.dense. The residual stream
-    # (embeddings, LayerNorms, the attention and FFN output denses) is one channel space, listed,
-    # but kept whole because its last LayerNorm is the model output
-    prunable = {name for group in build_groups(traced.spec, model) if group.prunable for name in group.layers}
-    assert prunable == {f"encoder.layer.{i}.intermediate.dense" for i in range(2)}
-    assert layers["embeddings.word_embeddings"].prune and layers["encoder.layer.0.output.LayerNorm"].prune
-    assert layers["encoder.layer.0.output.dense"].prev is None  # fed by the layer listed before it
-    pinned = traced.pinned
-    assert "splitting the channel dim" in pinned["encoder.layer.0.attention.self.query"]  # the heads view
-    assert pinned["encoder.layer.1.output.LayerNorm"] == "its channels reach the model output"
-    assert pinned["pooler.dense"] == "its channels reach the model output"
+    # q, k and v are each viewed as (B, L, heads, head_size): their outputs are 4 heads of 16, merged
+    # by the attention product and read by attention.output.dense; num_attention_heads follows them
+    for part in ("query", "key", "value"):
+        assert (layers[f"encoder.layer.0.attention.self.{part}"].heads,
+                layers[f"encoder.layer.0.attention.self.{part}"].head_dim) == (4, 16)
+    assert layers["encoder.layer.0.attention.self.num_attention_heads"].count
+    assert set(layers["encoder.layer.0.attention.output.dense"].prev) == {
+        f"encoder.layer.0.attention.self.{part}" for part in ("query", "key", "value")}
+    groups = build_groups(traced.spec, model)
+    heads = next(group for group in groups if "encoder.layer.0.attention.self.query" in group.layers)
+    assert heads.size == 4 and heads.unit == 16 and heads.prunable
+    # the residual stream (embeddings, LayerNorms, the attention and FFN output denses) is one channel
+    # space, kept whole because its last LayerNorm is the model output
+    prunable = {name for group in groups if group.prunable for name in group.layers}
+    assert prunable == {f"encoder.layer.{i}.{name}" for i in range(2) for name in (
+        "intermediate.dense", "attention.self.query", "attention.self.key", "attention.self.value",
+        "attention.self.num_attention_heads", "attention.self.all_head_size")}
+    assert traced.pinned == {"encoder.layer.1.output.LayerNorm": "its channels reach the model output",
+                             "pooler.dense": "its channels reach the model output"}
 
 
 def test_a_model_transformers_cannot_trace_falls_back_to_torch_export_and_leaves_torch_intact() -> None:
@@ -109,7 +114,7 @@ def test_a_model_transformers_cannot_trace_falls_back_to_torch_export_and_leaves
         assert factories.build("hf:BertModel", BERT_ARGS).encoder.layer[0].output.dense.weight.is_meta
 
 
-def test_bert_ffn_pruned_through_the_whole_pipeline(tmp_path: Path) -> None:
+def test_bert_heads_and_ffn_pruned_through_the_whole_pipeline(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = factories.build("hf:BertModel", BERT_ARGS)
     checkpoint = tmp_path / "bert.pt"
@@ -124,8 +129,12 @@ def test_bert_ffn_pruned_through_the_whole_pipeline(tmp_path: Path) -> None:
     for i in range(2):
         assert manifest["resize"][f"encoder.layer.{i}.intermediate.dense"]["out_features"] == 64
         assert manifest["resize"][f"encoder.layer.{i}.output.dense"]["in_features"] == 64
+        assert manifest["resize"][f"encoder.layer.{i}.attention.self.key"]["out_features"] == 32  # 2 of 4 heads
+        assert manifest["resize"][f"encoder.layer.{i}.attention.output.dense"]["in_features"] == 32
+        assert manifest["resize"][f"encoder.layer.{i}.attention.self"] == {"num_attention_heads": 2,
+                                                                          "all_head_size": 32}
     assert result.report["params"]["after"] < result.report["params"]["before"]
-    assert len(result.report["traced"]["pinned"]) == 8  # q/k/v per layer, the last LayerNorm, the pooler
+    assert len(result.report["traced"]["pinned"]) == 2  # the last LayerNorm, the pooler
     reloaded = prunectl.load(tmp_path / "out")
     ids = torch.randint(0, 100, (2, 16))
     with torch.no_grad():
@@ -133,7 +142,7 @@ def test_bert_ffn_pruned_through_the_whole_pipeline(tmp_path: Path) -> None:
         assert torch.allclose(reloaded(ids).last_hidden_state, expected, atol=1e-5)
 
 
-def test_cli_prunes_a_bert_checkpoint_with_token_ids_and_strict_tracing_exits_6(tmp_path: Path) -> None:
+def test_cli_prunes_a_bert_checkpoint_with_token_ids(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from prunectl.cli import cli
@@ -143,16 +152,15 @@ def test_cli_prunes_a_bert_checkpoint_with_token_ids_and_strict_tracing_exits_6(
     torch.save({"state_dict": factories.build("hf:BertModel", BERT_ARGS).state_dict(),
                 "model": {"factory": "hf:BertModel", "args": BERT_ARGS}}, checkpoint)
     runner = CliRunner()
-    strict = runner.invoke(cli, ["prune", str(checkpoint), "-o", str(tmp_path / "strict"), "-q"])
-    assert strict.exit_code == 6 and "--skip-unsupported" in strict.output
-    assert not (tmp_path / "strict").exists()
-    done = runner.invoke(cli, ["prune", str(checkpoint), "--skip-unsupported", "--rate", "0.25", "--input-shape",
-                               "2,8", "-o", str(tmp_path / "out"), "-q"])
+    done = runner.invoke(cli, ["prune", str(checkpoint), "--rate", "0.25", "--input-shape", "2,8",
+                               "-o", str(tmp_path / "out"), "-q"])
     assert done.exit_code == 0, done.output
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["input"] == {"shape": [2, 8], "dtype": "int64"}  # --input-shape keeps the token-id dtype
     bundle = prunectl.load(tmp_path / "out")
     assert bundle.encoder.layer[1].intermediate.dense.out_features == 96
+    assert bundle.encoder.layer[1].attention.self.key.out_features == 48  # 3 of 4 heads of 16
+    assert bundle.encoder.layer[1].attention.self.num_attention_heads == 3
     with torch.no_grad():
         assert bundle(torch.randint(0, 100, (2, 8))).last_hidden_state.shape == (2, 8, 64)
 

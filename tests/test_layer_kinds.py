@@ -180,24 +180,67 @@ def test_resize_of_a_parameter_names_the_axis() -> None:
 
 
 @pytest.mark.parametrize("name", ["TinyEncoder", "SeqFirstEncoder"])
-def test_self_attention_residual_width_is_cut_and_heads_stay_whole(name: str, tmp_path: Path) -> None:
+def test_self_attention_cuts_whole_heads_and_the_residual_width(name: str, tmp_path: Path) -> None:
     import tests.layer_kind_models as models
 
     torch.manual_seed(0)
     spec = trace_model(getattr(models, name)(), (2, 5, 8)).spec
     layers = {layer.name: layer for layer in spec.layers}
-    assert layers["attn.in_proj_weight"].dim == 1 and layers["attn.out_proj"].prev == ()
+    assert layers["attn"].prev == ("embed",) or layers["attn"].prev is None
+    assert layers["attn.out_proj"].prev is None  # it reads the heads, listed right before it
     assert layers["ln_2"].prev == ("embed", "attn.out_proj")
     result = _prune(tmp_path, getattr(models, name)(), name, (2, 5, 8), rate=0.5, onnx=True)
     model = prunectl.load(tmp_path / "out")
-    assert isinstance(model.attn, ResidualCutMultiheadAttention)
-    assert model.attn.embed_dim == 16 and model.attn.num_heads == 4  # the heads are not cut
-    assert model.attn.in_proj_weight.shape == (48, 8) and model.attn.out_proj.weight.shape == (8, 16)
-    assert result.manifest.resize["attn.in_proj_weight"] == {"dim_1": 8}
+    # 2 of 4 heads of head_dim 4 kept: q, k and v rows 8 each; the residual stream 16 -> 8
+    assert model.attn.num_heads == 2 and model.attn.embed_dim == 8 and model.attn.head_dim == 4
+    assert model.attn.in_proj_weight.shape == (24, 8) and model.attn.out_proj.weight.shape == (8, 8)
+    assert result.manifest.resize["attn"] == {"embed_dim": 8, "num_heads": 2, "kdim": 8, "vdim": 8}
+    kept_rows = result.manifest.kept["attn"]
+    heads = sorted({row // 4 for row in kept_rows if row < 16})
+    assert len(heads) == 2 and kept_rows == [block * 16 + head * 4 + i for block in range(3)
+                                             for head in heads for i in range(4)]
+    assert result.manifest.extra["verify"]["reference_max_abs"] > 0
     assert result.manifest.extra["onnx"]["max_abs"] <= 1e-4
 
 
-def test_out_proj_of_attention_must_have_a_fixed_input() -> None:
+def test_attention_heads_follow_the_criterion_and_pin_with_prune_false(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = TinyEncoder()
+    with torch.no_grad():  # heads 1 and 2 carry large q/k/v weights: l1 keeps them
+        model.attn.in_proj_weight.view(3, 4, 4, 16)[:, 1:3] *= 10
+    spec = trace_model(model, (2, 5, 8)).spec
+    groups = build_groups(spec, model)
+    heads = next(group for group in groups if group.layers == ["attn"])
+    assert heads.size == 4 and heads.unit == 4 and heads.prunable
+    result = _prune(tmp_path, model, "TinyEncoder", (2, 5, 8), rate=0.5, round_to=8)
+    assert sorted({row // 4 for row in result.manifest.kept["attn"] if row < 16}) == [1, 2]  # 8 rows: round_to met
+    layers = {layer.name: {} for layer in spec.layers}
+    layers.update({"attn": {"prune": False}, "head": {"prune": False}})
+    pinned = build_groups(_spec(layers), model)
+    assert not next(group for group in pinned if group.layers == ["attn"]).prunable
+
+
+def test_only_its_out_proj_reads_an_attentions_heads() -> None:
+    base = {"embed": {}, "ln_1": {}, "attn": {}}
+    with pytest.raises(SpecError, match="only attn.out_proj reads them"):
+        build_groups(_spec({**base, "mlp1": {}}), TinyEncoder())
+    with pytest.raises(SpecError, match="its out_proj reads its heads"):
+        build_groups(_spec({**base, "attn.out_proj": {"prev": []}}), TinyEncoder())
+    build_groups(_spec({**base, "attn.out_proj": {}}), TinyEncoder())
+
+
+def test_attention_resize_keeps_whole_heads() -> None:
+    attention = nn.MultiheadAttention(16, 4, batch_first=True)
+    apply_resize_model = nn.Sequential(attention)
+    apply_resize(apply_resize_model, {"0": {"embed_dim": 8, "num_heads": 2, "kdim": 12, "vdim": 12}})
+    assert attention.in_proj_weight.shape == (24, 12) and attention.head_dim == 4
+    assert isinstance(attention, ResidualCutMultiheadAttention)
+    with pytest.raises(SpecError, match="whole heads"):
+        apply_resize(nn.Sequential(nn.MultiheadAttention(16, 4)), {"0": {"embed_dim": 10, "num_heads": 4}})
+
+
+def test_out_proj_of_an_unlisted_attention_must_have_a_fixed_input() -> None:
+    # specs written before heads were prunable: the residual columns as a parameter entry
     layers = {"embed": {}, "ln_1": {}, "attn.in_proj_weight": {"dim": 1}, "attn.out_proj": {}}
     with pytest.raises(SpecError, match="out_proj of a MultiheadAttention"):
         build_groups(_spec(layers), TinyEncoder())
@@ -228,7 +271,7 @@ def test_an_int_attribute_holding_the_width_is_an_attribute_entry(tmp_path: Path
         apply_resize(AttributeWidthView(), {"": {"training": 1}})
 
 
-def test_torchvision_vit_residual_width_is_cut(tmp_path: Path) -> None:
+def test_torchvision_vit_residual_width_and_heads_are_cut(tmp_path: Path) -> None:
     from tests.layer_kind_models import TinyViT
 
     torch.manual_seed(0)
@@ -239,9 +282,28 @@ def test_torchvision_vit_residual_width_is_cut(tmp_path: Path) -> None:
     assert model.hidden_dim == 8 and model.conv_proj.out_channels == 8
     assert model.class_token.shape == (1, 1, 8) and model.encoder.pos_embedding.shape == (1, 17, 8)
     attention = model.encoder.layers[1].self_attention
-    assert isinstance(attention, ResidualCutMultiheadAttention) and attention.embed_dim == 16
+    assert attention.num_heads == 1 and attention.embed_dim == 8 and attention.head_dim == 8  # 1 of 2 heads
     assert result.manifest.extra["verify"]["reference_max_abs"] > 0
     assert result.manifest.extra["onnx"]["max_abs"] <= 1e-4
+
+
+def test_cost_estimate_counts_attention_heads_exactly() -> None:
+    from prunectl.criteria import get_criterion
+    from prunectl.plan import make_plan
+    from prunectl.selection import SelectOptions, select
+    from prunectl.surgery import hard_prune
+    from prunectl.targets import CostModel, measure
+    from tests.layer_kind_models import TinyViT
+
+    torch.manual_seed(0)
+    model, x = TinyViT().eval(), torch.randn(1, 3, 32, 32)
+    groups = build_groups(trace_model(model, tuple(x.shape)).spec, model)
+    plan = make_plan(groups, select(groups, model, get_criterion("l1"), SelectOptions(rate=0.5)))
+    assert "encoder.layers.encoder_layer_0.self_attention" in plan
+    pruned, _ = hard_prune(model, plan)
+    for kind in ("macs", "params"):
+        baseline = measure(model, x, kind)
+        assert CostModel(model, x, kind, baseline)(plan) == pytest.approx(measure(pruned, x, kind) / baseline, rel=1e-9)
 
 
 @torch.no_grad()

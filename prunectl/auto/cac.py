@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .. import layers as L
 from ..groups import ChannelGroup
 from ..tasks import Task
 from . import steps as S
@@ -62,7 +63,7 @@ def sensitivities(model: nn.Module, task: Task, groups: list[ChannelGroup]) -> t
             if not group.prunable:
                 continue
             for member in group.members:
-                grad = modules[member.module].weight.grad if member.scored else None
+                grad = L.weight_of(modules[member.module]).grad if member.scored else None
                 if grad is not None:
                     magnitude = grad.detach().double().abs()
                     magnitude[magnitude == 0] = ZERO_GRADIENT

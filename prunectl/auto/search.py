@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 
 from .. import api
+from .. import layers as L
 from ..bundle import check_output_path
 from ..checkpoint import file_sha256, load_checkpoint
 from ..criteria import get_criterion
@@ -259,7 +260,7 @@ class _Run:
         groups = S.groups_of(ctx, self.model)
         scores = S.scores_of(ctx, self.model, groups)
         modules = dict(self.model.named_modules())
-        numels = [None if s is None else sum(modules[m.module].weight.numel() for m in g.members if m.scored)
+        numels = [None if s is None else sum(L.weight_of(modules[m.module]).numel() for m in g.members if m.scored)
                   for g, s in zip(groups, scores)]
         raw = cac.thresholds(st, numels, options.loss_margin)
         if st["upper_bound"] is None or st["last_accepted"]:

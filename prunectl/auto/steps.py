@@ -54,7 +54,7 @@ def scores_of(ctx: Context, model: nn.Module, groups: list[ChannelGroup]) -> lis
 
 
 def keep_for_rate(group: ChannelGroup, rate: float, select: SelectOptions) -> int:
-    return kept_count(group.size, min(rate, 0.999999), select, group.blocks)
+    return kept_count(group.size, min(rate, 0.999999), select, group.blocks, group.unit)
 
 
 def kept_indices(group: ChannelGroup, scores: list[torch.Tensor], rate: float, select: SelectOptions) -> torch.Tensor:
@@ -71,7 +71,7 @@ def removed_l1(model: nn.Module, group: ChannelGroup, kept: torch.Tensor) -> tup
     for member in group.members:
         if not member.scored:
             continue
-        weights = LayerView(member.module, modules[member.module]).out_channel_weights()
+        weights = LayerView(member.module, modules[member.module], parts=group.parts(member.module)).out_channel_weights()
         per_channel = weights.abs().sum(1).view(group.size, member.factor).sum(1)
         total += float(per_channel[dropped].sum())
         count += weights.numel()

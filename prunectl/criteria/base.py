@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from .. import registry
 from ..errors import SpecError
+from ..layers import weight_of
 
 if TYPE_CHECKING:
     from ..data import CalibrationData
@@ -39,7 +40,7 @@ class Consumer:
 
         One entry per channel: its ``factor`` input indices, every output row (of its conv
         group only, for a grouped conv) and every kernel position."""
-        weight = self.module.weight.detach().double().abs().pow(p)
+        weight = weight_of(self.module).detach().double().abs().pow(p)
         if isinstance(self.module, nn.modules.conv._ConvTransposeNd):
             per_input = weight.flatten(1).sum(1)  # [in, out/g, k...]: inputs are dim 0
         elif weight.dim() > 2 or getattr(self.module, "groups", 1) > 1:  # conv [out, in/g, k...]
@@ -73,10 +74,11 @@ class LayerView:
     next_norm_name: str | None = None
     consumers: tuple[Consumer, ...] = ()
     seed: int = 0
+    parts: int = 1  # the output rows are this many blocks of the same channels (a fused q/k/v: 3)
 
     @property
     def weight(self) -> torch.Tensor:
-        return self.module.weight.detach()
+        return weight_of(self.module).detach()
 
     @property
     def out_channels(self) -> int:
@@ -87,6 +89,8 @@ class LayerView:
         weight = self.weight.double()
         if isinstance(self.module, nn.Embedding):  # [num_embeddings, embedding_dim]: channels are columns
             weight = weight.t()
+        if self.parts > 1:  # [parts * C, ...]: channel j's filter is rows j, C + j, 2C + j, ... together
+            weight = weight.reshape(self.parts, -1, *weight.shape[1:]).transpose(0, 1)
         if isinstance(self.module, nn.modules.conv._ConvTransposeNd):
             groups = self.module.groups
             in_per_group = weight.shape[0] // groups

@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import SpecError, UnsupportedError
+from ..layers import kind_of, weight_of
 from .base import Consumer, Criterion, LayerView
 from .observe import forward_over
 
@@ -94,10 +95,10 @@ def greedy_removal_order(contributions: torch.Tensor) -> torch.Tensor:
 def _contributions(consumer: Consumer, x: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
     """``[count, channels]``: per-channel contributions to sampled outputs of ``consumer``."""
     module = consumer.module
-    weight = module.weight.detach().double()
-    if isinstance(module, nn.Linear):
-        features = x.reshape(-1, module.in_features)
-        outputs = torch.randint(module.out_features, (count,), generator=generator)
+    weight = weight_of(module).detach().double()
+    if isinstance(module, nn.Linear) or kind_of(module) == "attention":  # attention: in_proj reads the query
+        features = x.reshape(-1, weight.shape[1])
+        outputs = torch.randint(weight.shape[0], (count,), generator=generator)
         examples = torch.randint(features.shape[0], (count,), generator=generator)
         per_input = features[examples] * weight[outputs]  # [count, in_features]
     elif isinstance(module, nn.modules.conv._ConvNd) and not module.transposed:

@@ -56,7 +56,7 @@ class Captured:
 def fx_capture(model: nn.Module, example: torch.Tensor) -> Captured:
     """torch.fx (transformers' tracer for transformers models); UnsupportedError when it cannot."""
     if is_hf_model(model):
-        return Captured(_hf_graph(model), (example,), "transformers.fx")
+        return Captured(hf_graph(model), (example,), "transformers.fx")
     return Captured(symbolic_graph(model), (example,), "torch.fx")
 
 
@@ -120,7 +120,7 @@ def _hf_layer_tracer() -> type:
     return HFLayerTracer
 
 
-def _hf_graph(model: nn.Module) -> fx.GraphModule:
+def hf_graph(model: nn.Module) -> fx.GraphModule:
     from transformers.utils.fx import symbolic_trace
 
     config = getattr(model, "config", None)

@@ -33,6 +33,9 @@ class Flow:
     # made of several channel spaces (a concatenation, or a norm over one): only element-wise
     # ops, pooling and listed layers may touch it
     composite: bool = False
+    # attention heads of a fused q/k/v projection: this dim indexes the parts (q, k, v), which
+    # only permutes, transposes and unbind/indexing may touch (tracing/heads.py)
+    parts_dim: int | None = None
 
     def at(self, dim: int, factor: int | None = None) -> Flow:
         return replace(self, dim=dim, factor=self.factor if factor is None else factor)
@@ -90,16 +93,15 @@ def reshaped(flow: Flow, in_shape: Sequence[int], out_shape: Sequence[int]) -> F
 
 def permuted(flow: Flow, order: Sequence[int]) -> Flow:
     order = [normalise_dim(int(o), len(order)) for o in order]
-    return flow.at(order.index(flow.dim))
+    parts = None if flow.parts_dim is None else order.index(flow.parts_dim)
+    return replace(flow.at(order.index(flow.dim)), parts_dim=parts)
 
 
 def transposed(flow: Flow, a: int, b: int, ndim: int) -> Flow:
     a, b = normalise_dim(a, ndim), normalise_dim(b, ndim)
-    if flow.dim == a:
-        return flow.at(b)
-    if flow.dim == b:
-        return flow.at(a)
-    return flow
+    swap = {a: b, b: a}
+    parts = None if flow.parts_dim is None else swap.get(flow.parts_dim, flow.parts_dim)
+    return replace(flow.at(swap.get(flow.dim, flow.dim)), parts_dim=parts)
 
 
 def reduced(flow: Flow, dims: Any, keepdim: bool, ndim: int) -> Flow:

@@ -14,7 +14,7 @@ from torch.fx.node import Node
 from ..attention import self_attention_problem
 from ..params import count_attributes
 from .flow import Flow, Touch, broadcast_dim, merge, normalise_dim
-from .graph import LayerTracer, Size, TracedLayer, flat_args, has_tensor, node_description
+from .graph import Incident, LayerTracer, Size, TracedLayer, flat_args, has_tensor, node_description, node_where
 from .rules import function_flow, op_name
 
 
@@ -93,11 +93,19 @@ class ChannelFollowers:
             return
         if entry == -1 and sum(1 for e in entries if e == -1) == 1:
             return
-        if isinstance(entry, int) and not isinstance(entry, bool) and moved.factor == flow.factor \
+        if isinstance(entry, int) and not isinstance(entry, bool) and self._same_layout(flow, moved) \
                 and self._count_attribute(node, entry, flow):
             return
         raise Touch(f"reshapes pruned channels to a channel count fixed in the model's code "
                     f"({result.shape[moved.dim]}); the pruned model would need it smaller")
+
+    def _same_layout(self, flow: Flow, moved: Flow) -> bool:
+        """The reshape keeps each channel's span, or merges attention heads back with their
+        head_dim (timm's ``reshape(B, N, self.attn_dim)``: the attribute counts head_dim per head)."""
+        if moved.factor == flow.factor:
+            return True
+        heads = {layer.name: layer.head_dim for layer in self.walk.layers if layer.heads is not None}
+        return flow.factor == 1 and all(heads.get(name) == moved.factor for name in flow.sources)
 
     def _count_attribute(self, node: Node, value: int, flow: Flow) -> bool:
         """A reshape to a fixed channel count that the running module keeps in exactly one int
@@ -110,8 +118,16 @@ class ChannelFollowers:
             return False
         name = f"{path}.{names[0]}" if path else names[0]
         if name in self.first_inputs:
-            if self.first_inputs[name] != flow.sources:
-                raise Touch(f"sizes two different channel spaces with the attribute {name}")
+            earlier = self.first_inputs[name] or frozenset()
+            if earlier != flow.sources:
+                heads = {layer.name: (layer.heads, layer.head_dim) for layer in self.walk.layers}
+                if len({heads.get(source) for source in earlier | flow.sources} - {(None, None)}) != 1 or \
+                        any(heads.get(source, (None,))[0] is None for source in earlier | flow.sources):
+                    raise Touch(f"sizes two different channel spaces with the attribute {name}")
+                # BERT's num_attention_heads sizes q, k and v: fine if they meet (attention) later
+                self.walk.ties.append(Incident(node_where(node), node_description(node),
+                                               f"sizes heads that are never combined with the attribute {name}",
+                                               earlier | flow.sources))
             return True
         self.first_inputs[name] = flow.sources
         self.walk.layers.append(TracedLayer(name, "count", flow.sources))
@@ -120,11 +136,14 @@ class ChannelFollowers:
     def _reads_attribute(self, node: Node, owner: nn.Module, attr: str) -> bool:
         """Whether ``node``'s arguments come from ``owner.attr`` and not from an equal literal: trace
         again with the attribute set to an unlikely number and look for it in the same node."""
+        from ..huggingface import is_hf_model
+        from .capture import hf_graph  # capture imports the walk, which mixes this class in
+
         marker = 1_000_003 + getattr(owner, attr)
         original = getattr(owner, attr)
         try:
             setattr(owner, attr, marker)
-            graph = LayerTracer().trace(self.root)
+            graph = hf_graph(self.root).graph if is_hf_model(self.root) else LayerTracer().trace(self.root)
         except Exception:
             return False
         finally:
@@ -134,9 +153,10 @@ class ChannelFollowers:
 
     def _attention(self, node: Node, module: nn.MultiheadAttention, real_args: tuple, real_kwargs: dict,
                    incoming: list[Flow], result: Any) -> list[Flow | None]:
-        """Self-attention on the residual stream: ``in_proj_weight``'s input columns follow the
-        stream's channels (a parameter entry, dim 1) and ``out_proj`` writes a new channel space;
-        the heads stay whole (attention.py)."""
+        """Self-attention on the residual stream: the attention is a listed layer whose inputs
+        (``in_proj_weight``'s columns) follow the stream's channels and whose outputs are its heads,
+        read by ``out_proj``, which writes a new channel space (attention.py). When the attention
+        weights are used, their mean over heads would change: the heads are pinned."""
         name = str(node.target)
         nodes = tuple(node.args[:3]) + tuple(node.kwargs[k] for k in ("query", "key", "value") if k in node.kwargs)
         problem = self_attention_problem(module, real_args, real_kwargs, nodes)
@@ -149,8 +169,11 @@ class ChannelFollowers:
         if problem is not None:
             raise Touch(problem)
         self.first_inputs[name] = flow.sources
-        self.walk.layers.append(TracedLayer(f"{name}.in_proj_weight", "parameter", flow.sources, dim=1))
-        self.walk.layers.append(TracedLayer(f"{name}.out_proj", "linear", None))
+        self.walk.layers.append(TracedLayer(name, "attention", flow.sources))
+        self.walk.layers.append(TracedLayer(f"{name}.out_proj", "linear", frozenset({name})))
+        if result[1] is not None and _weights_used(node):
+            self._incident(node, Touch("returns attention weights averaged over its heads, which are used"),
+                           [Flow(frozenset({name}), 0)])
         return [Flow(frozenset({f"{name}.out_proj"}), result[0].dim() - 1), None]
 
     def _held_parameter(self, node: Any) -> str | None:
@@ -191,3 +214,12 @@ class ChannelFollowers:
             self.first_inputs[name] = flow.sources
             self.walk.layers.append(TracedLayer(name, "parameter", flow.sources, dim=axis))
         return flow
+
+
+def _weights_used(node: Node) -> bool:
+    """Whether anything but ``node[0]`` (the attention output) reads the attention call's result."""
+    for user in node.users:
+        is_output = user.op == "call_function" and op_name(user.target) == "getitem" and user.args[1] == 0
+        if not is_output and (user.op != "call_function" or op_name(user.target) != "getitem" or user.users):
+            return True
+    return False

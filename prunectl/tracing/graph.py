@@ -27,6 +27,8 @@ class TracedLayer:
     inputs: frozenset[str] | None  # listed layers feeding it (a prev sum); None: fixed input
     cat: tuple[frozenset[str], ...] | None = None  # its input is this channel concatenation
     dim: int | None = None  # a parameter: the axis that holds the channels
+    heads: int | None = None  # a projection into attention heads: heads per part, and their width
+    head_dim: int | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,22 @@ class Walk:
     layers: list[TracedLayer] = field(default_factory=list)
     output_sources: set[str] = field(default_factory=set)
     incidents: list[Incident] = field(default_factory=list)
+    # channel spaces that must end up coupled (one attribute sizes them all): checked after the walk
+    ties: list[Incident] = field(default_factory=list)
+
+    def untied(self) -> list[Incident]:
+        """The ties whose spaces no listed layer's input sum brings together."""
+        parent: dict[str, str] = {}
+
+        def find(name: str) -> str:
+            while parent.get(name, name) != name:
+                name = parent[name]
+            return name
+        for layer in self.layers:
+            names = sorted(layer.inputs or ())
+            for other in names[1:]:
+                parent[find(other)] = find(names[0])
+        return [tie for tie in self.ties if len({find(name) for name in tie.sources}) > 1]
 
 
 class LayerTracer(fx.Tracer):

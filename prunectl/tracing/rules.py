@@ -132,6 +132,12 @@ def function_flow(name: str, args: tuple, kwargs: dict, flows: tuple, kflows: di
         return _pad(flows[0], _arg(args, kwargs, 1, "pad"), args[0].dim())
     if name in ("expand", "expand_as"):
         return _expanded(args[0], flows[0], result)
+    if name in ("matmul", "bmm"):
+        return _matmul(args, flows, result)
+    if name == "scaled_dot_product_attention":
+        return _attention_product(args, kwargs, flows, kflows, result)
+    if name == "timm.layers.attention.maybe_add_mask":  # scores + mask, or scores when there is none
+        return flows[0] if args[1] is None else _binary("add", args, kwargs, flows, kflows, result)
     raise Touch("is an operator prunectl's tracer does not know")
 
 
@@ -269,6 +275,65 @@ def _pad(flow: Flow, pad: Any, ndim: int) -> Flow:
     if position < padded and (pad[2 * position] or pad[2 * position + 1]):
         raise Touch("pads the channel dim")
     return flow
+
+
+def _matmul(args: tuple, flows: tuple, result: Any) -> Flow:
+    """``a @ b``: channels in a batch dim of either operand stay there (attention heads: q @ k^T,
+    weights @ v); in a's rows or b's columns they become the result's; contracted, they mix."""
+    a, b = args[0], args[1]
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.dim() < 2 or b.dim() < 2:
+        raise Touch("multiplies pruned channels with a vector (matmul)")
+    out = result.dim()
+    placed: list[tuple[str, Flow]] = []
+    for value, flow, contracted in ((a, flows[0], a.dim() - 1), (b, flows[1] if len(flows) > 1 else None, b.dim() - 2)):
+        if flow is None:
+            continue
+        if flow.dim == contracted:
+            raise Touch("contracts the channel dim (matmul): every output mixes all channels")
+        if flow.dim < value.dim() - 2:
+            d = flow.dim + out - value.dim()
+            if value.shape[flow.dim] != result.shape[d]:
+                raise Touch("broadcasts a tensor of pruned channels (matmul)")
+            placed.append(("batch", flow.at(d)))
+        else:
+            placed.append(("rows" if value is a else "columns", flow.at(out - 2 if value is a else out - 1)))
+    kinds = {kind for kind, _ in placed}
+    if len(kinds) > 1:
+        raise Touch("multiplies tensors whose channels sit in different dims (matmul)")
+    d = placed[0][1].dim
+    if kinds == {"batch"}:
+        _fixed_per_channel([v for v, f in ((a, flows[0]), (b, flows[1] if len(flows) > 1 else None)) if f is None],
+                           d, out)
+    return merge([flow for _, flow in placed], d)
+
+
+def _attention_product(args: tuple, kwargs: dict, flows: tuple, kflows: dict, result: Any) -> Flow:
+    """``scaled_dot_product_attention(q, k, v)``: heads in a batch dim of q, k and v stay there."""
+    names = ("query", "key", "value", "attn_mask")
+    values = [_arg(args, kwargs, i, key) for i, key in enumerate(names)]
+    operand_flows = [flows[i] if i < len(flows) else kflows.get(key) for i, key in enumerate(names)]
+    if operand_flows[3] is not None:
+        raise Touch("uses pruned channels as an attention mask")
+    placed = []
+    for value, flow in zip(values[:3], operand_flows[:3]):
+        if flow is None:
+            continue
+        if flow.dim >= value.dim() - 2:
+            raise Touch("attends over pruned channels (they are not a heads/batch dim)")
+        placed.append(flow.at(flow.dim + result.dim() - value.dim()))
+    if len({flow.dim for flow in placed}) > 1:
+        raise Touch("attends with heads in different dims of q, k and v")
+    d = placed[0].dim
+    _fixed_per_channel([v for v, f in zip(values, operand_flows) if f is None], d, result.dim())
+    return merge(placed, d)
+
+
+def _fixed_per_channel(values: list[Any], d: int, out_ndim: int) -> None:
+    for value in values:
+        aligned = d - (out_ndim - value.dim()) if isinstance(value, torch.Tensor) else -1
+        if aligned >= 0 and value.shape[aligned] != 1:
+            raise Touch(f"combines the channels with a fixed tensor of shape {tuple(value.shape)} "
+                        "(one slice per channel that prunectl cannot cut)")
 
 
 def _expanded(value: Any, flow: Flow, result: Any) -> Flow:

@@ -20,6 +20,7 @@ from .. import layers as L
 from ..errors import UnsupportedError
 from .flow import Flow, Touch
 from .followers import ChannelFollowers
+from .heads import HeadFollowers, parts_flow
 from .graph import (Incident, Size, TracedLayer, Walk, has_tensor, leaves, node_description, node_where,
                     symbolic_graph)
 from .rules import PARAMETER_OPS, function_flow, module_flow, op_name
@@ -27,7 +28,7 @@ from .rules import PARAMETER_OPS, function_flow, module_flow, op_name
 __all__ = ["Incident", "TracedLayer", "Walk", "symbolic_graph", "walk_graph"]
 
 
-class _Walker(ChannelFollowers, fx.Interpreter):
+class _Walker(ChannelFollowers, HeadFollowers, fx.Interpreter):
     def __init__(self, graph_module: fx.GraphModule, root: nn.Module | None = None,
                  layer_nodes: dict[str, str] | None = None, modules: dict[str, nn.Module] | None = None):
         super().__init__(graph_module)
@@ -59,7 +60,7 @@ class _Walker(ChannelFollowers, fx.Interpreter):
         incoming = leaves(args) + leaves(kwargs)
         if node.op == "call_module":
             module = self.submodules[node.target]
-            if L.kind_of(module) != "other":
+            if L.kind_of(module) not in ("other", "attention"):  # attention: followers._attention
                 return self._layer(node, module, incoming, result)
         if node.name in self.layer_nodes:
             name = self.layer_nodes[node.name]
@@ -69,6 +70,12 @@ class _Walker(ChannelFollowers, fx.Interpreter):
             return None  # nothing pruned flows in, so nothing pruned flows out
         real_args, real_kwargs = self.fetch_args_kwargs_from_env(node)
         try:
+            if op_name(node.target) in ("view", "reshape") and node.op != "call_module":
+                heads = self._heads_split(node, args, real_args, result)
+                if heads is not None:
+                    return heads
+            if any(flow.parts_dim is not None for flow in incoming):
+                return parts_flow(node, real_args, real_kwargs, args, kwargs, result)
             if sizes or not has_tensor(result):
                 return self._sizes(node, args, real_args, real_kwargs, incoming, sizes, result)
             if op_name(node.target) in ("view", "reshape"):
@@ -152,4 +159,5 @@ def walk_graph(graph_module: fx.GraphModule, example: torch.Tensor, root: nn.Mod
     walker = _Walker(graph_module, root, layer_nodes, modules)
     with torch.no_grad():
         walker.run(*(args if args is not None else (example,)))
+    walker.walk.incidents += walker.walk.untied()
     return walker.walk

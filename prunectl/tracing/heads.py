@@ -1,0 +1,144 @@
+"""Attention heads written as reshapes: a projection's outputs split into (heads, head_dim).
+
+timm's ``Attention`` reshapes its fused qkv Linear to ``(B, N, 3, num_heads, head_dim)``, a
+transformers BERT layer views each of query/key/value as ``(B, L, -1, head_size)``. The
+channel dim is split, which the shape rules refuse (flow.py); here the split is read as
+*heads*: the producer's outputs are ``parts`` blocks (3 for a fused qkv, else 1) of ``heads``
+heads of ``head_dim`` channels, a head is kept or cut whole, and from the split on the Flow's
+channel dim indexes heads (``head_dim`` stays a free inner dim; the parts dim is tracked until
+an unbind or index takes it apart). Merged back (``transpose(1, 2).reshape(B, N, -1)``), each
+head spans ``head_dim`` consecutive features: the reader (proj, output.dense) sees factor
+head_dim, as after a flatten. q, k and v meet in matmuls and ``scaled_dot_product_attention``
+with the heads as a batch dim (rules.py), so their head spaces merge like a residual sum.
+
+Accepted only when the producer is one listed conv/linear whose output goes straight and only
+into this reshape, the split is into (heads, head_dim) or (parts, heads, head_dim) with
+head_dim > 1, and the head count in the reshape is -1 or an int attribute the module reads
+(timm's ``num_heads``, listed as an attribute entry so the pruned model reads the kept count).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from math import prod
+from typing import Any
+
+import torch
+from torch.fx.node import Node
+
+from .flow import Flow, Touch, normalise_dim, reshaped
+from .graph import Size, flat_args
+from .rules import function_flow, op_name
+
+# ops that may move or take apart a fused projection's parts dim; anything else on it is refused
+_PARTS_OPS = {"permute", "transpose", "swapaxes", "swapdims", "unbind", "getitem", "select", "contiguous", "clone"}
+
+
+class HeadFollowers:
+    """Methods of ``walk._Walker`` (it provides ``walk``, ``first_inputs``, ``_count_attribute``)."""
+
+    def _heads_split(self, node: Node, args: Any, real_args: tuple, result: Any) -> Flow | None:
+        """The Flow after a reshape that splits a projection's outputs into heads (None: not one)."""
+        flow = args[0]
+        if not isinstance(flow, Flow) or flow.factor != 1 or flow.composite or flow.parts_dim is not None \
+                or len(flow.sources) != 1 or not isinstance(result, torch.Tensor):
+            return None
+        in_shape, out_shape = tuple(real_args[0].shape), tuple(result.shape)
+        try:
+            reshaped(flow, in_shape, out_shape)
+            return None  # the channel dim stays whole: the ordinary rule
+        except Touch as touch:
+            if "splitting" not in str(touch):
+                return None
+        layout = _split_layout(flow.dim, in_shape, out_shape)
+        producer = next(iter(flow.sources))
+        position = next((i for i, layer in enumerate(self.walk.layers) if layer.name == producer), None)
+        if layout is None or position is None or not self._straight_from(node.args[0], producer):
+            return None
+        start, parts, heads, head_dim = layout
+        layer = self.walk.layers[position]
+        if layer.kind not in ("conv", "linear") or layer.heads is not None:
+            return None
+        head_axis = start + (1 if parts > 1 else 0)
+        entries = _shape_entries(node)
+        entry = entries[head_axis] if head_axis < len(entries) else None
+        self.walk.layers[position] = replace(layer, heads=heads, head_dim=head_dim)
+        if entry != -1 and not isinstance(args_entry(args, head_axis), Size):
+            try:
+                if not (isinstance(entry, int) and self._count_attribute(node, heads, flow)):
+                    raise Touch(f"splits the outputs of {producer} into {heads} heads with a head count fixed in "
+                                "the model's code; the pruned model would need it smaller")
+            except Touch:
+                self.walk.layers[position] = layer
+                raise
+        return Flow(flow.sources, head_axis, parts_dim=start if parts > 1 else None)
+
+    def _straight_from(self, value: Any, producer: str) -> bool:
+        """``value`` is the producer's own output node, used by nothing else (its shape may be read:
+        a channel count read there is followed by the Size rules)."""
+        if not isinstance(value, Node) or sum(1 for user in value.users if not _reads_shape(user)) != 1:
+            return False
+        if value.op == "call_module":
+            return str(value.target) == producer
+        return self.layer_nodes.get(value.name) == producer
+
+
+def _reads_shape(node: Node) -> bool:
+    name = op_name(node.target)
+    return (name == "getattr" and node.args[1] == "shape") or name in ("size", "dim")
+
+
+def args_entry(args: Any, index: int) -> Any:
+    """The Flow/Size of a reshape's ``index``-th size argument (sizes given inline or as one list)."""
+    sizes = list(args[1:])
+    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+        sizes = list(sizes[0])
+    return sizes[index] if index < len(sizes) else None
+
+
+def _shape_entries(node: Node) -> list[Any]:
+    entries = list(node.args[1:])
+    if len(entries) == 1 and isinstance(entries[0], (list, tuple)):
+        entries = list(entries[0])
+    return entries
+
+
+def _split_layout(dim: int, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """(first output dim of the split, parts, heads, head_dim) when the channel dim, and only it,
+    becomes (heads, head_dim) or (parts, heads, head_dim), dims before and after unchanged."""
+    channels = in_shape[dim]
+    if tuple(out_shape[:dim]) != tuple(in_shape[:dim]):
+        return None
+    for width in (2, 3):
+        split = out_shape[dim:dim + width]
+        if len(split) == width and prod(split) == channels and \
+                tuple(out_shape[dim + width:]) == tuple(in_shape[dim + 1:]) and split[-1] > 1:
+            parts = split[0] if width == 3 else 1
+            return dim, parts, split[-2], split[-1]
+    return None
+
+
+def parts_flow(node: Node, real_args: tuple, real_kwargs: dict, args: tuple, kwargs: dict, result: Any) -> Any:
+    """Ops on a fused projection's heads while its parts dim is still there."""
+    name = op_name(node.target)
+    flow = args[0] if isinstance(args[0], Flow) else None
+    others = [f for f in flat_args((args[1:], tuple(kwargs.values()))) if isinstance(f, Flow)]
+    if flow is None or others or name not in _PARTS_OPS:
+        raise Touch("works on the q/k/v parts of a fused attention projection")
+    ndim = real_args[0].dim()
+    if name == "unbind":
+        dim = normalise_dim(int(real_args[1] if len(real_args) > 1 else real_kwargs.get("dim", 0)), ndim)
+        if dim != flow.parts_dim:
+            raise Touch("unbinds a dim other than the q/k/v parts")
+        return [Flow(flow.sources, flow.dim - (1 if flow.dim > dim else 0))] * len(result)
+    if name in ("getitem", "select"):
+        if name == "select":
+            dim, index = normalise_dim(int(real_args[1]), ndim), real_args[2]
+        else:
+            index = real_args[1]
+            dim = 0
+            if isinstance(index, tuple) and index and all(i == slice(None) for i in index[:-1]):
+                dim, index = len(index) - 1, index[-1]
+        if dim != flow.parts_dim or not isinstance(index, int):
+            raise Touch("indexes the q/k/v parts of a fused attention projection other than one at a time")
+        return Flow(flow.sources, flow.dim - (1 if flow.dim > dim else 0))
+    return function_flow(name, real_args, real_kwargs, args, kwargs, result)
