@@ -67,7 +67,7 @@ def adapt_attention(model: nn.Module) -> None:
 
 def self_attention_problem(module: nn.Module, args: tuple, kwargs: dict, nodes: tuple) -> str | None:
     """Why a traced MultiheadAttention call cannot have its residual width cut (None: it can)."""
-    if type(module) is not nn.MultiheadAttention:
+    if type(module) not in (nn.MultiheadAttention, ResidualCutMultiheadAttention):  # ours: a pruned one
         return f"is a {type(module).__name__}, a MultiheadAttention subclass prunectl does not know"
     if not module._qkv_same_embed_dim or module.bias_k is not None or module.add_zero_attn:
         return "is a MultiheadAttention with separate q/k/v projections, bias_k or add_zero_attn"

@@ -229,6 +229,17 @@ def test_only_its_out_proj_reads_an_attentions_heads() -> None:
     build_groups(_spec({**base, "attn.out_proj": {}}), TinyEncoder())
 
 
+def test_a_pruned_attention_prunes_again_in_original_numbering(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    _prune(tmp_path, TinyEncoder(), "TinyEncoder", (2, 5, 8), rate=0.25, round_to=1)  # 4 -> 3 heads
+    second = prunectl.prune(tmp_path / "out", prunectl.PruneOptions(rate=0.5, round_to=1, output=tmp_path / "b"))
+    assert isinstance(second.model.attn, ResidualCutMultiheadAttention)  # 2 heads (8) read a stream of 6
+    third = prunectl.prune(tmp_path / "b", prunectl.PruneOptions(rate=0.5, round_to=1, output=tmp_path / "c"))
+    assert third.model.attn.num_heads == 1 and third.model.attn.head_dim == 4
+    assert set(third.manifest.kept["attn"]) < set(second.manifest.kept["attn"])  # the original rows
+    assert prunectl.verify(tmp_path / "c")["rebuild"] == "ok"
+
+
 def test_attention_resize_keeps_whole_heads() -> None:
     attention = nn.MultiheadAttention(16, 4, batch_first=True)
     apply_resize_model = nn.Sequential(attention)
