@@ -42,6 +42,7 @@ class ChannelGroup:
     pinned_by: list[str] = field(default_factory=list)  # why it must not be pruned
     rates: list[float] = field(default_factory=list)  # per-layer rates given in the spec
     blocks: int = 1  # grouped convs: kept channels must be spread equally over this many blocks
+    heads: bool = False  # attention heads: a reader may take them one per input (split) or head_dim each
 
     @property
     def prunable(self) -> bool:
@@ -102,6 +103,7 @@ class _Spaces:
         target.pinned_by += source.pinned_by
         target.rates += source.rates
         target.blocks = _lcm(target.blocks, source.blocks)
+        target.heads = target.heads or source.heads
         return keep
 
     def roots(self) -> list[ChannelGroup]:
@@ -210,6 +212,7 @@ def _connect_attention(name: str, module: nn.Module, source: _Ref | _Cat | None,
         source = _Ref(spaces.find(source.space), source.factor)
         spaces.group(source.space).members.append(Member(name, "in", source.factor))
     heads = spaces.new(module.num_heads)
+    spaces.group(heads).heads = True
     for part in range(3):  # q, k, v: the same heads at offsets 0, E, 2E of in_proj's rows
         spaces.group(heads).members.append(Member(name, "out", module.head_dim, scored=part == 0,
                                                   offset=part * module.embed_dim))
@@ -229,7 +232,7 @@ def _as_heads(layer: LayerSpec, module: nn.Module, ref: _Ref | _Cat, spaces: _Sp
     if width % (heads * head_dim):
         raise SpecError(f"{key}.heads: {width} outputs are not a whole number of parts of {heads} heads x "
                         f"{head_dim} (head_dim)")
-    group.size = heads
+    group.size, group.heads = heads, True
     group.members = [Member(layer.name, "out", head_dim, scored=part == 0, offset=part * heads * head_dim)
                      for part in range(width // (heads * head_dim))]
     return _Ref(ref.space, head_dim)
@@ -354,8 +357,10 @@ def _connect_producer(name: str, module: nn.Module, kind: str, source: _Ref | No
     if source is not None:
         source = _Ref(spaces.find(source.space), source.factor)
         group = spaces.group(source.space)
-        channels = group.size * source.factor
         width = L.in_width(module)
+        if group.heads and source.factor > 1 and width == group.size:
+            source = _Ref(source.space, 1)  # reads the heads still split off head_dim: one input each
+        channels = group.size * source.factor
         factor = source.factor
         if kind == "linear" and width != channels:
             if width % channels:

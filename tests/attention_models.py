@@ -84,3 +84,19 @@ class TinyTimmViTEager(TinyTimmViT):
     """The same, attention computed as q @ k^T, softmax, @ v (timm's path without fused attention)."""
 
     fused = False
+
+
+class LinearToSequence(nn.Module):
+    """A decoder's Linear whose outputs are viewed as (channels, length) for a conv: each conv input
+    channel is a group of ``length`` Linear outputs, cut whole (the same rule as heads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.channels = 6
+        self.fc = nn.Linear(8, 6 * 5)
+        self.conv = nn.Conv1d(6, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.fc(x)).view(x.shape[0], self.channels, 5)
+        return self.head(F.relu(self.conv(y)).flatten(1))

@@ -11,7 +11,7 @@ from prunectl.errors import SpecError, UnsupportedError
 from prunectl.groups import build_groups
 from prunectl.spec import Spec
 from prunectl.tracing import trace_model
-from tests.attention_models import MixesChannels, SplitHeads, UnmetHeads
+from tests.attention_models import LinearToSequence, MixesChannels, SplitHeads, UnmetHeads
 
 FACTORY = "tests.attention_models:"
 
@@ -100,3 +100,14 @@ def test_heads_in_a_spec_are_validated() -> None:
         build_groups(spec({"embed": {}, "query": {"heads": 5, "head_dim": 4}}), SplitHeads())
     with pytest.raises(SpecError, match="only a conv or linear layer entry has heads"):
         spec({"embed": {}, "num_heads": {"count": True, "heads": 4, "head_dim": 4}})
+
+
+def test_a_linear_viewed_as_channels_for_a_conv_is_cut_in_whole_channels(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    traced = trace_model(LinearToSequence(), (2, 8))
+    layers = {layer.name: layer for layer in traced.spec.layers}
+    assert (layers["fc"].heads, layers["fc"].head_dim) == (6, 5) and layers["channels"].count
+    result = _prune(tmp_path, LinearToSequence(), "LinearToSequence", (2, 8), rate=0.5, round_to=1)
+    pruned = prunectl.load(tmp_path / "out")
+    assert pruned.channels == 3 and pruned.fc.out_features == 15 and pruned.conv.in_channels == 3
+    assert result.manifest.extra["verify"]["reference_max_abs"] > 0

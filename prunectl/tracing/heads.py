@@ -27,7 +27,7 @@ from torch.fx.node import Node
 
 from .flow import Flow, Touch, normalise_dim, reshaped
 from .graph import Size, flat_args
-from .rules import function_flow, op_name
+from .rules import ELEMENTWISE, PASS_MODULES, function_flow, op_name
 
 # ops that may move or take apart a fused projection's parts dim; anything else on it is refused
 _PARTS_OPS = {"permute", "transpose", "swapaxes", "swapdims", "unbind", "getitem", "select", "contiguous", "clone"}
@@ -73,13 +73,18 @@ class HeadFollowers:
         return Flow(flow.sources, head_axis, parts_dim=start if parts > 1 else None)
 
     def _straight_from(self, value: Any, producer: str) -> bool:
-        """``value`` is the producer's own output node, used by nothing else (its shape may be read:
-        a channel count read there is followed by the Size rules)."""
-        if not isinstance(value, Node) or sum(1 for user in value.users if not _reads_shape(user)) != 1:
-            return False
-        if value.op == "call_module":
-            return str(value.target) == producer
-        return self.layer_nodes.get(value.name) == producer
+        """``value`` is the producer's output, through element-wise ops only, used by nothing else on
+        the way (its shape may be read: a channel count read there is followed by the Size rules)."""
+        while isinstance(value, Node) and sum(1 for user in value.users if not _reads_shape(user)) == 1:
+            if value.op == "call_module" and str(value.target) == producer or \
+                    self.layer_nodes.get(value.name) == producer:
+                return True
+            elementwise = isinstance(self.submodules.get(value.target), PASS_MODULES) \
+                if value.op == "call_module" else op_name(value.target) in ELEMENTWISE
+            if not elementwise or not value.args:
+                return False
+            value = value.args[0]
+        return False
 
 
 def _reads_shape(node: Node) -> bool:

@@ -44,7 +44,7 @@ SPLITS = {"split", "chunk", "tensor_split", "unbind"}
 # (never division: a cut channel's zeroed entry would divide by zero)
 PARAMETER_OPS = {"add", "add_", "iadd", "sub", "sub_", "isub", "rsub", "mul", "mul_", "imul"}
 
-_PASS_MODULES = (
+PASS_MODULES = (
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU,
     nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Softplus, nn.Hardtanh, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
     nn.Dropout3d, nn.AlphaDropout, nn.Identity,
@@ -143,7 +143,7 @@ def function_flow(name: str, args: tuple, kwargs: dict, flows: tuple, kflows: di
 
 def module_flow(module: nn.Module, value: Any, flow: Flow, result: Any) -> Flow:
     """The Flow of a leaf module other than the conv/linear/norm layers the tracer lists."""
-    if isinstance(module, _PASS_MODULES) or (isinstance(module, nn.PReLU) and module.num_parameters == 1):
+    if isinstance(module, PASS_MODULES) or (isinstance(module, nn.PReLU) and module.num_parameters == 1):
         return _same_place(value, flow, result, type(module).__name__)
     if isinstance(module, _SPATIAL_MODULES):
         return _spatial(flow, type(module).__name__)
@@ -320,7 +320,10 @@ def _attention_product(args: tuple, kwargs: dict, flows: tuple, kflows: dict, re
             continue
         if flow.dim >= value.dim() - 2:
             raise Touch("attends over pruned channels (they are not a heads/batch dim)")
-        placed.append(flow.at(flow.dim + result.dim() - value.dim()))
+        d = flow.dim + result.dim() - value.dim()
+        if value.shape[flow.dim] != result.shape[d]:
+            raise Touch("broadcasts heads of pruned channels (grouped-query attention)")
+        placed.append(flow.at(d))
     if len({flow.dim for flow in placed}) > 1:
         raise Touch("attends with heads in different dims of q, k and v")
     d = placed[0].dim
