@@ -1,0 +1,38 @@
+"""How the walk follows Swin's residual stream through a shifted-window attention.
+
+A call of torchvision's ``ShiftedWindowAttention(V2)`` is one leaf of the graph (graph.py's
+tracer; inside, the heads' width is read from the input, window_attention_cut.py): ``qkv``'s
+input columns follow the stream's channels (a parameter entry, ``qkv.weight`` dim 1) and ``proj``
+writes a new channel space (a listed Linear whose input, the heads, is fixed: ``"prev": []``).
+The heads stay whole, as for ``nn.MultiheadAttention`` (followers.py ``_attention``). A mixin of
+the walk's interpreter (walk.py).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn as nn
+from torch.fx.node import Node
+
+from .flow import Flow, Touch
+from .graph import TracedLayer
+
+
+class WindowAttentionFollower:
+    """A method of ``walk._Walker`` (it provides ``first_inputs`` and ``walk``)."""
+
+    def _window_attention(self, node: Node, module: nn.Module, real_args: tuple, real_kwargs: dict,
+                          incoming: list[Flow], result: Any) -> Flow:
+        name = str(node.target)
+        x = real_args[0] if real_args else next(iter(real_kwargs.values()), None)
+        flow = incoming[0]
+        if len(incoming) != 1 or len(real_args) + len(real_kwargs) != 1:
+            raise Touch("takes pruned channels in more than one argument")
+        if flow.composite or flow.factor != 1 or flow.dim != x.dim() - 1:
+            raise Touch("reads pruned channels from a dim other than its last")
+        if name in self.first_inputs:
+            raise Touch("is called more than once (shared weights)")
+        self.first_inputs[name] = flow.sources
+        self.walk.layers.append(TracedLayer(f"{name}.qkv.weight", "parameter", flow.sources, dim=1))
+        self.walk.layers.append(TracedLayer(f"{name}.proj", "linear", None))
+        return Flow(frozenset({f"{name}.proj"}), result.dim() - 1)
