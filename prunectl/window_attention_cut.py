@@ -1,4 +1,4 @@
-"""Swin's shifted-window attention whose residual width was cut while its heads stay whole.
+"""Window attention whose residual width was cut while its heads stay whole (Swin, MaxViT).
 
 torchvision's ``ShiftedWindowAttention(V2).forward`` calls ``shifted_window_attention``, which
 takes ``C = x.shape[-1]`` both as the residual width and as the heads' inner width
@@ -13,6 +13,10 @@ forward is torchvision's computation with the inner width read from ``qkv``'s we
 and the output width from ``proj``'s. ``window_attention.adapt_window_attention`` swaps the class
 where the shapes no longer match; this module imports torchvision, so it is imported only when
 a model holds such a module.
+
+MaxViT's ``RelativePositionalMultiHeadAttention`` has the same problem in one line: it reshapes the
+heads' output to the input's width ``D`` before ``merge``; its subclass reshapes to
+``n_heads * head_dim`` instead.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
 from torchvision.models.swin_transformer import ShiftedWindowAttention, ShiftedWindowAttentionV2
 
 
@@ -132,9 +137,31 @@ class ResidualCutWindowAttentionV2(ShiftedWindowAttentionV2):
     forward = _forward
 
 
+class ResidualCutRelativeAttention(RelativePositionalMultiHeadAttention):
+    """MaxViT's attention reading ``to_qkv.weight.shape[1]`` features and writing ``merge.out_features``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # torchvision 0.29's forward, op for op, but for the width the heads' output is reshaped to
+        B, G, P, D = x.shape
+        H, DH = self.n_heads, self.head_dim
+        qkv = self.to_qkv(x)
+        q, k, v = torch.chunk(qkv, 3, dim=-1)
+        q = q.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
+        k = k.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
+        v = v.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
+        k = k * self.scale_factor
+        dot_prod = torch.einsum("B G H I D, B G H J D -> B G H I J", q, k)
+        dot_prod = F.softmax(dot_prod + self.get_relative_positional_bias(), dim=-1)
+        out = torch.einsum("B G H I J, B G H J D -> B G H I D", dot_prod, v)
+        out = out.permute(0, 1, 3, 2, 4).reshape(B, G, P, H * DH)
+        return self.merge(out)
+
+
 # class -> (torchvision's class, its residual-cut subclass)
 CLASSES = {cls: (original, cut) for original, cut in ((ShiftedWindowAttention, ResidualCutWindowAttention),
-                                                       (ShiftedWindowAttentionV2, ResidualCutWindowAttentionV2))
+                                                       (ShiftedWindowAttentionV2, ResidualCutWindowAttentionV2),
+                                                       (RelativePositionalMultiHeadAttention,
+                                                        ResidualCutRelativeAttention))
            for cls in (original, cut)}
 
 

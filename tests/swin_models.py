@@ -1,9 +1,10 @@
-"""torchvision's SwinTransformer code at a test size, for tests that prune through a factory string."""
+"""torchvision's SwinTransformer and MaxVit code at a test size, for tests that prune through a factory string."""
 from __future__ import annotations
 
 import torch.nn as nn
 
 INPUT_SHAPE = (1, 3, 16, 16)  # 8x8 tokens after the 2x2 patch embedding: one shifted 4x4 window grid
+MAXVIT_INPUT_SHAPE = (1, 3, 32, 32)
 
 
 def _tiny_swin(v2: bool) -> nn.Module:
@@ -41,3 +42,13 @@ class ConcatIntoWindowAttention(nn.Module):
 
         y = self.attn(torch.cat([self.left(x), self.right(x)], dim=-1))
         return self.head(y.mean(dim=(1, 2)))
+
+
+class TinyMaxVit(nn.Module):
+    """torchvision's MaxVit code at a test size: 32x32 images, two stages, heads of width 8."""
+
+    def __new__(cls) -> nn.Module:
+        from torchvision.models import MaxVit
+
+        return MaxVit(input_size=(32, 32), stem_channels=8, partition_size=2, block_channels=[16, 32],
+                      block_layers=[1, 1], head_dim=8, stochastic_depth_prob=0.0, num_classes=5)

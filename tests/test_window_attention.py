@@ -1,5 +1,6 @@
-"""Swin's residual width through shifted-window attention: qkv's input columns and proj's output rows
-are cut, the heads stay whole (prunectl/window_attention*.py, docs/decisions.md)."""
+"""The residual width of Swin and MaxViT through their window attention: the q/k/v projection's input
+columns and the output projection's rows are cut, the heads stay whole (prunectl/window_attention*.py,
+docs/decisions.md)."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 from click.testing import CliRunner
+from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
 from torchvision.models.swin_transformer import ShiftedWindowAttention, ShiftedWindowAttentionV2
 
 import prunectl
@@ -16,48 +18,70 @@ from prunectl.cli import cli
 from prunectl.errors import UnsupportedError
 from prunectl.tracing import trace_model
 from prunectl.window_attention import adapt_window_attention
-from prunectl.window_attention_cut import ResidualCutWindowAttention, ResidualCutWindowAttentionV2
-from tests.swin_models import INPUT_SHAPE, ConcatIntoWindowAttention, TinySwin, TinySwinV2
+from prunectl.window_attention_cut import (ResidualCutRelativeAttention, ResidualCutWindowAttention,
+                                           ResidualCutWindowAttentionV2)
+from tests import swin_models
+from tests.swin_models import INPUT_SHAPE, ConcatIntoWindowAttention
 
 FACTORY = "tests.swin_models:"
-MODELS = {"TinySwin": (TinySwin, ResidualCutWindowAttention), "TinySwinV2": (TinySwinV2, ResidualCutWindowAttentionV2)}
+# model -> (its residual-cut attention class, one such module, the q/k/v and output projections, classifier)
+MODELS = {
+    "TinySwin": (ResidualCutWindowAttention, "features.3.1.attn", "qkv", "proj", "head"),
+    "TinySwinV2": (ResidualCutWindowAttentionV2, "features.3.1.attn", "qkv", "proj", "head"),
+    "TinyMaxVit": (ResidualCutRelativeAttention, "blocks.1.layers.0.layers.grid_attention.attn_layer.1", "to_qkv",
+                   "merge", "classifier.5"),
+}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_swin_residual_width_is_cut_and_the_heads_stay_whole(name: str, tmp_path: Path) -> None:
-    factory, residual_cut = MODELS[name]
-    traced = trace_model(factory(), INPUT_SHAPE)
-    assert list(traced.pinned) == ["head"]  # the residual stream, patch merging included, is followed
+def test_residual_width_is_cut_through_window_attention_and_the_heads_stay_whole(name: str, tmp_path: Path) -> None:
+    residual_cut, where, reader, writer, classifier = MODELS[name]
+    factory = getattr(swin_models, name)
+    shape = swin_models.MAXVIT_INPUT_SHAPE if name == "TinyMaxVit" else INPUT_SHAPE
+    traced = trace_model(factory(), shape)
+    assert list(traced.pinned) == [classifier]  # the residual stream, patch merging included, is followed
     layers = {layer.name: layer for layer in traced.spec.layers}
-    assert layers["features.1.0.attn.qkv.weight"].dim == 1 and layers["features.1.0.attn.proj"].prev == ()
-    merging = layers["features.2.reduction" if name == "TinySwinV2" else "features.2.norm"]
-    assert len(merging.cat) == 4 and len(set(merging.cat)) == 1  # the same channels four times
+    assert layers[f"{where}.{reader}.weight"].dim == 1 and layers[f"{where}.{writer}"].prev == ()
+    if name != "TinyMaxVit":  # patch merging: the same channels four times
+        merging = layers["features.2.reduction" if name == "TinySwinV2" else "features.2.norm"]
+        assert len(merging.cat) == 4 and len(set(merging.cat)) == 1
     torch.manual_seed(0)
+    original = factory()
     checkpoint = tmp_path / f"{name}.pt"
-    torch.save(factory().state_dict(), checkpoint)
-    result = prunectl.prune(checkpoint, prunectl.PruneOptions(model=FACTORY + name, input_shape=INPUT_SHAPE, rate=0.5,
+    torch.save(original.state_dict(), checkpoint)
+    result = prunectl.prune(checkpoint, prunectl.PruneOptions(model=FACTORY + name, input_shape=shape, rate=0.5,
                                                               round_to=1, output=tmp_path / "out", onnx=True))
     assert result.report["params"]["after"] < result.report["params"]["before"]
     assert result.manifest.extra["verify"]["reference_max_abs"] > 0
     assert result.manifest.extra["onnx"]["max_abs"] <= 1e-4
     model = prunectl.load(tmp_path / "out")
-    attention = model.features[3][1].attn
-    assert type(attention) is residual_cut
-    assert attention.qkv.weight.shape == (96, 16) and attention.qkv.in_features == 16  # residual 32 -> 16
-    assert attention.proj.weight.shape == (16, 32) and attention.num_heads == 4  # heads: 4 x 8, whole
-    assert model.features[0][0].out_channels == 8 and model.features[2].reduction.in_features == 32
-    x = torch.randn(2, *INPUT_SHAPE[1:])
+    before, after = original.get_submodule(where), model.get_submodule(where)
+    assert type(after) is residual_cut
+    width = getattr(before, reader).in_features
+    assert getattr(after, reader).weight.shape == (getattr(before, reader).out_features, width // 2)  # heads whole
+    assert getattr(after, reader).in_features == getattr(after, writer).out_features == width // 2
+    assert getattr(after, writer).in_features == getattr(before, writer).in_features
+    x = torch.randn(2, *shape[1:])
     with torch.no_grad():
         assert torch.equal(model(x), result.model.eval()(x))
+    # the bundle prunes again: the residual-cut class is traced like torchvision's
+    again = prunectl.prune(tmp_path / "out", prunectl.PruneOptions(rate=0.25, round_to=1, output=tmp_path / "again"))
+    assert again.report["params"]["after"] < again.report["params"]["before"]
+    assert getattr(prunectl.load(tmp_path / "again").get_submodule(where), reader).in_features < width // 2
 
 
-@pytest.mark.parametrize("original, residual_cut", [(ShiftedWindowAttention, ResidualCutWindowAttention),
-                                                    (ShiftedWindowAttentionV2, ResidualCutWindowAttentionV2)])
-@pytest.mark.parametrize("shift", [[0, 0], [2, 2]])
+@pytest.mark.parametrize("original, residual_cut, shift", [
+    (ShiftedWindowAttention, ResidualCutWindowAttention, [0, 0]),
+    (ShiftedWindowAttention, ResidualCutWindowAttention, [2, 2]),
+    (ShiftedWindowAttentionV2, ResidualCutWindowAttentionV2, [2, 2]),
+    (RelativePositionalMultiHeadAttention, ResidualCutRelativeAttention, None),
+])
 def test_residual_cut_forward_is_torchvisions_when_nothing_is_cut(original, residual_cut, shift) -> None:
     torch.manual_seed(0)
-    module = original(16, [4, 4], shift, num_heads=2).eval()
-    x = torch.randn(2, 6, 7, 16)  # padded to 8x8: the padding and the shift mask both run
+    if shift is None:  # MaxViT: (batch, windows, tokens per window, channels)
+        module, x = original(16, 8, 4).eval(), torch.randn(2, 3, 4, 16)
+    else:  # 6x7 is padded to 8x8: the padding and the shift mask both run
+        module, x = original(16, [4, 4], shift, num_heads=2).eval(), torch.randn(2, 6, 7, 16)
     with torch.no_grad():
         expected = module(x)
         adapt_window_attention(module)
@@ -71,7 +95,7 @@ def test_residual_cut_forward_is_torchvisions_when_nothing_is_cut(original, resi
 def test_cutting_the_heads_is_refused_naming_the_module() -> None:
     model = nn.Sequential(ShiftedWindowAttention(16, [4, 4], [0, 0], num_heads=2))
     model[0].proj = nn.Linear(8, 16)  # proj reading fewer inputs than qkv's heads give
-    with pytest.raises(UnsupportedError, match="^0: the heads of a shifted-window attention are never cut"):
+    with pytest.raises(UnsupportedError, match="^0: the heads of a window attention are never cut"):
         adapt_window_attention(model)
 
 

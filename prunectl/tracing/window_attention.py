@@ -1,9 +1,11 @@
-"""How the walk follows Swin's residual stream through a shifted-window attention.
+"""How the walk follows a residual stream through window attention (Swin, MaxViT).
 
-A call of torchvision's ``ShiftedWindowAttention(V2)`` is one leaf of the graph (graph.py's
-tracer; inside, the heads' width is read from the input, window_attention_cut.py): ``qkv``'s
-input columns follow the stream's channels (a parameter entry, ``qkv.weight`` dim 1) and ``proj``
-writes a new channel space (a listed Linear whose input, the heads, is fixed: ``"prev": []``).
+A call of torchvision's ``ShiftedWindowAttention(V2)`` or MaxViT's
+``RelativePositionalMultiHeadAttention`` is one leaf of the graph (graph.py's tracer; inside, the
+heads' width is read from the input, window_attention_cut.py): the packed q/k/v projection's input
+columns follow the stream's channels (a parameter entry, ``qkv.weight`` dim 1) and the output
+projection writes a new channel space (a listed Linear whose input, the heads, is fixed:
+``"prev": []``).
 The heads stay whole, as for ``nn.MultiheadAttention`` (followers.py ``_attention``). A mixin of
 the walk's interpreter (walk.py).
 """
@@ -14,6 +16,7 @@ from typing import Any
 import torch.nn as nn
 from torch.fx.node import Node
 
+from ..window_attention import stream_projections
 from .flow import Flow, Touch
 from .graph import TracedLayer
 
@@ -32,7 +35,8 @@ class WindowAttentionFollower:
             raise Touch("reads pruned channels from a dim other than its last")
         if name in self.first_inputs:
             raise Touch("is called more than once (shared weights)")
+        reader, writer = stream_projections(module)
         self.first_inputs[name] = flow.sources
-        self.walk.layers.append(TracedLayer(f"{name}.qkv.weight", "parameter", flow.sources, dim=1))
-        self.walk.layers.append(TracedLayer(f"{name}.proj", "linear", None))
-        return Flow(frozenset({f"{name}.proj"}), result.dim() - 1)
+        self.walk.layers.append(TracedLayer(f"{name}.{reader}.weight", "parameter", flow.sources, dim=1))
+        self.walk.layers.append(TracedLayer(f"{name}.{writer}", "linear", None))
+        return Flow(frozenset({f"{name}.{writer}"}), result.dim() - 1)
