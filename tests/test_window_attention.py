@@ -110,7 +110,7 @@ def test_cli_spec_writes_the_window_attention_entries(tmp_path: Path) -> None:
 
 
 def test_window_attention_over_a_concatenation_is_exit_6_or_pinned_with_skip() -> None:
-    with pytest.raises(UnsupportedError, match=r"attn \(ShiftedWindowAttention\) reads pruned channels"):
+    with pytest.raises(UnsupportedError, match=r"attn \(ShiftedWindowAttention\) reads a concatenation"):
         trace_model(ConcatIntoWindowAttention(), (1, 8, 8, 3))
     traced = trace_model(ConcatIntoWindowAttention(), (1, 8, 8, 3), skip_unsupported=True)
     assert {"left", "right"} <= set(traced.pinned)

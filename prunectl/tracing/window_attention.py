@@ -22,16 +22,17 @@ from .graph import TracedLayer
 
 
 class WindowAttentionFollower:
-    """A method of ``walk._Walker`` (it provides ``first_inputs`` and ``walk``)."""
+    """A method of ``walk._Walker`` (it provides ``_flow_of``, ``first_inputs`` and ``walk``)."""
 
     def _window_attention(self, node: Node, module: nn.Module, real_args: tuple, real_kwargs: dict,
                           incoming: list[Flow], result: Any) -> Flow:
         name = str(node.target)
-        x = real_args[0] if real_args else next(iter(real_kwargs.values()), None)
         flow = incoming[0]
-        if len(incoming) != 1 or len(real_args) + len(real_kwargs) != 1:
-            raise Touch("takes pruned channels in more than one argument")
-        if flow.composite or flow.factor != 1 or flow.dim != x.dim() - 1:
+        if len(incoming) != 1 or not node.args or self._flow_of(node.args[0]) is not flow:
+            raise Touch("takes pruned channels in an argument other than its input")  # timm's mask has none
+        if flow.composite:
+            raise Touch("reads a concatenation of pruned channels (its q/k/v columns would need a cat entry)")
+        if flow.factor != 1 or flow.dim != real_args[0].dim() - 1:
             raise Touch("reads pruned channels from a dim other than its last")
         if name in self.first_inputs:
             raise Touch("is called more than once (shared weights)")
