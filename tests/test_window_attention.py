@@ -115,3 +115,14 @@ def test_window_attention_over_a_concatenation_is_exit_6_or_pinned_with_skip() -
     traced = trace_model(ConcatIntoWindowAttention(), (1, 8, 8, 3), skip_unsupported=True)
     assert {"left", "right"} <= set(traced.pinned)
     assert "ShiftedWindowAttention" in traced.pinned["left"]
+
+
+def test_a_norm_over_patch_merging_is_not_the_norm_of_the_layer_before_it(tmp_path: Path) -> None:
+    # features.2.norm normalises the 4x concatenation (64 channels) of the 16-channel stream: group
+    # magnitude once tried to spread its 64 scales over 16 channels (DenseNet crashed the same way)
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "TinySwin.pt"
+    torch.save(swin_models.TinySwin().state_dict(), checkpoint)
+    result = prunectl.prune(checkpoint, prunectl.PruneOptions(model=FACTORY + "TinySwin", input_shape=INPUT_SHAPE,
+                                                              rate=0.5, output=tmp_path / "out", criterion="group_l1"))
+    assert result.report["params"]["after"] < result.report["params"]["before"]
