@@ -69,7 +69,7 @@ def hard_prune(model: nn.Module, plan: dict[str, ModuleCut]) -> tuple[nn.Module,
                 getattr(module, tensor_name).copy_(value)
         new_attrs[name] = attrs
     adapt_attention(hard)  # attention whose residual width was cut needs the subclass that reads it
-    adapt_window_attention(hard)  # likewise Swin's window attention
+    adapt_window_attention(hard)  # likewise Swin's and MaxViT's window attention
     return hard, new_attrs
 
 

@@ -63,7 +63,7 @@ class Walk:
 class LayerTracer(fx.Tracer):
     """Keeps subclasses of the layers prunectl lists as single nodes (timm's BatchNormAct2d is a
     BatchNorm2d followed by an activation; traced through, it would hide the norm in F.batch_norm),
-    and Swin's window attention, which the walk follows as a whole (tracing/window_attention.py)."""
+    and Swin's and MaxViT's window attention, which the walk follows as a whole (tracing/window_attention.py)."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
         return L.kind_of(module) != "other" or is_window_attention(module) or \

@@ -5,9 +5,8 @@ A call of torchvision's ``ShiftedWindowAttention(V2)`` or MaxViT's
 heads' width is read from the input, window_attention_cut.py): the packed q/k/v projection's input
 columns follow the stream's channels (a parameter entry, ``qkv.weight`` dim 1) and the output
 projection writes a new channel space (a listed Linear whose input, the heads, is fixed:
-``"prev": []``).
-The heads stay whole, as for ``nn.MultiheadAttention`` (followers.py ``_attention``). A mixin of
-the walk's interpreter (walk.py).
+``"prev": []``). The heads stay whole, as for ``nn.MultiheadAttention`` (followers.py
+``_attention``). A mixin of the walk's interpreter (walk.py).
 """
 from __future__ import annotations
 
@@ -29,7 +28,7 @@ class WindowAttentionFollower:
         name = str(node.target)
         flow = incoming[0]
         if len(incoming) != 1 or not node.args or self._flow_of(node.args[0]) is not flow:
-            raise Touch("takes pruned channels in an argument other than its input")  # timm's mask has none
+            raise Touch("takes pruned channels in an argument other than its input")
         if flow.composite:
             raise Touch("reads a concatenation of pruned channels (its q/k/v columns would need a cat entry)")
         if flow.factor != 1 or flow.dim != real_args[0].dim() - 1:
