@@ -24,9 +24,7 @@ import math
 
 import torch
 import torch.fx
-import torch.nn as nn
 import torch.nn.functional as F
-
 from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
 from torchvision.models.swin_transformer import ShiftedWindowAttention, ShiftedWindowAttentionV2
 
