@@ -42,8 +42,11 @@ def layer_views(groups: list[ChannelGroup], model: nn.Module, seed: int = 0) -> 
             if not member.scored:
                 continue
             after = group.members[position + 1] if position + 1 < len(group.members) else None
-            norm = after.module if (after is not None and after.side == "out"
-                                    and _is_next_norm(modules.get(after.module), modules[member.module])) else None
+            # a norm over a concatenation (DenseNet's next norm1, Swin's patch merging) holds more
+            # channels than this layer's: not its norm
+            norm = after.module if (after is not None and after.side == "out" and after.offset == 0
+                                    and _is_next_norm(modules.get(after.module), modules[member.module])
+                                    and L.out_width(modules[after.module]) == group.size * after.factor) else None
             views[member.module] = LayerView(member.module, modules[member.module],
                                              modules[norm] if norm else None, norm, consumers, seed,
                                              group.parts(member.module))

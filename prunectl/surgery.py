@@ -10,6 +10,7 @@ from . import layers as L
 from .attention import adapt_attention
 from .params import apply_parameter_resize, count_attribute_of, count_attributes, parameter_of, replace_parameter
 from .plan import ModuleCut
+from .window_attention import adapt_window_attention
 
 
 def sliced_tensors(module: nn.Module, cut: ModuleCut) -> dict[str, torch.Tensor]:
@@ -69,6 +70,7 @@ def hard_prune(model: nn.Module, plan: dict[str, ModuleCut]) -> tuple[nn.Module,
                 getattr(module, tensor_name).copy_(value)
         new_attrs[name] = attrs
     adapt_attention(hard)  # attention whose residual width was cut needs the subclass that reads it
+    adapt_window_attention(hard)  # likewise Swin's and MaxViT's window attention
     return hard, new_attrs
 
 
@@ -99,3 +101,4 @@ def apply_resize(model: nn.Module, resize: dict[str, dict[str, int]], where: str
         else:
             L.apply_attrs(modules[name], attrs, f"{where}.{name}")
     adapt_attention(model)
+    adapt_window_attention(model)

@@ -16,6 +16,7 @@ from torch.fx.node import Node
 
 from .. import layers as L
 from ..errors import UnsupportedError
+from ..window_attention import is_window_attention
 from .flow import Flow
 from .rules import op_name
 
@@ -79,10 +80,12 @@ class Walk:
 
 class LayerTracer(fx.Tracer):
     """Keeps subclasses of the layers prunectl lists as single nodes (timm's BatchNormAct2d is a
-    BatchNorm2d followed by an activation; traced through, it would hide the norm in F.batch_norm)."""
+    BatchNorm2d followed by an activation; traced through, it would hide the norm in F.batch_norm),
+    and Swin's and MaxViT's window attention, which the walk follows as a whole (tracing/window_attention.py)."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return L.kind_of(module) != "other" or super().is_leaf_module(module, qualified_name)
+        return L.kind_of(module) != "other" or is_window_attention(module) or \
+            super().is_leaf_module(module, qualified_name)
 
 
 def symbolic_graph(model: nn.Module) -> fx.GraphModule:

@@ -66,6 +66,8 @@ _WRAPPED = {
     # per-sample scaling in training, identity in eval: never mixes channels
     "torchvision.ops.stochastic_depth.stochastic_depth": "dropout",
 }
+# Swin's patch merging: pad H and W, then join the four 2x2-strided samples along the channels
+PATCH_MERGING = "torchvision.models.swin_transformer._patch_merging_pad"
 
 
 def op_name(target: Any) -> str:
@@ -138,6 +140,8 @@ def function_flow(name: str, args: tuple, kwargs: dict, flows: tuple, kflows: di
         return _attention_product(args, kwargs, flows, kflows, result)
     if name == "timm.layers.attention.maybe_add_mask":  # scores + mask, or scores when there is none
         return flows[0] if args[1] is None else _binary("add", args, kwargs, flows, kflows, result)
+    if name == PATCH_MERGING:
+        return _patch_merging(args[0], flows[0])
     raise Touch("is an operator prunectl's tracer does not know")
 
 
@@ -345,3 +349,9 @@ def _expanded(value: Any, flow: Flow, result: Any) -> Flow:
         raise Touch("expands the channel dim")
     return flow.at(d)
 
+
+def _patch_merging(value: Any, flow: Flow) -> Flow:
+    """``[..., H, W, C] -> [..., H/2, W/2, 4C]``: the same channel space four times, one after another."""
+    if flow.dim != value.dim() - 1 or flow.factor != 1:
+        raise Touch("samples the dims that hold the channels (patch merging)")
+    return concatenated([flow] * 4, flow.dim)

@@ -18,17 +18,19 @@ from torch.fx.node import Node, map_aggregate
 
 from .. import layers as L
 from ..errors import UnsupportedError
+from ..window_attention import is_window_attention
 from .flow import Flow, Touch
 from .followers import ChannelFollowers
 from .heads import HeadFollowers, parts_flow
 from .graph import (Incident, Size, TracedLayer, Walk, has_tensor, leaves, node_description, node_where,
                     symbolic_graph)
 from .rules import PARAMETER_OPS, function_flow, module_flow, op_name
+from .window_attention import WindowAttentionFollower
 
 __all__ = ["Incident", "TracedLayer", "Walk", "symbolic_graph", "walk_graph"]
 
 
-class _Walker(ChannelFollowers, HeadFollowers, fx.Interpreter):
+class _Walker(ChannelFollowers, HeadFollowers, WindowAttentionFollower, fx.Interpreter):
     def __init__(self, graph_module: fx.GraphModule, root: nn.Module | None = None,
                  layer_nodes: dict[str, str] | None = None, modules: dict[str, nn.Module] | None = None):
         super().__init__(graph_module)
@@ -82,6 +84,8 @@ class _Walker(ChannelFollowers, HeadFollowers, fx.Interpreter):
                 self._check_reshape_sizes(node, args, kwargs, real_args, real_kwargs, result)
             if node.op == "call_module" and isinstance(module, nn.MultiheadAttention):
                 return self._attention(node, module, real_args, real_kwargs, incoming, result)
+            if node.op == "call_module" and is_window_attention(module):
+                return self._window_attention(node, module, real_args, real_kwargs, incoming, result)
             if node.op == "call_module":
                 if len(incoming) != 1 or not isinstance(args[0], Flow):
                     raise Touch("takes pruned channels in more than one argument")
