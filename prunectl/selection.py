@@ -96,6 +96,9 @@ def member_scores(group: ChannelGroup, model: nn.Module, criterion: Criterion,
                                                                         parts=group.parts(member.module))
         raw = criterion.score(view)
         expected = group.size * member.factor
+        parts = group.parts(member.module)
+        if parts > 1 and isinstance(raw, torch.Tensor) and raw.shape == (parts * expected,):
+            raw = raw.view(parts, expected).sum(0)  # observed per q/k/v output: a head's channel sums them
         if not isinstance(raw, torch.Tensor) or raw.shape != (expected,):
             shape = tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
             raise SpecError(f"criterion {criterion.name!r} returned {shape} for {member.module!r}; "

@@ -111,3 +111,16 @@ def test_a_linear_viewed_as_channels_for_a_conv_is_cut_in_whole_channels(tmp_pat
     pruned = prunectl.load(tmp_path / "out")
     assert pruned.channels == 3 and pruned.fc.out_features == 15 and pruned.conv.in_channels == 3
     assert result.manifest.extra["verify"]["reference_max_abs"] > 0
+
+
+@pytest.mark.parametrize("criterion", ["apoz", "thinet"])
+def test_data_driven_criteria_score_the_heads_of_a_fused_qkv(criterion: str, tmp_path: Path) -> None:
+    pytest.importorskip("timm")
+    from tests.attention_models import TinyTimmViT
+
+    torch.manual_seed(0)
+    data = tmp_path / "data.pt"
+    torch.save({"inputs": torch.randn(4, 3, 32, 32), "targets": torch.randint(0, 3, (4,))}, data)
+    result = _prune(tmp_path, TinyTimmViT(), "TinyTimmViT", (1, 3, 32, 32), rate=0.5, criterion=criterion,
+                    data=str(data))
+    assert result.manifest.resize["blocks.0.attn.qkv"]["out_features"] == 384  # 2 of 3 heads, q/k/v alike
