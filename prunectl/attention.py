@@ -12,6 +12,8 @@ supported: self-attention (query is key is value), packed in_proj, no bias_k/add
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -55,21 +57,40 @@ class ResidualCutMultiheadAttention(nn.MultiheadAttention):
         return out, weights.mean(dim=1) if average_attn_weights else weights
 
 
+@contextmanager
+def unfused_attention() -> Iterator[None]:
+    """nn.MultiheadAttention and nn.TransformerEncoderLayer off their fused eval paths.
+
+    The fused paths read the norm and projection weights themselves: the soft model's masked
+    LayerNorm statistics (masked_norms.py) would be bypassed, and the flop counter sees one opaque
+    op. Every run that verifies or counts uses the module-by-module path (same math)."""
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
+
+
 def adapt_attention(model: nn.Module) -> None:
     """Give every MultiheadAttention whose residual width differs from ``embed_dim`` the subclass."""
     for module in model.modules():
         if isinstance(module, nn.MultiheadAttention) and type(module) in (nn.MultiheadAttention,
                                                                          ResidualCutMultiheadAttention):
-            cut = (module.in_proj_weight is not None and module.in_proj_weight.shape[1] != module.embed_dim) or \
-                module.out_proj.out_features != module.embed_dim
+            if module.in_proj_weight is None:
+                continue  # separate q/k/v projections: never cut
+            cut = module.in_proj_weight.shape[1] != module.embed_dim or module.out_proj.out_features != module.embed_dim
             module.__class__ = ResidualCutMultiheadAttention if cut else nn.MultiheadAttention
+            # nn.TransformerEncoderLayer's fused path reads in_proj itself, as if embed_dim wide: a cut
+            # attention must be called as a module, and this flag is what that path checks
+            module._qkv_same_embed_dim = not cut
 
 
 def self_attention_problem(module: nn.Module, args: tuple, kwargs: dict, nodes: tuple) -> str | None:
     """Why a traced MultiheadAttention call cannot have its residual width cut (None: it can)."""
     if type(module) not in (nn.MultiheadAttention, ResidualCutMultiheadAttention):  # ours: a pruned one
         return f"is a {type(module).__name__}, a MultiheadAttention subclass prunectl does not know"
-    if not module._qkv_same_embed_dim or module.bias_k is not None or module.add_zero_attn:
+    if module.in_proj_weight is None or module.bias_k is not None or module.add_zero_attn:
         return "is a MultiheadAttention with separate q/k/v projections, bias_k or add_zero_attn"
     if len(nodes) < 3 or not (nodes[0] is nodes[1] is nodes[2]):
         return "is cross-attention (query, key and value differ); only self-attention is supported"

@@ -9,6 +9,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import layers as L
+from .attention import unfused_attention
 from .groups import ChannelGroup
 
 
@@ -28,13 +29,8 @@ def mac_counter() -> Iterator[FlopCounterMode]:
     ViT's attention would count as 0 MACs (and a pruned one, through the unfused path, as more):
     the fast path is off while counting."""
     counter = FlopCounterMode(display=False)
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with counter:
-            yield counter
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
+    with unfused_attention(), counter:
+        yield counter
 
 
 def macs_of(counter: FlopCounterMode) -> int:

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from . import layers as L
+from .attention import unfused_attention
 from .errors import SpecError, VerificationError
 from .plan import ModuleCut
 from .spec import InputSpec
@@ -79,7 +80,8 @@ def run_and_count(model: nn.Module, x: torch.Tensor, what: str) -> tuple[list[to
 @torch.no_grad()
 def run(model: nn.Module, x: torch.Tensor, what: str) -> list[torch.Tensor]:
     try:
-        outputs = flat_outputs(model(x))
+        with unfused_attention():  # the soft model's masked norms must run (attention.py)
+            outputs = flat_outputs(model(x))
     except Exception as exc:
         raise VerificationError(f"{what} failed on input {tuple(x.shape)}: {_short(exc)}") from None
     if not outputs:
@@ -160,7 +162,7 @@ def first_divergence(soft: nn.Module, hard: nn.Module, x: torch.Tensor, plan: di
     ``own_scale``: tolerance relative to the layer's own max |output| instead of max(1, ...)."""
     captured: dict[str, dict[str, torch.Tensor]] = {}
     for tag, model in (("soft", soft), ("hard", hard)):
-        with _taps(model, layer_order) as captured[tag]:
+        with _taps(model, layer_order) as captured[tag], unfused_attention():
             try:
                 model(x)
             except Exception:

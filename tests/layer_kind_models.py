@@ -200,3 +200,23 @@ class TinyViT(nn.Module):
                                   mlp_dim=24, num_classes=3)
         nn.init.normal_(model.heads.head.weight)  # torchvision zero-initialises the classifier
         return model
+
+
+class TorchEncoder(nn.Module):
+    """nn.TransformerEncoder (its layers' fused eval path included) on embedded tokens."""
+
+    norm_first = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(8, 32)
+        layer = nn.TransformerEncoderLayer(32, 8, 48, dropout=0.0, batch_first=True, norm_first=self.norm_first)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(x)).mean(1))
+
+
+class TorchPreNormEncoder(TorchEncoder):
+    norm_first = True

@@ -240,6 +240,28 @@ def test_a_pruned_attention_prunes_again_in_original_numbering(tmp_path: Path) -
     assert prunectl.verify(tmp_path / "c")["rebuild"] == "ok"
 
 
+@pytest.mark.parametrize("name", ["TorchEncoder", "TorchPreNormEncoder"])
+def test_torch_transformer_encoder_prunes_heads_stream_and_ffn(name: str, tmp_path: Path) -> None:
+    import tests.layer_kind_models as models
+
+    torch.manual_seed(0)
+    result = _prune(tmp_path, getattr(models, name)(), name, (2, 5, 8), rate=0.3, round_to=1, onnx=True)
+    model = prunectl.load(tmp_path / "out").eval()
+    attention = model.encoder.layers[0].self_attn
+    assert attention.num_heads == 6 and attention.in_proj_weight.shape == (72, 23)  # 8 -> 6 heads, 32 -> 23
+    assert isinstance(attention, ResidualCutMultiheadAttention) and not attention._qkv_same_embed_dim
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():  # the layer's fused eval path must not take a cut attention (it reads in_proj itself)
+        fused = model(x)
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            unfused = model(x)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(True)
+    assert torch.allclose(fused, unfused, atol=1e-6)
+    assert result.manifest.extra["onnx"]["max_abs"] <= 1e-4
+
+
 def test_attention_resize_keeps_whole_heads() -> None:
     attention = nn.MultiheadAttention(16, 4, batch_first=True)
     apply_resize_model = nn.Sequential(attention)

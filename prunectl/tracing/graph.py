@@ -15,6 +15,7 @@ import torch.nn as nn
 from torch.fx.node import Node
 
 from .. import layers as L
+from ..attention import unfused_attention
 from ..errors import UnsupportedError
 from ..window_attention import is_window_attention
 from .flow import Flow
@@ -84,8 +85,38 @@ class LayerTracer(fx.Tracer):
     and Swin's and MaxViT's window attention, which the walk follows as a whole (tracing/window_attention.py)."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return L.kind_of(module) != "other" or is_window_attention(module) or \
-            super().is_leaf_module(module, qualified_name)
+        if L.kind_of(module) != "other" or is_window_attention(module):
+            return True
+        # torch.fx keeps every torch.nn module whole; the composite ones (nn.TransformerEncoder and
+        # its layers) are made of modules the walk knows, so they are traced through
+        return super().is_leaf_module(module, qualified_name) and not _composite(module)
+
+    def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:
+        # nn.Transformer*'s fused fast path is chosen by checks on tensors (src.dim(), requires_grad)
+        # that a symbolic trace cannot evaluate; with it off the checks stop at the first one
+        # nn.TransformerEncoder's own forward asks src.is_nested: traced, its layers are called in
+        # turn, which is what that forward does for a plain tensor (the walk then runs the real
+        # model, and verification compares it)
+        encoder_forward = nn.TransformerEncoder.forward
+        nn.TransformerEncoder.forward = _encoder_layers_in_turn
+        try:
+            with unfused_attention():
+                return super().trace(root, concrete_args)
+        finally:
+            nn.TransformerEncoder.forward = encoder_forward
+
+
+def _encoder_layers_in_turn(self: nn.TransformerEncoder, src: Any, mask: Any = None, src_key_padding_mask: Any = None,
+                            is_causal: bool | None = None) -> Any:
+    output = src
+    for layer in self.layers:
+        output = layer(output, src_mask=mask, is_causal=bool(is_causal), src_key_padding_mask=src_key_padding_mask)
+    return self.norm(output) if self.norm is not None else output
+
+
+def _composite(module: nn.Module) -> bool:
+    return isinstance(module, (nn.TransformerEncoder, nn.TransformerEncoderLayer, nn.TransformerDecoder,
+                               nn.TransformerDecoderLayer, nn.Transformer))
 
 
 def symbolic_graph(model: nn.Module) -> fx.GraphModule:
