@@ -31,7 +31,7 @@ from .report import build_report, count_macs, count_params, layer_widths, size_b
 from .spec import InputSpec, ModelRef, Spec, read_spec, write_spec
 from .surgery import hard_prune
 from .tracing import TraceResult, default_input_dtype, default_input_shape, trace_model
-from .verify import TOLERANCE, make_inputs, run, run_and_count, soft_vs_hard
+from .verify import TOLERANCE, make_inputs, run, soft_vs_hard
 
 Progress = Callable[[str], None]
 
@@ -120,11 +120,12 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
     spec = replace(spec, module=module)
     tolerance = TOLERANCE.get(input_spec.dtype, TOLERANCE["float32"])
     inputs = make_inputs(input_spec, options.seed)
-    try:
-        _, macs_before = run_and_count(entry(model, module), inputs[0], "original model")
-    except Exception as exc:
-        raise SpecError(f"the model does not run on input {list(input_spec.shape)} ({exc}); "
-                        "set input.shape in the spec or --input-shape") from None
+    if traced is None:  # a traced model has just run on this input shape (walk_graph); a given spec's may not
+        try:
+            run(entry(model, module), inputs[0], "original model")
+        except Exception as exc:
+            raise SpecError(f"the model does not run on input {list(input_spec.shape)} ({exc}); "
+                            "set input.shape in the spec or --input-shape") from None
 
     clock("score")
     criterion, select_options, choice = from_prune_options(spec, model, options, inputs[0])
@@ -133,13 +134,15 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
 
     clock("prune")
     original = copy.deepcopy(model) if options.latency else None  # timed against the pruned model later
-    hard, _ = hard_prune(choice.model, plan)
-    # masked in place: the original is not needed again, and masking leaves the kept weights
-    # that the hard model copied untouched (choice.model: the masked copy in unstructured mode)
+    # the hard model shares the tensors of every layer the plan leaves alone with the original,
+    # which is then masked in place: masking writes only to the layers the plan cuts, and the
+    # original is not needed again (choice.model: the masked copy in unstructured mode)
+    hard, _ = hard_prune(choice.model, plan, share_unchanged=True)
     soft = soft_prune(choice.model, plan, in_place=True)
 
     clock("verify")
-    recipe = make_recipe(spec, loaded.model_ref, hard)
+    # the rebuilt model takes the hard model's tensors: nothing but the error path below reads it
+    recipe = make_recipe(spec, loaded.model_ref, hard, copy_weights=False)
     args, resize, rebuilt = recipe.args, recipe.resize, recipe.model
     try:  # the model exactly as prunectl.load rebuilds it must compute what the masked original does
         comparison = soft_vs_hard(entry(soft, module), entry(rebuilt, module), inputs, tolerance, plan,
@@ -153,7 +156,7 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
 
     clock("report")
     report = build_report(soft, rebuilt, inputs[0], list(spec.layer_names), groups, kept,
-                          macs=(macs_before, comparison.hard_macs))
+                          macs=(comparison.soft_macs, comparison.hard_macs))
     report.update(choice.report)
     if traced is not None:
         report["traced"] = {"pinned": traced.pinned, "tracer": traced.tracer}
