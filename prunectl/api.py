@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import copy
+import gc
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -97,8 +99,30 @@ class _Clock:
         return self.timings
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the block, then as it was.
+
+    A full collection walks every object the process holds (~340k once torch and torchvision
+    are imported) and costs 0.13-0.2 s, 10-15% of pruning resnet50; allocating the trace's
+    graph triggers one per run. What a run frees is freed by reference counting when it is
+    dropped; the few cycles it leaves (torch.fx graphs) go at the first collection after it."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progress: Progress | None = None) -> PruneResult:
     """Prune ``checkpoint`` per its spec; verify soft == hard; write a bundle if ``options.output``."""
+    with _collector_paused():
+        return _prune(checkpoint, options, progress)
+
+
+def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | None) -> PruneResult:
     clock = _Clock(progress)
     clock("load")
     if options.output is not None:
