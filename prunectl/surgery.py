@@ -149,7 +149,14 @@ def _unshared(value: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
 
 
 def _has_meta(model: nn.Module) -> bool:
-    return any(t.is_meta for t in chain(model.parameters(), model.buffers()))
+    """A meta tensor anywhere a module keeps one: parameters, buffers, plain attributes and the
+    lists, tuples and dicts in them."""
+    for module in model.modules():
+        for value in chain(module._parameters.values(), module._buffers.values(), vars(module).values()):
+            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
+            if any(isinstance(item, torch.Tensor) and item.is_meta for item in items):
+                return True
+    return False
 
 
 def apply_resize(model: nn.Module, resize: dict[str, dict[str, int]], where: str = "resize") -> None:
