@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import copy
+import gc
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -31,7 +33,7 @@ from .report import build_report, count_macs, count_params, layer_widths, size_b
 from .spec import InputSpec, ModelRef, Spec, read_spec, write_spec
 from .surgery import hard_prune
 from .tracing import TraceResult, default_input_dtype, default_input_shape, trace_model
-from .verify import TOLERANCE, make_inputs, run, run_and_count, soft_vs_hard
+from .verify import TOLERANCE, make_inputs, run, soft_vs_hard
 
 Progress = Callable[[str], None]
 
@@ -97,8 +99,30 @@ class _Clock:
         return self.timings
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the block, then as it was.
+
+    A full collection walks every object the process holds (~340k once torch and torchvision
+    are imported) and costs 0.13-0.2 s, 10-15% of pruning resnet50; allocating the trace's
+    graph triggers one per run. What a run frees is freed by reference counting when it is
+    dropped; the few cycles it leaves (torch.fx graphs) go at the first collection after it."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progress: Progress | None = None) -> PruneResult:
     """Prune ``checkpoint`` per its spec; verify soft == hard; write a bundle if ``options.output``."""
+    with _collector_paused():
+        return _prune(checkpoint, options, progress)
+
+
+def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | None) -> PruneResult:
     clock = _Clock(progress)
     clock("load")
     if options.output is not None:
@@ -120,11 +144,12 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
     spec = replace(spec, module=module)
     tolerance = TOLERANCE.get(input_spec.dtype, TOLERANCE["float32"])
     inputs = make_inputs(input_spec, options.seed)
-    try:
-        _, macs_before = run_and_count(entry(model, module), inputs[0], "original model")
-    except Exception as exc:
-        raise SpecError(f"the model does not run on input {list(input_spec.shape)} ({exc}); "
-                        "set input.shape in the spec or --input-shape") from None
+    if traced is None:  # a traced model has just run on this input shape (walk_graph); a given spec's may not
+        try:
+            run(entry(model, module), inputs[0], "original model")
+        except Exception as exc:
+            raise SpecError(f"the model does not run on input {list(input_spec.shape)} ({exc}); "
+                            "set input.shape in the spec or --input-shape") from None
 
     clock("score")
     criterion, select_options, choice = from_prune_options(spec, model, options, inputs[0])
@@ -133,13 +158,15 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
 
     clock("prune")
     original = copy.deepcopy(model) if options.latency else None  # timed against the pruned model later
-    hard, _ = hard_prune(choice.model, plan)
-    # masked in place: the original is not needed again, and masking leaves the kept weights
-    # that the hard model copied untouched (choice.model: the masked copy in unstructured mode)
+    # the hard model shares the tensors of every layer the plan leaves alone with the original,
+    # which is then masked in place: masking writes only to the layers the plan cuts, and the
+    # original is not needed again (choice.model: the masked copy in unstructured mode)
+    hard, _ = hard_prune(choice.model, plan, share_unchanged=True)
     soft = soft_prune(choice.model, plan, in_place=True)
 
     clock("verify")
-    recipe = make_recipe(spec, loaded.model_ref, hard)
+    # the rebuilt model takes the hard model's tensors: nothing but the error path below reads it
+    recipe = make_recipe(spec, loaded.model_ref, hard, copy_weights=False)
     args, resize, rebuilt = recipe.args, recipe.resize, recipe.model
     try:  # the model exactly as prunectl.load rebuilds it must compute what the masked original does
         comparison = soft_vs_hard(entry(soft, module), entry(rebuilt, module), inputs, tolerance, plan,
@@ -153,7 +180,7 @@ def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progre
 
     clock("report")
     report = build_report(soft, rebuilt, inputs[0], list(spec.layer_names), groups, kept,
-                          macs=(macs_before, comparison.hard_macs))
+                          macs=(comparison.soft_macs, comparison.hard_macs))
     report.update(choice.report)
     if traced is not None:
         report["traced"] = {"pinned": traced.pinned, "tracer": traced.tracer}
@@ -232,12 +259,20 @@ def _input_spec(spec: Spec, options: PruneOptions, loaded: Loaded) -> InputSpec:
 
 
 def _versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-    import safetensors
+    return {"prunectl": __version__, "torch": torch.__version__, "onnx": _version_of("onnx"),
+            "onnxruntime": _version_of("onnxruntime"), "safetensors": _version_of("safetensors")}
 
-    return {"prunectl": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "safetensors": safetensors.__version__}
+
+def _version_of(package: str) -> str:
+    """The installed version from the package metadata: importing onnx and onnxruntime only to
+    read ``__version__`` costs more than a small model's whole pruning run (~0.07 s)."""
+    from importlib import import_module
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:  # installed under another distribution name (onnxruntime-gpu)
+        return import_module(package).__version__
 
 
 def write_bundle(out: Path, model: nn.Module, manifest: Manifest, report: dict, inputs: list[torch.Tensor],

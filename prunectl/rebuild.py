@@ -86,9 +86,11 @@ class Recipe:
     model: nn.Module
 
 
-def make_recipe(spec: Spec, model_ref: ModelRef, hard: nn.Module) -> Recipe:
+def make_recipe(spec: Spec, model_ref: ModelRef, hard: nn.Module, copy_weights: bool = True) -> Recipe:
     """Args and resize for ``hard``, and the model rebuilt from them exactly as ``prunectl.load``
-    does (strict load). Not yet proven to compute what ``hard`` does: see ``check_rebuild``."""
+    does (strict load). Not yet proven to compute what ``hard`` does: see ``check_rebuild``.
+    ``copy_weights=False``: the rebuilt model takes ``hard``'s tensors, for a caller that drops
+    ``hard`` (or only reads it) afterwards."""
     args = constructor_args(spec, model_ref, hard)
     skeleton = meta_model(model_ref.factory, args)
     probe = skeleton if skeleton is not None else factories.build(model_ref.factory, args)
@@ -100,7 +102,7 @@ def make_recipe(spec: Spec, model_ref: ModelRef, hard: nn.Module) -> Recipe:
         return model
 
     # copies: the bundle's model must not share memory with the hard model callers may go on training
-    weights = {key: value.clone() for key, value in hard.state_dict().items()}
+    weights = {key: value.clone() if copy_weights else value for key, value in hard.state_dict().items()}
     try:
         rebuilt = build_with_weights(skeleton, weights, "pruned weights", build, resize)
     except CheckpointError as exc:

@@ -87,7 +87,7 @@ def _pin_attention_heads(groups: list[ChannelGroup], model: nn.Module, criterion
 def member_scores(group: ChannelGroup, model: nn.Module, criterion: Criterion,
                   views: dict[str, LayerView] | None = None) -> list[torch.Tensor]:
     """One score tensor of length ``group.size`` per scored member, in float64."""
-    modules = dict(model.named_modules())
+    modules = dict(model.named_modules()) if views is None else {}
     scores = []
     for member in group.members:
         if not member.scored:

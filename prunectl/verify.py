@@ -29,8 +29,10 @@ class Comparison:
     max_abs: float
     max_ref: float
     tolerance: float
-    # soft_vs_hard: multiply-accumulates of the hard model's forward pass on the first input
+    # soft_vs_hard: multiply-accumulates of the hard and the soft model's forward pass on the
+    # first input (the soft model has the original's shapes, so its count is the original's)
     hard_macs: int | None = field(default=None, compare=False)
+    soft_macs: int | None = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -115,17 +117,20 @@ def soft_vs_hard(soft: nn.Module, hard: nn.Module, inputs: list[torch.Tensor], t
     """
     worst = Comparison(0.0, 0.0, tolerance)
     modules = dict(soft.named_modules())
-    hard_macs = None
+    hard_macs = soft_macs = None
     for index, x in enumerate(inputs):
-        # the first input also records every listed layer and counts MACs, in the same forward pass
+        # the first input also records every listed layer and counts both models' MACs, in the
+        # same forward passes: the report needs no forward pass of its own
         names = layer_order if index == 0 else []
         try:
             with _taps(soft, names) as soft_layers, _taps(hard, names) as hard_layers:
                 if index == 0:
                     hard_outputs, hard_macs = run_and_count(hard, x, "hard-pruned model")
+                    soft_outputs, soft_macs = run_and_count(soft, x, "soft-pruned model")
                 else:
                     hard_outputs = run(hard, x, "hard-pruned model")
-                result = compare(run(soft, x, "soft-pruned model"), hard_outputs, tolerance, "soft vs hard")
+                    soft_outputs = run(soft, x, "soft-pruned model")
+                result = compare(soft_outputs, hard_outputs, tolerance, "soft vs hard")
         except VerificationError as exc:
             raise VerificationError(f"{exc}; first diverging layer: "
                                     f"{_where(first_divergence(soft, hard, x, plan, layer_order, tolerance))}") from None
@@ -142,7 +147,7 @@ def soft_vs_hard(soft: nn.Module, hard: nn.Module, inputs: list[torch.Tensor], t
                                         f"more than {LAYER_TOLERANCE_FACTOR * tolerance:g} of their magnitude")
         if result.max_abs / max(1.0, result.max_ref) >= worst.max_abs / max(1.0, worst.max_ref):
             worst = result
-    return replace(worst, hard_macs=hard_macs)
+    return replace(worst, hard_macs=hard_macs, soft_macs=soft_macs)
 
 
 # Per-layer checks compare each layer relative to its own magnitude; float32 accumulation in
@@ -186,8 +191,11 @@ def _first_bad_layer(soft_layers: dict[str, torch.Tensor], hard_layers: dict[str
         if a.shape != b.shape:
             return name
         if own_scale:
-            a64, b64 = a.double(), b.double()
-            if a64.numel() and not float((a64 - b64).abs().max()) <= tolerance * float(a64.abs().max()) + 1e-30:
+            # float32 differences are exact enough for a 1e-4 bound (a - b is exact when a and b
+            # are within 2x of each other, else off by 2**-24 of itself); narrower types go to float64
+            if a.dtype not in (torch.float32, torch.float64):
+                a, b = a.double(), b.double()
+            if a.numel() and not float((a - b).abs().max()) <= tolerance * float(a.abs().max()) + 1e-30:
                 return name  # (written so that NaN counts as a difference)
         elif not compare([a], [b], tolerance, name).ok:
             return name
