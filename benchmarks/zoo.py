@@ -119,28 +119,29 @@ def _randomise_zero_weights(model) -> None:
 def _calibrate_batch_norms(model, shape: tuple[int, ...]) -> None:
     """Random init leaves BatchNorm statistics at mean 0, variance 1, far from what random weights
     produce: deep models then output ~1e-20 (efficientnet) or ~1e3 (inception), and soft == hard
-    compares numbers too small or too large to mean anything. One training-mode pass over a random
-    batch sets every BatchNorm's statistics to that batch's (momentum None: a plain average). The
+    compares numbers too small or too large to mean anything. One eval-mode pass over a random
+    batch sets each BatchNorm's statistics, just before it normalises, to those of its input (what
+    a training-mode pass would, without training-only branches such as inception's aux head). The
     batch has the scale of the largest verification input (5x, verify.make_inputs): calibrated on
     unit inputs, efficientnet runs 5x inputs into activations of 1e4 where float32 rounding alone
     grows past the 1e-5 check."""
     import torch
 
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    saved = [m.momentum for m in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
-    model.train()
+    def calibrate(norm, args) -> None:
+        x = args[0].double()
+        dims = [d for d in range(x.dim()) if d != 1]
+        norm.running_mean.copy_(x.mean(dims))
+        norm.running_var.copy_(x.var(dims, unbiased=False))
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+             and m.track_running_stats]
+    handles = [norm.register_forward_pre_hook(calibrate) for norm in norms]
     try:
         with torch.no_grad():
             model(torch.randn(max(2, shape[0]), *shape[1:], generator=torch.Generator().manual_seed(1)) * 5)
     finally:
-        model.eval()
-        for norm, momentum in zip(norms, saved):
-            norm.momentum = momentum
+        for handle in handles:
+            handle.remove()
 
 
 def _first_input_that_runs(model, shapes: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
