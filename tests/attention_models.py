@@ -100,3 +100,20 @@ class LinearToSequence(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.fc(x)).view(x.shape[0], self.channels, 5)
         return self.head(F.relu(self.conv(y)).flatten(1))
+
+
+class ComputedShapeHeads(SplitHeads):
+    """BERT's (Electra's) eager attention: the merged shape is computed, ``x.size()[:-2] +
+    (self.all_head_size,)``, and another attribute (layer_idx) equals the head count."""
+
+    def __init__(self) -> None:
+        super().__init__("attribute")
+        self.layer_idx, self.all_head_size = 4, 24
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
+        weights = torch.softmax(q @ k.transpose(-2, -1) / self.head_dim ** 0.5, dim=-1)
+        context = (weights @ v).permute(0, 2, 1, 3).contiguous()
+        context = context.view(context.size()[:-2] + (self.all_head_size,))
+        return self.head((x + self.out(context)).mean(1))

@@ -11,7 +11,7 @@ from prunectl.errors import SpecError, UnsupportedError
 from prunectl.groups import build_groups
 from prunectl.spec import Spec
 from prunectl.tracing import trace_model
-from tests.attention_models import LinearToSequence, MixesChannels, SplitHeads, UnmetHeads
+from tests.attention_models import ComputedShapeHeads, LinearToSequence, MixesChannels, SplitHeads, UnmetHeads
 
 FACTORY = "tests.attention_models:"
 
@@ -124,3 +124,13 @@ def test_data_driven_criteria_score_the_heads_of_a_fused_qkv(criterion: str, tmp
     result = _prune(tmp_path, TinyTimmViT(), "TinyTimmViT", (1, 3, 32, 32), rate=0.5, criterion=criterion,
                     data=str(data))
     assert result.manifest.resize["blocks.0.attn.qkv"]["out_features"] == 384  # 2 of 3 heads, q/k/v alike
+
+
+def test_a_computed_merge_shape_and_a_colliding_attribute_are_followed(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    traced = trace_model(ComputedShapeHeads(), (2, 5, 8))  # strict
+    layers = {layer.name: layer for layer in traced.spec.layers}
+    assert layers["num_heads"].count and layers["all_head_size"].count and "layer_idx" not in layers
+    _prune(tmp_path, ComputedShapeHeads(), "ComputedShapeHeads", (2, 5, 8), rate=0.5, round_to=1)
+    pruned = prunectl.load(tmp_path / "out")
+    assert (pruned.num_heads, pruned.all_head_size, pruned.layer_idx) == (2, 12, 4)

@@ -86,6 +86,12 @@ class ChannelFollowers:
         flows = list(args[1:])
         if len(entries) == 1 and isinstance(entries[0], (list, tuple)):
             entries, flows = list(entries[0]), list(flows[0])
+        elif len(entries) == 1 and isinstance(entries[0], Node) and isinstance(real_args[1], (list, tuple)):
+            # a shape computed in the code (BERT-style ``x.size()[:-2] + (self.all_head_size,)``): its
+            # values, each of unknown origin unless the walk gave it a Size
+            computed = flows[0] if isinstance(flows[0], (list, tuple)) else ()
+            entries = list(real_args[1])
+            flows = list(computed) if len(computed) == len(entries) else [None] * len(entries)
         if moved.dim >= len(entries):
             return
         entry, size = entries[moved.dim], flows[moved.dim]
@@ -113,8 +119,11 @@ class ChannelFollowers:
         stack = node.meta.get("nn_module_stack") or {}
         path = list(stack)[-1] if stack else ""
         owner = self.root if not path else self.root.get_submodule(path)
+        # several attributes may hold the number (BERT's layer_idx 4 and num_attention_heads 4):
+        # the one the re-trace shows the reshape reading is it
         names = [key for key, held in count_attributes(owner).items() if held == value]
-        if len(names) != 1 or not self._reads_attribute(node, owner, names[0]):
+        names = [key for key in names if self._reads_attribute(node, owner, key)]
+        if len(names) != 1:
             return False
         name = f"{path}.{names[0]}" if path else names[0]
         if name in self.first_inputs:
@@ -139,17 +148,21 @@ class ChannelFollowers:
         from ..huggingface import is_hf_model
         from .capture import hf_graph  # capture imports the walk, which mixes this class in
 
-        marker = 1_000_003 + getattr(owner, attr)
         original = getattr(owner, attr)
-        try:
-            setattr(owner, attr, marker)
-            graph = hf_graph(self.root).graph if is_hf_model(self.root) else LayerTracer().trace(self.root)
-        except Exception:
-            return False
-        finally:
-            setattr(owner, attr, original)
-        again = next((n for n in graph.nodes if n.name == node.name), None)
-        return again is not None and marker in flat_args(again.args)
+        marker = 1_000_003 + original
+        cache = self.__dict__.setdefault("_marked_graphs", {})  # BERT's q, k and v read one attribute
+        if (id(owner), attr) not in cache:
+            try:
+                setattr(owner, attr, marker)
+                cache[id(owner), attr] = hf_graph(self.root).graph if is_hf_model(self.root) else \
+                    LayerTracer().trace(self.root)
+            except Exception:
+                cache[id(owner), attr] = None
+            finally:
+                setattr(owner, attr, original)
+        graph = cache[id(owner), attr]
+        again = None if graph is None else next((n for n in graph.nodes if n.name == node.name), None)
+        return again is not None and marker in _values_feeding(again)
 
     def _attention(self, node: Node, module: nn.MultiheadAttention, real_args: tuple, real_kwargs: dict,
                    incoming: list[Flow], result: Any) -> list[Flow | None]:
@@ -223,3 +236,16 @@ def _weights_used(node: Node) -> bool:
         if not is_output and (user.op != "call_function" or op_name(user.target) != "getitem" or user.users):
             return True
     return False
+
+
+def _values_feeding(node: Node, depth: int = 3) -> list[Any]:
+    """The constants in a node's arguments and, a few steps up, in the nodes computing them (a
+    shape built as ``x.size()[:-2] + (self.all_head_size,)`` holds the attribute two nodes up)."""
+    values = []
+    for value in flat_args(node.args):
+        if isinstance(value, Node):
+            if depth > 1:
+                values += _values_feeding(value, depth - 1)
+        else:
+            values.append(value)
+    return values
