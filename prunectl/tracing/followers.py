@@ -14,7 +14,8 @@ from torch.fx.node import Node
 from ..attention import self_attention_problem
 from ..params import count_attributes
 from .flow import Flow, Touch, broadcast_dim, merge, normalise_dim
-from .graph import Incident, LayerTracer, Size, TracedLayer, flat_args, has_tensor, node_description, node_where
+from .graph import (Incident, LayerTracer, Size, TracedLayer, flat_args, has_tensor, module_path, node_description,
+                    node_where)
 from .rules import function_flow, op_name
 
 
@@ -116,9 +117,11 @@ class ChannelFollowers:
     def _count_attribute(self, node: Node, value: int, flow: Flow) -> bool:
         """A reshape to a fixed channel count that the running module keeps in exactly one int
         attribute (ViT's ``self.hidden_dim``): list that attribute, so the hard model gets it smaller."""
-        stack = node.meta.get("nn_module_stack") or {}
-        path = list(stack)[-1] if stack else ""
-        owner = self.root if not path else self.root.get_submodule(path)
+        path = module_path(node)
+        try:
+            owner = self.root.get_submodule(path)
+        except AttributeError:
+            return False
         # several attributes may hold the number (BERT's layer_idx 4 and num_attention_heads 4):
         # the one the re-trace shows the reshape reading is it
         names = [key for key, held in count_attributes(owner).items() if held == value]

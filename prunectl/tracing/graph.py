@@ -157,11 +157,16 @@ def has_tensor(value: Any) -> bool:
 def node_where(node: Node) -> str:
     if node.op == "call_module":
         return str(node.target)
+    path = module_path(node)
+    return f"{path}:{node.name}" if path else f"forward:{node.name}"
+
+
+def module_path(node: Node) -> str:
+    """The qualified name of the module whose code made ``node`` ("" for the root's own forward)."""
     stack = node.meta.get("nn_module_stack") or {}
     # values are (module path, type); torch.export's keys are mangled ("L__self___layer1")
     last = list(stack.values())[-1] if stack else None
-    path = last[0] if isinstance(last, tuple) and last and isinstance(last[0], str) else ""
-    return f"{path}:{node.name}" if path else f"forward:{node.name}"
+    return last[0] if isinstance(last, tuple) and last and isinstance(last[0], str) else ""
 
 
 def node_description(node: Node) -> str:
