@@ -14,7 +14,8 @@ from .spec import LayerSpec
 
 
 def source_is_fixed(name: str, modules: dict[str, nn.Module]) -> bool:
-    """A MultiheadAttention's out_proj: its input is the heads (embed_dim), which stay whole."""
+    """A MultiheadAttention's out_proj: its input is the heads (embed_dim), whole unless the
+    attention itself is listed."""
     owner, _, attr = name.rpartition(".")
     return attr == "out_proj" and isinstance(modules.get(owner), nn.MultiheadAttention)
 
@@ -38,7 +39,7 @@ def check_heads_reader(layer: LayerSpec, last_name: str | None, attentions: set[
 
 
 def connect_attention(name: str, module: nn.Module, source: Ref | Cat | None, spaces: Spaces,
-                       key: str) -> Ref:
+                      key: str) -> Ref:
     """A self-attention: its input columns follow the stream it reads; its heads are a new space
     whose every channel spans head_dim rows in each of the q, k and v blocks of in_proj."""
     if isinstance(source, Cat):
@@ -56,7 +57,7 @@ def connect_attention(name: str, module: nn.Module, source: Ref | Cat | None, sp
     return Ref(heads, module.head_dim)
 
 
-def heads_of(layer: LayerSpec, module: nn.Module, ref: Ref | Cat, spaces: Spaces, key: str) -> Ref:
+def as_heads(layer: LayerSpec, module: nn.Module, ref: Ref | Cat, spaces: Spaces, key: str) -> Ref:
     """A projection whose outputs are attention heads: its space is the heads, each spanning
     head_dim outputs, in every one of its parts (a fused qkv has three: q, k, v at offsets)."""
     heads, head_dim = layer.heads, layer.head_dim

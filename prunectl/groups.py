@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from . import layers as L
-from .attention_groups import check_heads_reader, connect_attention, heads_of, source_is_fixed
+from .attention_groups import as_heads, check_heads_reader, connect_attention, source_is_fixed
 from .channel_spaces import (Cat, ChannelGroup, Member, Ref, Spaces, constrain_blocks, expect_width, lcm,
                              parts_of)
 from .errors import SpecError, UnsupportedError
@@ -81,7 +81,7 @@ def build_groups(spec: Spec, model: nn.Module) -> list[ChannelGroup]:
         else:
             ref = _connect_producer(layer.name, module, kind, source, spaces, key)
         if layer.heads is not None:
-            ref = heads_of(layer, module, ref, spaces, key)
+            ref = as_heads(layer, module, ref, spaces, key)
         _record(layer, ref, spaces)
         output_of[layer.name] = ref
         last = ref
