@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch.fx.node import Node
 
-from .flow import Flow, Touch, normalise_dim, reshaped
-from .graph import Size, flat_args
+from .flow import Flow, Touch, normalise_dim
+from .graph import flat_args
 from .rules import ELEMENTWISE, PASS_MODULES, function_flow, op_name
 
 # ops that may move or take apart a fused projection's parts dim; anything else on it is refused
@@ -42,14 +42,7 @@ class HeadFollowers:
         if not isinstance(flow, Flow) or flow.factor != 1 or flow.composite or flow.parts_dim is not None \
                 or len(flow.sources) != 1 or not isinstance(result, torch.Tensor):
             return None
-        in_shape, out_shape = tuple(real_args[0].shape), tuple(result.shape)
-        try:
-            reshaped(flow, in_shape, out_shape)
-            return None  # the channel dim stays whole: the ordinary rule
-        except Touch as touch:
-            if "splitting" not in str(touch):
-                return None
-        layout = _split_layout(flow.dim, in_shape, out_shape)
+        layout = _split_layout(flow.dim, tuple(real_args[0].shape), tuple(result.shape))
         producer = next(iter(flow.sources))
         position = next((i for i, layer in enumerate(self.walk.layers) if layer.name == producer), None)
         if layout is None or position is None or not self._straight_from(node.args[0], producer):
@@ -59,10 +52,10 @@ class HeadFollowers:
         if layer.kind not in ("conv", "linear") or layer.heads is not None:
             return None
         head_axis = start + (1 if parts > 1 else 0)
-        entries = _shape_entries(node)
+        entries = _shape_entries(node, real_args)
         entry = entries[head_axis] if head_axis < len(entries) else None
         self.walk.layers[position] = replace(layer, heads=heads, head_dim=head_dim)
-        if entry != -1 and not isinstance(args_entry(args, head_axis), Size):
+        if entry != -1:
             try:
                 if not (isinstance(entry, int) and self._count_attribute(node, heads, flow)):
                     raise Touch(f"splits the outputs of {producer} into {heads} heads with a head count fixed in "
@@ -92,18 +85,14 @@ def _reads_shape(node: Node) -> bool:
     return (name == "getattr" and node.args[1] == "shape") or name in ("size", "dim")
 
 
-def args_entry(args: Any, index: int) -> Any:
-    """The Flow/Size of a reshape's ``index``-th size argument (sizes given inline or as one list)."""
-    sizes = list(args[1:])
-    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
-        sizes = list(sizes[0])
-    return sizes[index] if index < len(sizes) else None
-
-
-def _shape_entries(node: Node) -> list[Any]:
+def _shape_entries(node: Node, real_args: tuple) -> list[Any]:
+    """A reshape's size arguments as written (ints, Nodes), or their values when the shape is one
+    computed tuple (``x.size()[:-1] + (self.num_heads, -1)``: its origin is checked by re-tracing)."""
     entries = list(node.args[1:])
     if len(entries) == 1 and isinstance(entries[0], (list, tuple)):
-        entries = list(entries[0])
+        return list(entries[0])
+    if len(entries) == 1 and isinstance(entries[0], Node) and isinstance(real_args[1], (list, tuple)):
+        return list(real_args[1])
     return entries
 
 
