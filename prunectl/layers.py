@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from .attention import ResidualCutMultiheadAttention
 from .errors import SpecError, UnsupportedError
+from .params import recorded_size
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -244,8 +245,7 @@ def apply_attrs(module: nn.Module, attrs: dict[str, Any], where: str) -> None:
     if unknown:
         raise SpecError(f"{where}: {type(module).__name__} has no resizable attribute {unknown[0]!r}")
     for key, value in attrs.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise SpecError(f"{where}.{key}: expected a positive integer, got {value!r}")
+        value = recorded_size(value, f"{where}.{key}")
         setattr(module, key, (value,) if key == "normalized_shape" else value)
     kind = kind_of(module)
     if kind == "conv":

@@ -60,7 +60,12 @@ def apply_parameter_resize(owner: nn.Module, attr: str, attrs: dict, where: str)
         if not axis.isdigit() or int(axis) >= len(shape):
             raise SpecError(f"{where}: a parameter of shape {tuple(shape)} has no resizable attribute {key!r}; "
                             f"expected dim_0 .. dim_{len(shape) - 1}")
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise SpecError(f"{where}.{key}: expected a positive integer, got {value!r}")
-        shape[int(axis)] = value
+        shape[int(axis)] = recorded_size(value, f"{where}.{key}")
     replace_parameter(owner, attr, torch.zeros(shape, dtype=old.dtype, device=old.device))
+
+
+def recorded_size(value: object, where: str) -> int:
+    """A size read from a manifest's ``resize`` (or a spec): a positive int, never a bool."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise SpecError(f"{where}: expected a positive integer, got {value!r}")
+    return value

@@ -10,7 +10,8 @@ import torch.nn as nn
 
 from . import layers as L
 from .attention import adapt_attention
-from .params import apply_parameter_resize, count_attribute_of, count_attributes, parameter_of, replace_parameter
+from .params import (apply_parameter_resize, count_attribute_of, count_attributes, parameter_of, recorded_size,
+                     replace_parameter)
 from .plan import ModuleCut
 from .window_attention import adapt_window_attention
 
@@ -176,9 +177,7 @@ def apply_resize(model: nn.Module, resize: dict[str, dict[str, int]], where: str
             if unknown:
                 raise SpecError(f"{where}.{name}: {type(modules[name]).__name__} has no int attribute {unknown[0]!r}")
             for key, value in attrs.items():
-                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise SpecError(f"{where}.{name}.{key}: expected a positive integer, got {value!r}")
-                setattr(modules[name], key, value)
+                setattr(modules[name], key, recorded_size(value, f"{where}.{name}.{key}"))
             continue
         if parameter is None and (name not in modules or L.kind_of(modules[name]) == "other"):
             raise SpecError(f"{where}.{name}: no resizable module or parameter of that name in {type(model).__name__}")
