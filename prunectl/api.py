@@ -12,15 +12,13 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn as nn
 
-from . import __version__
 from .bundle import check_output_path, staged_directory
+from .bundle_files import add_onnx, sealed, versions, write_bundle
 from .checkpoint import Loaded, file_sha256, load_checkpoint
 from .factories import build as build_model
 from .choose import from_prune_options
 from .errors import SpecError, VerificationError
-from .export.onnx import DEFAULT_OPSET, ONNX_ATOL, check_onnx, export_onnx
-from .export.weights import portable_state_dict, write_pt, write_safetensors
-from .jsonio import dump_json
+from .export.onnx import DEFAULT_OPSET, ONNX_ATOL, check_onnx
 from .manifest import Manifest, load_bundle, check_files, write_manifest
 from .masking import soft_prune
 from .plan import compose, kept_by_layer, make_plan
@@ -194,7 +192,7 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
         kept_indices = compose(loaded.manifest.kept, kept_indices)
     manifest = Manifest(
         rebuild={"factory": loaded.model_ref.factory, "args": args}, resize=resize, kept=kept_indices,
-        input=input_spec.to_json(), files={}, versions=_versions(),
+        input=input_spec.to_json(), files={}, versions=versions(),
         extra={**({"module": module} if module is not None else {}),
                "criterion": criterion.name, "rate": select_options.rate, "round_to": select_options.round_to,
                "min_channels": select_options.min_channels, "group_reduce": select_options.group_reduce,
@@ -258,51 +256,6 @@ def _input_spec(spec: Spec, options: PruneOptions, loaded: Loaded) -> InputSpec:
     raise SpecError(f"{spec.source}: input: missing; add \"input\": {{\"shape\": [1, 3, 224, 224]}} or pass --input-shape")
 
 
-def _versions() -> dict[str, str]:
-    return {"prunectl": __version__, "torch": torch.__version__, "onnx": _version_of("onnx"),
-            "onnxruntime": _version_of("onnxruntime"), "safetensors": _version_of("safetensors")}
-
-
-def _version_of(package: str) -> str:
-    """The installed version from the package metadata: importing onnx and onnxruntime only to
-    read ``__version__`` costs more than a small model's whole pruning run (~0.07 s)."""
-    from importlib import import_module
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:  # installed under another distribution name (onnxruntime-gpu)
-        return import_module(package).__version__
-
-
-def write_bundle(out: Path, model: nn.Module, manifest: Manifest, report: dict, inputs: list[torch.Tensor],
-                 opset: int | None, extra_files: dict[str, bytes] | None = None) -> Manifest:
-    """Write the bundle directory atomically; ``extra_files`` (name -> bytes, e.g. an ``auto``
-    run's history.json) are checksummed in the manifest like the model files."""
-    with staged_directory(out) as staging:
-        state_dict = portable_state_dict(model)
-        write_safetensors(state_dict, staging / "model.safetensors")
-        write_pt(state_dict, staging / "model.pt")
-        (staging / "report.json").write_bytes(dump_json(report))
-        for name, data in (extra_files or {}).items():
-            (staging / name).write_bytes(data)
-        extra = dict(manifest.extra)
-        if opset is not None:
-            extra["onnx"] = _add_onnx(staging, model, inputs, opset)
-        files = {path.name: file_sha256(path) for path in sorted(staging.iterdir())}
-        manifest = Manifest(manifest.rebuild, manifest.resize, manifest.kept, manifest.input, files,
-                            manifest.versions, extra)
-        write_manifest(manifest, staging)
-    return manifest
-
-
-def _add_onnx(directory: Path, model: nn.Module, inputs: list[torch.Tensor], opset: int) -> dict[str, Any]:
-    path = directory / "model.onnx"
-    facts = export_onnx(model, inputs[0], path, opset)
-    comparison = check_onnx(path, model, inputs, ONNX_ATOL)
-    return {**facts, "max_abs": comparison.max_abs, "atol": ONNX_ATOL}
-
-
 def load(bundle: str | Path) -> nn.Module:
     """Rebuild a bundle's pruned model (checksums verified, weights strict, no pickle)."""
     return load_bundle(bundle)[0]
@@ -342,11 +295,7 @@ def export(bundle: str | Path, onnx: bool = True, opset: int = DEFAULT_OPSET) ->
         for name in manifest.files:
             if name != "model.onnx":
                 (staging / name).write_bytes((bundle / name).read_bytes())
-        extra = dict(manifest.extra)
-        extra["onnx"] = _add_onnx(staging, model, inputs, opset)
-        files = {path.name: file_sha256(path) for path in sorted(staging.iterdir())}
-        manifest = Manifest(manifest.rebuild, manifest.resize, manifest.kept, manifest.input, files,
-                            manifest.versions, extra)
+        manifest = sealed(staging, manifest, {**manifest.extra, "onnx": add_onnx(staging, model, inputs, opset)})
         check_files(staging, manifest)
         write_manifest(manifest, staging)
     return manifest

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .. import api
+from ..bundle_files import versions, write_bundle
 from ..bundle import check_output_path
 from ..checkpoint import MANIFEST_NAME
 from ..errors import VerificationError
@@ -67,10 +67,10 @@ def finetune_bundle(bundle: str | Path, task_name: str, epochs: int | None = Non
         history.append(H.entry(0, sizes, before, {}, "original", note="bundle before fine-tuning"))
     history.append(H.entry(len(history), sizes, after, {}, "finetune", epochs=len(log)))
     if group.is_writer:
-        manifest = Manifest(manifest.rebuild, manifest.resize, manifest.kept, manifest.input, {}, api._versions(),
+        manifest = Manifest(manifest.rebuild, manifest.resize, manifest.kept, manifest.input, {}, versions(),
                             dict(manifest.extra))
-        api.write_bundle(out, rebuilt, manifest, report, inputs,
-                         manifest.extra["onnx"]["opset"] if "onnx" in manifest.extra else None,
-                         extra_files=H.history_files(history))
+        write_bundle(out, rebuilt, manifest, report, inputs,
+                     manifest.extra["onnx"]["opset"] if "onnx" in manifest.extra else None,
+                     extra_files=H.history_files(history))
     group.barrier()
     return {"output": str(out), "epochs": epochs, "accuracy_before": before, "accuracy_after": after, "log": log}

@@ -1,4 +1,4 @@
-"""The final bundle of an ``auto`` run, written by ``api.write_bundle`` (the code path of ``prune``).
+"""The final bundle of an ``auto`` run, written by ``bundle_files.write_bundle`` (the code path of ``prune``).
 
 The recipe is proven (``prove_recipe``: rebuilt from args + resize, loaded strictly, compared
 with the searched model); ``kept`` is in the original numbering (composed through an input
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import api
+from ..bundle_files import versions, write_bundle
 from ..manifest import Manifest
 from ..plan import compose as compose_indices, kept_by_layer, make_plan
 from ..rebuild import prove_recipe
@@ -45,7 +46,7 @@ def write_auto_bundle(run: Any, loaded: Any, checkpoint: str | Path, output: Pat
     manifest = Manifest(
         rebuild={"factory": loaded.model_ref.factory, "args": args}, resize=resize, kept=kept,
         input=run.input_json,
-        files={}, versions=api._versions(),
+        files={}, versions=versions(),
         extra={"criterion": ctx.criterion.name, "round_to": ctx.select.round_to, "min_channels": ctx.select.min_channels,
                "group_reduce": ctx.select.group_reduce,
                "verify": {"soft_vs_hard_max_abs": state["worst_soft_vs_hard"], "tolerance": ctx.tolerance,
@@ -53,6 +54,6 @@ def write_auto_bundle(run: Any, loaded: Any, checkpoint: str | Path, output: Pat
                "source": {"path": Path(checkpoint).name, "sha256": loaded.sha256},
                **({"spec_sha256": spec_sha} if spec_sha else {})})
     files = H.history_files(state["history"], size_key=run.kind or "params")
-    manifest = api.write_bundle(output, rebuilt, manifest, report, ctx.inputs,
-                                api.DEFAULT_OPSET if run.options.onnx else None, extra_files=files)
+    manifest = write_bundle(output, rebuilt, manifest, report, ctx.inputs,
+                            api.DEFAULT_OPSET if run.options.onnx else None, extra_files=files)
     return manifest, report

@@ -10,7 +10,7 @@ After every search step the state is saved atomically (``state.py``), so ``resum
 continues a killed run from its last completed step and ends with the same bundle bytes as
 an uninterrupted run (per-step seeds, deterministic kernels, one thread by default). Under
 torchrun, fine-tuning is data-parallel and NetAdapt's proposals are spread over the ranks;
-only rank 0 writes. The final bundle is written by ``api.write_bundle``, like ``prune``'s.
+only rank 0 writes. The final bundle is written by ``bundle_files.write_bundle``, like ``prune``'s.
 """
 from __future__ import annotations
 
