@@ -96,7 +96,8 @@ class LayerTracer(fx.Tracer):
         # that a symbolic trace cannot evaluate; with it off the checks stop at the first one
         # nn.TransformerEncoder's own forward asks src.is_nested: traced, its layers are called in
         # turn, which is what that forward does for a plain tensor (the walk then runs the real
-        # model, and verification compares it)
+        # model, and verification compares it). The swap is process-wide: two threads tracing at
+        # once would see each other's; prunectl traces from one thread.
         encoder_forward = nn.TransformerEncoder.forward
         nn.TransformerEncoder.forward = _encoder_layers_in_turn
         try:
