@@ -52,7 +52,7 @@ def _fine_tuned(model, task, epochs: int, seeds) -> dict:
     import copy
     import statistics
 
-    from prunectl.finetune import FineTuneOptions, fine_tune
+    from prunectl.training.finetune import FineTuneOptions, fine_tune
 
     before = _accuracy(model.eval(), task)
     per_seed = []
@@ -68,7 +68,7 @@ def _fine_tuned(model, task, epochs: int, seeds) -> dict:
 
 def run_model(model_name: str, criteria: list[dict], levels, epochs: int, seeds, tmp: Path) -> dict:
     import prunectl
-    from prunectl.report import count_macs, count_params
+    from prunectl.measure.size import count_macs, count_params
     from prunectl_digits.models import spec_for
     from prunectl_digits.task import DigitsTask
     from prunectl_digits.train import train_model
@@ -119,7 +119,7 @@ def run_model(model_name: str, criteria: list[dict], levels, epochs: int, seeds,
 
 
 def plot(models: dict[str, dict]) -> bytes:
-    from prunectl.plots import _png, _pyplot
+    from prunectl.views.charts import _png, _pyplot
 
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.8), squeeze=False)

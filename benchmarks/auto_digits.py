@@ -44,7 +44,7 @@ CASES = {
 def tp_uniform(model, example, goal_macs: int, ignored):
     import torch_pruning as tp
 
-    from prunectl.report import count_macs
+    from prunectl.measure.size import count_macs
 
     low, high, best = 0.0, 0.95, None
     for _ in range(30):
@@ -66,9 +66,10 @@ def tp_uniform(model, example, goal_macs: int, ignored):
 def run_case(name: str, model_name: str, options: dict, seed: int, model, tmp: Path) -> dict:
     """One search with ``seed`` and the Torch-Pruning baseline at its MACs, same epochs, same seed."""
     import prunectl
-    from prunectl.auto.search import AutoOptions, auto
-    from prunectl.finetune import FineTuneOptions, fine_tune
-    from prunectl.report import count_params
+    from prunectl.options import AutoOptions
+    from prunectl.auto.search import auto
+    from prunectl.training.finetune import FineTuneOptions, fine_tune
+    from prunectl.measure.size import count_params
     from prunectl.tasks import evaluate
     from prunectl_digits.task import DigitsTask
 
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "auto_digits.json").write_text(json.dumps({"machine": "2 CPU cores, 1 torch thread", "torch": torch.__version__,
                                                       "seeds": seeds, "cases": rows}, indent=2) + "\n")
-    from prunectl.plots import grouped_bars
+    from prunectl.views.charts import grouped_bars
 
     png = grouped_bars([r["case"] for r in rows],
                        {"prunectl auto (test, mean)": [r["mean"]["test"] for r in rows],

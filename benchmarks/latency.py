@@ -33,7 +33,7 @@ from _common import print_table, tracing_available, write_results  # noqa: E402
 
 import torch  # noqa: E402
 
-from prunectl.latency import ort_session, time_models  # noqa: E402
+from prunectl.measure.latency import ort_session, time_models  # noqa: E402
 
 FIXTURES = ("resnet18", "vgg11_bn", "alexnet", "dwsep")
 TORCHVISION = (("resnet50", 224), ("mobilenet_v3_large", 224))
@@ -230,7 +230,7 @@ def _layer_times(model: torch.nn.Module, x: torch.Tensor, runs: int) -> dict:
 
 
 def _report(cases: list[dict], round_rows: list[dict], threads: int, budget: float, quick: bool) -> None:
-    from prunectl import plots
+    from prunectl.views import charts as plots
 
     rows = [[c["model"], c["input"][0], c["rate"], f"x{c['params_factor']:.2f}", f"x{c['macs_factor']:.2f}",
              f"{c['ort_ms'][0]:.3f} -> {c['ort_ms'][1]:.3f}", f"x{c['ort_speedup']:.2f}",
@@ -281,7 +281,7 @@ def _report(cases: list[dict], round_rows: list[dict], threads: int, budget: flo
 
 
 def _round_to_chart(pairs: list[dict], steps: list[int]) -> bytes:
-    from prunectl import plots
+    from prunectl.views import charts as plots
 
     series = {f"round_to {n}": [p.get(f"round_to_{n}", {}).get("ort_speedup", float("nan")) for p in pairs]
               for n in steps}

@@ -59,7 +59,7 @@ def make_example_bundle(directory: Path) -> Path:
 
 
 def main() -> None:
-    from prunectl.html_report import write_report
+    from prunectl.views.html_report import write_report
 
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs/bench/report_screenshot.png"
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -147,7 +147,7 @@ def _torchvision_points(tmp: Path, threads: int) -> list[dict]:
 
 
 def _report(points: list[dict], quick: bool, threads: int) -> None:
-    from prunectl import plots
+    from prunectl.views import charts as plots
 
     def value(point: dict, tool: str, key: str) -> float:
         return point[tool][key] if point[tool].get("status") == "ok" else float("nan")

@@ -165,7 +165,7 @@ def _summary(rows: list[dict]) -> dict:
 
 
 def _report(results: list[dict], repeats: int, quick: bool, threads: int) -> None:
-    from prunectl import plots
+    from prunectl.views import charts as plots
 
     rows, names, times, memory = [], [], {t: [] for t in TOOLS}, {t: [] for t in TOOLS}
     for r in results:

@@ -46,8 +46,9 @@ def run_one(name: str, provider: str = "torchvision") -> dict:
 
     import prunectl
     from prunectl.errors import PrunectlError
-    from prunectl.factories import build
-    from prunectl.tracing import default_input_dtype, default_input_shape, trace_model
+    from prunectl.models.factory import build
+    from prunectl.models.inputs import default_input_dtype, default_input_shape
+    from prunectl.tracing import trace_model
 
     row: dict = {"model": name, "rate": RATE}
     torch.manual_seed(0)

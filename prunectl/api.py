@@ -1,4 +1,9 @@
-"""The operations the CLI offers, as plain functions: prune, verify, export, info, load."""
+"""The operations the CLI offers, as plain functions: prune, verify, export, info, load.
+
+``prune`` is the pipeline of docs/architecture.md: load -> trace (when no spec is given) ->
+couple -> score and select -> cut (soft and hard) -> verify -> write the bundle. Each stage is
+a function of its own package; this module only passes plain data from one to the next.
+"""
 from __future__ import annotations
 
 import copy
@@ -12,63 +17,46 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn as nn
 
-from .bundle import check_output_path, staged_directory
-from .bundle_files import add_onnx, sealed, versions, write_bundle
-from .checkpoint import Loaded, file_sha256, load_checkpoint
-from .factories import build as build_model
-from .choose import from_prune_options
+from . import registry
+from .bundle.manifest_builder import build_manifest
+from .bundle.report import build_report
+from .bundle.staging import check_output_path, staged_directory
+from .bundle.writer import add_onnx, sealed, write_bundle
+from .criteria.base import Criterion, get_criterion
+from .cut.hard import hard_prune
+from .cut.plan import kept_by_layer, make_plan
+from .cut.soft import soft_prune
 from .errors import SpecError, VerificationError
-from .export.onnx import DEFAULT_OPSET, ONNX_ATOL, check_onnx
-from .manifest import Manifest, load_bundle, check_files, write_manifest
-from .masking import soft_prune
-from .plan import compose, kept_by_layer, make_plan
-from .rebuild import make_recipe, rebuild_mismatch
-from .entry import entry, submodule
-from .layers import kind_of
-from .latency import compare_latency
-from .resources import check_input, default_limit, guard_prune
-from .report import build_report, count_macs, count_params, layer_widths, size_bytes
-from .spec import InputSpec, ModelRef, Spec, read_spec, write_spec
-from .surgery import hard_prune
-from .tracing import TraceResult, default_input_dtype, default_input_shape, trace_model
-from .verify import TOLERANCE, make_inputs, run, soft_vs_hard
+from .formats.manifest import MANIFEST_NAME, Manifest, write_manifest
+from .formats.spec import ModelRef, Spec, write_spec
+from .layers.kinds import kind_of
+from .load.bundle import check_files, load_bundle
+from .load.checkpoint import Loaded, load_checkpoint
+from .load.data import load_data
+from .load.memory import check_input, default_limit, guard_prune
+from .load.request import requested_input, requested_model, requested_spec
+from .measure.latency import compare_latency
+from .measure.size import count_macs, count_params, layer_widths, size_bytes
+from .models.factory import build as build_model
+from .models.forward import run
+from .models.inputs import make_inputs
+from .models.submodule import entry, submodule
+from .options import DEFAULT_CRITERION, DEFAULT_OPSET, PruneOptions, spec_overrides
+from .selection.budget import Target
+from .selection.choice import Choice
+from .selection.per_layer import SelectOptions
+from .selection.strategy import ChooseOptions, choose
+from .selection.unstructured import choose_unstructured
+from .tracing import TraceResult, trace_model
+from .verify.compare import TOLERANCE
+from .verify.onnx_check import ONNX_ATOL, check_onnx
+from .verify.recipe import make_recipe, rebuild_mismatch
+from .verify.soft_vs_hard import soft_vs_hard
 
 Progress = Callable[[str], None]
 
-
-@dataclass(frozen=True)
-class PruneOptions:
-    """Everything ``prune`` needs besides the checkpoint; ``None`` means "from the spec"."""
-
-    spec: str | Path | None = None
-    model: str | None = None
-    criterion: str | None = None
-    rate: float | None = None
-    round_to: int | None = None
-    min_channels: int | None = None
-    group_reduce: str | None = None
-    # choosing what to cut (choose.py, targets.py, unstructured.py); data for data-driven criteria
-    data: str | Path | None = None  # .pt/.npz tensor file or a task plugin name
-    global_ranking: bool = False
-    exclude: tuple[str, ...] = ()
-    target_macs: float | None = None
-    target_params: float | None = None
-    steps: int = 1
-    schedule: str = "linear"
-    mode: str = "structured"
-    input_shape: tuple[int, ...] | None = None
-    output: str | Path | None = None
-    onnx: bool = False
-    opset: int = DEFAULT_OPSET
-    seed: int = 0
-    trust_pickle: bool = False
-    skip_unsupported: bool = False  # traced spec: leave channels behind ops prunectl cannot cut unpruned
-    max_memory: int | str | None = None  # bytes or "4G"; None: 80% of the memory available (resources.py)
-    # time original vs pruned (torch eager and ONNX Runtime) into report.json; timings vary, so
-    # the bundle is then no longer byte-identical across runs
-    latency: bool = False
-    latency_threads: int = 1
-    module: str | None = None  # trace and verify this submodule (spec "module"), e.g. a detector's backbone
+__all__ = ["PruneOptions", "PruneResult", "prune", "load", "verify", "export", "info", "trace_spec",
+           "write_traced_spec", "criteria"]
 
 
 @dataclass
@@ -125,20 +113,20 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
     clock("load")
     if options.output is not None:
         check_output_path(Path(options.output))
-    spec = _spec_with_options(options)
-    loaded = load_checkpoint(checkpoint, _model_ref(spec, options), options.trust_pickle)
+    options.check()
+    spec = requested_spec(options.spec, options)
+    loaded = load_checkpoint(checkpoint, requested_model(spec, options.model), options.trust_pickle)
     model = loaded.model.eval()
-    input_spec = _input_spec(spec, options, loaded)
+    input_spec = requested_input(spec, options.input_shape, loaded, spec_given=options.spec is not None)
     module = options.module or spec.module
     target = model if module is None else submodule(model, module, "--module" if options.module else spec.source)
-    _check_module_options(module, options)
     guard_prune(target, loaded.model_ref if module is None else None, input_spec.shape, input_spec.dtype,
                 options.max_memory)
     traced = None
     if options.spec is None:  # no spec given: derive it by tracing the loaded model (or its submodule)
         traced = trace_model(target, input_spec.shape, dtype=input_spec.dtype, model_ref=loaded.model_ref,
                              skip_unsupported=options.skip_unsupported).under(module)
-        spec = _apply_options(traced.spec, options)
+        spec = traced.spec.with_options(**spec_overrides(options))
     spec = replace(spec, module=module)
     tolerance = TOLERANCE.get(input_spec.dtype, TOLERANCE["float32"])
     inputs = make_inputs(input_spec, options.seed)
@@ -150,7 +138,9 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
                             "set input.shape in the spec or --input-shape") from None
 
     clock("score")
-    criterion, select_options, choice = from_prune_options(spec, model, options, inputs[0])
+    criterion = get_criterion(spec.criterion or DEFAULT_CRITERION)
+    select = SelectOptions.from_spec(spec, criterion)
+    choice = _choose(spec, model, criterion, select, options, inputs[0])
     groups, kept = choice.groups, choice.kept
     plan = make_plan(groups, kept)
 
@@ -165,7 +155,7 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
     clock("verify")
     # the rebuilt model takes the hard model's tensors: nothing but the error path below reads it
     recipe = make_recipe(spec, loaded.model_ref, hard, copy_weights=False)
-    args, resize, rebuilt = recipe.args, recipe.resize, recipe.model
+    rebuilt = recipe.model
     try:  # the model exactly as prunectl.load rebuilds it must compute what the masked original does
         comparison = soft_vs_hard(entry(soft, module), entry(rebuilt, module), inputs, tolerance, plan,
                                   list(spec.layer_names))
@@ -187,20 +177,14 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
     if options.latency:
         clock("latency")
         report["latency"] = compare_latency(original, rebuilt, inputs[0], threads=options.latency_threads)
-    kept_indices = kept_by_layer(plan)
-    if loaded.manifest is not None:  # iterative pruning: indices in the very first numbering
-        kept_indices = compose(loaded.manifest.kept, kept_indices)
-    manifest = Manifest(
-        rebuild={"factory": loaded.model_ref.factory, "args": args}, resize=resize, kept=kept_indices,
-        input=input_spec.to_json(), files={}, versions=versions(),
-        extra={**({"module": module} if module is not None else {}),
-               "criterion": criterion.name, "rate": select_options.rate, "round_to": select_options.round_to,
-               "min_channels": select_options.min_channels, "group_reduce": select_options.group_reduce,
-               **choice.report,
-               "verify": {"soft_vs_hard_max_abs": comparison.max_abs, "reference_max_abs": comparison.max_ref,
-                          "tolerance": tolerance, "inputs": len(inputs), "seed": options.seed},
-               "source": {"path": Path(checkpoint).name, "sha256": loaded.sha256},
-               **({"spec_sha256": file_sha256(options.spec)} if options.spec else {})})
+    facts = {**({"module": module} if module is not None else {}),
+             "criterion": criterion.name, "rate": select.rate, "round_to": select.round_to,
+             "min_channels": select.min_channels, "group_reduce": select.group_reduce, **choice.report,
+             "verify": {"soft_vs_hard_max_abs": comparison.max_abs, "reference_max_abs": comparison.max_ref,
+                        "tolerance": tolerance, "inputs": len(inputs), "seed": options.seed}}
+    manifest = build_manifest(model_ref=loaded.model_ref, args=recipe.args, resize=recipe.resize,
+                              kept=kept_by_layer(plan), input_spec=input_spec, facts=facts, checkpoint=checkpoint,
+                              checkpoint_sha256=loaded.sha256, spec_sha256=spec.sha256, previous=loaded.manifest)
     output = None
     if options.output is not None:
         clock("export")
@@ -210,50 +194,30 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
     return PruneResult(rebuilt, manifest, report, output, clock.done())
 
 
-def _check_module_options(module: str | None, options: PruneOptions) -> None:
-    if module is None:
-        return
-    if options.target_macs is not None or options.target_params is not None or options.steps != 1:
-        raise SpecError("--module: --target-macs/--target-params/--steps measure the whole model on the spec input; "
-                        "use --rate with --module")
-
-
-def _spec_with_options(options: PruneOptions) -> Spec:
-    if options.rate is not None and not 0 <= options.rate < 1:
-        raise SpecError(f"--rate: expected a number in [0, 1), got {options.rate}")
-    for name in ("round_to", "min_channels", "latency_threads"):
-        value = getattr(options, name)
-        if value is not None and value < 1:
-            raise SpecError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
-    if options.spec is None:  # traced later, once the model is loaded
-        return Spec(layers=(), source="<traced spec>")
-    return _apply_options(read_spec(options.spec), options)
-
-
-def _apply_options(spec: Spec, options: PruneOptions) -> Spec:
-    return spec.with_options(criterion=options.criterion, rate=options.rate, round_to=options.round_to,
-                             min_channels=options.min_channels, group_reduce=options.group_reduce)
-
-
-def _model_ref(spec: Spec, options: PruneOptions) -> ModelRef | None:
-    if options.model:
-        return ModelRef(options.model, dict(spec.model.args) if spec.model else {})
-    return spec.model
-
-
-def _input_spec(spec: Spec, options: PruneOptions, loaded: Loaded) -> InputSpec:
-    dtype = spec.input.dtype if spec.input else default_input_dtype(loaded.model)
-    if options.input_shape:
-        if not all(isinstance(d, int) and 0 < d <= 1 << 20 for d in options.input_shape):
-            raise SpecError(f"--input-shape: expected positive integers, got {options.input_shape}")
-        return InputSpec(tuple(options.input_shape), dtype)
-    if spec.input:
-        return spec.input
-    if loaded.manifest is not None:
-        return InputSpec(tuple(loaded.manifest.input["shape"]), loaded.manifest.input["dtype"])
-    if options.spec is None and default_input_shape(loaded.model_ref, loaded.model) is not None:
-        return InputSpec(default_input_shape(loaded.model_ref, loaded.model), dtype)
-    raise SpecError(f"{spec.source}: input: missing; add \"input\": {{\"shape\": [1, 3, 224, 224]}} or pass --input-shape")
+def _choose(spec: Spec, model: nn.Module, criterion: Criterion, select: SelectOptions, options: PruneOptions,
+            example: torch.Tensor) -> Choice:
+    """The selection stage, from the user's options: unstructured masks, or structured kept channels
+    (per layer or global, toward a rate or a MACs/params target, in steps)."""
+    exclude = tuple(options.exclude or ())
+    if options.mode == "unstructured":
+        if options.target_macs is not None or options.target_params is not None or options.steps != 1:
+            raise SpecError("--mode unstructured keeps every shape: --target-macs/--target-params/--steps "
+                            "apply to structured pruning only")
+        return choose_unstructured(spec, model, criterion.name, select.rate, options.global_ranking, exclude,
+                                   options.seed)
+    if options.target_macs is not None and options.target_params is not None:
+        raise SpecError("give one of --target-macs and --target-params, not both")
+    target = (Target("macs", options.target_macs) if options.target_macs is not None else
+              Target("params", options.target_params) if options.target_params is not None else None)
+    choose_options = ChooseOptions(select, options.global_ranking, exclude, target, options.steps,
+                                   options.schedule, options.seed)
+    data = load_data(options.data) if options.data is not None else None
+    if data is not None and not criterion.needs_data:
+        data = None  # harmless: a data-free criterion ignores it
+    choice = choose(spec, model, criterion, choose_options, data, example)
+    if options.data is not None:
+        choice.report["data"] = str(options.data)
+    return choice
 
 
 def load(bundle: str | Path) -> nn.Module:
@@ -261,17 +225,21 @@ def load(bundle: str | Path) -> nn.Module:
     return load_bundle(bundle)[0]
 
 
+def _replay_inputs(bundle: Path, manifest: Manifest) -> list[torch.Tensor]:
+    """The verification inputs a bundle records (shape, dtype, seed), after the memory guard."""
+    input_spec = manifest.input_spec
+    check_input(input_spec.shape, input_spec.dtype, default_limit(), f"{bundle / MANIFEST_NAME}: input.shape")
+    return make_inputs(input_spec, manifest.seed)
+
+
 def verify(bundle: str | Path) -> dict[str, Any]:
     """Re-check a bundle: checksums, strict rebuild, a forward pass, and ONNX vs torch if present."""
     bundle = Path(bundle)
     model, manifest = load_bundle(bundle)
-    input_spec = InputSpec(tuple(manifest.input["shape"]), manifest.input["dtype"])
-    seed = manifest.extra.get("verify", {}).get("seed", 0)
-    check_input(input_spec.shape, input_spec.dtype, default_limit(), f"{bundle / 'manifest.json'}: input.shape")
-    inputs = make_inputs(input_spec, seed if isinstance(seed, int) else 0)
+    inputs = _replay_inputs(bundle, manifest)
     module = manifest.extra.get("module")  # the input is this submodule's (prune --module)
     if module is not None:
-        submodule(model, module, str(bundle / "manifest.json"))
+        submodule(model, module, str(bundle / MANIFEST_NAME))
     outputs = run(entry(model, module), inputs[0], "bundle model")
     if not all(bool(torch.isfinite(t).all()) for t in outputs if t.is_floating_point()):
         raise VerificationError(f"{bundle}: the rebuilt model produces NaN/inf on its input")
@@ -288,9 +256,7 @@ def export(bundle: str | Path, onnx: bool = True, opset: int = DEFAULT_OPSET) ->
     model, manifest = load_bundle(bundle)
     if not onnx:
         return manifest
-    input_spec = InputSpec(tuple(manifest.input["shape"]), manifest.input["dtype"])
-    check_input(input_spec.shape, input_spec.dtype, default_limit(), f"{bundle / 'manifest.json'}: input.shape")
-    inputs = make_inputs(input_spec, manifest.extra.get("verify", {}).get("seed", 0))
+    inputs = _replay_inputs(bundle, manifest)
     with staged_directory(bundle) as staging:
         for name in manifest.files:
             if name != "model.onnx":
@@ -304,12 +270,11 @@ def export(bundle: str | Path, onnx: bool = True, opset: int = DEFAULT_OPSET) ->
 def info(path: str | Path, spec: str | Path | None = None, model: str | None = None,
          input_shape: tuple[int, ...] | None = None, trust_pickle: bool = False) -> dict[str, Any]:
     """Per-layer widths, params and MACs of a checkpoint or bundle."""
-    parsed = read_spec(spec) if spec else None
-    ref = ModelRef(model, dict(parsed.model.args) if parsed and parsed.model else {}) if model else (
-        parsed.model if parsed else None)
+    parsed = requested_spec(spec) if spec else None
+    ref = requested_model(parsed, model) if parsed else (ModelRef(model, {}) if model else None)
     loaded = load_checkpoint(path, ref, trust_pickle)
-    options = PruneOptions(input_shape=input_shape)
-    input_spec = _input_spec(parsed or Spec(layers=(), source=str(spec or path)), options, loaded)
+    input_spec = requested_input(parsed or Spec(layers=(), source=str(spec or path)), input_shape, loaded,
+                                 spec_given=False)
     check_input(input_spec.shape, input_spec.dtype, default_limit())
     x = make_inputs(input_spec, 0, count=1)[0]
     run(loaded.model, x, "model")
@@ -334,8 +299,7 @@ def trace_spec(checkpoint: str | Path | None = None, model: str | None = None,
         loaded = Loaded(build_model(model, {}), ModelRef(model, {}), Path(model), "")
     else:
         raise SpecError("nothing to trace: pass a checkpoint, --model FACTORY, or both")
-    options = PruneOptions(input_shape=input_shape)
-    input_spec = _input_spec(Spec(layers=(), source="--input-shape"), options, loaded)
+    input_spec = requested_input(Spec(layers=(), source="--input-shape"), input_shape, loaded, spec_given=False)
     target = loaded.model if module is None else submodule(loaded.model, module, "--module")
     return trace_model(target, input_spec.shape, dtype=input_spec.dtype, model_ref=loaded.model_ref,
                        skip_unsupported=skip_unsupported).under(module)
@@ -355,9 +319,6 @@ def write_traced_spec(traced: TraceResult, path: str | Path) -> None:
 
 def criteria() -> list[dict[str, Any]]:
     """Installed criteria (built-in and plugins): name, one-line description, needs data, class."""
-    from . import registry
-    from .criteria.base import Criterion
-
     rows = []
     for name in registry.available(registry.CRITERIA):
         cls = registry.load(registry.CRITERIA, name)

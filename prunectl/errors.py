@@ -1,7 +1,7 @@
-"""The exception hierarchy; each class carries the CLI exit code of design.md.
+"""The exception hierarchy; each class carries its CLI exit code (docs/formats.md, "Exit codes").
 
 Library code raises these with a message a user can act on (naming the file and key);
-only ``cli.py`` catches them, prints one line and exits.
+only ``prunectl.cli`` catches them, prints one line and exits.
 """
 from __future__ import annotations
 
@@ -34,3 +34,18 @@ class UnsupportedError(PrunectlError):
     """A model, module or operator prunectl cannot handle (exit 6)."""
 
     exit_code = 6
+
+
+def first_line(exc: BaseException, prefer: str | None = None, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message, at most ``limit`` characters (the
+    exception's class name when it has no message): how a library error is quoted inside ours.
+
+    ``prefer``: the first line containing this text, when there is one (torch's pickle errors put
+    the offending global on a later line)."""
+    text = str(exc).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if prefer:
+        for line in lines:
+            if prefer in line:
+                return line[:limit]
+    return lines[0][:limit] if lines else type(exc).__name__

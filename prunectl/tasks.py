@@ -10,7 +10,7 @@ Register a class or a zero-argument callable returning an object with these meth
 Batches are ``(inputs, targets)`` pairs of tensors. ``metric`` is "higher is better" (for
 example accuracy in percent on ``validation_batches``). ``train`` is optional.
 
-Optional, for fine-tuning (``prunectl finetune`` and ``prunectl auto``; see prunectl/finetune.py
+Optional, for fine-tuning (``prunectl finetune`` and ``prunectl auto``; see prunectl/training/finetune.py
 for the fallbacks used when a task leaves them out):
 
 - ``training_batches(epoch, seed)``: the training split for one epoch, shuffled from
@@ -46,17 +46,6 @@ class Task(Protocol):
 
     def metric(self, model: nn.Module) -> float:
         """The model's quality on ``validation_batches``, higher is better."""
-
-
-@runtime_checkable
-class TrainingData(Protocol):
-    """Optional part of a task: the training split for fine-tuning (see the module docstring).
-
-    Not required by ``Task``: ``prunectl.finetune.training_batches`` falls back to the
-    calibration batches for a task without it."""
-
-    def training_batches(self, epoch: int, seed: int) -> Iterable[Batch]:
-        """The whole training split for ``epoch``, shuffled from ``(seed, epoch)`` only."""
 
 
 def get_task(name: str) -> Task:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 import prunectl
-from prunectl import factories
+from prunectl.models import factory as factories
 
 
 def write_case(tmp_path: Path, factory: str, layers: dict[str, Any], input_shape: list[int],

@@ -8,8 +8,8 @@ import torch
 
 import prunectl
 from prunectl.errors import SpecError, UnsupportedError
-from prunectl.groups import build_groups
-from prunectl.spec import Spec
+from prunectl.coupling.groups import build_groups
+from prunectl.formats.spec import Spec
 from prunectl.tracing import trace_model
 from tests.attention_models import ComputedShapeHeads, LinearToSequence, MixesChannels, SplitHeads, UnmetHeads
 

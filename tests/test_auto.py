@@ -20,7 +20,7 @@ pytest.importorskip("prunectl_digits")
 
 import prunectl  # noqa: E402
 from prunectl.cli import cli  # noqa: E402
-from prunectl.html_report import read_history  # noqa: E402
+from prunectl.formats.history import read_history  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -6,13 +6,14 @@ import torch
 
 import prunectl
 from fixtures.make_checkpoints import FIXTURES, make_model
-from prunectl.choose import schedule_fraction
+from prunectl.selection.strategy import schedule_fraction
 from prunectl.errors import SpecError
-from prunectl.groups import build_groups
-from prunectl.ranking import global_select
-from prunectl.selection import SelectOptions, score_groups
+from prunectl.coupling.groups import build_groups
+from prunectl.selection.global_ranking import global_select
+from prunectl.selection.per_layer import SelectOptions
+from prunectl.selection.scoring import score_groups
 from prunectl.criteria import get_criterion
-from prunectl.spec import read_spec
+from prunectl.formats.spec import read_spec
 
 RESNET = FIXTURES["resnet18"][2]
 
@@ -105,10 +106,10 @@ def test_bad_steps_and_schedule(checkpoints) -> None:
 
 @pytest.mark.parametrize("fixture", sorted(FIXTURES))
 def test_cost_estimate_equals_flop_counter_and_param_count(fixture: str) -> None:
-    from prunectl.plan import make_plan
-    from prunectl.selection import select
-    from prunectl.surgery import hard_prune
-    from prunectl.targets import CostModel, measure
+    from prunectl.cut.plan import make_plan
+    from prunectl.selection.per_layer import select
+    from prunectl.cut.hard import hard_prune
+    from prunectl.selection.budget import CostModel, measure
 
     spec = read_spec(FIXTURES[fixture][2])
     model = make_model(fixture)

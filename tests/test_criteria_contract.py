@@ -13,11 +13,11 @@ import prunectl
 from fixtures.make_checkpoints import FIXTURES, make_model
 from prunectl import registry
 from prunectl.criteria import get_criterion
-from prunectl.data import from_tensors
+from prunectl.load.data import from_tensors
 from prunectl.errors import SpecError
-from prunectl.groups import build_groups
-from prunectl.selection import layer_views, score_groups
-from prunectl.spec import read_spec
+from prunectl.coupling.groups import build_groups
+from prunectl.selection.scoring import layer_views, score_groups
+from prunectl.formats.spec import read_spec
 
 CRITERIA = registry.available(registry.CRITERIA)
 

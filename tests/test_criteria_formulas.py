@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from prunectl.criteria import LayerView, get_criterion
 from prunectl.criteria.base import Consumer
 from prunectl.criteria.thinet import greedy_removal_order
-from prunectl.data import from_tensors
+from prunectl.load.data import from_tensors
 from prunectl.errors import SpecError
 
 

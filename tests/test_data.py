@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from fixtures.make_checkpoints import FIXTURES
 from prunectl.cli import cli
-from prunectl.data import load_data
+from prunectl.load.data import load_data
 from prunectl.errors import SpecError
 
 

@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip("prunectl_digits")
 
-from prunectl.finetune import training_batches  # noqa: E402
+from prunectl.training.finetune import training_batches  # noqa: E402
 from prunectl_digits.task import DigitsTask, splits  # noqa: E402
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import prunectl
 from fixtures.make_checkpoints import FIXTURES
 from fuzzing import flip_byte, fuzz_settings, invoke, json_get, json_paths
-from prunectl.checkpoint import file_sha256
+from prunectl.formats.checksums import file_sha256
 
 SPEC = FIXTURES["small_mlp"][2]
 COMMANDS = ("verify", "export", "info", "prune")
@@ -77,7 +77,7 @@ def test_edited_manifest_gives_documented_exit(base_bundle, tmp_path_factory, da
     text = json.dumps(manifest, allow_nan=True)
     (bundle / "manifest.json").write_text(text)
     if resign:  # an editor who also knows how the manifest protects itself
-        from prunectl.integrity import seal_manifest_file
+        from prunectl.formats.seal import seal_manifest_file
 
         try:
             seal_manifest_file(bundle / "manifest.json")
@@ -153,7 +153,7 @@ def test_tampered_weights_with_updated_checksum(base_bundle, tmp_path_factory, d
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["files"]["model.safetensors"] = file_sha256(bundle / "model.safetensors")
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    from prunectl.integrity import seal_manifest_file
+    from prunectl.formats.seal import seal_manifest_file
 
     seal_manifest_file(bundle / "manifest.json")
     result = invoke(["verify", str(bundle), "-q"], "bundle-resigned")
@@ -168,7 +168,7 @@ def test_unlisted_model_file_is_refused(base_bundle, tmp_path_factory):
     del manifest["files"]["model.onnx"]
     manifest.pop("onnx", None)
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    from prunectl.integrity import seal_manifest_file
+    from prunectl.formats.seal import seal_manifest_file
 
     seal_manifest_file(bundle / "manifest.json")
     result = invoke(["verify", str(bundle), "-q"], "bundle-tamper")

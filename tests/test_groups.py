@@ -9,9 +9,9 @@ import torch
 
 import prunectl
 from prunectl.errors import SpecError
-from prunectl.groups import build_groups
-from prunectl.selection import SelectOptions, kept_count, top_indices
-from prunectl.spec import read_spec
+from prunectl.coupling.groups import build_groups
+from prunectl.selection.per_layer import SelectOptions, kept_count, top_indices
+from prunectl.formats.spec import read_spec
 
 from helpers import prune_case
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import prunectl
-from prunectl import factories, registry
+from prunectl import registry
+from prunectl.models import factory as factories
 from prunectl.errors import SpecError
-from prunectl.groups import build_groups
+from prunectl.coupling.groups import build_groups
 from prunectl.tracing import trace_model
 
 transformers = pytest.importorskip("transformers")
@@ -32,7 +33,7 @@ def hf_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     info = site / "prunectl_hf_provider-0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: prunectl-hf-provider\nVersion: 0\n")
-    (info / "entry_points.txt").write_text("[prunectl.models]\nhf = prunectl.huggingface:hf_factory\n")
+    (info / "entry_points.txt").write_text("[prunectl.models]\nhf = prunectl.models.hf_provider:hf_factory\n")
     sys.path.insert(0, str(site))
     registry.refresh()
     try:

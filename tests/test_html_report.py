@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import prunectl
 from prunectl.cli import cli
-from prunectl.html_report import render_report, write_report
+from prunectl.views.html_report import render_report, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -128,7 +128,7 @@ def test_renders_in_headless_chromium(bundle: Path, tmp_path: Path) -> None:
         pytest.skip("chromium not installed (apt-get install -y chromium)")
     import matplotlib.image
 
-    from prunectl.plots import AFTER_COLOUR
+    from prunectl.views.charts import AFTER_COLOUR
 
     written = write_report(bundle, tmp_path / "page.html")
     shot = tmp_path / "shot.png"
@@ -141,7 +141,7 @@ def test_renders_in_headless_chromium(bundle: Path, tmp_path: Path) -> None:
 
 def test_benchmark_charts_are_pngs() -> None:
     """The chart helpers the benchmarks use: PNG bytes, NaN points (a tool that failed) tolerated."""
-    from prunectl import plots
+    from prunectl.views import charts as plots
 
     bars = plots.grouped_bars(["a", "b"], {"x": [1.0, 2.0], "y": [float("nan"), 1.5]}, "factor", "t", reference=1.0)
     lines = plots.line_chart([1, 2, 3], {"x": [1.0, 2.0, 4.0], "y": [1.0, float("nan"), 3.0]}, "p", "s", "t",

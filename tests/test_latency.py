@@ -8,8 +8,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from prunectl.cli import cli
-from prunectl.html_report import render_report
-from prunectl.latency import interleaved
+from prunectl.views.html_report import render_report
+from prunectl.measure.latency import interleaved
 
 ROOT = Path(__file__).resolve().parents[1]
 

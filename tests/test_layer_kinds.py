@@ -13,12 +13,12 @@ from torchvision.models.convnext import LayerNorm2d
 
 import prunectl
 from prunectl.errors import SpecError, UnsupportedError
-from prunectl.groups import build_groups
-from prunectl.masked_norms import install_masked_statistic
-from prunectl.spec import Spec
-from prunectl.surgery import apply_resize
+from prunectl.coupling.groups import build_groups
+from prunectl.cut.masked_norms import install_masked_statistic
+from prunectl.formats.spec import Spec
+from prunectl.layers.resize import apply_resize
 from prunectl.tracing import trace_model
-from prunectl.attention import ResidualCutMultiheadAttention
+from prunectl.layers.attention import ResidualCutMultiheadAttention
 from tests.layer_kind_models import (AttributeWidthView, ComputedWidthView, CrossAttention, CustomNormNet, FixedWidthView,
                                      HeadsFromInputWidth, NormZoo, ScaleUsedTwice, SpatialLayerNorm, TinyEncoder,
                                      TokenModel)
@@ -322,10 +322,10 @@ def test_torchvision_vit_residual_width_and_heads_are_cut(tmp_path: Path) -> Non
 
 def test_cost_estimate_counts_attention_heads_exactly() -> None:
     from prunectl.criteria import get_criterion
-    from prunectl.plan import make_plan
-    from prunectl.selection import SelectOptions, select
-    from prunectl.surgery import hard_prune
-    from prunectl.targets import CostModel, measure
+    from prunectl.cut.plan import make_plan
+    from prunectl.selection.per_layer import SelectOptions, select
+    from prunectl.cut.hard import hard_prune
+    from prunectl.selection.budget import CostModel, measure
     from tests.layer_kind_models import TinyViT
 
     torch.manual_seed(0)
@@ -341,7 +341,7 @@ def test_cost_estimate_counts_attention_heads_exactly() -> None:
 
 @torch.no_grad()
 def test_a_group_with_every_channel_cut_gives_zeros_and_nan_never_verifies() -> None:
-    from prunectl.verify import compare
+    from prunectl.verify.compare import compare
 
     norm = nn.GroupNorm(4, 4)  # one channel per group: cutting a channel empties its group
     install_masked_statistic(norm, torch.tensor([0, 2]))
@@ -351,14 +351,14 @@ def test_a_group_with_every_channel_cut_gives_zeros_and_nan_never_verifies() -> 
 
 
 def test_attention_projections_are_counted_although_the_fused_path_hides_them() -> None:
-    from prunectl.report import count_macs
+    from prunectl.measure.size import count_macs
 
     model, x = TinyEncoder().eval(), torch.randn(2, 5, 8)
     tokens = 2 * 5
     linear = tokens * (8 * 16 + 16 * 48 + 16 * 16 + 16 * 32 + 32 * 16) + 2 * 16 * 3  # in_proj/out_proj too
     assert count_macs(model, x) == linear
     assert torch.backends.mha.get_fastpath_enabled()  # restored
-    from prunectl.verify import run_and_count
+    from prunectl.verify.soft_vs_hard import run_and_count
 
     assert run_and_count(model, x, "model")[1] == linear  # what prune reports counts the same
     assert torch.backends.mha.get_fastpath_enabled()

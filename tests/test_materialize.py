@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from prunectl import factories
+from prunectl.models import factory as factories
 from prunectl.errors import CheckpointError
-from prunectl.materialize import build_with_weights
-from prunectl.resources import meta_model
+from prunectl.load.materialize import build_with_weights
+from prunectl.load.meta import meta_model
 
 
 class Tied(nn.Module):

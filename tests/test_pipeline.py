@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import prunectl
 from prunectl.cli import cli
-from prunectl.spec import read_spec
+from prunectl.formats.spec import read_spec
 
 from conftest import FIXTURE_NAMES
 
@@ -54,13 +54,13 @@ def test_prune_verify_reload_onnx(name: str, checkpoints, tmp_path: Path) -> Non
 @pytest.mark.parametrize("name", ["resnet18", "conv1d"])
 def test_soft_model_really_differs_from_original_and_matches_hard(name: str, checkpoints) -> None:
     """The soft model is a real masked copy: the check is not comparing a model with itself."""
-    from prunectl.checkpoint import load_checkpoint
+    from prunectl.load.checkpoint import load_checkpoint
     from prunectl.criteria import get_criterion
-    from prunectl.groups import build_groups
-    from prunectl.masking import soft_prune
-    from prunectl.plan import make_plan
-    from prunectl.selection import SelectOptions, select
-    from prunectl.surgery import hard_prune
+    from prunectl.coupling.groups import build_groups
+    from prunectl.cut.soft import soft_prune
+    from prunectl.cut.plan import make_plan
+    from prunectl.selection.per_layer import SelectOptions, select
+    from prunectl.cut.hard import hard_prune
 
     spec = read_spec(SPECS / f"{name}.json")
     model = load_checkpoint(checkpoints[name], spec.model).model

@@ -22,8 +22,8 @@ import torch
 import prunectl
 from fixtures.make_checkpoints import FIXTURES
 from fuzzing import invoke
-from prunectl.checkpoint import file_sha256
-from prunectl.integrity import seal_manifest_file
+from prunectl.formats.checksums import file_sha256
+from prunectl.formats.seal import seal_manifest_file
 
 SPEC = FIXTURES["small_mlp"][2]
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from prunectl.errors import SpecError
-from prunectl.spec import Spec, read_spec, write_spec
+from prunectl.formats.spec import Spec, read_spec, write_spec
 
 SPECS = Path(__file__).resolve().parents[1] / "fixtures" / "specs"
 VALID = sorted(p for p in SPECS.glob("*.json"))

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 import prunectl
 from prunectl.cli import cli
 from prunectl.errors import UnsupportedError
-from prunectl.groups import build_groups
+from prunectl.coupling.groups import build_groups
 from prunectl.tracing import trace_model
 from tests.trace_models import ChannelCumsum, ConcatBlock, SqueezeExcite, TwoBranchAdd
 
@@ -151,8 +151,8 @@ def test_timm_models_trace_with_their_norm_act_layers_kept_whole() -> None:
 
 
 def test_thinet_reads_each_part_of_a_concatenation_at_its_offset(tmp_path: Path) -> None:
-    from prunectl.groups import build_groups
-    from prunectl.selection import layer_views
+    from prunectl.coupling.groups import build_groups
+    from prunectl.selection.scoring import layer_views
 
     model = ConcatBlock().eval()
     spec = trace_model(model, (1, 3, 8, 8)).spec

@@ -13,7 +13,7 @@ import torch.nn.utils.prune as torch_prune
 import prunectl
 from fixtures.make_checkpoints import FIXTURES, make_model
 from prunectl.errors import SpecError
-from prunectl.unstructured import global_l1_masks, l1_mask, random_mask
+from prunectl.selection.unstructured import global_l1_masks, l1_mask, random_mask
 
 SPEC = FIXTURES["vgg11_bn"][2]
 

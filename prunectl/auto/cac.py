@@ -1,6 +1,6 @@
 """Accuracy-controlled search: Fujitsu CAC's automatic pruning (``auto_prune``), on prunectl's groups.
 
-One search step, as in CAC (shared/seeds/000, and CAC's ``auto_prune.py``):
+One search step, as in CAC's ``auto_prune.py`` (docs/auto.md):
 
 1. Per layer group, a *sensitivity* ``s = sum(1 / |dL/dw|)`` over its weights (zero gradients
    count as 1e7), averaged over the first validation batches (as CAC), and the loss ``L``.
@@ -31,13 +31,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .. import layers as L
-from ..groups import ChannelGroup
+from ..coupling.channel_spaces import ChannelGroup
+from ..layers import kinds as L
 from ..tasks import Task
 from . import steps as S
 
-DEFAULT_RATES = (0.2, 0.1, 0.0)
-LOSS_MARGIN = 0.5
 SCALING_FACTOR = 2.0
 SENSITIVITY_BATCHES = 8
 ZERO_GRADIENT = 1e7  # CAC: a zero gradient counts as this, so 1/|g| stays finite

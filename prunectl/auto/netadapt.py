@@ -22,11 +22,14 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from ..finetune import FineTuneOptions, fine_tune, mix_seed
-from ..groups import ChannelGroup
+from ..coupling.channel_spaces import ChannelGroup
+from ..cut.hard import hard_prune
+from ..cut.plan import make_plan
+from ..seeding import mix_seed
 from ..tasks import Task
+from ..training.distributed import Dist
+from ..training.finetune import FineTuneOptions, fine_tune
 from . import steps as S
-from .distributed import Dist
 
 DECAY = 0.96
 
@@ -71,9 +74,6 @@ def _cost(ctx: S.Context, model: nn.Module, groups: list[ChannelGroup], index: i
           kind: str) -> int:
     plan_kept = [None] * len(groups)
     plan_kept[index] = kept
-    from ..plan import make_plan
-    from ..surgery import hard_prune
-
     pruned, _ = hard_prune(model, make_plan(groups, plan_kept))
     return S.measure(pruned, ctx.inputs[0])[kind]
 

@@ -1,4 +1,4 @@
-"""The final bundle of an ``auto`` run, written by ``bundle_files.write_bundle`` (the code path of ``prune``).
+"""The final bundle of an ``auto`` run, written by ``bundle.writer.write_bundle`` (the code path of ``prune``).
 
 The recipe is proven (``prove_recipe``: rebuilt from args + resize, loaded strictly, compared
 with the searched model); ``kept`` is in the original numbering (composed through an input
@@ -10,22 +10,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .. import api
-from ..bundle_files import versions, write_bundle
-from ..manifest import Manifest
-from ..plan import compose as compose_indices, kept_by_layer, make_plan
-from ..rebuild import prove_recipe
-from ..report import build_report
-from . import history as H
+from ..bundle.manifest_builder import build_manifest
+from ..bundle.report import build_report
+from ..bundle.writer import write_bundle
+from ..cut.plan import kept_by_layer, make_plan
+from ..formats.manifest import Manifest
+from ..load.checkpoint import Loaded
+from ..options import DEFAULT_OPSET
+from ..verify.recipe import prove_recipe
+from ..views.history_files import history_files
 
 
-def write_auto_bundle(run: Any, loaded: Any, checkpoint: str | Path, output: Path, spec_sha: str | None
+def write_auto_bundle(run: Any, loaded: Loaded, checkpoint: str | Path, output: Path, spec_sha: str | None
                       ) -> tuple[Manifest, dict]:
-    """Write ``output`` from a finished search ``run`` (search._Run); (manifest, report)."""
+    """Write ``output`` from a finished search ``run`` (run.SearchRun); (manifest, report)."""
     ctx, state = run.ctx, run.state
     recipe = prove_recipe(ctx.spec, loaded.model_ref, run.model, ctx.inputs[0], ctx.tolerance)
-    args, resize, rebuilt = recipe.args, recipe.resize, recipe.model
-    report = build_report(run.original, rebuilt, ctx.inputs[0], list(ctx.spec.layer_names), ctx.original_groups,
+    report = build_report(run.original, recipe.model, ctx.inputs[0], list(ctx.spec.layer_names), ctx.original_groups,
                           run.total)
     final_accuracy = state["history"][-1]["accuracy"]
     report["auto"] = {
@@ -40,20 +41,16 @@ def write_auto_bundle(run: Any, loaded: Any, checkpoint: str | Path, output: Pat
         "stopped_because": state["stopped_because"], "epochs": run.options.epochs,
         "final_epochs": run.options.final_epochs, "micro_batches": run.micro, "seed": run.options.seed,
         "trials": state["trials"], **({"final_log": state["final_log"]} if "final_log" in state else {})}
-    kept = kept_by_layer(make_plan(ctx.original_groups, run.total))
-    if loaded.manifest is not None:
-        kept = compose_indices(loaded.manifest.kept, kept)
-    manifest = Manifest(
-        rebuild={"factory": loaded.model_ref.factory, "args": args}, resize=resize, kept=kept,
-        input=run.input_json,
-        files={}, versions=versions(),
-        extra={"criterion": ctx.criterion.name, "round_to": ctx.select.round_to, "min_channels": ctx.select.min_channels,
-               "group_reduce": ctx.select.group_reduce,
-               "verify": {"soft_vs_hard_max_abs": state["worst_soft_vs_hard"], "tolerance": ctx.tolerance,
-                          "inputs": len(ctx.inputs), "seed": run.options.seed},
-               "source": {"path": Path(checkpoint).name, "sha256": loaded.sha256},
-               **({"spec_sha256": spec_sha} if spec_sha else {})})
-    files = H.history_files(state["history"], size_key=run.kind or "params")
-    manifest = write_bundle(output, rebuilt, manifest, report, ctx.inputs,
-                            api.DEFAULT_OPSET if run.options.onnx else None, extra_files=files)
+    facts = {"criterion": ctx.criterion.name, "round_to": ctx.select.round_to, "min_channels": ctx.select.min_channels,
+             "group_reduce": ctx.select.group_reduce,
+             "verify": {"soft_vs_hard_max_abs": state["worst_soft_vs_hard"], "tolerance": ctx.tolerance,
+                        "inputs": len(ctx.inputs), "seed": run.options.seed}}
+    manifest = build_manifest(model_ref=loaded.model_ref, args=recipe.args, resize=recipe.resize,
+                              kept=kept_by_layer(make_plan(ctx.original_groups, run.total)),
+                              input_spec=run.input_spec,
+                              facts=facts, checkpoint=checkpoint, checkpoint_sha256=loaded.sha256,
+                              spec_sha256=spec_sha, previous=loaded.manifest)
+    files = history_files(state["history"], size_key=run.kind or "params")
+    manifest = write_bundle(output, recipe.model, manifest, report, ctx.inputs,
+                            DEFAULT_OPSET if run.options.onnx else None, extra_files=files)
     return manifest, report

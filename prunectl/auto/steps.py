@@ -14,16 +14,18 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .. import layers as L
+from ..coupling.channel_spaces import ChannelGroup
+from ..coupling.groups import build_groups
 from ..criteria.base import Criterion, LayerView
-from ..groups import ChannelGroup, build_groups
-from ..masking import soft_prune
-from ..plan import make_plan
-from ..report import count_macs, count_params
-from ..selection import SelectOptions, kept_count, score_groups, select_group
-from ..spec import Spec
-from ..surgery import hard_prune
-from ..verify import soft_vs_hard
+from ..cut.hard import hard_prune
+from ..cut.plan import make_plan
+from ..cut.soft import soft_prune
+from ..formats.spec import Spec
+from ..layers import kinds as L
+from ..measure.size import count_macs, count_params
+from ..selection.per_layer import SelectOptions, kept_count, select_group
+from ..selection.scoring import score_groups
+from ..verify.soft_vs_hard import soft_vs_hard
 
 Kept = list[torch.Tensor | None]
 

@@ -1,4 +1,4 @@
 """Channel-importance criteria, one small class per file, found through the registry."""
-from .base import Criterion, LayerView, get_criterion, list_criteria
+from .base import Criterion, LayerView, get_criterion
 
-__all__ = ["Criterion", "LayerView", "get_criterion", "list_criteria"]
+__all__ = ["Criterion", "LayerView", "get_criterion"]

@@ -7,7 +7,6 @@ data once with hooks and answer ``score`` from what they collected.
 """
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -16,10 +15,11 @@ import torch.nn as nn
 
 from .. import registry
 from ..errors import SpecError
-from ..layers import weight_of
+from ..layers.kinds import weight_of
+from ..seeding import named_generator
 
 if TYPE_CHECKING:
-    from ..data import CalibrationData
+    from ..load.data import CalibrationData
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class LayerView:
 
     def generator(self) -> torch.Generator:
         """A generator seeded by ``seed`` and the layer name: same inputs, same numbers."""
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(self.name.encode()))
+        return named_generator(self.seed, self.name)
 
 
 class Criterion:
@@ -127,6 +127,3 @@ def get_criterion(name: str) -> Criterion:
         raise SpecError(f"criterion {name!r} is registered as {cls!r}, which is not a prunectl Criterion subclass")
     return cls()
 
-
-def list_criteria() -> list[type[Criterion]]:
-    return [registry.load(registry.CRITERIA, name) for name in registry.available(registry.CRITERIA)]

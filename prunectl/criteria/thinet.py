@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import SpecError, UnsupportedError
-from ..layers import kind_of, weight_of
+from ..layers.kinds import kind_of, weight_of
 from .base import Consumer, Criterion, LayerView
 from .observe import forward_over
 

@@ -1,1 +1,1 @@
-"""Writers for each output format; each validates what it wrote."""
+"""Writers for each output format (weights, ONNX); each checks the file is well-formed."""

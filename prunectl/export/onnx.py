@@ -1,4 +1,5 @@
-"""model.onnx: ``torch.onnx.export``, then ``onnx.checker`` and an onnxruntime run against torch.
+"""model.onnx: ``torch.onnx.export``, then ``onnx.checker`` (``verify/onnx_check.py`` runs it in
+onnxruntime against torch).
 
 The TorchScript-based exporter is tried first (10x faster than the dynamo one on CNNs, and
 its output is byte-stable); the dynamo exporter is the fallback for what it cannot trace.
@@ -14,11 +15,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..errors import UnsupportedError, VerificationError
-from ..verify import Comparison, compare, flat_outputs, run
-
-DEFAULT_OPSET = 17
-ONNX_ATOL = 1e-4
+from ..errors import UnsupportedError, first_line
+from ..models.forward import run
+from ..options import DEFAULT_OPSET
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int = DEFAULT_OPSET) -> dict:
@@ -38,7 +37,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int 
             path.write_bytes(proto.SerializeToString(deterministic=True))
             return {"opset": opset, "exporter": exporter, "dynamic_batch": dynamic_batch}
         except Exception as exc:  # the next exporter may succeed; report all if none does
-            errors.append(f"{exporter}: {_first_line(exc)}")
+            errors.append(f"{exporter}: {first_line(exc)}")
     raise UnsupportedError(f"ONNX export of {type(model).__name__} failed: " + " | ".join(errors))
 
 
@@ -70,36 +69,3 @@ def _strip_local_details(proto) -> None:
         for node in graph.node:
             node.doc_string = ""
             del node.metadata_props[:]
-
-
-def check_onnx(path: Path, model: nn.Module, inputs: list[torch.Tensor], atol: float = ONNX_ATOL) -> Comparison:
-    """Run the file in onnxruntime on every input and compare with torch."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise VerificationError(f"{path}: onnxruntime cannot load it: {_first_line(exc)}") from None
-    worst = Comparison(0.0, 0.0, atol)
-    for x in inputs:
-        with torch.no_grad():
-            expected = flat_outputs(model(x))
-        try:
-            got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-        except Exception as exc:
-            raise VerificationError(f"{path}: onnxruntime failed on input {tuple(x.shape)}: {_first_line(exc)}") from None
-        result = compare(expected, [torch.from_numpy(g) for g in got], atol, f"{path.name} vs torch")
-        if not result.ok:
-            raise VerificationError(f"{path}: onnxruntime output differs from torch: max |diff| = "
-                                    f"{result.max_abs:.3g} > {atol:g} * max(1, {result.max_ref:.3g})")
-        if result.max_abs >= worst.max_abs:
-            worst = result
-    return worst
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:300]

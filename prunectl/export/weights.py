@@ -24,8 +24,3 @@ def write_safetensors(state_dict: dict[str, torch.Tensor], path: Path) -> None:
 def write_pt(state_dict: dict[str, torch.Tensor], path: Path) -> None:
     torch.save(state_dict, path)
 
-
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path), device="cpu")

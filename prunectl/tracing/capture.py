@@ -5,7 +5,7 @@ runs on the example input:
 
 - transformers models: ``transformers.utils.fx.symbolic_trace`` (plain torch.fx fails on them:
   their forward branches on ``None`` inputs and on shapes), with the same leaf rule as ours;
-- everything else: torch.fx symbolic tracing (``walk.symbolic_graph``);
+- everything else: torch.fx symbolic tracing (``graph.symbolic_graph``);
 - when that fails (shape-dependent Python control flow, ``math`` on sizes, ...): ``torch.export``.
   Its graph is flat aten ops with parameters lifted to placeholders, so there are no module
   calls: a conv/linear/batch-norm op whose weight is the ``weight`` parameter of a module of
@@ -17,24 +17,20 @@ runs on the example input:
 from __future__ import annotations
 
 import io
-import logging
-from contextlib import contextmanager, redirect_stderr
+from contextlib import redirect_stderr
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .. import layers as L
-from ..errors import UnsupportedError
-from ..huggingface import is_hf_model, main_input_name
-from .walk import symbolic_graph
+from ..errors import UnsupportedError, first_line
+from ..layers import kinds as L
+from ..models.hf_provider import is_hf_model
+from .graph import quiet_logs, symbolic_graph
+from .hf_fx import hf_graph
 
-# torch logs failed captures (whole graphs) and tracer notes as warnings; prunectl reports the
-# failure as one error line instead (only cli.py prints)
-_NOISY_LOGGERS = ("torch.fx.experimental.symbolic_shapes", "torch.fx._symbolic_trace", "torch.export",
-                  "torch._export", "torch._dynamo", "transformers.utils.fx")
 # aten ops that compute one listed module's output from its input (argument 1 is the weight)
 _LAYER_OPS = {
     "conv": {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
@@ -66,10 +62,10 @@ def export_capture(model: nn.Module, example: torch.Tensor) -> Captured:
 
     try:
         # torch.export prints the partial graph of a failed capture to stderr itself (torch/export/_trace.py)
-        with _quiet_logs(), redirect_stderr(io.StringIO()):
+        with quiet_logs(), redirect_stderr(io.StringIO()):
             program = torch.export.export(model, (example,), strict=False)
     except Exception as exc:
-        raise UnsupportedError(f"{type(model).__name__}: torch.export cannot capture it either ({_first_line(exc)})") \
+        raise UnsupportedError(f"{type(model).__name__}: torch.export cannot capture it either ({first_line(exc)})") \
             from None
     values: list[Any] = []
     parameter_of: dict[str, str] = {}  # placeholder name -> parameter FQN
@@ -107,59 +103,6 @@ def _layer_of(node: fx.Node, parameter_of: dict[str, str], modules: dict[str, nn
     if attribute != "weight" or module is None or op not in _LAYER_OPS.get(L.kind_of(module), ()):
         return None
     return module_name
-
-
-def _hf_layer_tracer() -> type:
-    """transformers' HFTracer with the walk's leaf rule (defined here: transformers is optional)."""
-    from transformers.utils.fx import HFTracer
-
-    class HFLayerTracer(HFTracer):
-        def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-            return L.kind_of(module) != "other" or super().is_leaf_module(module, qualified_name)
-
-    return HFLayerTracer
-
-
-def hf_graph(model: nn.Module) -> fx.GraphModule:
-    from transformers.utils.fx import symbolic_trace
-
-    config = getattr(model, "config", None)
-    use_cache = getattr(config, "use_cache", None)
-    tracer_cls = _hf_layer_tracer()
-    # the tracer swaps torch.empty/zeros/ones/... for proxy-making wrappers and can leave some
-    # behind (seen with transformers 4.57: a later `with torch.device("meta")` build got CPU
-    # weights); put back exactly what was there
-    torch_functions = {name: getattr(torch, name) for name in tracer_cls._TORCH_METHODS_TO_PATCH}
-    try:
-        if use_cache:  # an encoder has no cache; transformers' tracer would warn and set this itself
-            config.use_cache = False
-        with _quiet_logs():
-            return symbolic_trace(model, input_names=[main_input_name(model)], tracer_cls=tracer_cls)
-    except Exception as exc:
-        raise UnsupportedError(f"{type(model).__name__}: transformers' torch.fx tracer cannot trace it "
-                               f"({_first_line(exc)})") from None
-    finally:
-        for name, function in torch_functions.items():
-            setattr(torch, name, function)
-        if use_cache:
-            config.use_cache = use_cache
-
-
-@contextmanager
-def _quiet_logs() -> Iterator[None]:
-    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 __all__ = ["Captured", "fx_capture", "export_capture"]

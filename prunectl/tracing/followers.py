@@ -11,11 +11,13 @@ import torch
 import torch.nn as nn
 from torch.fx.node import Node
 
-from ..attention import self_attention_problem
-from ..params import count_attributes
+from ..layers.attention import self_attention_problem
+from ..layers.params import count_attributes
+from ..models.hf_provider import is_hf_model
 from .flow import Flow, Touch, broadcast_dim, merge, normalise_dim
 from .graph import (Incident, LayerTracer, Size, TracedLayer, flat_args, has_tensor, module_path, node_description,
                     node_where)
+from .hf_fx import hf_graph
 from .rules import function_flow, op_name
 
 
@@ -148,9 +150,6 @@ class ChannelFollowers:
     def _reads_attribute(self, node: Node, owner: nn.Module, attr: str) -> bool:
         """Whether ``node``'s arguments come from ``owner.attr`` and not from an equal literal: trace
         again with the attribute set to an unlikely number and look for it in the same node."""
-        from ..huggingface import is_hf_model
-        from .capture import hf_graph  # capture imports the walk, which mixes this class in
-
         original = getattr(owner, attr)
         marker = 1_000_003 + original
         cache = self.__dict__.setdefault("_marked_graphs", {})  # BERT's q, k and v read one attribute
@@ -171,7 +170,7 @@ class ChannelFollowers:
                    incoming: list[Flow], result: Any) -> list[Flow | None]:
         """Self-attention on the residual stream: the attention is a listed layer whose inputs
         (``in_proj_weight``'s columns) follow the stream's channels and whose outputs are its heads,
-        read by ``out_proj``, which writes a new channel space (attention.py). When the attention
+        read by ``out_proj``, which writes a new channel space (layers/attention.py). When the attention
         weights are used, their mean over heads would change: the heads are pinned."""
         name = str(node.target)
         nodes = tuple(node.args[:3]) + tuple(node.kwargs[k] for k in ("query", "key", "value") if k in node.kwargs)

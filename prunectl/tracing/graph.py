@@ -1,25 +1,32 @@
 """What the channel walk produces and the small graph helpers it shares with its followers.
 
 ``symbolic_graph`` traces a model with torch.fx, keeping every listed layer kind a single node;
-``TracedLayer``/``Incident``/``Walk`` are the walk's plain-data result (tracing/__init__.py turns
+``TracedLayer``/``Incident``/``Walk`` are the walk's plain-data result (tracing/trace.py turns
 them into a spec).
 """
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 from torch.fx.node import Node
 
-from .. import layers as L
-from ..attention import unfused_attention
-from ..errors import UnsupportedError
-from ..window_attention import is_window_attention
+from ..errors import UnsupportedError, first_line
+from ..layers import kinds as L
+from ..layers.attention import unfused_attention
+from ..layers.window_attention import is_window_attention
 from .flow import Flow
 from .rules import op_name
+
+# torch logs failed captures (whole graphs) and tracer notes as warnings; prunectl reports the
+# failure as one error line instead (only the CLI prints)
+_NOISY_LOGGERS = ("torch.fx.experimental.symbolic_shapes", "torch.fx._symbolic_trace", "torch.export",
+                  "torch._export", "torch._dynamo", "transformers.utils.fx")
 
 
 @dataclass(frozen=True)
@@ -124,8 +131,7 @@ def symbolic_graph(model: nn.Module) -> fx.GraphModule:
     try:
         return fx.GraphModule(model, LayerTracer().trace(model), type(model).__name__)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise UnsupportedError(f"{type(model).__name__}: torch.fx cannot trace it ({first}); "
+        raise UnsupportedError(f"{type(model).__name__}: torch.fx cannot trace it ({first_line(exc)}); "
                                "write a spec by hand (README: the spec format) and pass --spec") from None
 
 
@@ -172,3 +178,16 @@ def module_path(node: Node) -> str:
 
 def node_description(node: Node) -> str:
     return op_name(node.target) if node.op == "call_function" else f".{node.target}()"
+
+
+@contextmanager
+def quiet_logs() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)

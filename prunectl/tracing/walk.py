@@ -16,18 +16,17 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.fx.node import Node, map_aggregate
 
-from .. import layers as L
 from ..errors import UnsupportedError
-from ..window_attention import is_window_attention
+from ..layers import kinds as L
+from ..layers.window_attention import is_window_attention
 from .flow import Flow, Touch
 from .followers import ChannelFollowers
 from .heads import HeadFollowers, parts_flow
-from .graph import (Incident, Size, TracedLayer, Walk, has_tensor, leaves, node_description, node_where,
-                    symbolic_graph)
+from .graph import Incident, Size, TracedLayer, Walk, has_tensor, leaves, node_description, node_where
 from .rules import PARAMETER_OPS, function_flow, module_flow, op_name
 from .window_attention import WindowAttentionFollower
 
-__all__ = ["Incident", "TracedLayer", "Walk", "symbolic_graph", "walk_graph"]
+__all__ = ["walk_graph"]
 
 
 class _Walker(ChannelFollowers, HeadFollowers, WindowAttentionFollower, fx.Interpreter):

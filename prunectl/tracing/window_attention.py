@@ -2,7 +2,7 @@
 
 A call of torchvision's ``ShiftedWindowAttention(V2)`` or MaxViT's
 ``RelativePositionalMultiHeadAttention`` is one leaf of the graph (graph.py's tracer; inside, the
-heads' width is read from the input, window_attention_cut.py): the packed q/k/v projection's input
+heads' width is read from the input, layers/window_attention_modules.py): the packed q/k/v projection's input
 columns follow the stream's channels (a parameter entry, ``qkv.weight`` dim 1) and the output
 projection writes a new channel space (a listed Linear whose input, the heads, is fixed:
 ``"prev": []``). The heads stay whole, as for ``nn.MultiheadAttention`` (followers.py
@@ -15,7 +15,7 @@ from typing import Any
 import torch.nn as nn
 from torch.fx.node import Node
 
-from ..window_attention import stream_projections
+from ..layers.window_attention import stream_projections
 from .flow import Flow, Touch
 from .graph import TracedLayer
 

@@ -1,0 +1,63 @@
+"""Soft pruning of norms whose statistic spans channels: compute it over the kept channels only.
+
+Zeroing a LayerNorm's or GroupNorm's scale and shift silences a cut channel's *output*, but the
+channel still enters the mean and variance of the others, so the soft model would normalise
+by different numbers than the hard one: mask before a statistic, not after. The
+soft model therefore gets, per such module, a forward that averages over the kept channels
+only; a cut channel's output is then exactly 0 (its centred value is masked to 0 and its scale
+and shift are zero), and every kept channel sees the hard model's statistic.
+"""
+from __future__ import annotations
+
+from types import MethodType
+
+import torch
+import torch.nn as nn
+
+from ..layers import kinds as L
+
+
+def install_masked_statistic(module: nn.Module, kept: torch.Tensor) -> None:
+    """Make ``module`` (a LayerNorm or GroupNorm of the soft model) normalise over ``kept`` only."""
+    mask = torch.zeros(L.out_width(module), dtype=torch.bool)
+    mask[kept] = True
+    module._prunectl_kept_mask = mask  # a plain attribute: not in the state_dict
+    statistic = L.statistic(module)
+    forward = _masked_layer_norm if statistic == "layer" else _masked_group_norm
+    module.forward = MethodType(forward, module)
+
+
+def _affine(module: nn.Module, y: torch.Tensor, dim: int) -> torch.Tensor:
+    shape = [1] * y.dim()
+    shape[dim] = -1
+    if getattr(module, "weight", None) is not None:
+        y = y * module.weight.view(shape)
+    if getattr(module, "bias", None) is not None:
+        y = y + module.bias.view(shape)
+    return y
+
+
+def _masked_layer_norm(self: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    dim = L.channel_dim(self, x.dim())
+    shape = [1] * x.dim()
+    shape[dim] = -1
+    mask = self._prunectl_kept_mask.to(x.device).view(shape).to(x.dtype)
+    count = mask.sum().clamp_min(1)
+    mean = (x * mask).sum(dim, keepdim=True) / count
+    centred = (x - mean) * mask
+    var = (centred * centred).sum(dim, keepdim=True) / count
+    return _affine(self, centred * torch.rsqrt(var + self.eps), dim)
+
+
+def _masked_group_norm(self: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    n, c = x.shape[0], x.shape[1]
+    groups = self.num_groups
+    grouped = x.reshape(n, groups, c // groups, -1)
+    mask = self._prunectl_kept_mask.to(x.device).view(1, groups, c // groups, 1).to(x.dtype)
+    # a group whose channels are all cut (GroupNorm(C, C)) has nothing to average: its output is 0
+    count = (mask.sum(dim=(2, 3), keepdim=True) * grouped.shape[-1]).clamp_min(1)
+    mean = (grouped * mask).sum(dim=(2, 3), keepdim=True) / count
+    centred = (grouped - mean) * mask
+    var = (centred * centred).sum(dim=(2, 3), keepdim=True) / count
+    y = (centred * torch.rsqrt(var + self.eps)).reshape(x.shape)
+    return _affine(self, y, 1)

@@ -1,0 +1,71 @@
+"""Parameters whose channel dim must follow a channel space, cut like a norm's scale.
+
+ConvNeXt multiplies each residual branch by a per-channel ``layer_scale`` of shape (C, 1, 1);
+ViT adds a ``pos_embedding`` of shape (1, S, C). These are ``nn.Parameter`` attributes of
+modules that are not themselves layers. A spec names one by its full name ("features.1.0.
+layer_scale", as in ``named_parameters()``) with ``"dim"``, the axis that holds the channels
+(docs/decisions.md). Masking zeroes that axis at the cut channels, surgery slices it, and a
+bundle's ``resize`` records the new size as ``{"dim_0": 72}``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..errors import SpecError
+
+
+def parameter_of(modules: dict[str, nn.Module], name: str) -> tuple[nn.Module, str, nn.Parameter] | None:
+    """(owner module, attribute, parameter) for a full parameter name, or None."""
+    owner_name, _, attr = name.rpartition(".")
+    owner = modules.get(owner_name)
+    if owner is None or not attr:
+        return None
+    parameter = owner._parameters.get(attr)
+    return None if parameter is None else (owner, attr, parameter)
+
+
+def count_attribute_of(modules: dict[str, nn.Module], name: str) -> tuple[nn.Module, str, int] | None:
+    """(owner module, attribute, value) for an int attribute holding a channel count, or None."""
+    owner_name, _, attr = name.rpartition(".")
+    owner = modules.get(owner_name)
+    value = None if owner is None else vars(owner).get(attr)
+    if not attr or not isinstance(value, int) or isinstance(value, bool):
+        return None
+    return owner, attr, value
+
+
+def count_attributes(module: nn.Module) -> dict[str, int]:
+    """A module's own int attributes (not bools): where a model may keep a channel count."""
+    return {key: value for key, value in vars(module).items()
+            if isinstance(value, int) and not isinstance(value, bool) and not key.startswith("_")}
+
+
+def replace_parameter(owner: nn.Module, attr: str, value: torch.Tensor) -> None:
+    old = owner._parameters[attr]
+    setattr(owner, attr, nn.Parameter(value.contiguous(), requires_grad=old.requires_grad))
+
+
+def resize_of(built: torch.Tensor, target: torch.Tensor) -> dict[str, int]:
+    """``{"dim_i": size}`` for every dim where ``target`` differs from ``built``."""
+    return {f"dim_{i}": int(b) for i, (a, b) in enumerate(zip(built.shape, target.shape)) if a != b}
+
+
+def apply_parameter_resize(owner: nn.Module, attr: str, attrs: dict, where: str) -> None:
+    """Reallocate a parameter at the recorded sizes (values are loaded afterwards)."""
+    old = owner._parameters[attr]
+    shape = list(old.shape)
+    for key, value in attrs.items():
+        axis = key[4:] if key.startswith("dim_") else ""
+        if not axis.isdigit() or int(axis) >= len(shape):
+            raise SpecError(f"{where}: a parameter of shape {tuple(shape)} has no resizable attribute {key!r}; "
+                            f"expected dim_0 .. dim_{len(shape) - 1}")
+        shape[int(axis)] = recorded_size(value, f"{where}.{key}")
+    replace_parameter(owner, attr, torch.zeros(shape, dtype=old.dtype, device=old.device))
+
+
+def recorded_size(value: object, where: str) -> int:
+    """A size read from a manifest's ``resize`` (or a spec): a positive int, never a bool."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise SpecError(f"{where}: expected a positive integer, got {value!r}")
+    return value

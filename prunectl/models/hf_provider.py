@@ -1,0 +1,130 @@
+"""``hf:CLASS_OR_CONFIG``: Hugging Face transformers models built from a config, never downloaded.
+
+    hf:BertModel                    the class; factory args are its config's fields
+    hf:BertConfig                   a config class: the library's base model for it (AutoModel)
+    hf:bert                         a model type (``transformers.CONFIG_MAPPING``): same as its config
+
+    prunectl prune ckpt.pt --model hf:BertModel ...   # spec "model": {"factory": "hf:BertModel",
+                                                      #   "args": {"hidden_size": 64, "num_hidden_layers": 2}}
+
+Only names that the installed transformers defines locally are accepted. A Hub checkpoint name
+(``bert-base-uncased``, ``google/vit-base``) would need a download to know its config, and
+prunectl never downloads: it is refused with a hint to write the config fields as factory args.
+The factory string may come from someone else's manifest, so it resolves to a transformers
+``PreTrainedModel``/``PretrainedConfig`` subclass or nothing, and unknown config fields (typos,
+``trust_remote_code``) are errors instead of being stored silently as transformers would.
+
+transformers is imported inside the factory (extra ``hf``); without it the error says what to install.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch.nn as nn
+
+from ..errors import SpecError
+
+# accepted by every PretrainedConfig without being one of its serialised fields
+_CONFIG_KEYWORDS = {"attn_implementation"}
+_REFUSED_KEYS = {"trust_remote_code", "pretrained_model_name_or_path", "cache_dir", "revision", "token"}
+# inputs prunectl can synthesise from a spec's input shape and dtype (models/inputs.py)
+_INPUT_DTYPES = {"input_ids": "int64", "pixel_values": "float32", "input_values": "float32",
+                 "input_features": "float32"}
+DEFAULT_TOKEN_SHAPE = (1, 16)
+
+
+def hf_factory(name: str, **args: Any) -> nn.Module:
+    """``hf:NAME``: a transformers model class, config class or model type, random init."""
+    transformers = _transformers(name)
+    model_cls, config_cls = _resolve(transformers, name)
+    config = _config(config_cls, name, args)
+    if model_cls is None:
+        return transformers.AutoModel.from_config(config)
+    return model_cls(config)
+
+
+def is_hf_model(model: nn.Module) -> bool:
+    """Whether ``model`` is a transformers model (without importing transformers)."""
+    return any(cls.__module__.startswith("transformers.") and cls.__name__ == "PreTrainedModel"
+               for cls in type(model).__mro__)
+
+
+def main_input_name(model: nn.Module) -> str:
+    """The forward argument a transformers model takes its tensor input as (``input_ids``, ...)."""
+    return str(getattr(model, "main_input_name", "input_ids"))
+
+
+def default_input_dtype(model: nn.Module) -> str | None:
+    """The dtype of a transformers model's main input (int64 token ids for text models)."""
+    return _INPUT_DTYPES.get(main_input_name(model)) if is_hf_model(model) else None
+
+
+def default_input_shape(model: nn.Module) -> tuple[int, ...] | None:
+    """1x16 token ids for text models; 1xCxHxW at the config's image size for vision models."""
+    name = main_input_name(model)
+    if name == "input_ids":
+        return DEFAULT_TOKEN_SHAPE
+    config = getattr(model, "config", None)
+    size, channels = getattr(config, "image_size", None), getattr(config, "num_channels", None)
+    if name == "pixel_values" and isinstance(size, int) and isinstance(channels, int):
+        return (1, channels, size, size)
+    return None
+
+
+def _init_keywords(config_cls: type) -> set[str]:
+    """Named keyword arguments of the config class and its bases (``num_labels`` is one, not a field)."""
+    names: set[str] = set()
+    for cls in config_cls.__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            names |= {p.name for p in inspect.signature(init).parameters.values()
+                      if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
+    return names
+
+
+def _transformers(name: str) -> Any:
+    try:
+        import transformers
+    except ImportError:
+        raise SpecError(f"model factory 'hf:{name}' needs transformers: pip install 'prunectl[hf]'") from None
+    return transformers
+
+
+def _resolve(transformers: Any, name: str) -> tuple[type | None, type]:
+    """(model class or None for AutoModel, config class) for a class name or model type."""
+    if name.isidentifier() and not name.startswith("_"):
+        mapping = transformers.CONFIG_MAPPING
+        if name in mapping:
+            return None, mapping[name]
+        try:
+            obj = getattr(transformers, name)
+        except Exception:  # transformers' lazy module raises what the backend's import raises (TF, Flax)
+            obj = None
+        if isinstance(obj, type) and issubclass(obj, transformers.PreTrainedModel) and \
+                isinstance(getattr(obj, "config_class", None), type):
+            return obj, obj.config_class
+        if isinstance(obj, type) and issubclass(obj, transformers.PretrainedConfig) and \
+                obj is not transformers.PretrainedConfig:
+            return None, obj
+    raise SpecError(f"model factory 'hf:{name}': not a transformers model class (hf:BertModel), config class "
+                    "(hf:BertConfig) or model type (hf:bert); a Hub checkpoint name would need a download, which "
+                    "prunectl never does: name the class and pass its config fields as factory args "
+                    "(hidden_size, num_hidden_layers, ...), then load your own weights")
+
+
+def _config(config_cls: type, name: str, args: dict[str, Any]) -> Any:
+    try:
+        known = set(config_cls().to_dict()) | _CONFIG_KEYWORDS | _init_keywords(config_cls)
+    except Exception as exc:  # composite configs (encoder-decoder) have no defaults to build alone
+        raise SpecError(f"model factory 'hf:{name}': {config_cls.__name__} cannot be built from fields alone "
+                        f"({exc}); name a model class with a self-contained config (hf:BertModel)") from None
+    for key in sorted(args):
+        if key in _REFUSED_KEYS or key.startswith("_") or key not in known:
+            raise SpecError(f"model factory 'hf:{name}': argument {key!r} is not a field of "
+                            f"{config_cls.__name__}; see its documentation for the fields (hidden_size, ...)")
+    try:
+        return config_cls(**args)
+    except Exception as exc:
+        raise SpecError(f"model factory 'hf:{name}' with args {args}: {config_cls.__name__} refused them: "
+                        f"{exc}") from None

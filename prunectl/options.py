@@ -1,0 +1,143 @@
+"""What a user can ask of ``prune``, ``auto`` and ``finetune``: one dataclass each, every default once.
+
+The command line (``prunectl.cli``) and the library take the same options: the click decorators
+read their defaults and choices from here, so a default cannot drift between a command, its help
+text and ``prunectl.prune``. ``None`` means "from the spec" for the options a spec may also set
+(criterion, rate, round_to, min_channels, group_reduce); the spec's own defaults are the
+``DEFAULT_*`` values below.
+
+This module imports nothing of prunectl's stages, so any stage may read a default from it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import SpecError
+
+# the spec's defaults (a spec or an option may override each)
+DEFAULT_CRITERION = "l1"
+DEFAULT_RATE = 0.5
+DEFAULT_ROUND_TO = 1
+DEFAULT_MIN_CHANNELS = 1
+DEFAULT_GROUP_REDUCE = "mean"
+GROUP_REDUCTIONS = ("mean", "sum", "max", "union")
+SCHEDULES = ("linear", "agp")
+MODES = ("structured", "unstructured")
+DEFAULT_OPSET = 17
+DEFAULT_SEED = 0
+# auto (CAC and NetAdapt; docs/auto.md)
+DEFAULT_MAX_DROP = 0.5
+DEFAULT_AUTO_EPOCHS = 3
+DEFAULT_MAX_STEPS = 1000
+DEFAULT_CAC_RATES = (0.2, 0.1, 0.0)
+DEFAULT_LOSS_MARGIN = 0.5
+# finetune
+DEFAULT_FINETUNE_EPOCHS = 5
+
+_SPEC_KEYS = ("criterion", "rate", "round_to", "min_channels", "group_reduce")
+
+
+def spec_overrides(options: Any) -> dict[str, Any]:
+    """The options that override the spec's own values (``None``: not given)."""
+    return {key: getattr(options, key) for key in _SPEC_KEYS if getattr(options, key, None) is not None}
+
+
+def _check_positive(options: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise SpecError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """Everything ``prune`` needs besides the checkpoint; ``None`` means "from the spec"."""
+
+    spec: str | Path | None = None
+    model: str | None = None
+    criterion: str | None = None
+    rate: float | None = None
+    round_to: int | None = None
+    min_channels: int | None = None
+    group_reduce: str | None = None
+    # choosing what to cut (prunectl.selection); data for data-driven criteria
+    data: str | Path | None = None  # .pt/.npz tensor file or a task plugin name
+    global_ranking: bool = False
+    exclude: tuple[str, ...] = ()
+    target_macs: float | None = None
+    target_params: float | None = None
+    steps: int = 1
+    schedule: str = "linear"
+    mode: str = "structured"
+    input_shape: tuple[int, ...] | None = None
+    output: str | Path | None = None
+    onnx: bool = False
+    opset: int = DEFAULT_OPSET
+    seed: int = DEFAULT_SEED
+    trust_pickle: bool = False
+    skip_unsupported: bool = False  # traced spec: leave channels behind ops prunectl cannot cut unpruned
+    max_memory: int | str | None = None  # bytes or "4G"; None: 80% of the memory available (load/memory.py)
+    # time original vs pruned (torch eager and ONNX Runtime) into report.json; timings vary, so
+    # the bundle is then no longer byte-identical across runs
+    latency: bool = False
+    latency_threads: int = 1
+    module: str | None = None  # trace and verify this submodule (spec "module"), e.g. a detector's backbone
+
+    def check(self) -> None:
+        """The options' own constraints (what needs the model or spec is checked where it is read)."""
+        if self.rate is not None and not 0 <= self.rate < 1:
+            raise SpecError(f"--rate: expected a number in [0, 1), got {self.rate}")
+        _check_positive(self, "round_to", "min_channels", "latency_threads")
+        if self.mode not in MODES:
+            raise SpecError(f"--mode: expected structured or unstructured, got {self.mode!r}")
+        if self.module is not None and (self.target_macs is not None or self.target_params is not None
+                                        or self.steps != 1):
+            raise SpecError("--module: --target-macs/--target-params/--steps measure the whole model on the spec "
+                            "input; use --rate with --module")
+
+
+@dataclass(frozen=True)
+class AutoOptions:
+    """``prunectl auto``: CAC's accuracy-controlled search, or NetAdapt toward a target (docs/auto.md)."""
+
+    task: str
+    spec: str | Path | None = None
+    model: str | None = None
+    max_drop: float = DEFAULT_MAX_DROP  # accuracy points (the task metric's unit) below the original
+    target_macs: float | None = None  # fraction of the original kept: NetAdapt mode
+    target_params: float | None = None
+    criterion: str | None = None
+    epochs: int = DEFAULT_AUTO_EPOCHS  # retraining (CAC) / short fine-tune (NetAdapt) epochs per step
+    final_epochs: int = 0  # a long fine-tune at the end (its last epoch is kept)
+    early_stop: bool = True  # CAC: retraining stops once back within max_drop; False: all epochs, best kept
+    budget_minutes: float | None = None
+    max_steps: int = DEFAULT_MAX_STEPS  # CAC's max_search_times
+    rates: tuple[float, ...] = DEFAULT_CAC_RATES
+    loss_margin: float = DEFAULT_LOSS_MARGIN
+    step_fraction: float | None = None  # NetAdapt: resource saved per iteration, of the original
+    round_to: int | None = None
+    min_channels: int | None = None
+    group_reduce: str | None = None
+    output: str | Path | None = None
+    onnx: bool = False
+    resume: bool = False
+    seed: int = DEFAULT_SEED
+    micro_batches: int | None = None  # default: the number of processes
+    threads: int | None = 1  # one thread: bit-identical results, resumable byte for byte
+
+    def check(self) -> None:
+        if self.target_macs is not None and self.target_params is not None:
+            raise SpecError("give one of --target-macs and --target-params, not both")
+        for name in ("target_macs", "target_params"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= 1:
+                raise SpecError(f"--{name.replace('_', '-')}: expected a fraction kept in (0, 1], got {value}")
+        if self.max_drop < 0:
+            raise SpecError(f"--max-drop: expected a number >= 0, got {self.max_drop}")
+        if self.epochs < 0 or self.final_epochs < 0 or self.max_steps < 0:
+            raise SpecError("--epochs, --final-epochs and --max-steps must be >= 0")
+        if not self.rates or any(not 0 <= r < 1 for r in self.rates):
+            raise SpecError(f"--rates: expected numbers in [0, 1), got {list(self.rates)}")
+        _check_positive(self, "round_to", "min_channels")

@@ -1,0 +1,99 @@
+"""Per-layer choice: how many channels a group keeps at a rate, and which ones.
+
+``kept_count`` rounds a rate to a width (``round_to``, conv-group blocks, ``min_channels``);
+``select_group`` keeps a group's top channels by its reduced score (CAC's ``union`` of every
+member's own top channels for ``group_reduce: union``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import floor, gcd
+
+import torch
+import torch.nn as nn
+
+from ..coupling.channel_spaces import ChannelGroup
+from ..criteria.base import Criterion
+from ..formats.spec import Spec
+from ..options import DEFAULT_GROUP_REDUCE, DEFAULT_MIN_CHANNELS, DEFAULT_RATE, DEFAULT_ROUND_TO
+from .scoring import reduce_scores, score_groups
+
+
+@dataclass(frozen=True)
+class SelectOptions:
+    rate: float = DEFAULT_RATE
+    round_to: int = DEFAULT_ROUND_TO
+    min_channels: int = DEFAULT_MIN_CHANNELS
+    group_reduce: str = DEFAULT_GROUP_REDUCE
+    normalise: bool = True  # divide each member's scores by their mean (off for self-normalised criteria)
+
+    @classmethod
+    def from_spec(cls, spec: Spec, criterion: Criterion, rate: float | None = None) -> SelectOptions:
+        """The spec's values (options already applied to it), the defaults for what it leaves out;
+        ``rate``: instead of the spec's (auto searches its own rates)."""
+        return cls(rate=rate if rate is not None else spec.rate if spec.rate is not None else DEFAULT_RATE,
+                   round_to=spec.round_to or DEFAULT_ROUND_TO, min_channels=spec.min_channels or DEFAULT_MIN_CHANNELS,
+                   group_reduce=spec.group_reduce or DEFAULT_GROUP_REDUCE, normalise=not criterion.self_normalised)
+
+
+def channel_step(options: SelectOptions, blocks: int = 1, unit: int = 1) -> int:
+    """Kept counts are multiples of this: ``round_to`` tensor indices and the conv-group count."""
+    round_to = options.round_to // gcd(options.round_to, unit)
+    return round_to * blocks // gcd(round_to, blocks)
+
+
+def kept_count(size: int, rate: float, options: SelectOptions, blocks: int = 1, unit: int = 1) -> int:
+    """Channels kept: ``size - floor(size * rate)``, rounded up so the tensor width (channels
+    times ``unit``, the indices one channel spans: an attention head's head_dim) is a multiple of
+    ``round_to`` (and to the conv-group count), never below ``min_channels`` or 1, never above ``size``."""
+    # the epsilon keeps 0.3 * 10 = 3.0000000000000004 from pruning one channel fewer
+    keep = size - floor(size * rate + 1e-9)
+    keep = max(keep, options.min_channels, 1)
+    step = channel_step(options, blocks, unit)
+    keep = -(-keep // step) * step
+    if keep > size:
+        keep = size
+    return keep
+
+
+def top_indices(score: torch.Tensor, keep: int) -> torch.Tensor:
+    """The ``keep`` highest-scoring indices, ties to the lower index, sorted ascending."""
+    order = torch.argsort(-score, stable=True)
+    return torch.sort(order[:keep]).values
+
+
+def select_group(group: ChannelGroup, scores: list[torch.Tensor], rate: float, options: SelectOptions) -> torch.Tensor:
+    """Kept channel indices (original numbering, ascending) for one group."""
+    keep = kept_count(group.size, rate, options, group.blocks, group.unit)
+    if keep >= group.size or not scores:
+        return torch.arange(group.size)
+    if group.blocks > 1:
+        per_block = keep // group.blocks
+        block = group.size // group.blocks
+        combined = reduce_scores(scores, "mean" if options.group_reduce == "union" else options.group_reduce,
+                                 options.normalise)
+        return torch.cat([top_indices(combined[b * block:(b + 1) * block], per_block) + b * block
+                          for b in range(group.blocks)])
+    if options.group_reduce == "union":
+        kept = torch.cat([top_indices(s, keep) for s in scores])
+        return torch.unique(kept)  # sorted
+    return top_indices(reduce_scores(scores, options.group_reduce, options.normalise), keep)
+
+
+def group_rate(group: ChannelGroup, default: float) -> float:
+    """A layer's own rate wins; when coupled layers disagree, the smallest (safest) wins."""
+    return min(group.rates) if group.rates else default
+
+
+def select(groups: list[ChannelGroup], model: nn.Module, criterion: Criterion,
+           options: SelectOptions, data=None, seed: int = 0) -> list[torch.Tensor | None]:
+    """Kept indices per group (None for groups that are pinned and keep everything)."""
+    scores = score_groups(groups, model, criterion, data, seed)
+    return select_per_layer(groups, scores, lambda group: group_rate(group, options.rate), options)
+
+
+def select_per_layer(groups: list[ChannelGroup], scores: list[list[torch.Tensor] | None], rate_of,
+                     options: SelectOptions) -> list[torch.Tensor | None]:
+    """Each prunable group keeps its own top channels at ``rate_of(group)``."""
+    return [None if group_scores is None else select_group(group, group_scores, rate_of(group), options)
+            for group, group_scores in zip(groups, scores)]

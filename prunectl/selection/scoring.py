@@ -1,0 +1,109 @@
+"""Scoring channel groups with a criterion: every scored member's scores, on the same channels.
+
+Group score (Torch-Pruning's default, and the natural reading of "aggregate"): every scored
+member's scores are divided by their mean, so a layer with large weights does not dominate,
+then reduced over members (mean, sum or max); ``per_layer.select_group`` turns them into kept
+channels (or, for ``union``, CAC's union of each member's own top channels).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..coupling.channel_spaces import ChannelGroup
+from ..criteria.base import Consumer, Criterion, LayerView
+from ..errors import SpecError
+from ..layers import kinds as L
+
+
+def layer_views(groups: list[ChannelGroup], model: nn.Module, seed: int = 0) -> dict[str, LayerView]:
+    """A LayerView for every scored member of every prunable group: its norm (the member
+    listed right after it, if a norm), the group's readers and the seed."""
+    modules = dict(model.named_modules())
+    views: dict[str, LayerView] = {}
+    for group in groups:
+        if not group.prunable:
+            continue
+        consumers = tuple(Consumer(m.module, modules[m.module], m.factor, m.offset, group.size)
+                          for m in group.members if m.side == "in")
+        for position, member in enumerate(group.members):
+            if not member.scored:
+                continue
+            after = group.members[position + 1] if position + 1 < len(group.members) else None
+            # a norm over a concatenation (DenseNet's next norm1, Swin's patch merging) holds more
+            # channels than this layer's: not its norm
+            norm = after.module if (after is not None and after.side == "out" and after.offset == 0
+                                    and _is_next_norm(modules.get(after.module), modules[member.module])
+                                    and L.out_width(modules[after.module]) == group.size * after.factor) else None
+            views[member.module] = LayerView(member.module, modules[member.module],
+                                             modules[norm] if norm else None, norm, consumers, seed,
+                                             group.parts(member.module))
+    return views
+
+
+def _is_next_norm(module: nn.Module | None, producer: nn.Module) -> bool:
+    """A norm with a scale per channel, laid out like its producer's output (a LayerNorm after a
+    permuted conv holds channels last, where observing criteria would look for them at dim 1)."""
+    return (module is not None and L.kind_of(module) == "norm" and not isinstance(module, nn.PReLU)
+            and L.channel_dim(module, 4) == L.channel_dim(producer, 4))
+
+
+def score_groups(groups: list[ChannelGroup], model: nn.Module, criterion: Criterion, data=None,
+                 seed: int = 0) -> list[list[torch.Tensor] | None]:
+    """Member scores per group (None for pinned groups); data-driven criteria get ``data`` first."""
+    if criterion.needs_data and data is None:
+        raise SpecError(f"criterion {criterion.name!r} needs data: pass --data FILE.pt|FILE.npz "
+                        "(inputs, optional targets) or --data TASK (an installed task plugin)")
+    if criterion.needs_data:
+        _pin_attention_heads(groups, model, criterion)
+    views = layer_views(groups, model, seed)
+    criterion.prepare(model, list(views.values()), data)
+    return [member_scores(group, model, criterion, views) if group.prunable else None for group in groups]
+
+
+def _pin_attention_heads(groups: list[ChannelGroup], model: nn.Module, criterion: Criterion) -> None:
+    """Data-driven criteria observe a layer's outputs or its readers' inputs; an attention's heads
+    are neither a module output nor (in nn.MultiheadAttention's fused forward) out_proj's call."""
+    modules = dict(model.named_modules())
+    for group in groups:
+        heads = [m.module for m in group.members if m.scored and L.kind_of(modules[m.module]) == "attention"]
+        if heads and group.prunable:
+            group.pinned_by.append(f"{heads[0]}: criterion {criterion.name!r} observes activations, which attention "
+                                   "heads do not expose; weight criteria (l1, l2, fpgm, lamp, group_l1) prune heads")
+
+
+def member_scores(group: ChannelGroup, model: nn.Module, criterion: Criterion,
+                  views: dict[str, LayerView] | None = None) -> list[torch.Tensor]:
+    """One score tensor of length ``group.size`` per scored member, in float64."""
+    modules = dict(model.named_modules()) if views is None else {}
+    scores = []
+    for member in group.members:
+        if not member.scored:
+            continue
+        view = views[member.module] if views is not None else LayerView(member.module, modules[member.module],
+                                                                        parts=group.parts(member.module))
+        raw = criterion.score(view)
+        expected = group.size * member.factor
+        parts = group.parts(member.module)
+        if parts > 1 and isinstance(raw, torch.Tensor) and raw.shape == (parts * expected,):
+            raw = raw.view(parts, expected).sum(0)  # observed per q/k/v output: a head's channel sums them
+        if not isinstance(raw, torch.Tensor) or raw.shape != (expected,):
+            shape = tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
+            raise SpecError(f"criterion {criterion.name!r} returned {shape} for {member.module!r}; "
+                            f"expected one score per output channel ({expected},)")
+        raw = raw.detach().double().cpu()
+        if not bool(torch.isfinite(raw).all()):
+            raise SpecError(f"criterion {criterion.name!r} gave NaN/inf scores for {member.module!r}")
+        # a depthwise multiplier gives `factor` outputs per group channel: they go together
+        scores.append(raw.view(group.size, member.factor).sum(dim=1))
+    return scores
+
+
+def reduce_scores(scores: list[torch.Tensor], how: str, normalise: bool = True) -> torch.Tensor:
+    normalised = [s / s.mean() if normalise and float(s.mean()) > 0 else s for s in scores]
+    stacked = torch.stack(normalised)
+    if how == "sum":
+        return stacked.sum(0)
+    if how == "max":
+        return stacked.max(0).values
+    return stacked.mean(0)

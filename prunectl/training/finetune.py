@@ -1,0 +1,163 @@
+"""Fine-tuning a pruned model with a task's data, loss and optimizer.
+
+The **hard** (rebuilt, narrower) model is fine-tuned, not the masked soft one: it is the model
+that ships, training it costs what the pruned model costs, and no mask has to be re-applied
+after every optimizer step (a momentum or weight-decay update would revive masked weights).
+
+Defaults when the task does not supply them (see ``prunectl.tasks``): SGD with momentum 0.9,
+lr 0.01, weight decay 5e-4 and a cosine decay of the learning rate to 0 over all iterations
+of the fine-tune (each fine-tune starts afresh, so a short retrain between pruning steps ends
+at a small learning rate); the training batches are the task's calibration batches,
+reshuffled every epoch from ``(seed, epoch)``.
+
+Determinism and several processes: every batch is split into ``micro_batches`` parts, each
+part's gradient is computed alone (its loss weighted by its share of the batch) and the parts
+are summed in a fixed order in float64. Under torchrun, part ``i`` is computed by rank
+``i % world``; the parts are gathered and summed in the same order, so N processes compute
+exactly what one process computes with ``micro_batches=N``. Norm-layer running statistics
+follow part 0, as DistributedDataParallel's ``broadcast_buffers`` does; every part draws its
+random numbers (dropout) from a seed of its own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from ..errors import SpecError
+from ..options import DEFAULT_FINETUNE_EPOCHS
+from ..seeding import mix_seed
+from ..tasks import Batch, Task
+from .distributed import Dist
+
+DEFAULT_LR = 0.01
+MOMENTUM = 0.9
+WEIGHT_DECAY = 5e-4
+
+Events = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class FineTuneOptions:
+    epochs: int = DEFAULT_FINETUNE_EPOCHS
+    seed: int = 0
+    micro_batches: int = 1  # parts per batch; torchrun ranks share them (see module docstring)
+
+
+def check_options(options: FineTuneOptions, group: Dist) -> None:
+    if options.epochs < 0:
+        raise SpecError(f"--epochs: expected an integer >= 0, got {options.epochs}")
+    if options.micro_batches < 1:
+        raise SpecError(f"--micro-batches: expected an integer >= 1, got {options.micro_batches}")
+    if options.micro_batches % group.world:
+        raise SpecError(f"--micro-batches {options.micro_batches}: must be a multiple of the number of "
+                        f"processes ({group.world})")
+
+
+def training_batches(task: Task, epoch: int, seed: int) -> list[Batch]:
+    """The task's training batches for ``epoch`` (or its calibration batches, reshuffled)."""
+    own = getattr(task, "training_batches", None)
+    if callable(own):
+        batches = list(own(epoch, seed))
+    else:
+        given = list(task.calibration_batches())
+        if not given:
+            raise SpecError("the task gave no calibration batches to fine-tune on")
+        inputs = torch.cat([x for x, _ in given])
+        targets = torch.cat([y for _, y in given])
+        order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(mix_seed(seed, epoch)))
+        batches = [(inputs[idx], targets[idx]) for idx in order.split(max(1, len(given[0][1])))]
+    if not batches:
+        raise SpecError("the task gave no training batches")
+    return batches
+
+
+def make_optimizer(task: Task, params: list[nn.Parameter], iterations: int
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+    own = getattr(task, "optimizer", None)
+    if callable(own):
+        return own(params), None
+    optimizer = torch.optim.SGD(params, lr=DEFAULT_LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, iterations))
+
+
+def fine_tune(model: nn.Module, task: Task, options: FineTuneOptions, group: Dist = Dist(),
+              events: Events | None = None, stop_when: Callable[[dict[str, Any]], bool] | None = None
+              ) -> list[dict[str, Any]]:
+    """Train ``model`` in place; one log entry per epoch (loss, learning rate, metric).
+
+    ``stop_when(entry)`` ends the fine-tune early after an epoch (CAC's retraining stops as
+    soon as the accuracy is back within budget)."""
+    check_options(options, group)
+    emit = events or (lambda _kind, _info: None)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if options.epochs == 0 or not params:
+        return []
+    per_epoch = len(training_batches(task, 0, options.seed))
+    optimizer, scheduler = make_optimizer(task, params, per_epoch * options.epochs)
+    log: list[dict[str, Any]] = []
+    for epoch in range(options.epochs):
+        batches = training_batches(task, epoch, options.seed)
+        emit("epoch_start", {"epoch": epoch + 1, "epochs": options.epochs, "batches": len(batches)})
+        model.train()
+        lr = float(optimizer.param_groups[0]["lr"])
+        loss_sum, seen = 0.0, 0
+        for index, (inputs, targets) in enumerate(batches):
+            loss_sum += _accumulate(model, task, params, inputs, targets, options.micro_batches, group,
+                                    mix_seed(options.seed, epoch, index))
+            seen += len(targets)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            emit("batch", {"epoch": epoch + 1, "batch": index + 1})
+        entry = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(seen, 1),
+                 "accuracy": float(task.metric(model))}
+        log.append(entry)
+        emit("epoch", entry)
+        if stop_when is not None and stop_when(entry):
+            break
+    model.eval()
+    return log
+
+
+def _accumulate(model: nn.Module, task: Task, params: list[nn.Parameter], inputs: torch.Tensor,
+                targets: torch.Tensor, parts: int, group: Dist, seed: int) -> float:
+    """Set every ``param.grad`` to the batch gradient, summed part by part; the batch's summed loss."""
+    size = len(targets)
+    chunks = list(zip(torch.tensor_split(inputs, parts), torch.tensor_split(targets, parts)))
+    width = sum(p.numel() for p in params) + 1  # the last column carries the part's summed loss
+    buffers = list(model.buffers())
+    first_buffers = None
+    rows = []
+    for part in range(group.rank, parts, group.world):
+        x, y = chunks[part]
+        if len(y) == 0:
+            rows.append(torch.zeros(width, dtype=torch.float64))
+            continue
+        for p in params:
+            p.grad = None
+        torch.manual_seed(mix_seed(seed, part))
+        loss = task.loss(model(x), y)
+        (loss * (len(y) / size)).backward()
+        grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).double() for p in params]
+        rows.append(torch.cat(grads + [loss.detach().double().reshape(1) * len(y)]))
+        if part == 0 and parts > 1:
+            first_buffers = [b.detach().clone() for b in buffers]
+    mine = torch.stack(rows)
+    gathered = group.gather_tensor(mine)
+    total = torch.zeros(width, dtype=torch.float64)
+    for part in range(parts):
+        total = total + gathered[part % group.world][part // group.world]
+    if first_buffers is not None:  # running statistics follow part 0 (rank 0 owns it)
+        with torch.no_grad():
+            for buffer, saved in zip(buffers, first_buffers):
+                buffer.copy_(saved)
+    if parts > 1:
+        group.broadcast_tensors(buffers, src=0)
+    offset = 0
+    for p in params:
+        p.grad = total[offset:offset + p.numel()].view_as(p).to(p.dtype)
+        offset += p.numel()
+    return float(total[-1])

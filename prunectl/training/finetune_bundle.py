@@ -1,0 +1,79 @@
+"""``prunectl finetune BUNDLE``: fine-tune a bundle's model and write a new verified bundle.
+
+The new bundle keeps the manifest's recipe (``rebuild``, ``resize``, ``kept``) and gets new
+weights. Verification: the model rebuilt from the recipe, loaded strictly with the new
+weights, must compute what the fine-tuned model computes (the recipe is proven again, as
+``prune`` proves it). report.json gains a ``finetune`` section with the per-epoch log, and
+history.json (kept from the source bundle, or started) gains one ``finetune`` step.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..bundle.staging import check_output_path
+from ..bundle.writer import versions, write_bundle
+from ..errors import VerificationError
+from ..formats import history as H
+from ..formats.manifest import MANIFEST_NAME, Manifest
+from ..formats.spec import InputSpec
+from ..formats.strict_json import read_json
+from ..load.bundle import load_bundle, rebuild_model
+from ..measure.size import count_macs, count_params
+from ..models.forward import run
+from ..models.inputs import make_inputs
+from ..options import DEFAULT_FINETUNE_EPOCHS
+from ..tasks import get_task
+from ..verify.compare import TOLERANCE, compare
+from ..views.history_files import history_files
+from .distributed import from_environment
+from .finetune import Events, FineTuneOptions, fine_tune
+
+
+def finetune_bundle(bundle: str | Path, task_name: str, epochs: int | None = None, output: str | Path | None = None,
+                    seed: int = 0, micro_batches: int | None = None, events: Events | None = None) -> dict[str, Any]:
+    """Fine-tune ``bundle``'s model on ``task_name``; write ``output`` (default: replace ``bundle``)."""
+    bundle = Path(bundle)
+    out = Path(output) if output is not None else bundle
+    group = from_environment()
+    model, manifest = load_bundle(bundle)
+    if group.is_writer:
+        check_output_path(out)
+    task = get_task(task_name)
+    epochs = epochs if epochs is not None else int(getattr(task, "fine_tune_epochs", DEFAULT_FINETUNE_EPOCHS))
+    input_spec = InputSpec(tuple(manifest.input["shape"]), manifest.input["dtype"])
+    inputs = make_inputs(input_spec, manifest.extra.get("verify", {}).get("seed", 0))
+    before = float(task.metric(model))
+    options = FineTuneOptions(epochs=epochs, seed=seed, micro_batches=micro_batches or group.world)
+    log = fine_tune(model, task, options, group, events)
+    after = float(task.metric(model))
+
+    tolerance = TOLERANCE.get(input_spec.dtype, TOLERANCE["float32"])
+    rebuilt = rebuild_model(manifest, str(bundle / MANIFEST_NAME))
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    rebuilt.eval()
+    worst = 0.0
+    for x in inputs:
+        result = compare(run(model, x, "fine-tuned model"), run(rebuilt, x, "rebuilt model"), tolerance,
+                         "rebuilt vs fine-tuned")
+        if not result.ok:
+            raise VerificationError(f"{bundle}: the model rebuilt from the manifest differs from the fine-tuned "
+                                    f"one (max diff {result.max_abs:.3g})")
+        worst = max(worst, result.max_abs)
+
+    report = read_json(bundle / "report.json", VerificationError)
+    report["finetune"] = {"task": task_name, "epochs": epochs, "seed": seed, "accuracy_before": before,
+                          "accuracy_after": after, "log": log, "rebuilt_max_abs": worst}
+    history = H.read_history(bundle / H.HISTORY_NAME) if (bundle / H.HISTORY_NAME).is_file() else []
+    sizes = {"params": count_params(rebuilt), "macs": count_macs(rebuilt, inputs[0])}
+    if not history:
+        history.append(H.entry(0, sizes, before, {}, "original", note="bundle before fine-tuning"))
+    history.append(H.entry(len(history), sizes, after, {}, "finetune", epochs=len(log)))
+    if group.is_writer:
+        manifest = Manifest(manifest.rebuild, manifest.resize, manifest.kept, manifest.input, {}, versions(),
+                            dict(manifest.extra))
+        write_bundle(out, rebuilt, manifest, report, inputs,
+                     manifest.extra["onnx"]["opset"] if "onnx" in manifest.extra else None,
+                     extra_files=history_files(history))
+    group.barrier()
+    return {"output": str(out), "epochs": epochs, "accuracy_before": before, "accuracy_after": after, "log": log}

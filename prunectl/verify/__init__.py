@@ -1,0 +1,1 @@
+"""Verification: soft == hard on every run, the rebuild recipe and its proof, the ONNX check."""
