@@ -5,14 +5,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS := plot,data,test
 DEMO_CKPTS := .fixture-ckpts
+# the exact torch/torchvision pair the project is tested with (pyproject.toml states ranges)
+CONSTRAINTS := .ci/constraints.txt
 
-.PHONY: demo test zoo bench fuzz clean
+.PHONY: demo test lint zoo bench fuzz clean
 
 # The example plugin (plugins/prunectl-digits) is installed too: tests use its criterion, task and models.
-$(STAMP): pyproject.toml plugins/prunectl-digits/pyproject.toml
+$(STAMP): pyproject.toml plugins/prunectl-digits/pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	$(PY) -m pip install --quiet --no-deps -e plugins/prunectl-digits
 	touch $(STAMP)
 
@@ -25,7 +27,12 @@ demo: $(DEMO_CKPTS)/.done
 	$(VENV)/bin/prunectl export demo-out --onnx
 	$(VENV)/bin/prunectl verify demo-out
 
-test: $(STAMP)
+# ruff, then the import contracts of pyproject.toml (the layering of docs/architecture.md)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
+
+test: lint
 	$(PY) -m pytest -q -n 2 tests
 
 # Coverage sweep over every torchvision classification model (long: each model in its own
@@ -38,7 +45,7 @@ zoo: $(STAMP)
 # runs each in under two minutes (written as *-quick.json, so the README's numbers stay).
 BENCH_ARGS ?=
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[$(EXTRAS),bench]"
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[$(EXTRAS),bench]"
 	$(PY) benchmarks/tool_speed.py $(BENCH_ARGS)
 	$(PY) benchmarks/latency.py $(BENCH_ARGS)
 	$(PY) benchmarks/scaling.py $(BENCH_ARGS)

@@ -7,8 +7,9 @@ For each digits model (prunectl_digits, trained deterministically once), each cr
 ``prunectl criteria`` lists, and each MACs level (fraction of the original MACs kept), prunectl
 prunes the trained model with ``PruneOptions(target_macs=level)`` (data-driven criteria get
 ``data="digits"``), then the pruned model is fine-tuned with prunectl's ``fine_tune`` for the
-same number of epochs and the same seeds (mean of 3 in the full run). Torch-Pruning's ``MagnitudePruner`` (L1, one uniform
-ratio bisected to the same MACs; ``auto_digits.tp_uniform``) gets the identical fine-tune.
+same number of epochs and the same seeds (mean of 3 in the full run). Torch-Pruning's
+``MagnitudePruner`` (L1, one uniform ratio bisected to the same MACs; ``auto_digits.tp_uniform``)
+gets the identical fine-tune.
 Validation and test accuracy are reported, before and after fine-tuning. ``bn_scale`` scores
 BatchNorm gammas, so it is skipped (with a note) on models without BatchNorm.
 """
@@ -43,7 +44,8 @@ def _widths(model) -> dict[str, int]:
 def _accuracy(model, task) -> dict[str, float]:
     from prunectl.tasks import evaluate
 
-    return {"validation": round(float(task.metric(model)), 2), "test": round(float(evaluate(model, task.test_batches())), 2)}
+    return {"validation": round(float(task.metric(model)), 2),
+            "test": round(float(evaluate(model, task.test_batches())), 2)}
 
 
 def _fine_tuned(model, task, epochs: int, seeds) -> dict:
@@ -80,7 +82,8 @@ def run_model(model_name: str, criteria: list[dict], levels, epochs: int, seeds,
     spec.write_text(json.dumps(spec_for(model_name)))
     base_macs = count_macs(model, example)
     has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    result = {"original": {"macs": base_macs, "params": count_params(model), "widths": _widths(model), **_accuracy(model, task)},
+    result = {"original": {"macs": base_macs, "params": count_params(model), "widths": _widths(model),
+                           **_accuracy(model, task)},
               "fine_tune_epochs": epochs, "fine_tune_seeds": list(seeds), "runs": [], "skipped": {}, "notes": {}}
     for level in levels:
         for criterion in criteria:
@@ -111,8 +114,8 @@ def run_model(model_name: str, criteria: list[dict], levels, epochs: int, seeds,
             print(json.dumps({"model": model_name, **row}), flush=True)
         peer, peer_macs, ratio = tp_uniform(model.eval(), example, int(level * base_macs), LAST_LAYER[model_name])
         row = {"tool": "torch_pruning", "criterion": "tp_magnitude_uniform", "level": level, "ratio": round(ratio, 4),
-               "macs": peer_macs, "macs_kept": round(peer_macs / base_macs, 4), "params": count_params(peer), "widths": _widths(peer),
-               **_fine_tuned(peer, task, epochs, seeds)}
+               "macs": peer_macs, "macs_kept": round(peer_macs / base_macs, 4), "params": count_params(peer),
+               "widths": _widths(peer), **_fine_tuned(peer, task, epochs, seeds)}
         result["runs"].append(row)
         print(json.dumps({"model": model_name, **row}), flush=True)
     return result
@@ -167,10 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     wall = round(time.perf_counter() - started, 1)
     rows = []
     for model_name, result in models.items():
-        rows.append([f"{model_name} original", "-", 1.0, result["original"]["validation"], result["original"]["test"], "-", "-", ""])
+        rows.append([f"{model_name} original", "-", 1.0, result["original"]["validation"], result["original"]["test"],
+                     "-", "-", ""])
         for r in result["runs"]:
             if "error" in r:
-                rows.append([f"{model_name} {r['criterion']}", r["level"], None, None, None, None, None, r["error"][:60]])
+                rows.append([f"{model_name} {r['criterion']}", r["level"], None, None, None, None, None,
+                             r["error"][:60]])
                 continue
             label = "TP uniform L1" if r["tool"] == "torch_pruning" else r["criterion"]
             rows.append([f"{model_name} {label}", r["level"], r["macs_kept"], r["validation"], r["test"],
@@ -180,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(f"digits accuracy vs MACs kept ({epochs} fine-tune epochs, mean over seeds {list(seeds)}; {wall}s)",
                 ["model / criterion", "target", "MACs kept", "val %", "test %", "test std", "test % before FT", "note"],
                 rows)
-    payload = {"levels": list(levels), "fine_tune_epochs": epochs, "fine_tune_seeds": list(seeds), "torch_threads": 1, "wall_seconds": wall,
-               "criteria": criteria, "models": models}
+    payload = {"levels": list(levels), "fine_tune_epochs": epochs, "fine_tune_seeds": list(seeds), "torch_threads": 1,
+               "wall_seconds": wall, "criteria": criteria, "models": models}
     path = write_results("accuracy_vs_size", payload, plot(models), args.quick)
     print(f"wrote {path} and {path.with_suffix('.png')}")
     return 0
@@ -192,7 +197,8 @@ def _criteria() -> list[dict]:
     import subprocess
 
     exe = Path(sys.executable).with_name("prunectl")
-    listed = json.loads(subprocess.run([str(exe), "criteria", "--json"], check=True, capture_output=True, text=True).stdout)
+    listed = json.loads(subprocess.run([str(exe), "criteria", "--json"], check=True, capture_output=True,
+                                       text=True).stdout)
     return [{"name": c["name"], "needs_data": bool(c["needs_data"])} for c in listed]
 
 

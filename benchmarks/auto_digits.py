@@ -66,11 +66,11 @@ def tp_uniform(model, example, goal_macs: int, ignored):
 def run_case(name: str, model_name: str, options: dict, seed: int, model, tmp: Path) -> dict:
     """One search with ``seed`` and the Torch-Pruning baseline at its MACs, same epochs, same seed."""
     import prunectl
-    from prunectl.options import AutoOptions
     from prunectl.auto.search import auto
-    from prunectl.training.finetune import FineTuneOptions, fine_tune
     from prunectl.measure.size import count_params
+    from prunectl.options import AutoOptions
     from prunectl.tasks import evaluate
+    from prunectl.training.finetune import FineTuneOptions, fine_tune
     from prunectl_digits.task import DigitsTask
 
     task = DigitsTask()
@@ -151,13 +151,15 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "runs"}), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "auto_digits.json").write_text(json.dumps({"machine": "2 CPU cores, 1 torch thread", "torch": torch.__version__,
+    (out / "auto_digits.json").write_text(json.dumps({"machine": "2 CPU cores, 1 torch thread",
+                                                      "torch": torch.__version__,
                                                       "seeds": seeds, "cases": rows}, indent=2) + "\n")
     from prunectl.views.charts import grouped_bars
 
     png = grouped_bars([r["case"] for r in rows],
                        {"prunectl auto (test, mean)": [r["mean"]["test"] for r in rows],
-                        "Torch-Pruning uniform, same MACs (test, mean)": [r["mean"]["torch_pruning_test"] for r in rows],
+                        "Torch-Pruning uniform, same MACs (test, mean)": [r["mean"]["torch_pruning_test"]
+                                                                          for r in rows],
                         "original (test)": [r["original"]["test"] for r in rows]},
                        "test accuracy (%)", f"digits: prunectl auto vs Torch-Pruning magnitude, same MACs and epochs "
                        f"(mean of {len(seeds)} seeds)")

@@ -36,7 +36,8 @@ def main() -> None:
     (ROOT / "docs" / "fixtures.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = ["# Fixtures through the whole pipeline", "",
              "`.venv/bin/python benchmarks/fixtures_table.py` (spec rate, l1, ONNX opset 17, 2-core CPU).", "",
-             "| fixture | rate | params before | params after | MACs before | MACs after | soft vs hard max abs | ONNX max abs | seconds |",
+             "| fixture | rate | params before | params after | MACs before | MACs after | soft vs hard max abs | "
+             "ONNX max abs | seconds |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['fixture']} | {r['rate']} | {r['params_before']:,} | {r['params_after']:,} | "

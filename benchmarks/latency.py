@@ -29,9 +29,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, tracing_available, write_results  # noqa: E402
-
 import torch  # noqa: E402
+from _common import print_table, tracing_available, write_results  # noqa: E402
 
 from prunectl.measure.latency import ort_session, time_models  # noqa: E402
 
@@ -120,7 +119,8 @@ def _one_model(name: str, side: int, batches: tuple[int, ...], work: Path, threa
 def _original(name: str, side: int, work: Path) -> tuple[Path, torch.nn.Module, dict]:
     """(checkpoint, original model in eval mode, the PruneOptions keys that select it)."""
     if name in FIXTURES:
-        from fixtures.make_checkpoints import FIXTURES as SPECS, make_model
+        from fixtures.make_checkpoints import FIXTURES as SPECS
+        from fixtures.make_checkpoints import make_model
 
         model = make_model(name).eval()
         options = {"spec": SPECS[name][2]}
@@ -241,7 +241,8 @@ def _report(cases: list[dict], round_rows: list[dict], threads: int, budget: flo
                 ["model", "batch", "rate", "params", "MACs", "ORT ms", "ORT", "torch ms", "torch", "p10 ORT/torch",
                  "ORT/MACs"], rows,
                 note="params / MACs: reduction factor (before / after); ORT, torch: speed-up (original / pruned "
-                     "latency, medians); p10: the same from the fastest 10% of runs (least disturbed by other processes); "
+                     "latency, medians); p10: the same from the fastest 10% of runs "
+                     "(least disturbed by other processes); "
                      "ORT/MACs: how much of the MACs reduction ONNX Runtime turns into speed.")
     pairs = []
     for r1 in cases:
@@ -259,7 +260,8 @@ def _report(cases: list[dict], round_rows: list[dict], threads: int, budget: flo
     steps = sorted({int(k.rsplit("_", 1)[1]) for p in pairs for k in p if k.startswith("round_to_")})
     print_table("--round-to at rate 0.3: MACs reduction and ONNX Runtime speed-up per choice",
                 ["model", "batch", *(f"round_to {n}: MACs / ORT" for n in steps)],
-                [[p["model"], p["batch"], *(f"x{p[f'round_to_{n}']['macs_factor']:.2f} / x{p[f'round_to_{n}']['ort_speedup']:.2f}"
+                [[p["model"], p["batch"], *(f"x{p[f'round_to_{n}']['macs_factor']:.2f} / "
+                                            f"x{p[f'round_to_{n}']['ort_speedup']:.2f}"
                                             if f"round_to_{n}" in p else "-" for n in steps)] for p in pairs],
                 note="round_to N keeps channel counts that are multiples of N (fewer channels removed at the same "
                      "rate, so a smaller MACs reduction); ONNX Runtime's blocked (NCHWc) convolutions want multiples "
@@ -295,7 +297,8 @@ def _print_analysis(case: dict) -> None:
 
     console = Console(width=200)
     ort, layers = case["analysis"]["ort_ops"], case["analysis"]["torch_layers"]
-    console.print(f"[bold]{case['model']} batch {case['input'][0]} rate {case['rate']}[/bold]: ORT x{case['ort_speedup']:.2f} "
+    console.print(f"[bold]{case['model']} batch {case['input'][0]} rate {case['rate']}[/bold]: "
+                  f"ORT x{case['ort_speedup']:.2f} "
                   f"for MACs x{case['macs_factor']:.2f}")
     for tag in ("original", "pruned"):
         o = ort[tag]

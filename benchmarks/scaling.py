@@ -120,7 +120,8 @@ def _fixture_points(tmp: Path, multipliers: tuple[int, ...], threads: int) -> li
         for tool in TOOLS:
             point[tool] = run_child(Path(__file__), [tool, str(multiplier), str(ckpt), str(spec_path), str(threads)],
                                     timeout=900)
-            print(f"  {point['model']} {tool}: {point[tool].get('status')} {point[tool].get('wall_s', '')}s", flush=True)
+            print(f"  {point['model']} {tool}: {point[tool].get('status')} {point[tool].get('wall_s', '')}s",
+                  flush=True)
         points.append(point)
     return points
 

@@ -69,7 +69,8 @@ def _prunectl(name: str, ckpt: str, shape: tuple[int, ...], rate: float) -> dict
     except PrunectlError as exc:
         return {"status": f"{type(exc).__name__}: {str(exc)[:300]}"}
     report = result.report
-    return {"status": "ok", "stages_s": result.timings, "params": [report["params"]["before"], report["params"]["after"]],
+    return {"status": "ok", "stages_s": result.timings,
+            "params": [report["params"]["before"], report["params"]["after"]],
             "macs": [report["macs"]["before"], report["macs"]["after"]],
             "pinned_layers": len(report.get("traced", {}).get("pinned", {}))}
 

@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/zoo.py resnet18 vit_b_16   # a few (results merged into the JSON)
     .venv/bin/python benchmarks/zoo.py --timm [NAME ...]  # the representative timm list -> docs/zoo_timm.md/json
     .venv/bin/python benchmarks/zoo.py --hf [CLASS ...]   # transformers encoders (hf:CLASS) -> docs/zoo_hf.md/json
-    .venv/bin/python benchmarks/zoo.py --tasks [NAME ...] # torchvision segmentation/video/detection -> docs/zoo_tasks.md/json
+    .venv/bin/python benchmarks/zoo.py --tasks [NAME ...] # torchvision segmentation/video/detection
+                                                          # -> docs/zoo_tasks.md/json
 
 Each model runs in its own subprocess (a crash or a memory blow-up costs one row, not the
 sweep): random init (no downloads), state_dict saved, ``prunectl.prune`` with no spec (so
@@ -80,8 +81,8 @@ def run_one(name: str, provider: str = "torchvision") -> dict:
         start = time.perf_counter()
         try:
             result = prunectl.prune(ckpt, prunectl.PruneOptions(
-                model=f"{factory}:{name}", module=module, rate=RATE, input_shape=shape, output=Path(tmp) / "out", onnx=module is None,
-                skip_unsupported=True))
+                model=f"{factory}:{name}", module=module, rate=RATE, input_shape=shape, output=Path(tmp) / "out",
+                onnx=module is None, skip_unsupported=True))
         except PrunectlError as exc:
             row.update(status="fail", error=f"{type(exc).__name__}: {exc}"[:600],
                        seconds=round(time.perf_counter() - start, 2))
@@ -231,7 +232,8 @@ def markdown(rows: list[dict], meta: dict, provider: str = "torchvision") -> str
         + ("." if provider == "torchvision" else
            ". 'input' is the image size, or the number of tokens for text models (int64 ids)."),
         "",
-        "| model | input | params before -> after | MACs before -> after | soft-vs-hard | ONNX err | max abs output | s | "
+        "| model | input | params before -> after | MACs before -> after | soft-vs-hard | ONNX err | "
+        "max abs output | s | "
         "pinned | strict | note |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -251,7 +253,8 @@ def markdown(rows: list[dict], meta: dict, provider: str = "torchvision") -> str
                 f"{'yes' if r.get('strict_trace') == 'ok' else 'no'} | {r['status'] if r['status'] != 'ok' else ''}"
                 f"{_escape(note)} |")
         else:
-            lines.append(f"| {r['model']} | {_input_label(r.get('input', ['?']))} | | | | | | {r.get('seconds', '')} | | | "
+            lines.append(f"| {r['model']} | {_input_label(r.get('input', ['?']))} | | | | | | "
+                         f"{r.get('seconds', '')} | | | "
                          f"**{r['status']}**: {_escape(r.get('error', ''))[:300]} |")
     missing = [name for name in all_models(provider) if name not in {r["model"] for r in rows}]
     if missing:

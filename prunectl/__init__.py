@@ -11,6 +11,6 @@ from .options import PruneOptions
 from .tracing import derive_spec
 from .version import __version__
 
-__all__ = ["prune", "verify", "export", "load", "info", "derive_spec", "PruneOptions", "PruneResult", "Spec", "read_spec",
-           "write_spec", "PrunectlError", "SpecError", "VerificationError", "CheckpointError",
+__all__ = ["prune", "verify", "export", "load", "info", "derive_spec", "PruneOptions", "PruneResult", "Spec",
+           "read_spec", "write_spec", "PrunectlError", "SpecError", "VerificationError", "CheckpointError",
            "UnsupportedError", "__version__"]

@@ -102,7 +102,8 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(), progress: Progress | None = None) -> PruneResult:
+def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(),
+          progress: Progress | None = None) -> PruneResult:
     """Prune ``checkpoint`` per its spec; verify soft == hard; write a bundle if ``options.output``."""
     with _collector_paused():
         return _prune(checkpoint, options, progress)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import prunectl
-from prunectl.errors import SpecError, UnsupportedError
 from prunectl.coupling.groups import build_groups
+from prunectl.errors import SpecError, UnsupportedError
 from prunectl.formats.spec import Spec
 from prunectl.tracing import trace_model
 from tests.attention_models import ComputedShapeHeads, LinearToSequence, MixesChannels, SplitHeads, UnmetHeads

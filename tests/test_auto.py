@@ -86,7 +86,8 @@ def test_finetune_writes_a_new_verified_bundle(digits, tmp_path):
     assert prunectl.verify(second)["checksums"] == "ok"
     assert (second / "model.safetensors").read_bytes() != (first / "model.safetensors").read_bytes()
     history = read_history(second / "history.json")
-    assert history[-1]["phase"] == "finetune" and history[-1]["accuracy"] == pytest.approx(facts["accuracy_after"], abs=1e-5)
+    assert (history[-1]["phase"] == "finetune"
+            and history[-1]["accuracy"] == pytest.approx(facts["accuracy_after"], abs=1e-5))
 
 
 def test_existing_state_without_resume_is_refused(digits, tmp_path):

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from prunectl.models import factory as factories
-from prunectl.load.checkpoint import load_checkpoint, read_checkpoint
 from prunectl.errors import CheckpointError, SpecError
 from prunectl.formats.spec import ModelRef
+from prunectl.load.checkpoint import load_checkpoint, read_checkpoint
+from prunectl.models import factory as factories
 
 ALEXNET = ModelRef("fixtures.models:AlexNet", {"num_classes": 10})
 

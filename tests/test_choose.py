@@ -6,14 +6,14 @@ import torch
 
 import prunectl
 from fixtures.make_checkpoints import FIXTURES, make_model
-from prunectl.selection.strategy import schedule_fraction
-from prunectl.errors import SpecError
 from prunectl.coupling.groups import build_groups
+from prunectl.criteria import get_criterion
+from prunectl.errors import SpecError
+from prunectl.formats.spec import read_spec
 from prunectl.selection.global_ranking import global_select
 from prunectl.selection.per_layer import SelectOptions
 from prunectl.selection.scoring import score_groups
-from prunectl.criteria import get_criterion
-from prunectl.formats.spec import read_spec
+from prunectl.selection.strategy import schedule_fraction
 
 RESNET = FIXTURES["resnet18"][2]
 
@@ -106,10 +106,10 @@ def test_bad_steps_and_schedule(checkpoints) -> None:
 
 @pytest.mark.parametrize("fixture", sorted(FIXTURES))
 def test_cost_estimate_equals_flop_counter_and_param_count(fixture: str) -> None:
-    from prunectl.cut.plan import make_plan
-    from prunectl.selection.per_layer import select
     from prunectl.cut.hard import hard_prune
+    from prunectl.cut.plan import make_plan
     from prunectl.selection.budget import CostModel, measure
+    from prunectl.selection.per_layer import select
 
     spec = read_spec(FIXTURES[fixture][2])
     model = make_model(fixture)

@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import FIXTURE_NAMES
 
 import prunectl
 from prunectl import __version__
 from prunectl.cli import cli
-
-from conftest import FIXTURE_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "fixtures" / "specs"

@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 import pytest
+from fuzzing import record
 
 import prunectl
 from fixtures.make_checkpoints import FIXTURES
-from fuzzing import record
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = FIXTURES["small_mlp"][2]

@@ -12,12 +12,12 @@ import torch
 import prunectl
 from fixtures.make_checkpoints import FIXTURES, make_model
 from prunectl import registry
-from prunectl.criteria import get_criterion
-from prunectl.load.data import from_tensors
-from prunectl.errors import SpecError
 from prunectl.coupling.groups import build_groups
-from prunectl.selection.scoring import layer_views, score_groups
+from prunectl.criteria import get_criterion
+from prunectl.errors import SpecError
 from prunectl.formats.spec import read_spec
+from prunectl.load.data import from_tensors
+from prunectl.selection.scoring import layer_views, score_groups
 
 CRITERIA = registry.available(registry.CRITERIA)
 
@@ -25,7 +25,8 @@ CRITERIA = registry.available(registry.CRITERIA)
 def calibration(spec, classes: int = 5, count: int = 16):
     generator = torch.Generator().manual_seed(7)
     shape = (count, *spec.input.shape[1:])
-    return from_tensors(torch.randn(shape, generator=generator), torch.randint(0, classes, (count,), generator=generator),
+    return from_tensors(torch.randn(shape, generator=generator),
+                        torch.randint(0, classes, (count,), generator=generator),
                         "test data", batch_size=8)
 
 

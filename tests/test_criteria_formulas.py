@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from prunectl.criteria import LayerView, get_criterion
 from prunectl.criteria.base import Consumer
 from prunectl.criteria.thinet import greedy_removal_order
-from prunectl.load.data import from_tensors
 from prunectl.errors import SpecError
+from prunectl.load.data import from_tensors
 
 
 def conv_bn_net(seed: int = 0) -> nn.Sequential:

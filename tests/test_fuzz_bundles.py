@@ -12,12 +12,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fuzzing import flip_byte, fuzz_settings, invoke, json_get, json_paths
 from hypothesis import given
 from hypothesis import strategies as st
 
 import prunectl
 from fixtures.make_checkpoints import FIXTURES
-from fuzzing import flip_byte, fuzz_settings, invoke, json_get, json_paths
 from prunectl.formats.checksums import file_sha256
 
 SPEC = FIXTURES["small_mlp"][2]
@@ -140,7 +140,8 @@ def test_tampered_weights_with_updated_checksum(base_bundle, tmp_path_factory, d
     key = data.draw(st.sampled_from(sorted(weights)))
     change = data.draw(st.sampled_from(["nan", "shape", "drop", "extra", "empty"]))
     if change == "nan":
-        weights[key] = weights[key].clone().view(-1).index_fill(0, torch.tensor([0]), float("nan")).view_as(weights[key])
+        weights[key] = (weights[key].clone().view(-1).index_fill(0, torch.tensor([0]), float("nan"))
+                        .view_as(weights[key]))
     elif change == "shape":
         weights[key] = torch.zeros(data.draw(st.integers(1, 5)), 3)
     elif change == "drop":

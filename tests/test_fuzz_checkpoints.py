@@ -12,12 +12,12 @@ import json
 
 import pytest
 import torch
+from fuzzing import fuzz_settings, invoke
 from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from fixtures.make_checkpoints import FIXTURES, make_model
-from fuzzing import fuzz_settings, invoke
 
 SPEC = FIXTURES["small_mlp"][2]
 FACTORY, ARGS = FIXTURES["small_mlp"][0], FIXTURES["small_mlp"][1]
@@ -47,7 +47,8 @@ def mutated_state_dicts(draw) -> dict:
             state[key] = torch.randn(tuple(draw(st.lists(st.integers(0, 70), max_size=3))))
         elif kind == "nonfinite" and key and state[key].is_floating_point() and state[key].numel():
             flat = state[key].view(-1)
-            flat[draw(st.integers(0, flat.numel() - 1))] = draw(st.sampled_from([float("nan"), float("inf"), -float("inf")]))
+            flat[draw(st.integers(0, flat.numel() - 1))] = draw(st.sampled_from([float("nan"), float("inf"),
+                                                                                 -float("inf")]))
         elif kind == "empty" and key:
             state[key] = torch.empty(0) if draw(st.booleans()) or not state[key].dim() else state[key][:0]
         elif kind == "dtype" and key:

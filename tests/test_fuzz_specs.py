@@ -11,11 +11,11 @@ import json
 import math
 
 import pytest
+from fuzzing import fuzz_settings, invoke, json_get, json_paths
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fixtures.make_checkpoints import FIXTURES
-from fuzzing import fuzz_settings, invoke, json_get, json_paths
 
 BASES = ("small_mlp", "resnet18", "dwsep")
 
@@ -148,7 +148,8 @@ def test_spec_rate_edge_values(rate, where, checkpoints, tmp_path):
     assert result.exit_code == (0 if rate == "null" else 3), result.stderr
 
 
-SPEC_TEMPLATE_TOP = ('{"prunectl_spec": 1, "model": {"factory": "fixtures.models:SmallMLP"}, "input": {"shape": [1, 64]}, '
+SPEC_TEMPLATE_TOP = ('{"prunectl_spec": 1, "model": {"factory": "fixtures.models:SmallMLP"}, '
+                     '"input": {"shape": [1, 64]}, '
                      '"rate": RATE, "layers": {"fc1": {"arg": "out_ch_fc1"}, "fc2": {"arg": "out_ch_fc2"}, '
                      '"fc3": {"arg": null}}}')
 SPEC_TEMPLATE_LAYER = SPEC_TEMPLATE_TOP.replace('"rate": RATE, ', "").replace(

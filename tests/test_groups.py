@@ -6,14 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import prune_case
 
 import prunectl
-from prunectl.errors import SpecError
 from prunectl.coupling.groups import build_groups
-from prunectl.selection.per_layer import SelectOptions, kept_count, top_indices
+from prunectl.errors import SpecError
 from prunectl.formats.spec import read_spec
-
-from helpers import prune_case
+from prunectl.selection.per_layer import SelectOptions, kept_count, top_indices
 
 SPECS = Path(__file__).resolve().parents[1] / "fixtures" / "specs"
 

@@ -11,9 +11,9 @@ import torch
 
 import prunectl
 from prunectl import registry
-from prunectl.models import factory as factories
-from prunectl.errors import SpecError
 from prunectl.coupling.groups import build_groups
+from prunectl.errors import SpecError
+from prunectl.models import factory as factories
 from prunectl.tracing import trace_model
 
 transformers = pytest.importorskip("transformers")

@@ -8,15 +8,16 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from prunectl.cli import cli
-from prunectl.views.html_report import render_report
 from prunectl.measure.latency import interleaved
+from prunectl.views.html_report import render_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_prune_latency_times_both_models_on_both_runtimes(checkpoints, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["prune", str(checkpoints["dwsep"]), "--spec", str(ROOT / "fixtures/specs/dwsep.json"),
+    result = CliRunner().invoke(cli, ["prune", str(checkpoints["dwsep"]), "--spec",
+                                      str(ROOT / "fixtures/specs/dwsep.json"),
                                       "--rate", "0.5", "-o", str(out), "--latency", "--latency-threads", "1"])
     assert result.exit_code == 0, result.output
     latency = json.loads((out / "report.json").read_text())["latency"]

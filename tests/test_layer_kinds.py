@@ -12,16 +12,26 @@ import torchvision
 from torchvision.models.convnext import LayerNorm2d
 
 import prunectl
-from prunectl.errors import SpecError, UnsupportedError
 from prunectl.coupling.groups import build_groups
 from prunectl.cut.masked_norms import install_masked_statistic
+from prunectl.errors import SpecError, UnsupportedError
 from prunectl.formats.spec import Spec
+from prunectl.layers.attention import ResidualCutMultiheadAttention
 from prunectl.layers.resize import apply_resize
 from prunectl.tracing import trace_model
-from prunectl.layers.attention import ResidualCutMultiheadAttention
-from tests.layer_kind_models import (AttributeWidthView, ComputedWidthView, CrossAttention, CustomNormNet, FixedWidthView,
-                                     HeadsFromInputWidth, NormZoo, ScaleUsedTwice, SpatialLayerNorm, TinyEncoder,
-                                     TokenModel)
+from tests.layer_kind_models import (
+    AttributeWidthView,
+    ComputedWidthView,
+    CrossAttention,
+    CustomNormNet,
+    FixedWidthView,
+    HeadsFromInputWidth,
+    NormZoo,
+    ScaleUsedTwice,
+    SpatialLayerNorm,
+    TinyEncoder,
+    TokenModel,
+)
 
 FACTORY = "tests.layer_kind_models:"
 
@@ -322,10 +332,10 @@ def test_torchvision_vit_residual_width_and_heads_are_cut(tmp_path: Path) -> Non
 
 def test_cost_estimate_counts_attention_heads_exactly() -> None:
     from prunectl.criteria import get_criterion
-    from prunectl.cut.plan import make_plan
-    from prunectl.selection.per_layer import SelectOptions, select
     from prunectl.cut.hard import hard_prune
+    from prunectl.cut.plan import make_plan
     from prunectl.selection.budget import CostModel, measure
+    from prunectl.selection.per_layer import SelectOptions, select
     from tests.layer_kind_models import TinyViT
 
     torch.manual_seed(0)

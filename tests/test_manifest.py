@@ -10,8 +10,8 @@ import torch
 
 import prunectl
 from prunectl.errors import CheckpointError, SpecError
-from prunectl.formats.strict_json import parse_json
 from prunectl.formats.manifest import Manifest, read_manifest
+from prunectl.formats.strict_json import parse_json
 
 SPECS = Path(__file__).resolve().parents[1] / "fixtures" / "specs"
 

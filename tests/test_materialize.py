@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from prunectl.models import factory as factories
 from prunectl.errors import CheckpointError
 from prunectl.load.materialize import build_with_weights
 from prunectl.load.meta import meta_model
+from prunectl.models import factory as factories
 
 
 class Tied(nn.Module):
@@ -88,7 +88,8 @@ def test_weights_are_cast_to_the_model_dtype_and_shared_storage_is_split() -> No
 
 
 def test_wrong_keys_and_shapes_are_the_strict_load_error() -> None:
-    with pytest.raises(CheckpointError, match=r"weights.pt: does not fit the model \(ComputedBuffer\): missing: fc.bias"):
+    with pytest.raises(CheckpointError,
+                       match=r"weights.pt: does not fit the model \(ComputedBuffer\): missing: fc.bias"):
         _materialize(ComputedBuffer, {"fc.weight": torch.zeros(3, 3)})
     with pytest.raises(CheckpointError, match=r"shape mismatch: fc.weight \(2, 3\) vs model \(3, 3\)"):
         _materialize(ComputedBuffer, {"fc.weight": torch.zeros(2, 3), "fc.bias": torch.zeros(3)})

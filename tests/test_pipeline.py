@@ -8,12 +8,11 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import FIXTURE_NAMES
 
 import prunectl
 from prunectl.cli import cli
 from prunectl.formats.spec import read_spec
-
-from conftest import FIXTURE_NAMES
 
 SPECS = Path(__file__).resolve().parents[1] / "fixtures" / "specs"
 
@@ -54,13 +53,13 @@ def test_prune_verify_reload_onnx(name: str, checkpoints, tmp_path: Path) -> Non
 @pytest.mark.parametrize("name", ["resnet18", "conv1d"])
 def test_soft_model_really_differs_from_original_and_matches_hard(name: str, checkpoints) -> None:
     """The soft model is a real masked copy: the check is not comparing a model with itself."""
-    from prunectl.load.checkpoint import load_checkpoint
-    from prunectl.criteria import get_criterion
     from prunectl.coupling.groups import build_groups
-    from prunectl.cut.soft import soft_prune
-    from prunectl.cut.plan import make_plan
-    from prunectl.selection.per_layer import SelectOptions, select
+    from prunectl.criteria import get_criterion
     from prunectl.cut.hard import hard_prune
+    from prunectl.cut.plan import make_plan
+    from prunectl.cut.soft import soft_prune
+    from prunectl.load.checkpoint import load_checkpoint
+    from prunectl.selection.per_layer import SelectOptions, select
 
     spec = read_spec(SPECS / f"{name}.json")
     model = load_checkpoint(checkpoints[name], spec.model).model

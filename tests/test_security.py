@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from fuzzing import invoke
 
 import prunectl
 from fixtures.make_checkpoints import FIXTURES
-from fuzzing import invoke
 from prunectl.formats.checksums import file_sha256
 from prunectl.formats.seal import seal_manifest_file
 

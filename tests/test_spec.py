@@ -25,7 +25,8 @@ PARSE_ERRORS = {
     "layers_not_object.json": "layers: expected an object of layer name -> options, got a list",
     "not_json.json": "not valid JSON",
     "round_to_zero.json": "round_to: expected an integer >= 1, got 0",
-    "module_not_a_path.json": "module: expected a submodule path such as \"backbone\" or \"features.0\", got 'features/0'",
+    "module_not_a_path.json": "module: expected a submodule path such as \"backbone\" or \"features.0\", "
+                              "got 'features/0'",
 }
 
 
@@ -44,7 +45,8 @@ def test_module_round_trips_and_under_prefixes_every_name() -> None:
     assert scoped.module == "backbone.body"
     assert all(layer.name.startswith("backbone.body.") for layer in scoped.layers)
     assert all(name.startswith("backbone.body.") for layer in scoped.layers for name in layer.prev or ())
-    assert all(name.startswith("backbone.body.") for layer in scoped.layers for part in layer.cat or () for name in part)
+    assert all(name.startswith("backbone.body.")
+               for layer in scoped.layers for part in layer.cat or () for name in part)
     again = Spec.from_json(scoped.to_json(), source="again")
     assert again.module == "backbone.body" and again.to_json() == scoped.to_json()
 

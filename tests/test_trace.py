@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 import prunectl
 from prunectl.cli import cli
-from prunectl.errors import UnsupportedError
 from prunectl.coupling.groups import build_groups
+from prunectl.errors import UnsupportedError
 from prunectl.tracing import trace_model
 from tests.trace_models import ChannelCumsum, ConcatBlock, SqueezeExcite, TwoBranchAdd
 

@@ -16,9 +16,13 @@ from torchvision.models.swin_transformer import ShiftedWindowAttention, ShiftedW
 import prunectl
 from prunectl.cli import cli
 from prunectl.errors import UnsupportedError
-from prunectl.tracing import trace_model
 from prunectl.layers.window_attention import adapt_window_attention
-from prunectl.layers.window_attention_modules import ResidualCutRelativeAttention, ResidualCutWindowAttention, ResidualCutWindowAttentionV2
+from prunectl.layers.window_attention_modules import (
+    ResidualCutRelativeAttention,
+    ResidualCutWindowAttention,
+    ResidualCutWindowAttentionV2,
+)
+from prunectl.tracing import trace_model
 from tests import swin_models
 from tests.swin_models import INPUT_SHAPE, ConcatIntoWindowAttention
 

@@ -37,7 +37,8 @@ def write_auto_bundle(run: Any, loaded: Loaded, checkpoint: str | Path, output: 
         "original_accuracy": state["original_accuracy"], "final_accuracy": final_accuracy,
         "drop": round(state["original_accuracy"] - final_accuracy, 6),
         "within_max_drop": state["original_accuracy"] - final_accuracy <= run.options.max_drop + 1e-9,
-        "iterations": state["step"], "accepted_steps": sum(1 for h in state["history"][1:] if h["phase"] != "final-finetune"),
+        "iterations": state["step"],
+        "accepted_steps": sum(1 for h in state["history"][1:] if h["phase"] != "final-finetune"),
         "stopped_because": state["stopped_because"], "epochs": run.options.epochs,
         "final_epochs": run.options.final_epochs, "micro_batches": run.micro, "seed": run.options.seed,
         "trials": state["trials"], **({"final_log": state["final_log"]} if "final_log" in state else {})}

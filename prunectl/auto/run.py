@@ -32,7 +32,8 @@ class SearchRun:
                  original: torch.nn.Module):
         self.ctx, self.task, self.options, self.group, self.micro, self.emit = ctx, task, options, group, micro, emit
         self.original = original
-        self.kind = "macs" if options.target_macs is not None else "params" if options.target_params is not None else None
+        self.kind = ("macs" if options.target_macs is not None else "params" if options.target_params is not None
+                     else None)
         self.target = options.target_macs if options.target_macs is not None else options.target_params
         self.model = original
         self.total: S.Kept = S.unchanged(ctx.original_groups)
@@ -117,11 +118,13 @@ class SearchRun:
             if accepted:
                 self._accept(candidate, kept, error, accuracy, "cac", rates=rates, epochs=len(log),
                              pruned_accuracy=round(pruned_accuracy, 6))
-                st["loss_after"], st["sensitivities"] = cac.sensitivities(self.model, self.task, S.groups_of(ctx, self.model))
+                st["loss_after"], st["sensitivities"] = cac.sensitivities(self.model, self.task,
+                                                                          S.groups_of(ctx, self.model))
                 st["rejected"] = []
         trial["accepted"] = accepted
         diffs = [c.inc if accepted else c.dec for c, _ in live]
-        st["upper_bound"] = cac.update_upper_bound(accepted, diffs, [t for _, t in live], st["upper_bound"], st["limit"])
+        st["upper_bound"] = cac.update_upper_bound(accepted, diffs, [t for _, t in live], st["upper_bound"],
+                                                   st["limit"])
         st["last_accepted"] = accepted
         if not accepted:
             st["rejected"].append(key)

@@ -31,7 +31,8 @@ def save_state(directory: Path, data: dict[str, Any], weights: dict[str, torch.T
     try:
         directory.mkdir(parents=True, exist_ok=True)
         temporary = directory / f".{STATE_NAME}.tmp-{os.getpid()}"
-        payload = {"version": torch.tensor(STATE_VERSION), "state_json": json.dumps(data),  # key order kept: it is the bundle files' order
+        # key order kept: it is the bundle files' order
+        payload = {"version": torch.tensor(STATE_VERSION), "state_json": json.dumps(data),
                    "weights": {k: v.detach().clone().contiguous() for k, v in weights.items()}}
         with open(temporary, "wb") as handle:
             torch.save(payload, handle)

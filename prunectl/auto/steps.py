@@ -73,7 +73,8 @@ def removed_l1(model: nn.Module, group: ChannelGroup, kept: torch.Tensor) -> tup
     for member in group.members:
         if not member.scored:
             continue
-        weights = LayerView(member.module, modules[member.module], parts=group.parts(member.module)).out_channel_weights()
+        weights = LayerView(member.module, modules[member.module],
+                            parts=group.parts(member.module)).out_channel_weights()
         per_channel = weights.abs().sum(1).view(group.size, member.factor).sum(1)
         total += float(per_channel[dropped].sum())
         count += weights.numel()

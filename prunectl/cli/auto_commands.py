@@ -10,8 +10,15 @@ from rich.console import Console
 from .. import options as O
 from .app import cli
 from .handling import handle_errors
-from .options import (micro_batches_option, model_option, onnx_option, output_options, selection_options, spec_option,
-                      task_option)
+from .options import (
+    micro_batches_option,
+    model_option,
+    onnx_option,
+    output_options,
+    selection_options,
+    spec_option,
+    task_option,
+)
 
 
 @cli.command("auto")

@@ -12,9 +12,20 @@ from ..options import MODES, SCHEDULES, PruneOptions
 from ..views import terminal
 from .app import cli
 from .handling import handle_errors, progress
-from .options import (bundle_output_option, input_shape_option, model_option, module_option, onnx_option,
-                      opset_option, output_options, parse_shape, selection_options, skip_unsupported_option,
-                      spec_option, trust_pickle_option)
+from .options import (
+    bundle_output_option,
+    input_shape_option,
+    model_option,
+    module_option,
+    onnx_option,
+    opset_option,
+    output_options,
+    parse_shape,
+    selection_options,
+    skip_unsupported_option,
+    spec_option,
+    trust_pickle_option,
+)
 
 
 @cli.command()
@@ -73,7 +84,8 @@ def prune(checkpoint: str, quiet: bool, as_json: bool, **options: Any) -> None:
 @model_option
 @click.option("--input-shape", callback=parse_shape,
               help="Input shape to trace with (default 1,3,224,224 for torchvision/timm, 1,16 token ids for hf text).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str), help="Spec file to write (default: stdout).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str),
+              help="Spec file to write (default: stdout).")
 @skip_unsupported_option
 @trust_pickle_option
 @click.option("--module", help="Trace only this submodule (e.g. backbone of a detector); --input-shape is its input.")

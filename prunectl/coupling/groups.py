@@ -18,8 +18,7 @@ from ..formats.spec import LayerSpec, Spec
 from ..layers import kinds as L
 from ..layers.params import count_attribute_of, parameter_of
 from .attention_groups import as_heads, check_heads_reader, connect_attention, source_is_fixed
-from .channel_spaces import (Cat, ChannelGroup, Member, Ref, Spaces, constrain_blocks, expect_width, lcm,
-                             parts_of)
+from .channel_spaces import Cat, ChannelGroup, Member, Ref, Spaces, constrain_blocks, expect_width, lcm, parts_of
 
 
 def build_groups(spec: Spec, model: nn.Module) -> list[ChannelGroup]:

@@ -126,8 +126,9 @@ def _conv_contributions(module: nn.modules.conv._ConvNd, weight: torch.Tensor, x
         start = block * in_per_block
         # float32: grouped convolutions in float64 are an order of magnitude slower on CPU
         examples = torch.randperm(x.shape[0], generator=generator)[:EXAMPLES_PER_OUTPUT]
-        alone = conv(x[examples, start:start + in_per_block].float(), weight[k].unsqueeze(1).float(), None, module.stride,
-                     module.padding, module.dilation, in_per_block).double()  # [B, in_per_block, *positions]
+        alone = conv(x[examples, start:start + in_per_block].float(), weight[k].unsqueeze(1).float(), None,
+                     module.stride, module.padding, module.dilation,
+                     in_per_block).double()  # [B, in_per_block, *positions]
         alone = alone.transpose(0, 1).reshape(in_per_block, -1).transpose(0, 1)
         picked = alone[torch.randint(alone.shape[0], (per_output,), generator=generator)]
         full = torch.zeros(per_output, module.in_channels, dtype=x.dtype)

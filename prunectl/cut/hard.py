@@ -136,7 +136,8 @@ def _put(module: nn.Module, name: str, value: torch.Tensor, original: torch.Tens
     placeholder, else by copying into the tensor the copy already holds (keeping ties)."""
     current = getattr(module, name)
     if current.shape != value.shape:
-        raise RuntimeError(f"{name}: the cut gives shape {tuple(value.shape)}, the resized module {tuple(current.shape)}")
+        raise RuntimeError(f"{name}: the cut gives shape {tuple(value.shape)}, "
+                           f"the resized module {tuple(current.shape)}")
     if not current.is_meta:
         current.copy_(value)
     elif isinstance(current, nn.Parameter):

@@ -87,7 +87,8 @@ class Manifest:
             raise bad("input", "expected {\"shape\": [positive ints], \"dtype\": \"float32\"}")
         files = data["files"]
         if not isinstance(files, dict) or WEIGHTS_NAME not in files or not all(
-                name in _FILE_NAMES and isinstance(digest, str) and len(digest) == 64 for name, digest in files.items()):
+                name in _FILE_NAMES and isinstance(digest, str) and len(digest) == 64
+                for name, digest in files.items()):
             raise bad("files", f"expected sha256 digests of known files ({', '.join(_FILE_NAMES)}), "
                       f"including {WEIGHTS_NAME}")
         if not isinstance(data["versions"], dict):

@@ -187,7 +187,8 @@ class _SpecParser:
             raise self.fail(unknown[0], f"unknown key; allowed: {', '.join(sorted(_TOP_KEYS))}")
         version = data["prunectl_spec"]
         if version != SPEC_VERSION or isinstance(version, bool):
-            raise self.fail("prunectl_spec", f"unsupported version {version!r}; this prunectl reads version {SPEC_VERSION}")
+            raise self.fail("prunectl_spec",
+                            f"unsupported version {version!r}; this prunectl reads version {SPEC_VERSION}")
         if "layers" not in data:
             raise self.fail("layers", "missing")
         return Spec(
@@ -207,7 +208,8 @@ class _SpecParser:
         if value is None:
             return None
         if not isinstance(value, str) or not all(part.isidentifier() or part.isdigit() for part in value.split(".")):
-            raise self.fail("module", f"expected a submodule path such as \"backbone\" or \"features.0\", got {value!r}")
+            raise self.fail("module", f"expected a submodule path such as \"backbone\" or \"features.0\", "
+                                      f"got {value!r}")
         return value
 
     def model(self, value: Any) -> ModelRef:
@@ -233,7 +235,8 @@ class _SpecParser:
         shape = value.get("shape")
         if (not isinstance(shape, list) or not shape or len(shape) > 8
                 or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= MAX_DIM for d in shape)):
-            raise self.fail(f"{key}.shape", f"expected a list of 1 to 8 positive integers (each <= {MAX_DIM}), got {shape!r}")
+            raise self.fail(f"{key}.shape",
+                            f"expected a list of 1 to 8 positive integers (each <= {MAX_DIM}), got {shape!r}")
         dtype = self.choice(value.get("dtype", "float32"), f"{key}.dtype", DTYPES)
         return InputSpec(shape=tuple(shape), dtype=dtype)
 
@@ -311,7 +314,8 @@ class _SpecParser:
         parts = value if isinstance(value, list) else None
         if not parts or not all(isinstance(p, str) or (isinstance(p, list) and p and all(isinstance(q, str) for q in p))
                                 for p in parts):
-            raise self.fail(key, f"expected a non-empty list of layer names (or lists of names, for sums), got {value!r}")
+            raise self.fail(key, f"expected a non-empty list of layer names (or lists of names, for sums), "
+                                 f"got {value!r}")
         parts = [(p,) if isinstance(p, str) else tuple(dict.fromkeys(p)) for p in parts]
         self.earlier([q for part in parts for q in part], key, name, listed, seen)
         return tuple(parts)

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .attention import ResidualCutMultiheadAttention
 from ..errors import SpecError, UnsupportedError
+from .attention import ResidualCutMultiheadAttention
 from .params import recorded_size
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)

@@ -14,7 +14,8 @@ import torch.nn as nn
 
 from ..errors import UnsupportedError
 
-_SWIN, _MAXVIT, _CUT = "torchvision.models.swin_transformer", "torchvision.models.maxvit", "prunectl.layers.window_attention_modules"
+_SWIN, _MAXVIT, _CUT = ("torchvision.models.swin_transformer", "torchvision.models.maxvit",
+                        "prunectl.layers.window_attention_modules")
 # (module path, class name) -> (the projection reading the stream, the one writing it back)
 _PROJECTIONS = {
     (_SWIN, "ShiftedWindowAttention"): ("qkv", "proj"),

@@ -43,7 +43,8 @@ class Loaded:
         return self.digest if isinstance(self.digest, str) else self.digest.result()
 
 
-def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> tuple[dict | None, ModelRef | None, nn.Module | None]:
+def read_checkpoint(path: str | Path,
+                    trust_pickle: bool = False) -> tuple[dict | None, ModelRef | None, nn.Module | None]:
     """(state_dict, model_ref, module): what a checkpoint file holds; one of state_dict/module is set."""
     path = Path(path)
     if not path.is_file():
@@ -87,7 +88,8 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
                 "refusing to unpickle: pass --trust-pickle only if you trust who made this file") from None
         raise CheckpointError(f"{path}: cannot unpickle: {first_line(exc)}") from None
     except Exception as exc:  # torch raises RuntimeError, EOFError, zipfile errors, ...
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {first_line(exc)})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint "
+                              f"({type(exc).__name__}: {first_line(exc)})") from None
 
 
 def _model_ref(value: Any, path: Path) -> ModelRef | None:

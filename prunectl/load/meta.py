@@ -46,7 +46,8 @@ def has_meta(model: nn.Module) -> bool:
     lists, tuples and dicts in them."""
     for module in model.modules():
         for value in chain(module._parameters.values(), module._buffers.values(), vars(module).values()):
-            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
+            items = (value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple))
+                     else (value,))
             if any(isinstance(item, torch.Tensor) and item.is_meta for item in items):
                 return True
     return False

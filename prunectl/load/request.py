@@ -48,4 +48,5 @@ def requested_input(spec: Spec, input_shape: tuple[int, ...] | None, loaded: Loa
     shape = default_input_shape(loaded.model_ref, loaded.model) if not spec_given else None
     if shape is not None:
         return InputSpec(shape, dtype)
-    raise SpecError(f"{spec.source}: input: missing; add \"input\": {{\"shape\": [1, 3, 224, 224]}} or pass --input-shape")
+    raise SpecError(f"{spec.source}: input: missing; add \"input\": {{\"shape\": [1, 3, 224, 224]}} "
+                    f"or pass --input-shape")

@@ -5,7 +5,9 @@ import torch
 import torch.nn as nn
 
 from ..formats.spec import InputSpec, ModelRef
-from .hf_provider import default_input_dtype as hf_input_dtype, default_input_shape as hf_default_shape, is_hf_model
+from .hf_provider import default_input_dtype as hf_input_dtype
+from .hf_provider import default_input_shape as hf_default_shape
+from .hf_provider import is_hf_model
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
            "bfloat16": torch.bfloat16, "int64": torch.int64, "int32": torch.int32}

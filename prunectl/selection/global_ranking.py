@@ -31,7 +31,7 @@ def global_select(groups: list[ChannelGroup], scores: list[list[torch.Tensor] | 
     (fewer when floors or rounding forbid more)."""
     how = "mean" if options.group_reduce == "union" else options.group_reduce
     candidates: list[tuple[float, int, int]] = []
-    for index, (group, group_scores) in enumerate(zip(groups, scores)):
+    for index, (_group, group_scores) in enumerate(zip(groups, scores)):
         if group_scores:
             combined = reduce_scores(group_scores, how, options.normalise)
             candidates += [(float(value), index, channel) for channel, value in enumerate(combined)]

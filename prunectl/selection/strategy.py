@@ -113,7 +113,8 @@ def choose(spec: Spec, model: nn.Module, criterion: Criterion, options: ChooseOp
         achieved = measure(current, example, options.target.kind) / baseline
         report["target"] = {"kind": options.target.kind, "goal": options.target.fraction,
                             "achieved": round(achieved, 6),
-                            "within_1_percent": abs(achieved - options.target.fraction) <= 0.01 * options.target.fraction}
+                            "within_1_percent": abs(achieved - options.target.fraction)
+                                                <= 0.01 * options.target.fraction}
     return Choice(original, total_kept, model, report)
 
 

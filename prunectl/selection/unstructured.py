@@ -109,7 +109,8 @@ def sparsity_report(model: nn.Module, names: list[str]) -> dict:
     for name in names:
         weight = modules[name].weight
         count = int((weight == 0).sum())
-        per_layer[name] = {"zeros": count, "weights": weight.nelement(), "sparsity": round(count / weight.nelement(), 6)}
+        per_layer[name] = {"zeros": count, "weights": weight.nelement(),
+                           "sparsity": round(count / weight.nelement(), 6)}
         zeros, total = zeros + count, total + weight.nelement()
     all_zeros = sum(int((p == 0).sum()) for p in model.parameters())
     all_params = sum(p.nelement() for p in model.parameters())

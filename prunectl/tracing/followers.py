@@ -15,8 +15,17 @@ from ..layers.attention import self_attention_problem
 from ..layers.params import count_attributes
 from ..models.hf_provider import is_hf_model
 from .flow import Flow, Touch, broadcast_dim, merge, normalise_dim
-from .graph import (Incident, LayerTracer, Size, TracedLayer, flat_args, has_tensor, module_path, node_description,
-                    node_where)
+from .graph import (
+    Incident,
+    LayerTracer,
+    Size,
+    TracedLayer,
+    flat_args,
+    has_tensor,
+    module_path,
+    node_description,
+    node_where,
+)
 from .hf_fx import hf_graph
 from .rules import function_flow, op_name
 
@@ -75,7 +84,8 @@ class ChannelFollowers:
         if name in ("view", "reshape") and has_tensor(result) and isinstance(args[0], Flow):
             self._check_reshape_sizes(node, args, {}, real_args, real_kwargs, result)
             return function_flow(name, real_args, real_kwargs, args, {}, result)
-        raise Touch(f"uses the number of pruned channels ({node_description(node)}), which the pruned model reads smaller")
+        raise Touch(f"uses the number of pruned channels ({node_description(node)}), "
+                    f"which the pruned model reads smaller")
 
     def _check_reshape_sizes(self, node: Node, args: Any, kwargs: Any, real_args: tuple, real_kwargs: dict,
                              result: Any) -> None:
@@ -200,7 +210,8 @@ class ChannelFollowers:
             return str(node.target) if len(node.users) == 1 else None
         return None
 
-    def _parameter_in_cat(self, node: Node, real_args: tuple, real_kwargs: dict, args: tuple, result: Any) -> Flow | None:
+    def _parameter_in_cat(self, node: Node, real_args: tuple, real_kwargs: dict, args: tuple,
+                          result: Any) -> Flow | None:
         """``cat([class_token.expand(n, -1, -1), x], dim=1)``: tokens joined along another dim than the
         channels; a parameter among them with one entry per channel follows x's channels."""
         tensors, flows = real_args[0], args[0]

@@ -18,8 +18,19 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .flow import (Flow, Touch, broadcast_dim, concatenated, indexed, merge, normalise_dim, permuted, reduced, reshaped,
-                   transposed)
+from .flow import (
+    Flow,
+    Touch,
+    broadcast_dim,
+    concatenated,
+    indexed,
+    merge,
+    normalise_dim,
+    permuted,
+    reduced,
+    reshaped,
+    transposed,
+)
 
 ELEMENTWISE = {
     "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "gelu", "silu", "silu_", "hardswish", "hardswish_",

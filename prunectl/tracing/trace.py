@@ -122,7 +122,8 @@ def _walk(model: nn.Module, example: torch.Tensor, input_shape: tuple[int, ...])
         raise
     except Exception as exc:
         failure = UnsupportedError(f"{type(model).__name__}: running the traced graph ({captured.tracer}) on input "
-                                   f"{list(input_shape)} failed ({first_line(exc)}); check --input-shape, or write a spec by hand")
+                                   f"{list(input_shape)} failed ({first_line(exc)}); check --input-shape, "
+                                   f"or write a spec by hand")
         if captured.tracer == "torch.export" or not _runs(model, example):
             raise failure from None
         # the model runs but fx's graph of it does not (fx froze a list the code mutates, as in

@@ -21,8 +21,8 @@ from ..layers import kinds as L
 from ..layers.window_attention import is_window_attention
 from .flow import Flow, Touch
 from .followers import ChannelFollowers
-from .heads import HeadFollowers, parts_flow
 from .graph import Incident, Size, TracedLayer, Walk, has_tensor, leaves, node_description, node_where
+from .heads import HeadFollowers, parts_flow
 from .rules import PARAMETER_OPS, function_flow, module_flow, op_name
 from .window_attention import WindowAttentionFollower
 

@@ -31,7 +31,8 @@ def check_onnx(path: Path, model: nn.Module, inputs: list[torch.Tensor], atol: f
         try:
             got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
         except Exception as exc:
-            raise VerificationError(f"{path}: onnxruntime failed on input {tuple(x.shape)}: {first_line(exc)}") from None
+            raise VerificationError(f"{path}: onnxruntime failed on input {tuple(x.shape)}: "
+                                    f"{first_line(exc)}") from None
         result = compare(expected, [torch.from_numpy(g) for g in got], atol, f"{path.name} vs torch")
         if not result.ok:
             raise VerificationError(f"{path}: onnxruntime output differs from torch: max |diff| = "

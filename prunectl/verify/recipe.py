@@ -20,7 +20,8 @@ from ..layers.params import count_attributes, resize_of
 from ..layers.resize import apply_resize
 from ..load.materialize import build_with_weights
 from ..load.meta import meta_model
-from ..models.factory import accepts_argument, build as build_model
+from ..models.factory import accepts_argument
+from ..models.factory import build as build_model
 from ..models.forward import run
 from ..models.submodule import entry
 from .compare import compare

@@ -54,8 +54,9 @@ def soft_vs_hard(soft: nn.Module, hard: nn.Module, inputs: list[torch.Tensor], t
                     soft_outputs = run(soft, x, "soft-pruned model")
                 result = compare(soft_outputs, hard_outputs, tolerance, "soft vs hard")
         except VerificationError as exc:
-            raise VerificationError(f"{exc}; first diverging layer: "
-                                    f"{_where(first_divergence(soft, hard, x, plan, layer_order, tolerance))}") from None
+            raise VerificationError(
+                f"{exc}; first diverging layer: "
+                f"{_where(first_divergence(soft, hard, x, plan, layer_order, tolerance))}") from None
         if not result.ok:
             layer = first_divergence(soft, hard, x, plan, layer_order, tolerance)
             raise VerificationError(

@@ -36,7 +36,8 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bott
 .sub{color:#5b6372;margin:0 0 16px}code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px}
 table{border-collapse:collapse;margin:6px 0 10px}th,td{padding:4px 10px;border-bottom:1px solid #eceef1;text-align:left}
 th{background:#f0f2f5;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.cards{display:flex;gap:14px;flex-wrap:wrap}.card{border:1px solid #e3e6ea;border-radius:8px;padding:10px 16px;min-width:200px}
+.cards{display:flex;gap:14px;flex-wrap:wrap}\
+.card{border:1px solid #e3e6ea;border-radius:8px;padding:10px 16px;min-width:200px}
 .card b{font-size:20px;display:block}.card span{color:#5b6372;font-size:12px}
 .ok{color:#1c7c3c;font-weight:600}.bad{color:#b42318;font-weight:600}.dim{color:#8a91a0}
 img{max-width:100%;height:auto;border:1px solid #eceef1}details{margin:6px 0}
@@ -187,8 +188,10 @@ def _groups(report: dict[str, Any]) -> str:
     if not isinstance(groups, list) or not groups:
         return ""
     rows = "".join(
-        f"<tr><td class=\"mono\">{_e(', '.join(map(str, g.get('layers', []))))}</td><td class=\"num\">{_e(g.get('size'))}"
-        f"</td><td class=\"num\">{_e(g.get('kept'))}</td><td>{_e(', '.join(map(str, g.get('pinned_by', []))))}</td></tr>"
+        f"<tr><td class=\"mono\">{_e(', '.join(map(str, g.get('layers', []))))}</td>"
+        f"<td class=\"num\">{_e(g.get('size'))}"
+        f"</td><td class=\"num\">{_e(g.get('kept'))}</td>"
+        f"<td>{_e(', '.join(map(str, g.get('pinned_by', []))))}</td></tr>"
         for g in groups if isinstance(g, dict))
     return (f"<h2>Coupled channel groups</h2>\n<details><summary>{len(groups)} groups (layers that keep the same "
             "channel indices)</summary><table><tr><th>layers</th><th>channels</th><th>kept</th><th>pinned by</th></tr>"

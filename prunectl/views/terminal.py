@@ -17,7 +17,8 @@ def _human(n: int | float) -> str:
 def _ratio(pair: dict[str, Any]) -> str:
     if not pair.get("before"):
         return "-"
-    return f"{_human(pair['before'])} -> {_human(pair['after'])} ({100 * (1 - pair['after'] / pair['before']):.1f}% smaller)"
+    return (f"{_human(pair['before'])} -> {_human(pair['after'])} "
+            f"({100 * (1 - pair['after'] / pair['before']):.1f}% smaller)")
 
 
 def prune_summary(console: Console, report: dict[str, Any], manifest: dict[str, Any], output: str | None,
