@@ -36,12 +36,12 @@ test: lint
 	$(PY) -m pytest -q -n 2 tests
 
 # Coverage sweep over every torchvision classification model (long: each model in its own
-# process); writes docs/zoo.md and docs/zoo.json. `make zoo ZOO_MODELS="resnet18 vit_b_16"` for a few.
+# process); writes docs/results/zoo.md and docs/results/zoo.json. `make zoo ZOO_MODELS="resnet18 vit_b_16"` for a few.
 ZOO_MODELS ?=
 zoo: $(STAMP)
 	$(PY) benchmarks/zoo.py $(ZOO_MODELS)
 
-# On demand, never in CI: results go to docs/bench/ (JSON + PNG). `make bench BENCH_ARGS=--quick`
+# On demand, never in CI: results go to docs/results/bench/ (JSON + PNG). `make bench BENCH_ARGS=--quick`
 # runs each in under two minutes (written as *-quick.json, so the README's numbers stay).
 BENCH_ARGS ?=
 bench: $(STAMP)
@@ -52,7 +52,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/accuracy_vs_size.py $(BENCH_ARGS)
 	$(PY) benchmarks/report_screenshot.py || echo "report screenshot skipped (needs chromium: apt-get install -y chromium)"
 
-# Long fuzz + crash run (the test suite runs a small fixed sample); figures go to docs/reliability.json.
+# Long fuzz + crash run (the test suite runs a small fixed sample); figures go to docs/results/reliability.json.
 # `make fuzz FUZZ_EXAMPLES=2000 FUZZ_KILLS=30` for a longer one.
 FUZZ_EXAMPLES ?= 300
 FUZZ_KILLS ?= 12

@@ -1,7 +1,7 @@
 """What every benchmark shares: machine facts, result files, the rich table, child processes.
 
 Benchmarks run on demand (``make bench``), never in the test suite. Each writes
-``docs/bench/<name>.json`` (results + the machine they ran on) and ``docs/bench/<name>.png``.
+``docs/results/bench/<name>.json`` (results + the machine they ran on) and ``docs/results/bench/<name>.png``.
 Heavy measurements run in a fresh subprocess each (``run_child``), so that one tool's
 allocations, caches and imports cannot flatter or penalise the next, and peak memory
 (VmHWM) belongs to that measurement alone.
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT_DIR = ROOT / "docs" / "bench"
+OUT_DIR = ROOT / "docs" / "results" / "bench"
 if str(ROOT) not in sys.path:  # fixtures.* and prunectl resolve from the repository root
     sys.path.insert(0, str(ROOT))
 
@@ -64,7 +64,7 @@ def _cpu_model() -> str:
 
 
 def write_results(name: str, payload: dict[str, Any], png: bytes | None, quick: bool) -> Path:
-    """docs/bench/<name>.json (+ .png); quick runs get a ``-quick`` suffix so they never
+    """docs/results/bench/<name>.json (+ .png); quick runs get a ``-quick`` suffix so they never
     overwrite the full results that the README quotes."""
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     stem = f"{name}-quick" if quick else name

@@ -1,6 +1,6 @@
 """Accuracy vs size on the digits task: every registered criterion against Torch-Pruning.
 
-    .venv/bin/python benchmarks/accuracy_vs_size.py            # docs/bench/accuracy_vs_size.{json,png}
+    .venv/bin/python benchmarks/accuracy_vs_size.py            # docs/results/bench/accuracy_vs_size.{json,png}
     .venv/bin/python benchmarks/accuracy_vs_size.py --quick    # CNN only, fewer levels (< 2 min)
 
 For each digits model (prunectl_digits, trained deterministically once), each criterion that

@@ -1,6 +1,6 @@
 """prunectl auto on the digits task vs Torch-Pruning's magnitude pruner at the same MACs.
 
-    .venv/bin/python benchmarks/auto_digits.py            # writes docs/bench/auto_digits.{json,png}
+    .venv/bin/python benchmarks/auto_digits.py            # writes docs/results/bench/auto_digits.{json,png}
     .venv/bin/python benchmarks/auto_digits.py --seeds 0 --cases cnn-cac --out /tmp/b   # one quick case
 
 For each case: train the digits model (prunectl_digits.train, deterministic), run
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated search seeds (default 0,1,2)")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "bench"), help="where the JSON and PNG go")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "bench"), help="where the JSON and PNG go")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     torch.set_num_threads(1)

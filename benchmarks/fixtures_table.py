@@ -1,6 +1,6 @@
 """Every fixture through prune + ONNX: params/MACs before and after, soft-vs-hard and ONNX errors.
 
-    .venv/bin/python benchmarks/fixtures_table.py      # writes docs/fixtures.md and docs/fixtures.json
+    .venv/bin/python benchmarks/fixtures_table.py      # writes docs/results/fixtures.md and docs/results/fixtures.json
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def main() -> None:
                          "macs_before": result.report["macs"]["before"], "macs_after": result.report["macs"]["after"],
                          "soft_vs_hard_max_abs": manifest["verify"]["soft_vs_hard_max_abs"],
                          "onnx_max_abs": manifest["onnx"]["max_abs"], "seconds": round(seconds, 2)})
-    (ROOT / "docs" / "fixtures.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (ROOT / "docs" / "results" / "fixtures.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = ["# Fixtures through the whole pipeline", "",
              "`.venv/bin/python benchmarks/fixtures_table.py` (spec rate, l1, ONNX opset 17, 2-core CPU).", "",
              "| fixture | rate | params before | params after | MACs before | MACs after | soft vs hard max abs | "
@@ -43,7 +43,7 @@ def main() -> None:
         lines.append(f"| {r['fixture']} | {r['rate']} | {r['params_before']:,} | {r['params_after']:,} | "
                      f"{r['macs_before']:,} | {r['macs_after']:,} | {r['soft_vs_hard_max_abs']:.2e} | "
                      f"{r['onnx_max_abs']:.2e} | {r['seconds']} |")
-    (ROOT / "docs" / "fixtures.md").write_text("\n".join(lines) + "\n")
+    (ROOT / "docs" / "results" / "fixtures.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

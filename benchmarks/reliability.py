@@ -1,7 +1,7 @@
 """Reliability figures for docs/reliability.md: run the fuzz, security and crash-safety tests
 with many more cases than the normal suite, tally every case, and summarise.
 
-    python benchmarks/reliability.py [--examples 300] [--kills 12] [--out docs/reliability.json]
+    python benchmarks/reliability.py [--examples 300] [--kills 12] [--out docs/results/reliability.json]
 
 Every CLI case the tests run is appended to a tally (tests/fuzzing.py: ``record``) with its
 category, command and exit code, and whether a traceback was seen; kills record what the
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--examples", type=int, default=300, help="hypothesis examples per fuzz test")
     parser.add_argument("--kills", type=int, default=12, help="SIGKILLs per crash-safety test")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "reliability.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "reliability.json")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:

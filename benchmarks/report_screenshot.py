@@ -1,6 +1,6 @@
 """Render a fixture bundle's ``prunectl report`` and screenshot it in real headless Chromium.
 
-    .venv/bin/python benchmarks/report_screenshot.py [docs/bench/report_screenshot.png]
+    .venv/bin/python benchmarks/report_screenshot.py [docs/results/bench/report_screenshot.png]
 
 Chromium comes from the OS (``apt-get install -y chromium``); it is not a Python dependency
 and CI does not install it, so the matching test skips when it is missing. The page is
@@ -61,7 +61,7 @@ def make_example_bundle(directory: Path) -> Path:
 def main() -> None:
     from prunectl.views.html_report import write_report
 
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs/bench/report_screenshot.png"
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs/results/bench/report_screenshot.png"
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         bundle = make_example_bundle(Path(tmp))

@@ -1,11 +1,11 @@
 """Coverage sweep: every torchvision classification model, traced and pruned at rate 0.3.
 
-    .venv/bin/python benchmarks/zoo.py                 # all models -> docs/zoo.md, docs/zoo.json
+    .venv/bin/python benchmarks/zoo.py                 # all models -> docs/results/zoo.md, docs/results/zoo.json
     .venv/bin/python benchmarks/zoo.py resnet18 vit_b_16   # a few (results merged into the JSON)
-    .venv/bin/python benchmarks/zoo.py --timm [NAME ...]  # the representative timm list -> docs/zoo_timm.md/json
-    .venv/bin/python benchmarks/zoo.py --hf [CLASS ...]   # transformers encoders (hf:CLASS) -> docs/zoo_hf.md/json
+    .venv/bin/python benchmarks/zoo.py --timm [NAME ...]  # representative timm list -> docs/results/zoo_timm.md
+    .venv/bin/python benchmarks/zoo.py --hf [CLASS ...]   # transformers encoders -> docs/results/zoo_hf.md/json
     .venv/bin/python benchmarks/zoo.py --tasks [NAME ...] # torchvision segmentation/video/detection
-                                                          # -> docs/zoo_tasks.md/json
+                                                          # -> docs/results/zoo_tasks.md/json
 
 Each model runs in its own subprocess (a crash or a memory blow-up costs one row, not the
 sweep): random init (no downloads), state_dict saved, ``prunectl.prune`` with no spec (so
@@ -297,9 +297,9 @@ def main(argv: list[str]) -> None:
         return
     if argv[:1] in (["--timm"], ["--hf"], ["--tasks"]):
         provider = argv[0][2:]
-        sweep(argv[1:] or all_models(provider), ROOT / "docs" / f"zoo_{provider}.json", provider)
+        sweep(argv[1:] or all_models(provider), ROOT / "docs" / "results" / f"zoo_{provider}.json", provider)
         return
-    sweep(argv or all_models(), ROOT / "docs" / "zoo.json")
+    sweep(argv or all_models(), ROOT / "docs" / "results" / "zoo.json")
 
 
 if __name__ == "__main__":

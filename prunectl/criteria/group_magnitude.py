@@ -4,7 +4,7 @@
 deletes its scale and shift in the following norm and its input columns in every layer that
 reads it; a neuron whose outgoing weights are tiny matters little however large its filter.
 Torch-Pruning's ``GroupMagnitudeImportance`` sums all of them, and on the digits MLP that is
-what beat every producer-only criterion (docs/bench/accuracy_vs_size.json).
+what beat every producer-only criterion (docs/results/bench/accuracy_vs_size.json).
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ spec that the tracer writes is one the pipeline accepts.
 A traced spec sets ``round_to: 8`` when most prunable layers of the model are multiples of 8
 wide: the designer chose hardware-friendly widths, and odd widths throw convolutions off
 ONNX Runtime's blocked (NCHWc) kernels, so a model pruned 30% by MACs could run slower than
-the original (docs/bench/latency.md). ``--round-to 1`` restores exact rates.
+the original (docs/results/bench/latency.json, docs/decisions.md). ``--round-to 1`` restores exact rates.
 """
 from __future__ import annotations
 
