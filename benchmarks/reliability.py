@@ -3,7 +3,7 @@ with many more cases than the normal suite, tally every case, and summarise.
 
     python benchmarks/reliability.py [--examples 300] [--kills 12] [--out docs/results/reliability.json]
 
-Every CLI case the tests run is appended to a tally (tests/fuzzing.py: ``record``) with its
+Every CLI case the tests run is appended to a tally (tests/support/fuzzing.py: ``record``) with its
 category, command and exit code, and whether a traceback was seen; kills record what the
 output path held afterwards. This script only counts: the assertions live in the tests, and
 a failing test makes this script fail too.
@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FUZZ_TESTS = ["tests/test_fuzz_specs.py", "tests/test_fuzz_checkpoints.py", "tests/test_fuzz_bundles.py",
-              "tests/test_security.py"]
+FUZZ_TESTS = ["tests/formats/test_fuzz_specs.py", "tests/load/test_fuzz_checkpoints.py",
+              "tests/load/test_fuzz_bundles.py", "tests/load/test_security.py"]
 CRASH_TESTS = ["tests/test_crash_safety.py"]
 
 

@@ -1,4 +1,11 @@
-"""Shared fixtures: deterministic checkpoints of every fixture model, made once per session."""
+"""Shared fixtures: deterministic checkpoints of every fixture model, made once per session.
+
+tests/ mirrors prunectl/: one folder per package folder (tests/load tests prunectl/load, ...),
+the whole-pipeline tests at the top, and support modules (helpers, fuzzing, the small model
+zoos) in tests/support, which is put on sys.path here: ``from helpers import ...``. Model
+modules are imported as ``tests.support.NAME`` so that their factory strings
+("tests.support.trace_models:ConcatBlock") resolve to the same classes.
+"""
 from __future__ import annotations
 
 import sys
@@ -7,10 +14,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+SUPPORT = ROOT / "tests" / "support"
+for path in (ROOT, SUPPORT):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
-from fixtures.make_checkpoints import FIXTURES, make_all  # noqa: E402
+from fixtures.make_checkpoints import make_all  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -24,5 +33,3 @@ def _run_from_repo_root(monkeypatch):
     # factories such as "fixtures.models:AlexNet" resolve from the working directory
     monkeypatch.chdir(ROOT)
 
-
-FIXTURE_NAMES = sorted(FIXTURES)

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 from fuzzing import record
+from helpers import ROOT
 
 import prunectl
 from fixtures.make_checkpoints import FIXTURES
 
-ROOT = Path(__file__).resolve().parents[1]
 SPEC = FIXTURES["small_mlp"][2]
 KILLS = int(os.environ.get("PRUNECTL_CRASH_KILLS", "0") or 0)  # raised by `make fuzz`
 

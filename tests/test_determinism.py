@@ -11,11 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 import prunectl
 from fixtures.make_checkpoints import FIXTURES
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _files(bundle: Path) -> dict[str, bytes]:

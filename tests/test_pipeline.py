@@ -8,13 +8,11 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import FIXTURE_NAMES
+from helpers import FIXTURE_NAMES, SPECS
 
 import prunectl
 from prunectl.cli import cli
 from prunectl.formats.spec import read_spec
-
-SPECS = Path(__file__).resolve().parents[1] / "fixtures" / "specs"
 
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "plugins" / "prunectl-digits"
 PRUNECTL = [sys.executable, "-m", "prunectl"]
 

@@ -1,4 +1,4 @@
-"""The command line: exit codes of design.md, one-line messages, nothing left half-written."""
+"""The command line: the exit codes of docs/formats.md, one-line messages, nothing left half-written."""
 from __future__ import annotations
 
 import json
@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import FIXTURE_NAMES
+from helpers import FIXTURE_NAMES, ROOT
 
 import prunectl
 from prunectl import __version__
 from prunectl.cli import cli
 
-ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "fixtures" / "specs"
 
 

@@ -1,4 +1,4 @@
-"""Small models with the layer kinds beyond conv/linear/BatchNorm ("tests.layer_kind_models:Name")."""
+"""Small models with the layer kinds beyond conv/linear/BatchNorm ("tests.support.layer_kind_models:Name")."""
 from __future__ import annotations
 
 import torch

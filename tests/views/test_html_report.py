@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import ROOT
 
 import prunectl
 from prunectl.cli import cli
 from prunectl.views.html_report import render_report, write_report
 
-ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HISTORY = [{"step": 0, "params": 701466, "macs": 35049472, "accuracy": 0.931},
            {"step": 1, "params": 176402, "macs": 8870912, "accuracy": 0.915, "rate": 0.5, "note": "fine-tuned"}]

@@ -11,9 +11,9 @@ from prunectl.coupling.groups import build_groups
 from prunectl.errors import SpecError, UnsupportedError
 from prunectl.formats.spec import Spec
 from prunectl.tracing import trace_model
-from tests.attention_models import ComputedShapeHeads, LinearToSequence, MixesChannels, SplitHeads, UnmetHeads
+from tests.support.attention_models import ComputedShapeHeads, LinearToSequence, MixesChannels, SplitHeads, UnmetHeads
 
-FACTORY = "tests.attention_models:"
+FACTORY = "tests.support.attention_models:"
 
 
 def _prune(tmp_path: Path, model: torch.nn.Module, factory: str, shape: tuple[int, ...], **options):
@@ -26,7 +26,7 @@ def _prune(tmp_path: Path, model: torch.nn.Module, factory: str, shape: tuple[in
 @pytest.mark.parametrize("factory", ["TinyTimmViT", "TinyTimmViTEager"])
 def test_timm_vit_cuts_whole_heads_of_its_fused_qkv(factory: str, tmp_path: Path) -> None:
     pytest.importorskip("timm")
-    import tests.attention_models as models
+    import tests.support.attention_models as models
 
     torch.manual_seed(0)
     model = getattr(models, factory)()
@@ -116,7 +116,7 @@ def test_a_linear_viewed_as_channels_for_a_conv_is_cut_in_whole_channels(tmp_pat
 @pytest.mark.parametrize("criterion", ["apoz", "thinet"])
 def test_data_driven_criteria_score_the_heads_of_a_fused_qkv(criterion: str, tmp_path: Path) -> None:
     pytest.importorskip("timm")
-    from tests.attention_models import TinyTimmViT
+    from tests.support.attention_models import TinyTimmViT
 
     torch.manual_seed(0)
     data = tmp_path / "data.pt"

@@ -5,12 +5,12 @@
 - A factory from a spec or a manifest that is not an nn.Module subclass or a registered
   provider (``os:system``, ``builtins:eval``, any standard-library module) is refused before
   anything is called, and standard-library modules are not even imported.
-- ONNX files (and every other bundle file) hold no absolute path of the machine that made them.
+- Bundle files (ONNX included) hold no absolute path of the machine that made them (the dynamo
+  exporter's own stripping: tests/export/test_onnx.py).
 """
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
 import sys
@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from fuzzing import invoke
+from helpers import machine_paths
 
 import prunectl
 from fixtures.make_checkpoints import FIXTURES
@@ -26,7 +27,6 @@ from prunectl.formats.checksums import file_sha256
 from prunectl.formats.seal import seal_manifest_file
 
 SPEC = FIXTURES["small_mlp"][2]
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class CreatesFile:
@@ -148,41 +148,13 @@ def test_bundle_model_pt_is_never_unpickled(bundle, tmp_path):
     assert not marker.exists()
 
 
-def _machine_paths(tmp: Path) -> list[bytes]:
-    candidates = {str(tmp), str(tmp.resolve()), str(Path.home()), os.getcwd(), str(ROOT), sys.prefix,
-                  str(Path(torch.__file__).parent), str(Path(prunectl.__file__).parent)}
-    user = os.environ.get("USER") or os.environ.get("LOGNAME")
-    found = [p.encode() for p in candidates if p not in ("/", "")]
-    if user and len(user) > 3:
-        found.append(f"/{user}/".encode())
-    return found
-
-
 @pytest.mark.parametrize("name", ["small_mlp", "dwsep", "conv1d"])  # linear, conv2d (depthwise), conv1d
-def test_bundle_files_hold_no_machine_paths(name, checkpoints, tmp_path):
+def test_bundle_files_hold_nomachine_paths(name, checkpoints, tmp_path):
     out = tmp_path / "deep" / "dir" / "bundle"
     out.parent.mkdir(parents=True)
     invoke(["prune", str(checkpoints[name]), "--spec", str(FIXTURES[name][2]), "-o", str(out), "--onnx", "-q"],
            "security", allowed={0})
     for path in sorted(out.iterdir()):
         data = path.read_bytes()
-        for needle in _machine_paths(tmp_path):
+        for needle in machine_paths(tmp_path):
             assert needle not in data, f"{path.name} contains {needle!r}"
-
-
-def test_dynamo_exporter_output_is_stripped_of_paths(tmp_path):
-    """The fallback exporter records Python stack traces (with file paths) in node metadata;
-    export_onnx strips them. Checked directly, since the fixtures take the TorchScript path."""
-    import onnx
-
-    from fixtures.make_checkpoints import make_model
-    from prunectl.export.onnx import _export_bytes, _strip_local_details
-
-    model = make_model("dwsep")
-    raw = _export_bytes(model, torch.randn(1, 3, 32, 32), 18, "dynamo", False, ["output"])
-    assert str(ROOT).encode() in raw or b"site-packages" in raw  # the risk is real ...
-    proto = onnx.load_from_string(raw)
-    _strip_local_details(proto)
-    data = proto.SerializeToString(deterministic=True)
-    for needle in [*_machine_paths(tmp_path), b"site-packages", b".py:"]:
-        assert needle not in data  # ... and removed

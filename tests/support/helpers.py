@@ -2,13 +2,20 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import prunectl
+from fixtures.make_checkpoints import FIXTURES
 from prunectl.models import factory as factories
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository
+SPECS = ROOT / "fixtures" / "specs"
+FIXTURE_NAMES = sorted(FIXTURES)
 
 
 def write_case(tmp_path: Path, factory: str, layers: dict[str, Any], input_shape: list[int],
@@ -34,3 +41,14 @@ def prune_case(tmp_path: Path, factory: str, layers: dict[str, Any], input_shape
                args: dict[str, Any] | None = None, **options: Any) -> prunectl.PruneResult:
     ckpt, spec = write_case(tmp_path, factory, layers, input_shape, args)
     return prunectl.prune(ckpt, prunectl.PruneOptions(spec=spec, **options))
+
+
+def machine_paths(tmp: Path) -> list[bytes]:
+    """Paths of this machine that no file prunectl writes may hold (``tmp``: the test's tmp_path)."""
+    candidates = {str(tmp), str(tmp.resolve()), str(Path.home()), os.getcwd(), str(ROOT), sys.prefix,
+                  str(Path(torch.__file__).parent), str(Path(prunectl.__file__).parent)}
+    user = os.environ.get("USER") or os.environ.get("LOGNAME")
+    found = [p.encode() for p in candidates if p not in ("/", "")]
+    if user and len(user) > 3:
+        found.append(f"/{user}/".encode())
+    return found

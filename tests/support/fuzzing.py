@@ -2,8 +2,8 @@
 
 Every fuzz case drives the real CLI through click's ``CliRunner`` (exceptions are *not*
 re-raised: a bug must show up the way a user would see it) and then checks the contract of
-design.md: a documented exit code, at most a one-line ``error: ...`` message, no traceback,
-no hang, and nothing left at the output path after a failure.
+docs/formats.md ("Exit codes"): a documented exit code, at most a one-line ``error: ...``
+message, no traceback, no hang, and nothing left at the output path after a failure.
 
 Environment:
 - ``PRUNECTL_FUZZ_EXAMPLES=N`` raises every fuzz test's example count to N (``make fuzz``);

@@ -7,19 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torchvision
-from torchvision.models.convnext import LayerNorm2d
 
 import prunectl
 from prunectl.coupling.groups import build_groups
-from prunectl.cut.masked_norms import install_masked_statistic
 from prunectl.errors import SpecError, UnsupportedError
 from prunectl.formats.spec import Spec
 from prunectl.layers.attention import ResidualCutMultiheadAttention
 from prunectl.layers.resize import apply_resize
 from prunectl.tracing import trace_model
-from tests.layer_kind_models import (
+from tests.support.layer_kind_models import (
     AttributeWidthView,
     ComputedWidthView,
     CrossAttention,
@@ -33,7 +30,7 @@ from tests.layer_kind_models import (
     TokenModel,
 )
 
-FACTORY = "tests.layer_kind_models:"
+FACTORY = "tests.support.layer_kind_models:"
 
 
 def _prune(tmp_path: Path, model: nn.Module, name: str, shape: tuple[int, ...], **options):
@@ -41,32 +38,6 @@ def _prune(tmp_path: Path, model: nn.Module, name: str, shape: tuple[int, ...], 
     torch.save(model.state_dict(), checkpoint)
     return prunectl.prune(checkpoint, prunectl.PruneOptions(model=FACTORY + name, input_shape=shape,
                                                             output=tmp_path / "out", **options))
-
-
-@torch.no_grad()
-def test_masked_layer_norm_equals_layer_norm_over_the_kept_channels() -> None:
-    torch.manual_seed(0)
-    kept = torch.tensor([0, 2, 3, 7])
-    for norm, x, dim in ((nn.LayerNorm(8), torch.randn(2, 5, 8) * 3 + 1, -1),
-                         (LayerNorm2d(8), torch.randn(2, 8, 3, 3) * 3 + 1, 1)):
-        norm.weight.normal_(), norm.bias.normal_()
-        expected = F.layer_norm(x.index_select(dim, kept).movedim(dim, -1), (4,), norm.weight[kept],
-                                norm.bias[kept], norm.eps).movedim(-1, dim)
-        install_masked_statistic(norm, kept)
-        y = norm(x)
-        assert torch.allclose(y.index_select(dim, kept), expected, atol=1e-5)
-
-
-@torch.no_grad()
-def test_masked_group_norm_equals_group_norm_over_the_kept_channels() -> None:
-    torch.manual_seed(0)
-    norm = nn.GroupNorm(2, 8)
-    norm.weight.normal_(), norm.bias.normal_()
-    x = torch.randn(3, 8, 4, 4) * 2 + 0.5
-    kept = torch.tensor([1, 2, 4, 7])  # two per group: GroupNorm keeps num_groups
-    expected = F.group_norm(x[:, kept], 2, norm.weight[kept], norm.bias[kept], norm.eps)
-    install_masked_statistic(norm, kept)
-    assert torch.allclose(norm(x)[:, kept], expected, atol=1e-5)
 
 
 def test_norm_zoo_traced_pruned_and_rebuilt(tmp_path: Path) -> None:
@@ -85,20 +56,6 @@ def test_norm_zoo_traced_pruned_and_rebuilt(tmp_path: Path) -> None:
     assert result.manifest.extra["onnx"]["max_abs"] <= 1e-4
     kept = result.manifest.kept["stem"]
     assert [sum(1 for i in kept if i // 4 == g) for g in range(4)] == [2, 2, 2, 2]
-
-
-def test_soft_model_without_the_masked_statistic_would_differ(tmp_path: Path) -> None:
-    # guards the test above: zeroing the cut channels alone does not make a LayerNorm agree
-    torch.manual_seed(0)
-    norm = nn.LayerNorm(8)
-    x = torch.randn(4, 8)
-    kept = torch.arange(4)
-    x_soft = x.clone()
-    x_soft[:, 4:] = 0
-    soft = F.layer_norm(x_soft, (8,))[:, :4]
-    assert not torch.allclose(soft, F.layer_norm(x[:, :4], (4,)), atol=1e-3)
-    install_masked_statistic(norm, kept)
-    assert torch.allclose(norm(x_soft)[:, :4], F.layer_norm(x[:, :4], (4,)), atol=1e-5)
 
 
 def test_convnext_residual_width_is_no_longer_pinned() -> None:
@@ -191,7 +148,7 @@ def test_resize_of_a_parameter_names_the_axis() -> None:
 
 @pytest.mark.parametrize("name", ["TinyEncoder", "SeqFirstEncoder"])
 def test_self_attention_cuts_whole_heads_and_the_residual_width(name: str, tmp_path: Path) -> None:
-    import tests.layer_kind_models as models
+    import tests.support.layer_kind_models as models
 
     torch.manual_seed(0)
     spec = trace_model(getattr(models, name)(), (2, 5, 8)).spec
@@ -252,7 +209,7 @@ def test_a_pruned_attention_prunes_again_in_original_numbering(tmp_path: Path) -
 
 @pytest.mark.parametrize("name", ["TorchEncoder", "TorchPreNormEncoder"])
 def test_torch_transformer_encoder_prunes_heads_stream_and_ffn(name: str, tmp_path: Path) -> None:
-    import tests.layer_kind_models as models
+    import tests.support.layer_kind_models as models
 
     torch.manual_seed(0)
     result = _prune(tmp_path, getattr(models, name)(), name, (2, 5, 8), rate=0.3, round_to=1, onnx=True)
@@ -315,7 +272,7 @@ def test_an_int_attribute_holding_the_width_is_an_attribute_entry(tmp_path: Path
 
 
 def test_torchvision_vit_residual_width_and_heads_are_cut(tmp_path: Path) -> None:
-    from tests.layer_kind_models import TinyViT
+    from tests.support.layer_kind_models import TinyViT
 
     torch.manual_seed(0)
     traced = trace_model(TinyViT(), (1, 3, 32, 32))
@@ -328,47 +285,3 @@ def test_torchvision_vit_residual_width_and_heads_are_cut(tmp_path: Path) -> Non
     assert attention.num_heads == 1 and attention.embed_dim == 8 and attention.head_dim == 8  # 1 of 2 heads
     assert result.manifest.extra["verify"]["reference_max_abs"] > 0
     assert result.manifest.extra["onnx"]["max_abs"] <= 1e-4
-
-
-def test_cost_estimate_counts_attention_heads_exactly() -> None:
-    from prunectl.criteria import get_criterion
-    from prunectl.cut.hard import hard_prune
-    from prunectl.cut.plan import make_plan
-    from prunectl.selection.budget import CostModel, measure
-    from prunectl.selection.per_layer import SelectOptions, select
-    from tests.layer_kind_models import TinyViT
-
-    torch.manual_seed(0)
-    model, x = TinyViT().eval(), torch.randn(1, 3, 32, 32)
-    groups = build_groups(trace_model(model, tuple(x.shape)).spec, model)
-    plan = make_plan(groups, select(groups, model, get_criterion("l1"), SelectOptions(rate=0.5)))
-    assert "encoder.layers.encoder_layer_0.self_attention" in plan
-    pruned, _ = hard_prune(model, plan)
-    for kind in ("macs", "params"):
-        baseline = measure(model, x, kind)
-        assert CostModel(model, x, kind, baseline)(plan) == pytest.approx(measure(pruned, x, kind) / baseline, rel=1e-9)
-
-
-@torch.no_grad()
-def test_a_group_with_every_channel_cut_gives_zeros_and_nan_never_verifies() -> None:
-    from prunectl.verify.compare import compare
-
-    norm = nn.GroupNorm(4, 4)  # one channel per group: cutting a channel empties its group
-    install_masked_statistic(norm, torch.tensor([0, 2]))
-    y = norm(torch.randn(2, 4, 3, 3))
-    assert bool(torch.isfinite(y).all()) and bool((y[:, [1, 3]] == 0).all())
-    assert not compare([torch.zeros(3)], [torch.tensor([0.0, float("nan"), 0.0])], 1e-5, "x").ok
-
-
-def test_attention_projections_are_counted_although_the_fused_path_hides_them() -> None:
-    from prunectl.measure.size import count_macs
-
-    model, x = TinyEncoder().eval(), torch.randn(2, 5, 8)
-    tokens = 2 * 5
-    linear = tokens * (8 * 16 + 16 * 48 + 16 * 16 + 16 * 32 + 32 * 16) + 2 * 16 * 3  # in_proj/out_proj too
-    assert count_macs(model, x) == linear
-    assert torch.backends.mha.get_fastpath_enabled()  # restored
-    from prunectl.verify.soft_vs_hard import run_and_count
-
-    assert run_and_count(model, x, "model")[1] == linear  # what prune reports counts the same
-    assert torch.backends.mha.get_fastpath_enabled()

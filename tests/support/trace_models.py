@@ -1,4 +1,4 @@
-"""Small models for the tracer's graph-rule tests (importable as "tests.trace_models:Name")."""
+"""Small models for the tracer's graph-rule tests (importable as "tests.support.trace_models:Name")."""
 from __future__ import annotations
 
 import torch

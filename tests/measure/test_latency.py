@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
+from helpers import ROOT
 
 from prunectl.cli import cli
 from prunectl.measure.latency import interleaved
 from prunectl.views.html_report import render_report
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_prune_latency_times_both_models_on_both_runtimes(checkpoints, tmp_path: Path) -> None:

@@ -5,11 +5,11 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import SPECS
 
 from prunectl.errors import SpecError
 from prunectl.formats.spec import Spec, read_spec, write_spec
 
-SPECS = Path(__file__).resolve().parents[1] / "fixtures" / "specs"
 VALID = sorted(p for p in SPECS.glob("*.json"))
 
 # file -> fragment the one-line message must contain (besides the file name)

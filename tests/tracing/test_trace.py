@@ -14,7 +14,7 @@ from prunectl.cli import cli
 from prunectl.coupling.groups import build_groups
 from prunectl.errors import UnsupportedError
 from prunectl.tracing import trace_model
-from tests.trace_models import ChannelCumsum, ConcatBlock, SqueezeExcite, TwoBranchAdd
+from tests.support.trace_models import ChannelCumsum, ConcatBlock, SqueezeExcite, TwoBranchAdd
 
 # A fast representative subset: residual adds, depthwise + squeeze-excitation multiplies,
 # stochastic depth, grouped convs, LayerNorm + layer scale on the residual width (convnext); the
@@ -60,7 +60,7 @@ def test_concatenation_gives_a_cat_key_and_prunes_each_part_at_its_offset(tmp_pa
     checkpoint = tmp_path / "concat.pt"
     torch.save(ConcatBlock().state_dict(), checkpoint)
     result = prunectl.prune(checkpoint, prunectl.PruneOptions(
-        model="tests.trace_models:ConcatBlock", rate=0.5, input_shape=(1, 3, 8, 8), output=tmp_path / "out"))
+        model="tests.support.trace_models:ConcatBlock", rate=0.5, input_shape=(1, 3, 8, 8), output=tmp_path / "out"))
     widths = {layer["name"]: layer["after"] for layer in result.report["layers"]}
     assert widths["stem"] == 4 and widths["left"] == 3 and widths["right"] == 5
     assert widths["norm"] == 12  # 4 + 3 + 5: the norm follows every part
@@ -135,7 +135,7 @@ def test_cli_spec_then_prune_with_it_and_unsupported_model_exits_6(tmp_path: Pat
     torch.save(torchvision.models.resnet18().state_dict(), checkpoint)
     result = runner.invoke(cli, ["prune", str(checkpoint), "--spec", str(spec_path), "--rate", "0.3", "-q"])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(cli, ["spec", "--model", "tests.trace_models:ChannelCumsum", "--input-shape",
+    result = runner.invoke(cli, ["spec", "--model", "tests.support.trace_models:ChannelCumsum", "--input-shape",
                                  "1,3,8,8"])
     assert result.exit_code == 6
     assert "cumsum" in result.output and "conv1" in result.output
@@ -165,6 +165,6 @@ def test_thinet_reads_each_part_of_a_concatenation_at_its_offset(tmp_path: Path)
     torch.save(ConcatBlock().state_dict(), checkpoint)
     torch.save({"inputs": torch.randn(16, 3, 8, 8)}, data)
     result = prunectl.prune(checkpoint, prunectl.PruneOptions(
-        model="tests.trace_models:ConcatBlock", rate=0.5, input_shape=(1, 3, 8, 8), criterion="thinet",
+        model="tests.support.trace_models:ConcatBlock", rate=0.5, input_shape=(1, 3, 8, 8), criterion="thinet",
         data=str(data)))
     assert {layer["name"]: layer["after"] for layer in result.report["layers"]}["norm"] == 12

@@ -1,4 +1,4 @@
-"""Reading checkpoints and resolving factories."""
+"""Reading checkpoints: prefixes, malformed contents, strict keys (factories: tests/models/test_factory.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +9,6 @@ import torch
 from prunectl.errors import CheckpointError, SpecError
 from prunectl.formats.spec import ModelRef
 from prunectl.load.checkpoint import load_checkpoint, read_checkpoint
-from prunectl.models import factory as factories
 
 ALEXNET = ModelRef("fixtures.models:AlexNet", {"num_classes": 10})
 
@@ -53,34 +52,3 @@ def test_missing_and_unexpected_keys_are_listed(checkpoints, tmp_path: Path) -> 
     torch.save(state, tmp_path / "k.pt")
     with pytest.raises(CheckpointError, match=r"missing: fc3\.weight; unexpected: extra\.weight"):
         load_checkpoint(tmp_path / "k.pt", ALEXNET)
-
-
-@pytest.mark.parametrize("factory, fragment", [
-    ("os:system", "refused"), ("subprocess:Popen", "refused"), ("builtins:eval", "refused"),
-    ("fixtures.models:_private", "refused"), ("torch.nn:functional", "not an nn.Module subclass"),
-    ("json:loads", "not an nn.Module subclass"), ("no_such_pkg.mod:Net", "module 'no_such_pkg' not found"),
-    ("fixtures.models:Nope", "has no attribute 'Nope'"), ("torchvision:resnet9000", "unknown torchvision model"),
-    ("fixtures.models:AlexNet;rm", "not a valid"),
-])
-def test_factories_only_build_modules(factory: str, fragment: str) -> None:
-    with pytest.raises(SpecError, match=None) as info:
-        factories.build(factory, {})
-    assert fragment in str(info.value)
-
-
-def test_factories_never_download(monkeypatch) -> None:
-    with pytest.raises(SpecError, match="would download weights"):
-        factories.build("torchvision:resnet18", {"weights": "DEFAULT"})
-
-    # segmentation/detection builders default to an ImageNet backbone: that default must not fetch
-    def no_network(*args, **kwargs):
-        raise AssertionError("tried to download")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
-    model = factories.build("torchvision:lraspp_mobilenet_v3_large", {})
-    assert isinstance(model, torch.nn.Module)
-
-
-def test_constructor_errors_name_the_factory() -> None:
-    with pytest.raises(SpecError, match="'fixtures.models:AlexNet' with args .*constructor failed"):
-        factories.build("fixtures.models:AlexNet", {"no_such_arg": 1})

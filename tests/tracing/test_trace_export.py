@@ -11,7 +11,7 @@ import prunectl
 from prunectl.errors import SpecError, UnsupportedError
 from prunectl.tracing import trace_model
 from prunectl.tracing.capture import fx_capture
-from tests.export_models import DataBranchNet, FxGraphFailsNet, ShapeBranchNet, TinyDetector
+from tests.support.export_models import DataBranchNet, FxGraphFailsNet, ShapeBranchNet, TinyDetector
 
 ODD_INPUT = (1, 3, 9, 9)  # takes the padding branch
 
@@ -38,7 +38,7 @@ def test_export_traced_model_prunes_verifies_and_exports(tmp_path: Path) -> None
     checkpoint = tmp_path / "shape_branch.pt"
     torch.save(model.state_dict(), checkpoint)
     result = prunectl.prune(checkpoint, prunectl.PruneOptions(
-        model="tests.export_models:ShapeBranchNet", rate=0.5, round_to=1, input_shape=ODD_INPUT,
+        model="tests.support.export_models:ShapeBranchNet", rate=0.5, round_to=1, input_shape=ODD_INPUT,
         output=tmp_path / "out", onnx=True))
     assert result.report["traced"]["tracer"] == "torch.export"
     widths = {layer["name"]: layer["after"] for layer in result.report["layers"]}
@@ -84,7 +84,7 @@ def test_module_prunes_a_detector_backbone_and_verifies_it_alone(tmp_path: Path)
     torch.manual_seed(0)
     checkpoint = tmp_path / "detector.pt"
     torch.save(TinyDetector().state_dict(), checkpoint)
-    options = dict(model="tests.export_models:TinyDetector", rate=0.5, round_to=1, input_shape=(1, 3, 8, 8))
+    options = dict(model="tests.support.export_models:TinyDetector", rate=0.5, round_to=1, input_shape=(1, 3, 8, 8))
     with pytest.raises(UnsupportedError):  # the whole model cannot be traced
         prunectl.prune(checkpoint, prunectl.PruneOptions(**options))
     result = prunectl.prune(checkpoint, prunectl.PruneOptions(**options, module="backbone", output=tmp_path / "out"))
@@ -114,13 +114,13 @@ def test_spec_module_writes_a_spec_that_prune_takes_back(tmp_path: Path) -> None
     torch.save(TinyDetector().state_dict(), checkpoint)
     spec_path = tmp_path / "spec.json"
     runner = CliRunner()
-    written = runner.invoke(cli, ["spec", str(checkpoint), "--model", "tests.export_models:TinyDetector",
+    written = runner.invoke(cli, ["spec", str(checkpoint), "--model", "tests.support.export_models:TinyDetector",
                                   "--module", "backbone", "--input-shape", "1,3,8,8", "-o", str(spec_path)])
     assert written.exit_code == 0, written.output
     data = json.loads(spec_path.read_text())
     assert data["module"] == "backbone" and list(data["layers"])[0] == "backbone.0"
     assert data["layers"]["backbone.4"]["prune"] is False  # the backbone's output
-    pruned = runner.invoke(cli, ["prune", str(checkpoint), "--model", "tests.export_models:TinyDetector",
+    pruned = runner.invoke(cli, ["prune", str(checkpoint), "--model", "tests.support.export_models:TinyDetector",
                                  "--spec", str(spec_path), "--rate", "0.5", "--round-to", "1", "-o",
                                  str(tmp_path / "out"), "--json"])
     assert pruned.exit_code == 0, pruned.output

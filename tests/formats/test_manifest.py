@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import SPECS
 
 import prunectl
 from prunectl.errors import CheckpointError, SpecError
 from prunectl.formats.manifest import Manifest, read_manifest
 from prunectl.formats.strict_json import parse_json
-
-SPECS = Path(__file__).resolve().parents[1] / "fixtures" / "specs"
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,12 @@ from click.testing import CliRunner
 
 pytest.importorskip("prunectl_digits")
 
+from helpers import ROOT  # noqa: E402
+
 import prunectl  # noqa: E402
 from prunectl.cli import cli  # noqa: E402
 from prunectl.formats.history import read_history  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 

@@ -23,10 +23,10 @@ from prunectl.layers.window_attention_modules import (
     ResidualCutWindowAttentionV2,
 )
 from prunectl.tracing import trace_model
-from tests import swin_models
-from tests.swin_models import INPUT_SHAPE, ConcatIntoWindowAttention
+from tests.support import swin_models
+from tests.support.swin_models import INPUT_SHAPE, ConcatIntoWindowAttention
 
-FACTORY = "tests.swin_models:"
+FACTORY = "tests.support.swin_models:"
 # model -> (its residual-cut attention class, one such module, the q/k/v and output projections, classifier)
 MODELS = {
     "TinySwin": (ResidualCutWindowAttention, "features.3.1.attn", "qkv", "proj", "head"),
