@@ -33,7 +33,8 @@ from .options import (
 @selection_options
 @click.option("--epochs", type=int, default=O.DEFAULT_AUTO_EPOCHS, show_default=True,
               help="Retraining epochs per step (at most).")
-@click.option("--final-epochs", type=int, default=0, show_default=True, help="A long fine-tune at the end.")
+@click.option("--final-epochs", type=int, default=O.AutoOptions.final_epochs, show_default=True,
+              help="A long fine-tune at the end.")
 @click.option("--early-stop/--full-retrain", default=True, show_default=True,
               help="Stop each retrain once back within --max-drop (CAC), or run every epoch and keep the best.")
 @click.option("--budget-minutes", type=float, help="Stop searching after this much wall time.")
@@ -50,7 +51,8 @@ from .options import (
 @click.option("--seed", type=int, default=O.DEFAULT_SEED, show_default=True,
               help="Seed of every step (same seed, same bundle).")
 @micro_batches_option
-@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads (1: bit-identical reruns).")
+@click.option("--threads", type=int, default=O.AutoOptions.threads, show_default=True,
+              help="Torch threads (1: bit-identical reruns).")
 @output_options
 @handle_errors
 def auto_command(checkpoint: str, quiet: bool, as_json: bool, rates: str, **options: Any) -> None:

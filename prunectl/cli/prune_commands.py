@@ -40,16 +40,17 @@ from .options import (
 @click.option("--exclude", multiple=True, metavar="PATTERN", help="Never prune layers matching this glob (repeatable).")
 @click.option("--target-macs", type=float, help="Search the cut until this fraction of the MACs is kept (within 1%).")
 @click.option("--target-params", type=float, help="Search the cut until this fraction of the params is kept.")
-@click.option("--steps", type=int, default=1, show_default=True, help="Prune in N steps, re-scoring in between.")
-@click.option("--schedule", type=click.Choice(SCHEDULES), default="linear", show_default=True,
+@click.option("--steps", type=int, default=PruneOptions.steps, show_default=True,
+              help="Prune in N steps, re-scoring in between.")
+@click.option("--schedule", type=click.Choice(SCHEDULES), default=PruneOptions.schedule, show_default=True,
               help="How the cut grows over --steps (agp: cubic, Zhu & Gupta 2017).")
-@click.option("--mode", type=click.Choice(MODES), default="structured", show_default=True,
+@click.option("--mode", type=click.Choice(MODES), default=PruneOptions.mode, show_default=True,
               help="unstructured: zero single weights (l1/random, --global magnitude); shapes stay.")
 @input_shape_option
 @bundle_output_option
 @onnx_option
 @opset_option
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the verification inputs.")
+@click.option("--seed", type=int, default=PruneOptions.seed, show_default=True, help="Seed of the verification inputs.")
 @trust_pickle_option
 @skip_unsupported_option
 @click.option("--max-memory", help="Refuse runs estimated to need more memory than this (e.g. 8G); "
@@ -57,7 +58,8 @@ from .options import (
 @module_option
 @click.option("--latency", is_flag=True,
               help="Time original vs pruned (torch eager and ONNX Runtime CPU) into report.json.")
-@click.option("--latency-threads", type=int, default=1, show_default=True, help="Threads for --latency timing.")
+@click.option("--latency-threads", type=int, default=PruneOptions.latency_threads, show_default=True,
+              help="Threads for --latency timing.")
 @output_options
 @handle_errors
 def prune(checkpoint: str, quiet: bool, as_json: bool, **options: Any) -> None:
