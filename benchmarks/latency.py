@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/latency.py --quick    # fixtures at batch 1 only (< 2 min)
 
 For each model and rate (0.3, 0.5; l1, round_to 1) prunectl writes a bundle with ONNX; the
-original is exported with the same exporter (prunectl.export.onnx.export_onnx). Latency:
+original is exported with the same exporter (prunectl.exporters.onnx.export_onnx). Latency:
 - ONNX Runtime, CPUExecutionProvider, ``intra_op_num_threads`` fixed (default 1), sequential,
   all graph optimisations; torch eager under ``inference_mode`` with the same thread count.
 - warm-up, then original and pruned runs *interleaved* (a burst of load from another process
@@ -70,7 +70,7 @@ def main() -> None:
 def _one_model(name: str, side: int, batches: tuple[int, ...], work: Path, threads: int, budget: float,
                round_to_experiment: bool) -> tuple[list[dict], list[dict]]:
     import prunectl
-    from prunectl.export.onnx import export_onnx
+    from prunectl.exporters.onnx import export_onnx
 
     work.mkdir(parents=True)
     ckpt, original, options = _original(name, side, work)

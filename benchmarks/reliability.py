@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FUZZ_TESTS = ["tests/formats/test_fuzz_specs.py", "tests/load/test_fuzz_checkpoints.py",
-              "tests/load/test_fuzz_bundles.py", "tests/load/test_security.py"]
+FUZZ_TESTS = ["tests/formats/test_fuzz_specs.py", "tests/loading/test_fuzz_checkpoints.py",
+              "tests/loading/test_fuzz_bundles.py", "tests/loading/test_security.py"]
 CRASH_TESTS = ["tests/test_crash_safety.py"]
 
 

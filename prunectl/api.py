@@ -30,11 +30,11 @@ from .errors import SpecError, VerificationError
 from .formats.manifest import MANIFEST_NAME, Manifest, write_manifest
 from .formats.spec import ModelRef, Spec, write_spec
 from .layers.kinds import kind_of
-from .load.bundle import check_files, load_bundle
-from .load.checkpoint import Loaded, load_checkpoint
-from .load.data import load_data
-from .load.memory import check_input, default_limit, guard_prune
-from .load.request import requested_input, requested_model, requested_spec
+from .loading.bundle import check_files, load_bundle
+from .loading.checkpoint import Loaded, load_checkpoint
+from .loading.data import load_data
+from .loading.memory import check_input, default_limit, guard_prune
+from .loading.request import requested_input, requested_model, requested_spec
 from .measure.latency import compare_latency
 from .measure.size import count_macs, count_params, layer_widths, size_bytes
 from .models.factory import build as build_model
@@ -48,10 +48,9 @@ from .selection.per_layer import SelectOptions
 from .selection.strategy import ChooseOptions, choose
 from .selection.unstructured import choose_unstructured
 from .tracing import TraceResult, trace_model
-from .verify.compare import TOLERANCE
-from .verify.onnx_check import ONNX_ATOL, check_onnx
-from .verify.recipe import make_recipe, rebuild_mismatch
-from .verify.soft_vs_hard import soft_vs_hard
+from .verification.onnx_check import ONNX_ATOL, check_onnx
+from .verification.recipe import make_recipe, rebuild_mismatch
+from .verification.soft_vs_hard import soft_vs_hard
 
 Progress = Callable[[str], None]
 
@@ -129,7 +128,6 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
                              skip_unsupported=options.skip_unsupported).under(module)
         spec = traced.spec.with_options(**spec_overrides(options))
     spec = replace(spec, module=module)
-    tolerance = TOLERANCE.get(input_spec.dtype, TOLERANCE["float32"])
     inputs = make_inputs(input_spec, options.seed)
     if traced is None:  # a traced model has just run on this input shape (walk_graph); a given spec's may not
         try:
@@ -158,10 +156,9 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
     recipe = make_recipe(spec, loaded.model_ref, hard, copy_weights=False)
     rebuilt = recipe.model
     try:  # the model exactly as prunectl.load rebuilds it must compute what the masked original does
-        comparison = soft_vs_hard(entry(soft, module), entry(rebuilt, module), inputs, tolerance, plan,
-                                  list(spec.layer_names))
+        comparison = soft_vs_hard(entry(soft, module), entry(rebuilt, module), inputs, plan, list(spec.layer_names))
     except VerificationError:
-        mismatch = rebuild_mismatch(recipe, loaded.model_ref.factory, hard, inputs[0], tolerance, module)
+        mismatch = rebuild_mismatch(recipe, loaded.model_ref.factory, hard, inputs[0], module)
         if mismatch is not None:  # the masking and the surgery agree; the rebuild recipe is wrong
             raise mismatch from None
         raise
@@ -182,7 +179,8 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
              "criterion": criterion.name, "rate": select.rate, "round_to": select.round_to,
              "min_channels": select.min_channels, "group_reduce": select.group_reduce, **choice.report,
              "verify": {"soft_vs_hard_max_abs": comparison.max_abs, "reference_max_abs": comparison.max_ref,
-                        "tolerance": tolerance, "inputs": len(inputs), "seed": options.seed}}
+                        "tolerance": comparison.tolerance, "precision": comparison.precision,
+                        "inputs": len(inputs), "seed": options.seed}}
     manifest = build_manifest(model_ref=loaded.model_ref, args=recipe.args, resize=recipe.resize,
                               kept=kept_by_layer(plan), input_spec=input_spec, facts=facts, checkpoint=checkpoint,
                               checkpoint_sha256=loaded.sha256, spec_sha256=spec.sha256, previous=loaded.manifest)

@@ -56,7 +56,7 @@ def test_soft_model_really_differs_from_original_and_matches_hard(name: str, che
     from prunectl.cut.hard import hard_prune
     from prunectl.cut.plan import make_plan
     from prunectl.cut.soft import soft_prune
-    from prunectl.load.checkpoint import load_checkpoint
+    from prunectl.loading.checkpoint import load_checkpoint
     from prunectl.selection.per_layer import SelectOptions, select
 
     spec = read_spec(SPECS / f"{name}.json")

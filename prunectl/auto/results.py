@@ -15,9 +15,10 @@ from ..bundle.report import build_report
 from ..bundle.writer import write_bundle
 from ..cut.plan import kept_by_layer, make_plan
 from ..formats.manifest import Manifest
-from ..load.checkpoint import Loaded
+from ..loading.checkpoint import Loaded
 from ..options import DEFAULT_OPSET
-from ..verify.recipe import prove_recipe
+from ..verification.precision import PROOF_TOLERANCE
+from ..verification.recipe import prove_recipe
 from ..views.history_files import history_files
 
 
@@ -25,7 +26,7 @@ def write_auto_bundle(run: Any, loaded: Loaded, checkpoint: str | Path, output: 
                       ) -> tuple[Manifest, dict]:
     """Write ``output`` from a finished search ``run`` (run.SearchRun); (manifest, report)."""
     ctx, state = run.ctx, run.state
-    recipe = prove_recipe(ctx.spec, loaded.model_ref, run.model, ctx.inputs[0], ctx.tolerance)
+    recipe = prove_recipe(ctx.spec, loaded.model_ref, run.model, ctx.inputs[0])
     report = build_report(run.original, recipe.model, ctx.inputs[0], list(ctx.spec.layer_names), ctx.original_groups,
                           run.total)
     final_accuracy = state["history"][-1]["accuracy"]
@@ -44,8 +45,8 @@ def write_auto_bundle(run: Any, loaded: Loaded, checkpoint: str | Path, output: 
         "trials": state["trials"], **({"final_log": state["final_log"]} if "final_log" in state else {})}
     facts = {"criterion": ctx.criterion.name, "round_to": ctx.select.round_to, "min_channels": ctx.select.min_channels,
              "group_reduce": ctx.select.group_reduce,
-             "verify": {"soft_vs_hard_max_abs": state["worst_soft_vs_hard"], "tolerance": ctx.tolerance,
-                        "inputs": len(ctx.inputs), "seed": run.options.seed}}
+             "verify": {"soft_vs_hard_max_abs": state["worst_soft_vs_hard"], "tolerance": PROOF_TOLERANCE,
+                        "precision": "float64", "inputs": len(ctx.inputs), "seed": run.options.seed}}
     manifest = build_manifest(model_ref=loaded.model_ref, args=recipe.args, resize=recipe.resize,
                               kept=kept_by_layer(make_plan(ctx.original_groups, run.total)),
                               input_spec=run.input_spec,

@@ -25,16 +25,15 @@ from ..bundle.staging import check_output_path
 from ..coupling.groups import build_groups
 from ..criteria import get_criterion
 from ..errors import SpecError
-from ..load.checkpoint import load_checkpoint
-from ..load.data import load_data
-from ..load.request import requested_input, requested_model, requested_spec
+from ..loading.checkpoint import load_checkpoint
+from ..loading.data import load_data
+from ..loading.request import requested_input, requested_model, requested_spec
 from ..models.inputs import make_inputs
 from ..options import DEFAULT_CRITERION, AutoOptions, spec_overrides
 from ..selection.per_layer import SelectOptions
 from ..tasks import get_task
 from ..tracing import trace_model
 from ..training.distributed import from_environment
-from ..verify.compare import TOLERANCE
 from . import steps as S
 from .results import write_auto_bundle
 from .run import Events, SearchRun
@@ -96,8 +95,7 @@ def _auto(checkpoint: str | Path, options: AutoOptions, events: Events | None) -
     criterion = get_criterion(spec.criterion or DEFAULT_CRITERION)
     select = SelectOptions.from_spec(spec, criterion, rate=0.0)
     data = load_data(options.task) if criterion.needs_data else None
-    tolerance = TOLERANCE.get(input_spec.dtype, TOLERANCE["float32"])
-    ctx = S.Context(spec, criterion, select, data, make_inputs(input_spec, options.seed), tolerance, options.seed)
+    ctx = S.Context(spec, criterion, select, data, make_inputs(input_spec, options.seed), options.seed)
     ctx.original_groups = build_groups(spec, original)
 
     spec_sha = spec.sha256

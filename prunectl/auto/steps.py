@@ -25,7 +25,7 @@ from ..layers import kinds as L
 from ..measure.size import count_macs, count_params
 from ..selection.per_layer import SelectOptions, kept_count, select_group
 from ..selection.scoring import score_groups
-from ..verify.soft_vs_hard import soft_vs_hard
+from ..verification.soft_vs_hard import soft_vs_hard
 
 Kept = list[torch.Tensor | None]
 
@@ -39,7 +39,6 @@ class Context:
     select: SelectOptions
     data: Any  # calibration data for data-driven criteria, else None
     inputs: list[torch.Tensor]  # verification inputs (the spec's input shape)
-    tolerance: float
     seed: int
     original_groups: list[ChannelGroup] = field(default_factory=list)
 
@@ -85,7 +84,7 @@ def cut(ctx: Context, model: nn.Module, groups: list[ChannelGroup], kept: Kept) 
     """(hard-pruned copy, soft-vs-hard max abs error); VerificationError if they disagree."""
     plan = make_plan(groups, kept)
     hard, _ = hard_prune(model, plan)
-    comparison = soft_vs_hard(soft_prune(model, plan), hard, ctx.inputs, ctx.tolerance, plan,
+    comparison = soft_vs_hard(soft_prune(model, plan), hard, ctx.inputs, plan,
                               list(ctx.spec.layer_names))
     return hard.eval(), comparison.max_abs
 

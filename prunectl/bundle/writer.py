@@ -11,12 +11,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..export.onnx import export_onnx
-from ..export.weights import portable_state_dict, write_pt, write_safetensors
+from ..exporters.onnx import export_onnx
+from ..exporters.weights import portable_state_dict, write_pt, write_safetensors
 from ..formats.checksums import file_sha256
 from ..formats.manifest import Manifest, write_manifest
 from ..formats.strict_json import dump_json
-from ..verify.onnx_check import ONNX_ATOL, check_onnx
+from ..verification.onnx_check import ONNX_ATOL, check_onnx
 from ..version import __version__
 from .staging import staged_directory
 

@@ -19,7 +19,7 @@ from ..layers.kinds import weight_of
 from ..seeding import named_generator
 
 if TYPE_CHECKING:
-    from ..load.data import CalibrationData
+    from ..loading.data import CalibrationData
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from ..layers import kinds as L
 from ..layers.attention import adapt_attention
 from ..layers.params import count_attribute_of, parameter_of, replace_parameter
 from ..layers.window_attention import adapt_window_attention
-from ..load.meta import has_meta
+from ..loading.meta import has_meta
 from .plan import ModuleCut
 
 

@@ -1,7 +1,7 @@
 """manifest.json (version 1): how to rebuild a pruned model without pickle, and proof of what was done.
 
 The typed, strictly validated document and its canonical, sealed bytes. Reading a bundle back
-(checksums, rebuild, strict weights) is ``prunectl.load.bundle``; the fields are docs/formats.md.
+(checksums, rebuild, strict weights) is ``prunectl.loading.bundle``; the fields are docs/formats.md.
 """
 from __future__ import annotations
 

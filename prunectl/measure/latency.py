@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from ..export.onnx import export_onnx
+from ..exporters.onnx import export_onnx
 
 
 def ort_session(path: Path, threads: int, profile_prefix: str | None = None) -> Any:

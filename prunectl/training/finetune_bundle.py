@@ -16,15 +16,14 @@ from ..bundle.writer import versions, write_bundle
 from ..errors import VerificationError
 from ..formats import history as H
 from ..formats.manifest import MANIFEST_NAME, Manifest
-from ..formats.spec import InputSpec
 from ..formats.strict_json import read_json
-from ..load.bundle import load_bundle, rebuild_model
+from ..loading.bundle import load_bundle, rebuild_model
 from ..measure.size import count_macs, count_params
 from ..models.forward import run
 from ..models.inputs import make_inputs
 from ..options import DEFAULT_FINETUNE_EPOCHS
 from ..tasks import get_task
-from ..verify.compare import TOLERANCE, compare
+from ..verification.compare import compare, tolerance_for
 from ..views.history_files import history_files
 from .distributed import from_environment
 from .finetune import Events, FineTuneOptions, fine_tune
@@ -41,14 +40,13 @@ def finetune_bundle(bundle: str | Path, task_name: str, epochs: int | None = Non
         check_output_path(out)
     task = get_task(task_name)
     epochs = epochs if epochs is not None else int(getattr(task, "fine_tune_epochs", DEFAULT_FINETUNE_EPOCHS))
-    input_spec = InputSpec(tuple(manifest.input["shape"]), manifest.input["dtype"])
-    inputs = make_inputs(input_spec, manifest.extra.get("verify", {}).get("seed", 0))
+    inputs = make_inputs(manifest.input_spec, manifest.seed)
     before = float(task.metric(model))
     options = FineTuneOptions(epochs=epochs, seed=seed, micro_batches=micro_batches or group.world)
     log = fine_tune(model, task, options, group, events)
     after = float(task.metric(model))
 
-    tolerance = TOLERANCE.get(input_spec.dtype, TOLERANCE["float32"])
+    tolerance = tolerance_for(model)  # the same architecture and weights: equal up to kernel rounding
     rebuilt = rebuild_model(manifest, str(bundle / MANIFEST_NAME))
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     rebuilt.eval()

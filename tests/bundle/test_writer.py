@@ -17,7 +17,7 @@ from prunectl.errors import SpecError, VerificationError
 from prunectl.formats.manifest import Manifest
 from prunectl.formats.seal import SEAL_KEY, check_seal, sealed_bytes
 from prunectl.formats.strict_json import dump_json, parse_json
-from prunectl.load.bundle import load_bundle
+from prunectl.loading.bundle import load_bundle
 
 FACTORY = "fixtures.models:SmallMLP"
 REPORT = {"params": {"before": 6922, "after": 6922, "ratio": 1.0}, "layers": [{"name": "fc1", "after": 64}]}

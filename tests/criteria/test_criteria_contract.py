@@ -16,7 +16,7 @@ from prunectl.coupling.groups import build_groups
 from prunectl.criteria import get_criterion
 from prunectl.errors import SpecError
 from prunectl.formats.spec import read_spec
-from prunectl.load.data import from_tensors
+from prunectl.loading.data import from_tensors
 from prunectl.selection.scoring import layer_views, score_groups
 
 CRITERIA = registry.available(registry.CRITERIA)

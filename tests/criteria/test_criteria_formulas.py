@@ -13,7 +13,7 @@ from prunectl.criteria import LayerView, get_criterion
 from prunectl.criteria.base import Consumer
 from prunectl.criteria.thinet import greedy_removal_order
 from prunectl.errors import SpecError
-from prunectl.load.data import from_tensors
+from prunectl.loading.data import from_tensors
 
 
 def conv_bn_net(seed: int = 0) -> nn.Sequential:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torchvision.models.convnext import LayerNorm2d
 
 from prunectl.cut.masked_norms import install_masked_statistic
-from prunectl.verify.compare import compare
+from prunectl.verification.compare import compare
 
 
 @torch.no_grad()

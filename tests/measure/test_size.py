@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from prunectl.measure.size import count_macs
-from prunectl.verify.soft_vs_hard import run_and_count
+from prunectl.verification.soft_vs_hard import run_and_count
 from tests.support.layer_kind_models import TinyEncoder
 
 

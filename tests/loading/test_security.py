@@ -6,7 +6,7 @@
   provider (``os:system``, ``builtins:eval``, any standard-library module) is refused before
   anything is called, and standard-library modules are not even imported.
 - Bundle files (ONNX included) hold no absolute path of the machine that made them (the dynamo
-  exporter's own stripping: tests/export/test_onnx.py).
+  exporter's own stripping: tests/exporters/test_onnx.py).
 """
 from __future__ import annotations
 

@@ -11,6 +11,12 @@ from ..errors import VerificationError
 TOLERANCE = {"float32": 1e-5, "float64": 1e-9, "float16": 1e-2, "bfloat16": 5e-2}
 
 
+def tolerance_for(model: torch.nn.Module) -> float:
+    """The relative bound for outputs computed in the model's own dtype (its first floating parameter's)."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    return TOLERANCE.get(str(dtype).removeprefix("torch."), TOLERANCE["float32"])
+
+
 @dataclass(frozen=True)
 class Comparison:
     max_abs: float
@@ -20,6 +26,7 @@ class Comparison:
     # first input (the soft model has the original's shapes, so its count is the original's)
     hard_macs: int | None = field(default=None, compare=False)
     soft_macs: int | None = field(default=None, compare=False)
+    precision: str = "float32"  # the dtype the compared models ran in (soft_vs_hard: float64)
 
     @property
     def ok(self) -> bool:

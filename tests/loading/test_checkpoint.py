@@ -8,7 +8,7 @@ import torch
 
 from prunectl.errors import CheckpointError, SpecError
 from prunectl.formats.spec import ModelRef
-from prunectl.load.checkpoint import load_checkpoint, read_checkpoint
+from prunectl.loading.checkpoint import load_checkpoint, read_checkpoint
 
 ALEXNET = ModelRef("fixtures.models:AlexNet", {"num_classes": 10})
 

@@ -6,7 +6,7 @@ import torch
 from helpers import ROOT, machine_paths
 
 from fixtures.make_checkpoints import make_model
-from prunectl.export.onnx import _export_bytes, _strip_local_details
+from prunectl.exporters.onnx import _export_bytes, _strip_local_details
 
 
 def test_dynamo_exporter_output_is_stripped_of_paths(tmp_path):

@@ -18,13 +18,14 @@ from ..formats.spec import ModelRef, Spec
 from ..layers import kinds as L
 from ..layers.params import count_attributes, resize_of
 from ..layers.resize import apply_resize
-from ..load.materialize import build_with_weights
-from ..load.meta import meta_model
+from ..loading.materialize import build_with_weights
+from ..loading.meta import meta_model
 from ..models.factory import accepts_argument
 from ..models.factory import build as build_model
 from ..models.forward import run
 from ..models.submodule import entry
 from .compare import compare
+from .precision import PROOF_TOLERANCE, float64_proof, proof_inputs
 
 
 def constructor_args(spec: Spec, model_ref: ModelRef, hard: nn.Module) -> dict[str, Any]:
@@ -114,31 +115,37 @@ def make_recipe(spec: Spec, model_ref: ModelRef, hard: nn.Module, copy_weights: 
 
 
 def rebuild_mismatch(recipe: Recipe, factory: str, hard: nn.Module, x: torch.Tensor,
-                     tolerance: float, module: str | None = None) -> VerificationError | None:
+                     module: str | None = None) -> VerificationError | None:
     """The error to raise when the rebuilt model does not compute what ``hard`` does on ``x``
     (None when it does, or when ``hard`` itself cannot run: then the recipe is not to blame).
     ``module``: the submodule the spec input goes to."""
     try:
-        expected = run(entry(hard, module), x, "hard-pruned model")
+        expected = _run_float64(entry(hard, module), x, "hard-pruned model")
     except VerificationError:
         return None
     try:
-        _check(recipe, factory, expected, x, tolerance, module)
+        _check(recipe, factory, expected, x, module)
     except VerificationError as exc:
         return exc
     return None
 
 
-def prove_recipe(spec: Spec, model_ref: ModelRef, hard: nn.Module, x: torch.Tensor, tolerance: float) -> Recipe:
-    """The recipe whose rebuild reproduces ``hard``, proven on ``x``."""
+def prove_recipe(spec: Spec, model_ref: ModelRef, hard: nn.Module, x: torch.Tensor) -> Recipe:
+    """The recipe whose rebuild reproduces ``hard``, proven on ``x`` (both run in float64)."""
     recipe = make_recipe(spec, model_ref, hard)
-    _check(recipe, model_ref.factory, run(hard, x, "hard-pruned model"), x, tolerance)
+    _check(recipe, model_ref.factory, _run_float64(hard, x, "hard-pruned model"), x)
     return recipe
 
 
-def _check(recipe: Recipe, factory: str, expected: list[torch.Tensor], x: torch.Tensor, tolerance: float,
+def _run_float64(model: nn.Module, x: torch.Tensor, what: str) -> list[torch.Tensor]:
+    with float64_proof(model):
+        return run(model, proof_inputs([x])[0], what)
+
+
+def _check(recipe: Recipe, factory: str, expected: list[torch.Tensor], x: torch.Tensor,
            module: str | None = None) -> None:
-    result = compare(expected, run(entry(recipe.model, module), x, "rebuilt model"), tolerance, "rebuilt vs hard")
+    result = compare(expected, _run_float64(entry(recipe.model, module), x, "rebuilt model"), PROOF_TOLERANCE,
+                     "rebuilt vs hard")
     if not result.ok:
         raise VerificationError(f"the model rebuilt from {factory}(**args) computes something else than the "
                                 f"pruned model (max diff {result.max_abs:.3g}); check each layer's 'arg'")

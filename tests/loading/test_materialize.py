@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 
 from prunectl.errors import CheckpointError
-from prunectl.load.materialize import build_with_weights
-from prunectl.load.meta import meta_model
+from prunectl.loading.materialize import build_with_weights
+from prunectl.loading.meta import meta_model
 from prunectl.models import factory as factories
 
 

@@ -1,4 +1,4 @@
-"""The rebuild recipe (prunectl.verify.recipe): constructor args for the pruned widths, surgery
+"""The rebuild recipe (prunectl.verification.recipe): constructor args for the pruned widths, surgery
 (``resize``) for the rest, and the proof that the rebuilt model is the hard-pruned one.
 
 Each test prunes a real fixture through the pipeline's own stages (groups, per-layer selection,
@@ -23,10 +23,7 @@ from prunectl.errors import SpecError, VerificationError
 from prunectl.formats.spec import Spec, read_spec
 from prunectl.models import factory as factories
 from prunectl.selection.per_layer import SelectOptions, select
-from prunectl.verify.compare import TOLERANCE
-from prunectl.verify.recipe import constructor_args, make_recipe, prove_recipe, rebuild_mismatch, resize_needed
-
-TOL = TOLERANCE["float32"]
+from prunectl.verification.recipe import constructor_args, make_recipe, prove_recipe, rebuild_mismatch, resize_needed
 
 
 def _spec(tmp_path: Path, name: str, **layers: dict) -> Spec:
@@ -137,7 +134,7 @@ def test_prove_recipe_on_cnn_fixtures(name: str) -> None:
     spec = read_spec(SPECS / f"{name}.json")
     original, hard = _hard(spec, name)
     x = _x(spec)
-    recipe = prove_recipe(spec, spec.model, hard, x, TOL)
+    recipe = prove_recipe(spec, spec.model, hard, x)
     _same_model(recipe.model, hard, x)
     assert sum(p.numel() for p in recipe.model.parameters()) < sum(p.numel() for p in original.parameters())
     # the recipe is what prunectl.load will do: factory(**args), then resize
@@ -148,7 +145,7 @@ def test_rebuild_mismatch_is_none_when_the_recipe_computes_what_hard_does() -> N
     spec = read_spec(SPECS / "vgg11_bn.json")
     _, hard = _hard(spec, "vgg11_bn")
     recipe = make_recipe(spec, spec.model, hard)
-    assert rebuild_mismatch(recipe, spec.model.factory, hard, _x(spec), TOL) is None
+    assert rebuild_mismatch(recipe, spec.model.factory, hard, _x(spec)) is None
 
 
 def test_rebuild_mismatch_reports_a_recipe_model_that_computes_something_else() -> None:
@@ -157,7 +154,7 @@ def test_rebuild_mismatch_reports_a_recipe_model_that_computes_something_else() 
     recipe = make_recipe(spec, spec.model, hard)
     with torch.no_grad():
         recipe.model.conv1.weight[0, 0, 0, 0] += 10.0  # one weight of the rebuilt model corrupted
-    error = rebuild_mismatch(recipe, spec.model.factory, hard, _x(spec), TOL)
+    error = rebuild_mismatch(recipe, spec.model.factory, hard, _x(spec))
     assert isinstance(error, VerificationError)
     assert "fixtures.models:VGG11BN(**args) computes something else" in str(error)
     assert "check each layer's 'arg'" in str(error)
@@ -170,4 +167,4 @@ def test_rebuild_mismatch_does_not_blame_the_recipe_when_hard_cannot_run() -> No
     _, hard = _hard(spec, "small_mlp")
     recipe = make_recipe(spec, spec.model, hard)
     wrong_input = torch.randn(1, 5)  # neither model runs on it
-    assert rebuild_mismatch(recipe, spec.model.factory, hard, wrong_input, TOL) is None
+    assert rebuild_mismatch(recipe, spec.model.factory, hard, wrong_input) is None

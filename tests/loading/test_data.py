@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from fixtures.make_checkpoints import FIXTURES
 from prunectl.cli import cli
 from prunectl.errors import SpecError
-from prunectl.load.data import load_data
+from prunectl.loading.data import load_data
 
 
 def test_pt_dict_with_targets_gets_cross_entropy(tmp_path) -> None:
