@@ -3,14 +3,38 @@
     import prunectl
     result = prunectl.prune("ckpt.pt", prunectl.PruneOptions(spec="spec.json", rate=0.5, output="out/"))
     model = prunectl.load("out/")
+
+The names below are imported when first used (PEP 562), so that ``prunectl --version`` and
+``prunectl --help`` do not pay for importing torch.
 """
-from .api import PruneResult, export, info, load, prune, verify
-from .errors import CheckpointError, PrunectlError, SpecError, UnsupportedError, VerificationError
-from .formats.spec import Spec, read_spec, write_spec
-from .options import PruneOptions
-from .tracing import derive_spec
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
 from .version import __version__
+
+_WHERE = {
+    "prune": "api", "verify": "api", "export": "api", "load": "api", "info": "api", "PruneResult": "api",
+    "PruneOptions": "options",
+    "derive_spec": "tracing",
+    "Spec": "formats.spec", "read_spec": "formats.spec", "write_spec": "formats.spec",
+    "PrunectlError": "errors", "SpecError": "errors", "VerificationError": "errors", "CheckpointError": "errors",
+    "UnsupportedError": "errors",
+}
 
 __all__ = ["prune", "verify", "export", "load", "info", "derive_spec", "PruneOptions", "PruneResult", "Spec",
            "read_spec", "write_spec", "PrunectlError", "SpecError", "VerificationError", "CheckpointError",
            "UnsupportedError", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'prunectl' has no attribute {name!r}")
+    value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value  # the next access is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

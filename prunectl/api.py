@@ -32,7 +32,7 @@ from .formats.spec import ModelRef, Spec, write_spec
 from .layers.kinds import kind_of
 from .loading.bundle import check_files, load_bundle
 from .loading.checkpoint import Loaded, load_checkpoint
-from .loading.data import load_data
+from .loading.data import CalibrationData, data_inputs, load_data
 from .loading.memory import check_input, default_limit, guard_prune
 from .loading.request import requested_input, requested_model, requested_spec
 from .measure.latency import compare_latency
@@ -48,7 +48,7 @@ from .selection.per_layer import SelectOptions
 from .selection.strategy import ChooseOptions, choose
 from .selection.unstructured import choose_unstructured
 from .tracing import TraceResult, trace_model
-from .verification.onnx_check import ONNX_ATOL, check_onnx
+from .verification.onnx_check import check_onnx
 from .verification.recipe import make_recipe, rebuild_mismatch
 from .verification.soft_vs_hard import soft_vs_hard
 
@@ -128,7 +128,8 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
                              skip_unsupported=options.skip_unsupported).under(module)
         spec = traced.spec.with_options(**spec_overrides(options))
     spec = replace(spec, module=module)
-    inputs = make_inputs(input_spec, options.seed)
+    inputs = make_inputs(input_spec, options.seed, model=target)
+    data = load_data(options.data) if options.data is not None else None
     if traced is None:  # a traced model has just run on this input shape (walk_graph); a given spec's may not
         try:
             run(entry(model, module), inputs[0], "original model")
@@ -139,7 +140,8 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
     clock("score")
     criterion = get_criterion(spec.criterion or DEFAULT_CRITERION)
     select = SelectOptions.from_spec(spec, criterion)
-    choice = _choose(spec, model, criterion, select, options, inputs[0])
+    choice = _choose(spec, model, criterion, select, options, inputs[0], data)
+    from_data = data_inputs(data, input_spec)  # the proof also sees the user's own data
     groups, kept = choice.groups, choice.kept
     plan = make_plan(groups, kept)
 
@@ -156,7 +158,8 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
     recipe = make_recipe(spec, loaded.model_ref, hard, copy_weights=False)
     rebuilt = recipe.model
     try:  # the model exactly as prunectl.load rebuilds it must compute what the masked original does
-        comparison = soft_vs_hard(entry(soft, module), entry(rebuilt, module), inputs, plan, list(spec.layer_names))
+        comparison = soft_vs_hard(entry(soft, module), entry(rebuilt, module), inputs + from_data, plan,
+                                  list(spec.layer_names))
     except VerificationError:
         mismatch = rebuild_mismatch(recipe, loaded.model_ref.factory, hard, inputs[0], module)
         if mismatch is not None:  # the masking and the surgery agree; the rebuild recipe is wrong
@@ -180,7 +183,8 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
              "min_channels": select.min_channels, "group_reduce": select.group_reduce, **choice.report,
              "verify": {"soft_vs_hard_max_abs": comparison.max_abs, "reference_max_abs": comparison.max_ref,
                         "tolerance": comparison.tolerance, "precision": comparison.precision,
-                        "inputs": len(inputs), "seed": options.seed}}
+                        "inputs": len(inputs), "seed": options.seed,
+                        **({"data_inputs": len(from_data)} if from_data else {})}}
     manifest = build_manifest(model_ref=loaded.model_ref, args=recipe.args, resize=recipe.resize,
                               kept=kept_by_layer(plan), input_spec=input_spec, facts=facts, checkpoint=checkpoint,
                               checkpoint_sha256=loaded.sha256, spec_sha256=spec.sha256, previous=loaded.manifest)
@@ -194,7 +198,7 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
 
 
 def _choose(spec: Spec, model: nn.Module, criterion: Criterion, select: SelectOptions, options: PruneOptions,
-            example: torch.Tensor) -> Choice:
+            example: torch.Tensor, data: CalibrationData | None) -> Choice:
     """The selection stage, from the user's options: unstructured masks, or structured kept channels
     (per layer or global, toward a rate or a MACs/params target, in steps)."""
     exclude = tuple(options.exclude or ())
@@ -210,10 +214,7 @@ def _choose(spec: Spec, model: nn.Module, criterion: Criterion, select: SelectOp
               Target("params", options.target_params) if options.target_params is not None else None)
     choose_options = ChooseOptions(select, options.global_ranking, exclude, target, options.steps,
                                    options.schedule, options.seed)
-    data = load_data(options.data) if options.data is not None else None
-    if data is not None and not criterion.needs_data:
-        data = None  # harmless: a data-free criterion ignores it
-    choice = choose(spec, model, criterion, choose_options, data, example)
+    choice = choose(spec, model, criterion, choose_options, data if criterion.needs_data else None, example)
     if options.data is not None:
         choice.report["data"] = str(options.data)
     return choice
@@ -224,28 +225,27 @@ def load(bundle: str | Path) -> nn.Module:
     return load_bundle(bundle)[0]
 
 
-def _replay_inputs(bundle: Path, manifest: Manifest) -> list[torch.Tensor]:
+def _replay_inputs(bundle: Path, manifest: Manifest, model: nn.Module) -> list[torch.Tensor]:
     """The verification inputs a bundle records (shape, dtype, seed), after the memory guard."""
     input_spec = manifest.input_spec
     check_input(input_spec.shape, input_spec.dtype, default_limit(), f"{bundle / MANIFEST_NAME}: input.shape")
-    return make_inputs(input_spec, manifest.seed)
+    return make_inputs(input_spec, manifest.seed, model=model)
 
 
 def verify(bundle: str | Path) -> dict[str, Any]:
     """Re-check a bundle: checksums, strict rebuild, a forward pass, and ONNX vs torch if present."""
     bundle = Path(bundle)
     model, manifest = load_bundle(bundle)
-    inputs = _replay_inputs(bundle, manifest)
     module = manifest.extra.get("module")  # the input is this submodule's (prune --module)
-    if module is not None:
-        submodule(model, module, str(bundle / MANIFEST_NAME))
+    target = model if module is None else submodule(model, module, str(bundle / MANIFEST_NAME))
+    inputs = _replay_inputs(bundle, manifest, target)
     outputs = run(entry(model, module), inputs[0], "bundle model")
     if not all(bool(torch.isfinite(t).all()) for t in outputs if t.is_floating_point()):
         raise VerificationError(f"{bundle}: the rebuilt model produces NaN/inf on its input")
     result: dict[str, Any] = {"bundle": str(bundle), "files": sorted(manifest.files), "checksums": "ok",
                               "rebuild": "ok", "forward": "ok"}
     if "model.onnx" in manifest.files:
-        result["onnx_max_abs"] = check_onnx(bundle / "model.onnx", model, inputs, ONNX_ATOL).max_abs
+        result["onnx_max_abs"] = check_onnx(bundle / "model.onnx", model, inputs).max_abs
     return result
 
 
@@ -255,7 +255,7 @@ def export(bundle: str | Path, onnx: bool = True, opset: int = DEFAULT_OPSET) ->
     model, manifest = load_bundle(bundle)
     if not onnx:
         return manifest
-    inputs = _replay_inputs(bundle, manifest)
+    inputs = _replay_inputs(bundle, manifest, model)
     with staged_directory(bundle) as staging:
         for name in manifest.files:
             if name != "model.onnx":
@@ -275,7 +275,7 @@ def info(path: str | Path, spec: str | Path | None = None, model: str | None = N
     input_spec = requested_input(parsed or Spec(layers=(), source=str(spec or path)), input_shape, loaded,
                                  spec_given=False)
     check_input(input_spec.shape, input_spec.dtype, default_limit())
-    x = make_inputs(input_spec, 0, count=1)[0]
+    x = make_inputs(input_spec, 0, count=1, model=loaded.model)[0]
     run(loaded.model, x, "model")
     names = list(parsed.layer_names) if parsed else [
         name for name, module in loaded.model.named_modules() if kind_of(module) != "other"]

@@ -95,7 +95,7 @@ def _auto(checkpoint: str | Path, options: AutoOptions, events: Events | None) -
     criterion = get_criterion(spec.criterion or DEFAULT_CRITERION)
     select = SelectOptions.from_spec(spec, criterion, rate=0.0)
     data = load_data(options.task) if criterion.needs_data else None
-    ctx = S.Context(spec, criterion, select, data, make_inputs(input_spec, options.seed), options.seed)
+    ctx = S.Context(spec, criterion, select, data, make_inputs(input_spec, options.seed, model=original), options.seed)
     ctx.original_groups = build_groups(spec, original)
 
     spec_sha = spec.sha256

@@ -16,7 +16,7 @@ from ..exporters.weights import portable_state_dict, write_pt, write_safetensors
 from ..formats.checksums import file_sha256
 from ..formats.manifest import Manifest, write_manifest
 from ..formats.strict_json import dump_json
-from ..verification.onnx_check import ONNX_ATOL, check_onnx
+from ..verification.onnx_check import check_onnx
 from ..version import __version__
 from .staging import staged_directory
 
@@ -61,8 +61,7 @@ def add_onnx(directory: Path, model: nn.Module, inputs: list[torch.Tensor], opse
     """Export ``model.onnx`` into ``directory`` and check it against the model: the manifest's facts."""
     path = directory / "model.onnx"
     facts = export_onnx(model, inputs[0], path, opset)
-    comparison = check_onnx(path, model, inputs, ONNX_ATOL)
-    return {**facts, "max_abs": comparison.max_abs, "atol": ONNX_ATOL}
+    return {**facts, **check_onnx(path, model, inputs).facts()}
 
 
 def sealed(staging: Path, manifest: Manifest, extra: dict[str, Any]) -> Manifest:

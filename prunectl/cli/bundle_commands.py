@@ -8,7 +8,6 @@ from typing import Any
 import click
 from rich.console import Console
 
-from .. import api
 from ..views import terminal
 from .app import cli
 from .handling import handle_errors
@@ -24,6 +23,8 @@ def verify(bundle: str, quiet: bool, as_json: bool) -> None:
 
     Example: prunectl verify out/
     """
+    from .. import api  # torch is imported when a command runs, not for --help
+
     result = api.verify(bundle)
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -42,6 +43,8 @@ def export(bundle: str, onnx: bool, opset: int, quiet: bool, as_json: bool) -> N
 
     Example: prunectl export out/ --onnx --opset 17
     """
+    from .. import api  # torch is imported when a command runs, not for --help
+
     if not onnx:
         raise click.UsageError("nothing to export: pass --onnx")
     manifest = api.export(bundle, onnx=onnx, opset=opset).to_json()
@@ -65,6 +68,8 @@ def info(path: str, quiet: bool, as_json: bool, **options: Any) -> None:
 
     Example: prunectl info out/   or   prunectl info ckpt.pt --spec spec.json
     """
+    from .. import api  # torch is imported when a command runs, not for --help
+
     result = api.info(path, **options)
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -80,6 +85,8 @@ def criteria(as_json: bool) -> None:
 
     Example: prunectl criteria --json
     """
+    from .. import api  # torch is imported when a command runs, not for --help
+
     rows = api.criteria()
     if as_json:
         click.echo(json.dumps(rows, indent=2))

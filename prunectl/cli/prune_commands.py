@@ -7,7 +7,6 @@ from typing import Any
 import click
 from rich.console import Console
 
-from .. import api
 from ..options import MODES, SCHEDULES, PruneOptions
 from ..views import terminal
 from .app import cli
@@ -67,6 +66,8 @@ def prune(checkpoint: str, quiet: bool, as_json: bool, **options: Any) -> None:
 
     Example: prunectl prune ckpt.pt --spec spec.json --rate 0.5 -o out/ --onnx
     """
+    from .. import api  # torch is imported when a command runs, not for --help
+
     _, on_stage, stop = progress(quiet or as_json)
     try:
         result = api.prune(checkpoint, PruneOptions(**options), progress=on_stage)
@@ -99,6 +100,8 @@ def spec_command(checkpoint: str | None, output: str | None, quiet: bool, **opti
 
     Example: prunectl spec --model torchvision:resnet50 -o spec.json
     """
+    from .. import api  # torch is imported when a command runs, not for --help
+
     traced = api.trace_spec(checkpoint, **options)
     text = json.dumps(traced.spec.to_json(), indent=2)
     if output is None:

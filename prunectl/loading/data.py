@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from .. import registry
 from ..errors import SpecError
+from ..formats.spec import InputSpec
+from ..models.inputs import torch_dtype
 from ..tasks import get_task
 
 Loss = Callable[[Any, torch.Tensor], torch.Tensor]
@@ -55,6 +57,21 @@ def load_data(source: str | Path, dtype: torch.dtype = torch.float32) -> Calibra
         return CalibrationData(batches, task.loss, f"task:{source}")
     tasks = ", ".join(registry.available(registry.TASKS)) or "none installed"
     raise SpecError(f"--data {source}: expected a .pt/.npz tensor file or a task name (tasks: {tasks})")
+
+
+def data_inputs(data: CalibrationData | None, spec: InputSpec, count: int = 1) -> list[torch.Tensor]:
+    """Up to ``count`` inputs of the spec's batch size cut from the data's first batches, for the
+    proof: token ids of any length, or inputs whose shape past the batch is the spec's (a data set
+    of another shape is left to the criteria)."""
+    found = []
+    for inputs, _ in (data.batches if data is not None else ())[:count]:
+        if inputs.is_floating_point() != (spec.dtype.startswith("float") or spec.dtype == "bfloat16"):
+            continue
+        shape_fits = inputs.dim() == len(spec.shape) if not inputs.is_floating_point() else \
+            tuple(inputs.shape[1:]) == tuple(spec.shape[1:])
+        if shape_fits:
+            found.append(inputs[: spec.shape[0]].to(torch_dtype(spec.dtype)))
+    return found
 
 
 def from_tensors(inputs: Any, targets: Any, source: str, dtype: torch.dtype = torch.float32,

@@ -20,18 +20,31 @@ def torch_dtype(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
-def make_inputs(spec: InputSpec, seed: int, count: int = 3) -> list[torch.Tensor]:
-    """The spec's input shape, ``count`` seeded random batches at growing scales."""
+def make_inputs(spec: InputSpec, seed: int, count: int = 3, model: nn.Module | None = None) -> list[torch.Tensor]:
+    """The spec's input shape, ``count`` seeded random batches: floats at growing scales, token ids
+    spread over the whole vocabulary of ``model`` (``token_ids_below``)."""
     generator = torch.Generator().manual_seed(seed)
     dtype = torch_dtype(spec.dtype)
+    high = None if dtype.is_floating_point else token_ids_below(model)
     inputs = []
     for i in range(count):
         if dtype.is_floating_point:
             x = torch.randn(spec.shape, generator=generator, dtype=torch.float64) * (1.0 + 2.0 * i)
         else:
-            x = torch.randint(0, 16, spec.shape, generator=generator)
+            x = torch.randint(0, high, spec.shape, generator=generator)
         inputs.append(x.to(dtype))
     return inputs
+
+
+def token_ids_below(model: nn.Module | None) -> int:
+    """The exclusive upper bound of random token ids for ``model``: a transformers model's
+    ``vocab_size``, else the rows of its first ``nn.Embedding``, else 16. Ids in [0, 16) are [PAD]
+    and unused tokens on a real BERT: the proof would never see the text the model is for."""
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if isinstance(vocab, int) and vocab > 0:
+        return vocab
+    embedding = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None) if model is not None else None
+    return embedding.num_embeddings if embedding is not None else 16
 
 
 def default_input_shape(model_ref: ModelRef | None, model: nn.Module | None = None) -> tuple[int, ...] | None:

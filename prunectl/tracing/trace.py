@@ -61,7 +61,7 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], *, dtype: str = 
                 source: str = "<traced>") -> TraceResult:
     """Trace ``model`` on a random input of ``input_shape`` and derive its spec."""
     input_spec = InputSpec(tuple(int(d) for d in input_shape), dtype)
-    example = make_inputs(input_spec, seed=0, count=1)[0]
+    example = make_inputs(input_spec, seed=0, count=1, model=model)[0]
     was_training = model.training
     model.eval()
     try:

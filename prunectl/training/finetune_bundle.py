@@ -40,7 +40,7 @@ def finetune_bundle(bundle: str | Path, task_name: str, epochs: int | None = Non
         check_output_path(out)
     task = get_task(task_name)
     epochs = epochs if epochs is not None else int(getattr(task, "fine_tune_epochs", DEFAULT_FINETUNE_EPOCHS))
-    inputs = make_inputs(manifest.input_spec, manifest.seed)
+    inputs = make_inputs(manifest.input_spec, manifest.seed, model=model)
     before = float(task.metric(model))
     options = FineTuneOptions(epochs=epochs, seed=seed, micro_batches=micro_batches or group.world)
     log = fine_tune(model, task, options, group, events)
