@@ -75,6 +75,9 @@ class LayerView:
     consumers: tuple[Consumer, ...] = ()
     seed: int = 0
     parts: int = 1  # the output rows are this many blocks of the same channels (a fused q/k/v: 3)
+    # the first scored layer of its channel group: a criterion whose scores are parts of one group
+    # score (``scores_are_parts``) counts what the whole group shares, its readers, here only
+    first_in_group: bool = True
 
     @property
     def weight(self) -> torch.Tensor:
@@ -113,6 +116,10 @@ class Criterion:
     # True when scores are already comparable across layers (LAMP): selection skips its
     # divide-by-the-mean normalisation
     self_normalised: ClassVar[bool] = False
+    # True when the scores of a group's layers are parts of one score of the group (Torch-Pruning's
+    # group magnitude): selection adds them up and normalises the sum, instead of normalising each
+    # layer's scores and combining them with --group-reduce
+    scores_are_parts: ClassVar[bool] = False
 
     def prepare(self, model: nn.Module, layers: list[LayerView], data: CalibrationData | None) -> None:
         """Called once before ``score`` with every layer to be scored; collect statistics here."""

@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..coupling.channel_spaces import ChannelGroup
-from .per_layer import SelectOptions, channel_step, select_group
-from .scoring import reduce_scores
+from .per_layer import SelectOptions, channel_step, combined_scores, select_group
 
 
 def floor_of(group: ChannelGroup, options: SelectOptions) -> int:
@@ -29,11 +28,10 @@ def global_select(groups: list[ChannelGroup], scores: list[list[torch.Tensor] | 
                   options: SelectOptions) -> list[torch.Tensor | None]:
     """Kept indices per group after removing about ``remove`` lowest-ranked channels in total
     (fewer when floors or rounding forbid more)."""
-    how = "mean" if options.group_reduce == "union" else options.group_reduce
     candidates: list[tuple[float, int, int]] = []
     for index, (_group, group_scores) in enumerate(zip(groups, scores)):
         if group_scores:
-            combined = reduce_scores(group_scores, how, options.normalise)
+            combined = combined_scores(group_scores, options)
             candidates += [(float(value), index, channel) for channel, value in enumerate(combined)]
     candidates.sort()
     removed = [0] * len(groups)
@@ -61,11 +59,10 @@ def remove_more(groups: list[ChannelGroup], scores: list[list[torch.Tensor] | No
                 kept: list[torch.Tensor | None], extra: int, options: SelectOptions) -> list[torch.Tensor | None]:
     """``kept`` minus the ``extra`` lowest-ranked kept channels of the whole model, floors
     respected (groups with conv-group blocks are left as they are)."""
-    how = "mean" if options.group_reduce == "union" else options.group_reduce
     candidates: list[tuple[float, int, int]] = []
     for index, (group, group_scores, indices) in enumerate(zip(groups, scores, kept)):
         if group_scores and indices is not None and group.blocks == 1:
-            combined = reduce_scores(group_scores, how, options.normalise)
+            combined = combined_scores(group_scores, options)
             candidates += [(float(combined[c]), index, int(c)) for c in indices]
     candidates.sort()
     dropped: dict[int, set[int]] = {}

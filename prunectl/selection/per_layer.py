@@ -26,6 +26,7 @@ class SelectOptions:
     min_channels: int = DEFAULT_MIN_CHANNELS
     group_reduce: str = DEFAULT_GROUP_REDUCE
     normalise: bool = True  # divide each member's scores by their mean (off for self-normalised criteria)
+    sum_parts: bool = False  # the members' scores are parts of one score (the criterion's scores_are_parts)
 
     @classmethod
     def from_spec(cls, spec: Spec, criterion: Criterion, rate: float | None = None) -> SelectOptions:
@@ -33,7 +34,8 @@ class SelectOptions:
         ``rate``: instead of the spec's (auto searches its own rates)."""
         return cls(rate=rate if rate is not None else spec.rate if spec.rate is not None else DEFAULT_RATE,
                    round_to=spec.round_to or DEFAULT_ROUND_TO, min_channels=spec.min_channels or DEFAULT_MIN_CHANNELS,
-                   group_reduce=spec.group_reduce or DEFAULT_GROUP_REDUCE, normalise=not criterion.self_normalised)
+                   group_reduce=spec.group_reduce or DEFAULT_GROUP_REDUCE, normalise=not criterion.self_normalised,
+                   sum_parts=criterion.scores_are_parts)
 
 
 def channel_step(options: SelectOptions, blocks: int = 1, unit: int = 1) -> int:
@@ -62,6 +64,12 @@ def top_indices(score: torch.Tensor, keep: int) -> torch.Tensor:
     return torch.sort(order[:keep]).values
 
 
+def combined_scores(scores: list[torch.Tensor], options: SelectOptions) -> torch.Tensor:
+    """One score per channel of a group (``union`` ranks by the mean where one ranking is needed)."""
+    how = "mean" if options.group_reduce == "union" else options.group_reduce
+    return reduce_scores(scores, how, options.normalise, options.sum_parts)
+
+
 def select_group(group: ChannelGroup, scores: list[torch.Tensor], rate: float, options: SelectOptions) -> torch.Tensor:
     """Kept channel indices (original numbering, ascending) for one group."""
     keep = kept_count(group.size, rate, options, group.blocks, group.unit)
@@ -70,14 +78,13 @@ def select_group(group: ChannelGroup, scores: list[torch.Tensor], rate: float, o
     if group.blocks > 1:
         per_block = keep // group.blocks
         block = group.size // group.blocks
-        combined = reduce_scores(scores, "mean" if options.group_reduce == "union" else options.group_reduce,
-                                 options.normalise)
+        combined = combined_scores(scores, options)
         return torch.cat([top_indices(combined[b * block:(b + 1) * block], per_block) + b * block
                           for b in range(group.blocks)])
-    if options.group_reduce == "union":
+    if options.group_reduce == "union" and not options.sum_parts:
         kept = torch.cat([top_indices(s, keep) for s in scores])
         return torch.unique(kept)  # sorted
-    return top_indices(reduce_scores(scores, options.group_reduce, options.normalise), keep)
+    return top_indices(combined_scores(scores, options), keep)
 
 
 def group_rate(group: ChannelGroup, default: float) -> float:

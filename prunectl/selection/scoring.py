@@ -26,6 +26,7 @@ def layer_views(groups: list[ChannelGroup], model: nn.Module, seed: int = 0) -> 
             continue
         consumers = tuple(Consumer(m.module, modules[m.module], m.factor, m.offset, group.size)
                           for m in group.members if m.side == "in")
+        first_scored = next((m.module for m in group.members if m.scored), None)
         for position, member in enumerate(group.members):
             if not member.scored:
                 continue
@@ -37,7 +38,7 @@ def layer_views(groups: list[ChannelGroup], model: nn.Module, seed: int = 0) -> 
                                     and L.out_width(modules[after.module]) == group.size * after.factor) else None
             views[member.module] = LayerView(member.module, modules[member.module],
                                              modules[norm] if norm else None, norm, consumers, seed,
-                                             group.parts(member.module))
+                                             group.parts(member.module), member.module == first_scored)
     return views
 
 
@@ -99,7 +100,13 @@ def member_scores(group: ChannelGroup, model: nn.Module, criterion: Criterion,
     return scores
 
 
-def reduce_scores(scores: list[torch.Tensor], how: str, normalise: bool = True) -> torch.Tensor:
+def reduce_scores(scores: list[torch.Tensor], how: str, normalise: bool = True,
+                  sum_parts: bool = False) -> torch.Tensor:
+    """One score per channel of a group from its members' scores: each normalised by its mean and
+    combined by ``how``; or, when they are parts of one score (``sum_parts``), their sum, normalised."""
+    if sum_parts:
+        total = torch.stack(scores).sum(0)
+        return total / total.mean() if normalise and float(total.mean()) > 0 else total
     normalised = [s / s.mean() if normalise and float(s.mean()) > 0 else s for s in scores]
     stacked = torch.stack(normalised)
     if how == "sum":
