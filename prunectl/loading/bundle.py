@@ -64,7 +64,7 @@ def load_bundle(bundle: str | Path) -> tuple[nn.Module, Manifest]:
         state_dict = load_file(str(weights_path), device="cpu")
     except Exception as exc:
         raise CheckpointError(f"{weights_path}: not a readable safetensors file: {exc}") from None
-    model = build_with_weights(meta_model(manifest.rebuild["factory"], manifest.rebuild["args"]),
+    model = build_with_weights(meta_model(manifest.rebuild["factory"], manifest.rebuild["args"], real_buffers=True),
                                validate_state_dict(state_dict, weights_path), weights_path,
                                lambda: rebuild_model(manifest, str(bundle / MANIFEST_NAME)), manifest.resize)
     _check_kept(model, manifest, bundle / MANIFEST_NAME)

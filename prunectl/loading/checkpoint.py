@@ -128,5 +128,5 @@ def load_checkpoint(path: str | Path, model_ref: ModelRef | None = None, trust_p
         check_fits(ref.factory, ref.args, {key: tuple(value.shape) for key, value in state_dict.items()}, path)
         return factory.build(ref.factory, dict(ref.args))
 
-    model = build_with_weights(meta_model(ref.factory, ref.args), state_dict, path, build)
+    model = build_with_weights(meta_model(ref.factory, ref.args, real_buffers=True), state_dict, path, build)
     return Loaded(model.eval(), ref, path, digest)

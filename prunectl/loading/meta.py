@@ -1,13 +1,17 @@
 """Models on the meta device: shapes without storage, for estimates and for loading without init.
 
 ``meta_model`` builds a model whose tensors have shapes but no memory (the memory guard checks
-a manifest's sizes on it before allocating; ``materialize`` assigns the real weights into it);
-``has_meta`` tells whether any tensor of a model is still such a placeholder.
+a manifest's sizes on it before allocating); with ``real_buffers`` only its parameters are
+placeholders (``materialize`` assigns the real weights into them, while the buffers the
+constructor computes, such as a transformer's ``position_ids``, are already there, as
+accelerate's ``init_empty_weights(include_buffers=False)`` leaves them); ``has_meta`` tells
+whether any tensor of a model is still such a placeholder.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
 from itertools import chain
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 import torch.nn as nn
@@ -16,13 +20,36 @@ from torch.overrides import TorchFunctionMode
 from ..models.factory import build as factory_build
 
 
-def meta_model(factory: str, args: Mapping[str, Any]) -> nn.Module | None:
-    """The model with shapes but no storage, or None when its constructor can't run on meta."""
+def meta_model(factory: str, args: Mapping[str, Any], real_buffers: bool = False) -> nn.Module | None:
+    """The model with shapes but no storage (``real_buffers``: its buffers real), or None when its
+    constructor can't run so."""
     try:
-        with torch.device("meta"), _SkipInitOnMeta():
+        with (nullcontext() if real_buffers else torch.device("meta")), _parameters_on_meta(real_buffers), \
+                _SkipInitOnMeta():
             return factory_build(factory, dict(args))
     except Exception:  # the real build reports real problems; this is only an estimate
         return None
+
+
+@contextmanager
+def _parameters_on_meta(active: bool) -> Iterator[None]:
+    """Every parameter registered in the block moves to the meta device as it is registered (its
+    initialisation then runs on the placeholder, which ``_SkipInitOnMeta`` skips)."""
+    if not active:
+        yield
+        return
+    register = nn.Module.register_parameter
+
+    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        register(module, name, param)
+        if param is not None and not param.is_meta:
+            module._parameters[name] = nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad)
+
+    nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
 
 
 class _SkipInitOnMeta(TorchFunctionMode):

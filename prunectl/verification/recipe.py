@@ -95,7 +95,7 @@ def make_recipe(spec: Spec, model_ref: ModelRef, hard: nn.Module, copy_weights: 
     ``copy_weights=False``: the rebuilt model takes ``hard``'s tensors, for a caller that drops
     ``hard`` (or only reads it) afterwards."""
     args = constructor_args(spec, model_ref, hard)
-    skeleton = meta_model(model_ref.factory, args)
+    skeleton = meta_model(model_ref.factory, args, real_buffers=True)
     probe = skeleton if skeleton is not None else build_model(model_ref.factory, args)
     resize = resize_needed(probe, hard)
 
