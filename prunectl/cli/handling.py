@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 import warnings
 from typing import Any, Callable
@@ -27,8 +28,9 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         debug = debug or (click.get_current_context().find_root().params.get("debug") or False)
         try:
             with warnings.catch_warnings():
-                if not debug:  # torch's UserWarnings are noise to a CLI user; --debug shows them
+                if not debug:  # torch's UserWarnings and transformers' log advice are noise to a CLI user
                     warnings.simplefilter("ignore")
+                    logging.getLogger("transformers").setLevel(logging.ERROR)
                 return command(*args, **kwargs)
         except PrunectlError as exc:
             if debug:
