@@ -2,6 +2,14 @@
 
     .venv/bin/python benchmarks/tool_speed.py            # resnet50, mobilenet_v3_large, vit_b_16 @224
     .venv/bin/python benchmarks/tool_speed.py --quick    # resnet18, mobilenet_v3_small @64 (< 2 min)
+    .venv/bin/python benchmarks/tool_speed.py --whole-process   # what a user waits for (below)
+
+``--whole-process`` times whole processes, as a user waits for them: ``prunectl prune CKPT --model
+torchvision:NAME --rate 0.5 -q -o OUT`` (imports, load, trace, score, cut, the float64 proof,
+the bundle written) against a Torch-Pruning script that imports the same libraries, loads the
+same state_dict, runs MetaPruner with L1 and saves the pruned state_dict; wall time and the
+child's peak RSS, median of interleaved runs (the order alternates). Results:
+docs/results/bench/tool_speed_whole.json (+ .png).
 
 What is timed, for both tools, is the same job: from a state_dict file on disk to a pruned
 model in memory that has been checked, with params and MACs counted before and after.
@@ -116,7 +124,16 @@ def main() -> None:
                         help="torch intra-op threads in every run (default 1: stable on a shared machine)")
     parser.add_argument("--child", nargs=6, metavar=("TOOL", "NAME", "CKPT", "SIDE", "RATE", "THREADS"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--whole-process", action="store_true",
+                        help="time whole processes: the prunectl command against a Torch-Pruning script")
+    parser.add_argument("--tp-script", nargs=3, metavar=("NAME", "CKPT", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.tp_script:
+        _tp_script(*args.tp_script)
+        return
+    if args.whole_process:
+        _whole_process(QUICK if args.quick else FULL, args.repeats or (1 if args.quick else 3), args.quick)
+        return
     if args.child:
         tool, name, ckpt, side, rate, threads = args.child
         print(json.dumps(child(tool, name, ckpt, int(side), float(rate), int(threads))))
@@ -143,6 +160,88 @@ def main() -> None:
             results.append({"model": name, "input": [1, 3, side, side], "rate": RATE,
                             **{tool: _summary(rows) for tool, rows in runs.items()}})
     _report(results, repeats, args.quick, args.threads)
+
+
+def _tp_script(name: str, ckpt: str, out: str) -> None:
+    """What a Torch-Pruning user runs: load the state_dict, MetaPruner with L1 at the rate, save."""
+    import torch
+    import torch_pruning as tp
+    import torchvision
+
+    model = torchvision.models.get_model(name, weights=None)
+    model.load_state_dict(torch.load(ckpt, weights_only=True))
+    model.eval()
+    example = torch.randn(1, 3, 224, 224)
+    classifier = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    heads = {m: m.num_heads for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)}
+    pruner = tp.pruner.MetaPruner(model, example, tp.importance.MagnitudeImportance(p=1), pruning_ratio=RATE,
+                                  ignored_layers=[classifier], num_heads=heads)
+    pruner.step()
+    torch.save(model.state_dict(), out)
+
+
+def _timed(command: list[str]) -> dict:
+    """Wall seconds and peak RSS (MB) of one child process, with its own rusage (os.wait4)."""
+    import os
+    import subprocess
+
+    start = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    error = child.stderr.read().decode(errors="replace").strip().splitlines()
+    child.stderr.close()
+    ok = os.waitstatus_to_exitcode(status) == 0
+    return {"status": "ok" if ok else f"exit {os.waitstatus_to_exitcode(status)}: {(error or [''])[-1][:200]}",
+            "wall_s": round(wall, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def _whole_process(models: list[tuple[str, int]], repeats: int, quick: bool) -> None:
+    from prunectl.views import charts as plots
+
+    prunectl_bin = str(Path(sys.executable).with_name("prunectl"))
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, _side in models:
+            ckpt = _checkpoint(name, Path(tmp))
+            commands = {
+                "prunectl": [prunectl_bin, "prune", str(ckpt), "--model", f"torchvision:{name}", "--rate", str(RATE),
+                             "-q", "-o", str(Path(tmp) / f"{name}-bundle")],
+                "torch_pruning": [sys.executable, str(Path(__file__).resolve()), "--tp-script", name, str(ckpt),
+                                  str(Path(tmp) / f"{name}-tp.pt")],
+            }
+            runs = {tool: [] for tool in TOOLS}
+            for repeat in range(repeats):
+                for tool in (TOOLS if repeat % 2 == 0 else TOOLS[::-1]):
+                    row = _timed(commands[tool])
+                    runs[tool].append(row)
+                    print(f"  {name} {tool} #{repeat + 1}: {row['status']} {row['wall_s']}s {row['peak_rss_mb']}MB",
+                          flush=True)
+            summary = {}
+            for tool, rows in runs.items():
+                good = [r for r in rows if r["status"] == "ok"]
+                summary[tool] = ({"status": "ok", "wall_s": round(statistics.median(r["wall_s"] for r in good), 3),
+                                  "peak_rss_mb": round(statistics.median(r["peak_rss_mb"] for r in good), 1),
+                                  "runs": rows} if good else {"status": rows[0]["status"], "runs": rows})
+            p, t = summary["prunectl"], summary["torch_pruning"]
+            both = p["status"] == t["status"] == "ok"
+            results.append({"model": name, "rate": RATE, **summary,
+                            "time_ratio_prunectl_over_tp": round(p["wall_s"] / t["wall_s"], 3) if both else None,
+                            "memory_ratio_prunectl_over_tp": round(p["peak_rss_mb"] / t["peak_rss_mb"], 3)
+                            if both else None})
+    rows = [[r["model"], _fmt(r["prunectl"], "wall_s", "s"), _fmt(r["torch_pruning"], "wall_s", "s"),
+             r["time_ratio_prunectl_over_tp"], _fmt(r["prunectl"], "peak_rss_mb", "MB"),
+             _fmt(r["torch_pruning"], "peak_rss_mb", "MB"), r["memory_ratio_prunectl_over_tp"]] for r in results]
+    print_table(f"Whole process, checkpoint in, pruned weights out, rate {RATE}, median of {repeats} interleaved runs",
+                ["model", "prunectl", "Torch-Pruning", "time ratio", "prunectl peak RSS", "TP peak RSS", "mem ratio"],
+                rows, note="prunectl's process also traces the model, proves soft == hard in float64 on 3 inputs and "
+                           "writes a bundle (safetensors, pt, manifest, report); Torch-Pruning's saves a state_dict.")
+    png = plots.grouped_bars([r["model"] for r in results],
+                             {"prunectl": [r["prunectl"].get("wall_s", float("nan")) for r in results],
+                              "Torch-Pruning 1.6": [r["torch_pruning"].get("wall_s", float("nan")) for r in results]},
+                             "wall time (s)", f"Whole process: checkpoint -> pruned weights on disk (rate {RATE})")
+    path = write_results("tool_speed_whole", {"rate": RATE, "repeats": repeats, "results": results}, png, quick)
+    print(f"wrote {path}")
 
 
 def _checkpoint(name: str, directory: Path) -> Path:
