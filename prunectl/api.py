@@ -39,7 +39,7 @@ from .measure.latency import compare_latency
 from .measure.size import count_macs, count_params, layer_widths, size_bytes
 from .models.factory import build as build_model
 from .models.forward import run
-from .models.inputs import make_inputs
+from .models.inputs import lighter_inputs, make_inputs
 from .models.submodule import entry, submodule
 from .options import DEFAULT_CRITERION, DEFAULT_OPSET, PruneOptions, spec_overrides
 from .selection.budget import Target
@@ -142,6 +142,7 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
     select = SelectOptions.from_spec(spec, criterion)
     choice = _choose(spec, model, criterion, select, options, inputs[0], data)
     from_data = data_inputs(data, input_spec)  # the proof also sees the user's own data
+    proof = lighter_inputs(entry(model, module), input_spec, options.seed) + from_data
     groups, kept = choice.groups, choice.kept
     plan = make_plan(groups, kept)
 
@@ -158,8 +159,7 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
     recipe = make_recipe(spec, loaded.model_ref, hard, copy_weights=False)
     rebuilt = recipe.model
     try:  # the model exactly as prunectl.load rebuilds it must compute what the masked original does
-        comparison = soft_vs_hard(entry(soft, module), entry(rebuilt, module), inputs + from_data, plan,
-                                  list(spec.layer_names))
+        comparison = soft_vs_hard(entry(soft, module), entry(rebuilt, module), proof, plan, list(spec.layer_names))
     except VerificationError:
         mismatch = rebuild_mismatch(recipe, loaded.model_ref.factory, hard, inputs[0], module)
         if mismatch is not None:  # the masking and the surgery agree; the rebuild recipe is wrong
@@ -184,6 +184,7 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
              "verify": {"soft_vs_hard_max_abs": comparison.max_abs, "reference_max_abs": comparison.max_ref,
                         "tolerance": comparison.tolerance, "precision": comparison.precision,
                         "inputs": len(inputs), "seed": options.seed,
+                        "input_shapes": [list(x.shape) for x in proof],
                         **({"data_inputs": len(from_data)} if from_data else {})}}
     manifest = build_manifest(model_ref=loaded.model_ref, args=recipe.args, resize=recipe.resize,
                               kept=kept_by_layer(plan), input_spec=input_spec, facts=facts, checkpoint=checkpoint,

@@ -4,7 +4,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..errors import SpecError, VerificationError
 from ..formats.spec import InputSpec, ModelRef
+from .forward import run
 from .hf_provider import default_input_dtype as hf_input_dtype
 from .hf_provider import default_input_shape as hf_default_shape
 from .hf_provider import is_hf_model
@@ -20,20 +22,54 @@ def torch_dtype(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
-def make_inputs(spec: InputSpec, seed: int, count: int = 3, model: nn.Module | None = None) -> list[torch.Tensor]:
+def make_inputs(spec: InputSpec, seed: int, count: int = 3, model: nn.Module | None = None,
+                later_shape: tuple[int, ...] | None = None) -> list[torch.Tensor]:
     """The spec's input shape, ``count`` seeded random batches: floats at growing scales, token ids
-    spread over the whole vocabulary of ``model`` (``token_ids_below``)."""
+    spread over the whole vocabulary of ``model`` (``token_ids_below``). ``later_shape``: the shape
+    of every batch after the first (``lighter_inputs``)."""
     generator = torch.Generator().manual_seed(seed)
     dtype = torch_dtype(spec.dtype)
     high = None if dtype.is_floating_point else token_ids_below(model)
     inputs = []
     for i in range(count):
+        shape = spec.shape if i == 0 or later_shape is None else later_shape
         if dtype.is_floating_point:
-            x = torch.randn(spec.shape, generator=generator, dtype=torch.float64) * (1.0 + 2.0 * i)
+            x = torch.randn(shape, generator=generator, dtype=torch.float64) * (1.0 + 2.0 * i)
         else:
-            x = torch.randint(0, high, spec.shape, generator=generator)
+            x = torch.randint(0, high, shape, generator=generator)
         inputs.append(x.to(dtype))
     return inputs
+
+
+def lighter_inputs(model: nn.Module, spec: InputSpec, seed: int, count: int = 3) -> list[torch.Tensor]:
+    """The proof's inputs: the spec's input first, then ``count - 1`` batches whose spatial sides are
+    a quarter as long (at least ``MIN_SIDE``) when ``model`` runs on them, else at the spec's shape.
+
+    The first input, at the real size, carries every size-dependent path (a flatten into a Linear,
+    a window size), the per-layer comparison and the MAC count. The later ones only vary which
+    units are active (other values, larger scales) so that a mismatch hidden in one activation
+    pattern shows in another; that depends on the values at each position, not on how many
+    positions there are, and a 56x56 map still has 3136 of them per channel."""
+    smaller = _smaller_shape(spec.shape) if torch_dtype(spec.dtype).is_floating_point else None
+    if smaller is not None:
+        inputs = make_inputs(spec, seed, count, model, later_shape=smaller)
+        try:
+            run(model, inputs[-1], "model on a smaller input")
+            return inputs
+        except (SpecError, VerificationError):
+            pass  # the model needs its input size: every batch at the spec's shape
+    return make_inputs(spec, seed, count, model)
+
+
+MIN_SIDE = 16
+
+
+def _smaller_shape(shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """(N, C, H/4, W/4, ...) for an image-like shape whose sides are long enough to shrink."""
+    if len(shape) < 4:
+        return None
+    sides = tuple(max(MIN_SIDE, side // 4) for side in shape[2:])
+    return None if sides == tuple(shape[2:]) else (*shape[:2], *sides)
 
 
 def token_ids_below(model: nn.Module | None) -> int:
