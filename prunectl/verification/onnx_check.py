@@ -32,8 +32,8 @@ class OnnxCheck:
     bound: float  # the largest difference allowed on the worst input
 
     def facts(self) -> dict[str, float]:
-        return {"max_abs": self.max_abs, "atol": ONNX_ATOL, "torch_float32_error": self.torch_float32_error,
-                "noise_factor": NOISE_FACTOR}
+        return {"max_abs": self.max_abs, "bound": self.bound, "atol": ONNX_ATOL,
+                "torch_float32_error": self.torch_float32_error, "noise_factor": NOISE_FACTOR}
 
 
 def check_onnx(path: Path, model: nn.Module, inputs: list[torch.Tensor]) -> OnnxCheck:

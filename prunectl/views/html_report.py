@@ -143,14 +143,18 @@ def _checks(manifest: Manifest) -> str:
             reference, (int, float)) else tolerance
         good = isinstance(error, (int, float)) and isinstance(bound, (int, float)) and error <= bound
         rows.append(("soft vs hard (masked original vs pruned)", _num(error),
-                     f"≤ {_num(tolerance)} × max(1, |out| = {_num(reference)}) over {_e(check.get('inputs', '?'))} "
-                     f"inputs, seed {_e(check.get('seed', '?'))}", good))
+                     f"≤ {_num(tolerance)} × max(1, |out| = {_num(reference)}) in "
+                     f"{_e(check.get('precision', 'float32'))} over {_e(check.get('inputs', '?'))} inputs, "
+                     f"seed {_e(check.get('seed', '?'))}", good))
     onnx = manifest.extra.get("onnx")
     if isinstance(onnx, dict):
-        error, atol = onnx.get("max_abs"), onnx.get("atol")
-        good = isinstance(error, (int, float)) and isinstance(atol, (int, float)) and error <= atol
+        error, bound = onnx.get("max_abs"), onnx.get("bound", onnx.get("atol"))
+        good = isinstance(error, (int, float)) and isinstance(bound, (int, float)) and error <= bound
         rows.append(("ONNX Runtime vs torch", _num(error),
-                     f"≤ {_num(atol)} (opset {_e(onnx.get('opset'))}, {_e(onnx.get('exporter', '?'))} exporter)", good))
+                     f"≤ {_num(bound)}: max({_num(onnx.get('atol'))} × max(1, |out|), "
+                     f"{_e(onnx.get('noise_factor', '-'))} × torch's float32 error "
+                     f"{_num(onnx.get('torch_float32_error'))}) (opset {_e(onnx.get('opset'))}, "
+                     f"{_e(onnx.get('exporter', '?'))} exporter)", good))
     if not rows:
         return "<h2>Checks</h2><p class=\"dim\">no verification recorded in the manifest</p>"
     body = "".join(f"<tr><td>{_e(name)}</td><td class=\"num mono\">{value}</td><td>{bound}</td>"

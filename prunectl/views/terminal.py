@@ -39,7 +39,8 @@ def prune_summary(console: Console, report: dict[str, Any], manifest: dict[str, 
     totals.add_row("size", _ratio(report["size_bytes"]).replace("K", "KB").replace("M", "MB").replace("G", "GB"))
     check = manifest.get("verify", {})
     totals.add_row("soft vs hard", f"max |diff| {check.get('soft_vs_hard_max_abs', 0):.3g} "
-                   f"(tolerance {check.get('tolerance', 0):g}, {check.get('inputs', 0)} inputs) [green]ok[/green]")
+                   f"(in {check.get('precision', 'float32')}, tolerance {check.get('tolerance', 0):g}, "
+                   f"{check.get('inputs', 0) + check.get('data_inputs', 0)} inputs) [green]ok[/green]")
     if "onnx" in manifest:
         totals.add_row("ONNX vs torch", f"max |diff| {manifest['onnx']['max_abs']:.3g} "
                        f"(atol {manifest['onnx']['atol']:g}, opset {manifest['onnx']['opset']}) [green]ok[/green]")
