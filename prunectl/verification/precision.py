@@ -27,7 +27,6 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.modules.utils import _pair
 from torch.overrides import TorchFunctionMode
 
 PROOF_DTYPE = torch.float64
@@ -90,12 +89,17 @@ class _HoldFloat64(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _as_pair(value: Any) -> tuple[int, int]:
+    """A conv argument given as one int or as (height, width)."""
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
 def _grouped_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: Any = 1,
                     padding: Any = 0, dilation: Any = 1, groups: int = 1) -> torch.Tensor | None:
     """``conv2d`` of a float64 batch with ``groups > 1`` as unfold + batched matmul (None: not that case)."""
     if groups == 1 or x.dtype != PROOF_DTYPE or x.dim() != 4 or isinstance(padding, str):
         return None
-    (kh, kw), stride, padding, dilation = weight.shape[2:], _pair(stride), _pair(padding), _pair(dilation)
+    (kh, kw), stride, padding, dilation = weight.shape[2:], _as_pair(stride), _as_pair(padding), _as_pair(dilation)
     n, _, h, w = x.shape
     out_channels, per_group = weight.shape[0], weight.shape[1]
     columns = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # [n, c*kh*kw, positions]
