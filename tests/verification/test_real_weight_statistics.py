@@ -3,7 +3,6 @@ alarm from float32 rounding, whatever the seed, and every planted mistake still 
 its layer."""
 from __future__ import annotations
 
-import contextlib
 import importlib
 from pathlib import Path
 
@@ -51,14 +50,22 @@ def test_the_model_carries_a_massive_activation(checkpoint: Path) -> None:
     assert int(per_dim.argmax()) == MASSIVE_DIM and per_dim.max() > 3 * per_dim.median()
 
 
-def test_a_float32_comparison_refuses_the_correct_prune_for_every_seed(checkpoint: Path, monkeypatch) -> None:
-    """What the check did before it ran in float64: float32 rounding alone exceeds its bound."""
-    monkeypatch.setattr(soft_vs_hard, "float64_proof", lambda model: contextlib.nullcontext(model))
-    monkeypatch.setattr(soft_vs_hard, "proof_inputs", lambda inputs: inputs)
-    monkeypatch.setattr(soft_vs_hard, "PROOF_TOLERANCE", 1e-5)
+def test_float32_rounding_alone_exceeds_a_float32_bound_for_every_seed() -> None:
+    """Why the proof runs in float64: on these statistics the model's own float32 rounding is larger
+    than 1e-5 of its output, so a float32 soft-vs-hard comparison held to 1e-5 would refuse a correct
+    prune whenever the two models round differently (which kernels decide: on some BLAS builds the
+    zeroed and the sliced reduction round identically, on others not). Measured against the same
+    model in float64, the rounding does not depend on that coincidence."""
+    from fixtures.outlier_bert import outlier_bert
+
+    model = outlier_bert().eval()
     for seed in range(3):
-        with pytest.raises(prunectl.VerificationError, match=r"soft and hard models differ: max \|soft - hard\|"):
-            _prune(checkpoint, seed=seed)
+        tokens = torch.randint(0, 1000, SHAPE, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            single = model(tokens).last_hidden_state.double()
+            double = model.double()(tokens).last_hidden_state
+        model.float()
+        assert (single - double).abs().max() > 1e-5 * max(1.0, float(double.abs().max()))
 
 
 @pytest.mark.parametrize("criterion", ["l1", "group_l1", "random"])
