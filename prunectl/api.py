@@ -208,7 +208,7 @@ def _choose(spec: Spec, model: nn.Module, criterion: Criterion, select: SelectOp
             raise SpecError("--mode unstructured keeps every shape: --target-macs/--target-params/--steps "
                             "apply to structured pruning only")
         return choose_unstructured(spec, model, criterion.name, select.rate, options.global_ranking, exclude,
-                                   options.seed)
+                                   options.seed, ("weight", "bias") if options.prune_bias else ("weight",))
     if options.target_macs is not None and options.target_params is not None:
         raise SpecError("give one of --target-macs and --target-params, not both")
     target = (Target("macs", options.target_macs) if options.target_macs is not None else

@@ -71,6 +71,8 @@ class PruneOptions:
     steps: int = 1
     schedule: str = "linear"
     mode: str = "structured"
+    # unstructured mode: the layers' biases are pruned too (torch.nn.utils.prune's name="bias")
+    prune_bias: bool = False
     input_shape: tuple[int, ...] | None = None
     output: str | Path | None = None
     onnx: bool = False
@@ -87,11 +89,17 @@ class PruneOptions:
 
     def check(self) -> None:
         """The options' own constraints (what needs the model or spec is checked where it is read)."""
-        if self.rate is not None and not 0 <= self.rate < 1:
-            raise SpecError(f"--rate: expected a number in [0, 1), got {self.rate}")
+        if isinstance(self.rate, int) and not isinstance(self.rate, bool) and self.mode == "unstructured":
+            if self.rate < 0:  # a count of weights, as torch.nn.utils.prune takes an int amount
+                raise SpecError(f"--rate: a count of weights must be >= 0, got {self.rate}")
+        elif self.rate is not None and not 0 <= self.rate < 1:
+            raise SpecError(f"--rate: expected a number in [0, 1) (an int count of weights with --mode "
+                            f"unstructured), got {self.rate}")
         _check_positive(self, "round_to", "min_channels", "latency_threads")
         if self.mode not in MODES:
             raise SpecError(f"--mode: expected structured or unstructured, got {self.mode!r}")
+        if self.prune_bias and self.mode != "unstructured":
+            raise SpecError("--prune-bias: biases are pruned entry by entry, with --mode unstructured only")
         if self.module is not None and (self.target_macs is not None or self.target_params is not None
                                         or self.steps != 1):
             raise SpecError("--module: --target-macs/--target-params/--steps measure the whole model on the spec "

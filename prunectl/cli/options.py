@@ -24,6 +24,17 @@ def parse_shape(_ctx: Any, _param: Any, value: str | None) -> tuple[int, ...] | 
     return shape
 
 
+def parse_amount(value: str | float | int) -> float | int:
+    """``--rate``: an integer literal is a count (torch.nn.utils.prune's int amount), else a fraction."""
+    if isinstance(value, (int, float)):
+        return value
+    text = value.strip()
+    try:
+        return int(text) if text.lstrip("+-").isdigit() else float(text)
+    except ValueError:
+        raise click.BadParameter(f"expected a fraction like 0.5 or an integer count, got {value!r}") from None
+
+
 def _stack(*decorators: Decorator) -> Decorator:
     def apply(command: Callable[..., Any]) -> Callable[..., Any]:
         for decorator in reversed(decorators):

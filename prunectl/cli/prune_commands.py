@@ -19,6 +19,7 @@ from .options import (
     onnx_option,
     opset_option,
     output_options,
+    parse_amount,
     parse_shape,
     selection_options,
     skip_unsupported_option,
@@ -32,7 +33,8 @@ from .options import (
 @spec_option
 @model_option
 @selection_options
-@click.option("--rate", type=float, help="Fraction of output channels removed per layer, in [0, 1).")
+@click.option("--rate", type=parse_amount, help="Fraction of output channels removed per layer, in [0, 1) "
+              "(unstructured: an integer is a count of weights, as torch.nn.utils.prune takes it).")
 @click.option("--data", help="Data for data-driven criteria: a .pt/.npz file (inputs, targets) or a task name.")
 @click.option("--global", "global_ranking", is_flag=True,
               help="Rank channels across all layers (normalised scores; --min-channels floors every layer).")
@@ -45,6 +47,7 @@ from .options import (
               help="How the cut grows over --steps (agp: cubic, Zhu & Gupta 2017).")
 @click.option("--mode", type=click.Choice(MODES), default=PruneOptions.mode, show_default=True,
               help="unstructured: zero single weights (l1/random, --global magnitude); shapes stay.")
+@click.option("--prune-bias", is_flag=True, help="Unstructured: prune the layers' biases too.")
 @input_shape_option
 @bundle_output_option
 @onnx_option

@@ -127,6 +127,16 @@ class Criterion:
     def score(self, layer: LayerView) -> torch.Tensor:
         raise NotImplementedError
 
+    def score_entries(self, layer: LayerView, tensor: torch.Tensor) -> torch.Tensor:
+        """Optional, for unstructured pruning: one score per entry of ``tensor`` (the layer's
+        weight or bias), same shape, higher = keep. Criteria without it score channels only."""
+        raise NotImplementedError
+
+    @classmethod
+    def scores_entries(cls) -> bool:
+        """Whether the criterion implements ``score_entries`` (usable with ``--mode unstructured``)."""
+        return cls.score_entries is not Criterion.score_entries
+
 
 def get_criterion(name: str) -> Criterion:
     cls = registry.load(registry.CRITERIA, name)

@@ -14,3 +14,7 @@ class L2Norm(Criterion):
 
     def score(self, layer: LayerView) -> torch.Tensor:
         return layer.out_channel_weights().pow(2).sum(dim=1).sqrt()
+
+    def score_entries(self, layer: LayerView, tensor: torch.Tensor) -> torch.Tensor:
+        """Unstructured mode: the magnitude of each entry (the L2 norm of one weight)."""
+        return tensor.detach().double().abs()

@@ -22,11 +22,19 @@ class LAMP(Criterion):
     self_normalised = True
 
     def score(self, layer: LayerView) -> torch.Tensor:
-        squared = layer.out_channel_weights().pow(2).sum(dim=1)
-        order = torch.argsort(squared, stable=True)  # ascending
-        ascending = squared[order]
-        # denominator of the k-th smallest: it plus every larger one (a reversed cumulative sum)
-        tail_sums = ascending.flip(0).cumsum(0).flip(0)
-        scores = torch.empty_like(squared)
-        scores[order] = ascending / tail_sums.clamp_min(torch.finfo(torch.float64).tiny)
-        return scores
+        return _lamp(layer.out_channel_weights().pow(2).sum(dim=1))
+
+    def score_entries(self, layer: LayerView, tensor: torch.Tensor) -> torch.Tensor:
+        """The paper's own per-weight score (unstructured mode): ``w_u^2`` over the sum of the
+        squares no smaller, within the tensor."""
+        return _lamp(tensor.detach().double().reshape(-1).pow(2)).view(tensor.shape)
+
+
+def _lamp(squared: torch.Tensor) -> torch.Tensor:
+    order = torch.argsort(squared, stable=True)  # ascending
+    ascending = squared[order]
+    # denominator of the k-th smallest: it plus every larger one (a reversed cumulative sum)
+    tail_sums = ascending.flip(0).cumsum(0).flip(0)
+    scores = torch.empty_like(squared)
+    scores[order] = ascending / tail_sums.clamp_min(torch.finfo(torch.float64).tiny)
+    return scores

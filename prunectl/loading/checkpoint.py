@@ -43,16 +43,19 @@ class Loaded:
         return self.digest if isinstance(self.digest, str) else self.digest.result()
 
 
-def read_checkpoint(path: str | Path,
-                    trust_pickle: bool = False) -> tuple[dict | None, ModelRef | None, nn.Module | None]:
-    """(state_dict, model_ref, module): what a checkpoint file holds; one of state_dict/module is set."""
+def read_checkpoint(path: str | Path, trust_pickle: bool = False, fold_masks: bool = True
+                    ) -> tuple[dict | None, ModelRef | None, nn.Module | None]:
+    """(state_dict, model_ref, module): what a checkpoint file holds; one of state_dict/module is set.
+
+    ``fold_masks``: torch.nn.utils.prune's ``*_orig``/``*_mask`` pairs become the masked tensor
+    (False: returned as saved)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: file is empty")
     if path.suffix == ".safetensors":
-        return _read_safetensors(path), None, None
+        return _read_safetensors(path, fold_masks), None, None
     obj = _torch_load(path, trust_pickle)
     if isinstance(obj, nn.Module):
         return None, None, obj
@@ -60,14 +63,15 @@ def read_checkpoint(path: str | Path,
         extra = sorted(set(obj) - {"state_dict", "model"})
         if extra:
             raise CheckpointError(f"{path}: unknown key {extra[0]!r} next to 'state_dict' (allowed: model, state_dict)")
-        return validate_state_dict(obj["state_dict"], path), _model_ref(obj.get("model"), path), None
+        return (validate_state_dict(obj["state_dict"], path, fold_masks), _model_ref(obj.get("model"), path),
+                None)
     if isinstance(obj, Mapping):
-        return validate_state_dict(obj, path), None, None
+        return validate_state_dict(obj, path, fold_masks), None, None
     raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state_dict, "
                           "a {'state_dict', 'model'} dict or an nn.Module")
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def _read_safetensors(path: Path, fold_masks: bool = True) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -75,7 +79,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         state_dict = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file: {first_line(exc)}") from None
-    return validate_state_dict(state_dict, path)
+    return validate_state_dict(state_dict, path, fold_masks)
 
 
 def _torch_load(path: Path, trust_pickle: bool) -> Any:

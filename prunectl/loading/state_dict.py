@@ -11,8 +11,9 @@ import torch.nn as nn
 from ..errors import CheckpointError, first_line
 
 
-def validate_state_dict(state_dict: Mapping, source: str | Path) -> dict[str, torch.Tensor]:
-    """A plain dict of finite tensors, with a DataParallel ``module.`` prefix removed."""
+def validate_state_dict(state_dict: Mapping, source: str | Path, fold_masks: bool = True) -> dict[str, torch.Tensor]:
+    """A plain dict of finite tensors, with a DataParallel ``module.`` prefix removed and
+    torch.nn.utils.prune's ``*_orig``/``*_mask`` pairs folded (unless ``fold_masks`` is False)."""
     if not state_dict:
         raise CheckpointError(f"{source}: state_dict is empty")
     out: dict[str, torch.Tensor] = {}
@@ -26,7 +27,46 @@ def validate_state_dict(state_dict: Mapping, source: str | Path) -> dict[str, to
         out[key] = value
     if all(key.startswith("module.") for key in out):
         out = {key[len("module."):]: value for key, value in out.items()}
-    return out
+    return fold_pruning_masks(out, source)[0] if fold_masks else out
+
+
+ORIG, MASK = "_orig", "_mask"
+
+
+def pruning_pairs(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """The parameter names saved by ``torch.nn.utils.prune`` as ``NAME_orig`` + ``NAME_mask``."""
+    return [key[:-len(ORIG)] for key in state_dict
+            if key.endswith(ORIG) and key[:-len(ORIG)] + MASK in state_dict]
+
+
+def fold_pruning_masks(state_dict: dict[str, torch.Tensor], source: str | Path
+                       ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``(state_dict, masks)``: each ``NAME_orig``/``NAME_mask`` pair of a model pruned with
+    ``torch.nn.utils.prune`` becomes ``NAME = orig * mask`` (what the hooked module computes;
+    ``prune.remove`` writes the same), in the pair's place; ``masks`` maps ``NAME`` to its 0/1 mask."""
+    names = pruning_pairs(state_dict)
+    if not names:
+        return state_dict, {}
+    masks: dict[str, torch.Tensor] = {}
+    folded: dict[str, torch.Tensor] = {}
+    for name in names:
+        orig, mask = state_dict[name + ORIG], state_dict[name + MASK]
+        if name in state_dict:
+            raise CheckpointError(f"{source}: state_dict has both {name!r} and {name + ORIG!r}/{name + MASK!r}")
+        if mask.shape != orig.shape:
+            raise CheckpointError(f"{source}: state_dict[{name + MASK!r}] has shape {tuple(mask.shape)}, "
+                                  f"{name + ORIG!r} has {tuple(orig.shape)}")
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise CheckpointError(f"{source}: state_dict[{name + MASK!r}] holds values other than 0 and 1")
+        masks[name] = mask.to(orig.dtype)
+        folded[name] = orig * masks[name]
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():  # in the pair's place, so key order stays the model's
+        if key.endswith(ORIG) and key[:-len(ORIG)] in folded:
+            out[key[:-len(ORIG)]] = folded[key[:-len(ORIG)]]
+        elif not (key.endswith(MASK) and key[:-len(MASK)] in folded):
+            out[key] = value
+    return out, masks
 
 
 def _all_finite(tensor: torch.Tensor) -> bool:
