@@ -17,13 +17,14 @@ from .version import __version__
 _WHERE = {
     "prune": "api", "verify": "api", "export": "api", "load": "api", "info": "api", "PruneResult": "api",
     "PruneOptions": "options",
+    "Pruner": "hooks",
     "derive_spec": "tracing",
     "Spec": "formats.spec", "read_spec": "formats.spec", "write_spec": "formats.spec",
     "PrunectlError": "errors", "SpecError": "errors", "VerificationError": "errors", "CheckpointError": "errors",
     "UnsupportedError": "errors",
 }
 
-__all__ = ["prune", "verify", "export", "load", "info", "derive_spec", "PruneOptions", "PruneResult", "Spec",
+__all__ = ["prune", "verify", "export", "load", "info", "derive_spec", "PruneOptions", "PruneResult", "Pruner", "Spec",
            "read_spec", "write_spec", "PrunectlError", "SpecError", "VerificationError", "CheckpointError",
            "UnsupportedError", "__version__"]
 

@@ -138,26 +138,31 @@ def target_layers(spec: Spec, model: nn.Module, exclude: tuple[str, ...]) -> dic
     return chosen
 
 
-def entry_criterion(name: str) -> Criterion | None:
-    """The registered criterion scoring single entries, or None for torch's exact l1/random."""
-    if name in EXACT_CRITERIA:
+def entry_criterion(name: str | Criterion) -> Criterion | None:
+    """The criterion scoring single entries (a registered name or an instance), or None for
+    torch's exact l1/random."""
+    if isinstance(name, Criterion):
+        criterion, name = name, name.name
+    elif name in EXACT_CRITERIA:
         return None
-    criterion = get_criterion(name)
+    else:
+        criterion = get_criterion(name)
     if not criterion.scores_entries():
         raise SpecError(f"--mode unstructured: criterion {name!r} scores whole channels only (no score_entries); "
                         "use l1, random, l2, lamp or a criterion that scores single weights")
     return criterion
 
 
-def unstructured_masks(tensors: dict[str, torch.Tensor], modules: dict[str, nn.Module], criterion: str,
-                       rates: dict[str, Amount], rate: Amount, global_ranking: bool, seed: int = 0
-                       ) -> dict[str, torch.Tensor]:
-    """Masks for ``tensors`` (keys ``layer.param``), compounding over their zeros (see the module)."""
+def unstructured_masks(tensors: dict[str, torch.Tensor], modules: dict[str, nn.Module], criterion: str | Criterion,
+                       rates: dict[str, Amount], rate: Amount, global_ranking: bool, seed: int = 0,
+                       alive: dict[str, torch.Tensor | None] | None = None) -> dict[str, torch.Tensor]:
+    """Masks for ``tensors`` (keys ``layer.param``), compounding over their zeros (see the module),
+    or over ``alive`` (per key: the live entries, None for all) when the caller holds masks."""
     scorer = entry_criterion(criterion)
     if global_ranking and scorer is None and criterion != "l1":
         raise SpecError("--mode unstructured --global ranks by magnitude or a criterion's entry scores; "
                         "--criterion random ranks per layer")
-    alive = {key: alive_entries(t) for key, t in tensors.items()}
+    alive = alive if alive is not None else {key: alive_entries(t) for key, t in tensors.items()}
     if scorer is not None:
         scores = {key: scorer.score_entries(LayerView(key.rsplit(".", 1)[0], modules[key], seed=seed), t).double()
                   for key, t in tensors.items()}
