@@ -1,7 +1,8 @@
 """prunectl: structured pruning for PyTorch with verified, pickle-free bundles.
 
     import prunectl
-    result = prunectl.prune("ckpt.pt", prunectl.PruneOptions(spec="spec.json", rate=0.5, output="out/"))
+    result = prunectl.prune("ckpt.pt", spec="spec.json", rate=0.5, output="out/")
+    result = prunectl.prune(model, example_inputs=torch.randn(1, 3, 224, 224), rate=0.3)  # in memory
     model = prunectl.load("out/")
 
 The names below are imported when first used (PEP 562), so that ``prunectl --version`` and
@@ -16,6 +17,7 @@ from .version import __version__
 
 _WHERE = {
     "prune": "api", "verify": "api", "export": "api", "load": "api", "info": "api", "PruneResult": "api",
+    "soft": "in_process",
     "PruneOptions": "options",
     "Pruner": "hooks",
     "derive_spec": "tracing",
@@ -24,9 +26,9 @@ _WHERE = {
     "UnsupportedError": "errors",
 }
 
-__all__ = ["prune", "verify", "export", "load", "info", "derive_spec", "PruneOptions", "PruneResult", "Pruner", "Spec",
-           "read_spec", "write_spec", "PrunectlError", "SpecError", "VerificationError", "CheckpointError",
-           "UnsupportedError", "__version__"]
+__all__ = ["prune", "soft", "verify", "export", "load", "info", "derive_spec", "PruneOptions", "PruneResult",
+           "Pruner", "Spec", "read_spec", "write_spec", "PrunectlError", "SpecError", "VerificationError",
+           "CheckpointError", "UnsupportedError", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -29,10 +29,12 @@ from .cut.soft import soft_prune
 from .errors import SpecError, VerificationError
 from .formats.manifest import MANIFEST_NAME, Manifest, write_manifest
 from .formats.spec import ModelRef, Spec, write_spec
+from .in_process import Given, Plan, resolve, soft
 from .layers.kinds import kind_of
 from .loading.bundle import check_files, load_bundle
 from .loading.checkpoint import Loaded, load_checkpoint
 from .loading.data import CalibrationData, data_inputs, load_data
+from .loading.in_memory import input_spec_of
 from .loading.memory import check_input, default_limit, guard_prune
 from .loading.request import requested_input, requested_model, requested_spec
 from .measure.latency import compare_latency
@@ -46,7 +48,7 @@ from .selection.budget import Target
 from .selection.choice import Choice
 from .selection.per_layer import SelectOptions
 from .selection.strategy import ChooseOptions, choose
-from .selection.unstructured import choose_unstructured
+from .selection.unstructured import EXACT_CRITERIA, choose_unstructured
 from .tracing import TraceResult, trace_model
 from .verification.onnx_check import check_onnx
 from .verification.recipe import make_recipe, rebuild_mismatch
@@ -54,7 +56,7 @@ from .verification.soft_vs_hard import soft_vs_hard
 
 Progress = Callable[[str], None]
 
-__all__ = ["PruneOptions", "PruneResult", "prune", "load", "verify", "export", "info", "trace_spec",
+__all__ = ["PruneOptions", "PruneResult", "prune", "soft", "load", "verify", "export", "info", "trace_spec",
            "write_traced_spec", "criteria"]
 
 
@@ -65,6 +67,17 @@ class PruneResult:
     report: dict[str, Any]
     output: Path | None
     timings: dict[str, float] = field(default_factory=dict)
+    plan: Plan = field(default_factory=dict, repr=False)  # what was cut: prunectl.soft(model, plan)
+    inputs: list[torch.Tensor] = field(default_factory=list, repr=False)  # the seeded check inputs
+
+    def save(self, directory: str | Path, onnx: bool = False, opset: int = DEFAULT_OPSET) -> Path:
+        """Write the bundle ``prunectl prune -o`` writes (atomically; ``onnx``: with model.onnx)."""
+        directory = Path(directory)
+        check_output_path(directory)
+        self.manifest = write_bundle(directory, self.model, self.manifest, self.report, self.inputs,
+                                     opset if onnx else None)
+        self.output = directory
+        return directory
 
 
 class _Clock:
@@ -101,23 +114,36 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def prune(checkpoint: str | Path, options: PruneOptions = PruneOptions(),
-          progress: Progress | None = None) -> PruneResult:
-    """Prune ``checkpoint`` per its spec; verify soft == hard; write a bundle if ``options.output``."""
+def prune(checkpoint: str | Path | nn.Module, options: PruneOptions | None = None, progress: Progress | None = None,
+          *, example_inputs: Any = None, loss: Callable | None = None, factory_args: dict[str, Any] | None = None,
+          **overrides: Any) -> PruneResult:
+    """Prune a checkpoint file, a bundle or an in-memory ``nn.Module``; verify soft == hard; write a
+    bundle if ``output`` is set (or later with ``result.save(dir)``).
+
+    ``overrides``: any PruneOptions field as a keyword (``rate=0.3, output="out"``); ``criterion``
+    may be a ``Criterion`` instance and ``data`` a DataLoader or any iterable of batches (``loss``:
+    their loss, default by the targets' dtype). ``example_inputs``: the model's input (its shape
+    and dtype are traced and checked on). ``factory_args``: the constructor arguments that rebuild
+    an in-memory model (``prunectl.load``); the factory is its class, or ``model="pkg:make"``."""
+    checkpoint, options, given = resolve(checkpoint, options, overrides, example_inputs=example_inputs, loss=loss,
+                                         factory_args=factory_args)
     with _collector_paused():
-        return _prune(checkpoint, options, progress)
+        return _prune(checkpoint, options, progress, given)
 
 
-def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | None) -> PruneResult:
+def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progress | None,
+           given: Given) -> PruneResult:
     clock = _Clock(progress)
     clock("load")
     if options.output is not None:
         check_output_path(Path(options.output))
     options.check()
     spec = requested_spec(options.spec, options)
-    loaded = load_checkpoint(checkpoint, requested_model(spec, options.model), options.trust_pickle)
+    loaded = (given.loaded_with(spec.model) if given.loaded else
+              load_checkpoint(checkpoint, requested_model(spec, options.model), options.trust_pickle))
     model = loaded.model.eval()
-    input_spec = requested_input(spec, options.input_shape, loaded, spec_given=options.spec is not None)
+    input_spec = (input_spec_of(given.example) if given.example is not None and options.input_shape is None else
+                  requested_input(spec, options.input_shape, loaded, spec_given=options.spec is not None))
     module = options.module or spec.module
     target = model if module is None else submodule(model, module, "--module" if options.module else spec.source)
     guard_prune(target, loaded.model_ref if module is None else None, input_spec.shape, input_spec.dtype,
@@ -129,7 +155,7 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
         spec = traced.spec.with_options(**spec_overrides(options))
     spec = replace(spec, module=module)
     inputs = make_inputs(input_spec, options.seed, model=target)
-    data = load_data(options.data) if options.data is not None else None
+    data = given.data or (load_data(options.data) if options.data is not None else None)
     if traced is None:  # a traced model has just run on this input shape (walk_graph); a given spec's may not
         try:
             run(entry(model, module), inputs[0], "original model")
@@ -138,7 +164,7 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
                             "set input.shape in the spec or --input-shape") from None
 
     clock("score")
-    criterion = get_criterion(spec.criterion or DEFAULT_CRITERION)
+    criterion = given.criterion or get_criterion(spec.criterion or DEFAULT_CRITERION)
     select = SelectOptions.from_spec(spec, criterion)
     choice = _choose(spec, model, criterion, select, options, inputs[0], data)
     from_data = data_inputs(data, input_spec)  # the proof also sees the user's own data
@@ -187,7 +213,7 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
                         "input_shapes": [list(x.shape) for x in proof],
                         **({"data_inputs": len(from_data)} if from_data else {})}}
     manifest = build_manifest(model_ref=loaded.model_ref, args=recipe.args, resize=recipe.resize,
-                              kept=kept_by_layer(plan), input_spec=input_spec, facts=facts, checkpoint=checkpoint,
+                              kept=kept_by_layer(plan), input_spec=input_spec, facts=facts, checkpoint=loaded.path,
                               checkpoint_sha256=loaded.sha256, spec_sha256=spec.sha256, previous=loaded.manifest)
     output = None
     if options.output is not None:
@@ -195,7 +221,7 @@ def _prune(checkpoint: str | Path, options: PruneOptions, progress: Progress | N
         manifest = write_bundle(Path(options.output), rebuilt, manifest, report, inputs,
                                 options.opset if options.onnx else None)
         output = Path(options.output)
-    return PruneResult(rebuilt, manifest, report, output, clock.done())
+    return PruneResult(rebuilt, manifest, report, output, clock.done(), plan, inputs)
 
 
 def _choose(spec: Spec, model: nn.Module, criterion: Criterion, select: SelectOptions, options: PruneOptions,
@@ -207,7 +233,9 @@ def _choose(spec: Spec, model: nn.Module, criterion: Criterion, select: SelectOp
         if options.target_macs is not None or options.target_params is not None or options.steps != 1:
             raise SpecError("--mode unstructured keeps every shape: --target-macs/--target-params/--steps "
                             "apply to structured pruning only")
-        return choose_unstructured(spec, model, criterion.name, select.rate, options.global_ranking, exclude,
+        # torch's exact l1/random by name; any other criterion (an instance too) scores entries itself
+        ranking = criterion.name if criterion.name in EXACT_CRITERIA else criterion
+        return choose_unstructured(spec, model, ranking, select.rate, options.global_ranking, exclude,
                                    options.seed, ("weight", "bias") if options.prune_bias else ("weight",))
     if options.target_macs is not None and options.target_params is not None:
         raise SpecError("give one of --target-macs and --target-params, not both")

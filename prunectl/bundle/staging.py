@@ -52,11 +52,32 @@ def check_output_path(out: Path) -> None:
         raise SpecError(f"output {out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
         raise SpecError(f"output {out}: is a non-empty directory that is not a prunectl bundle; refusing to replace it")
-    parent = out.resolve().parent
+    parent = _existing_ancestor(out.resolve().parent)  # missing parents are created (mkdir -p), so this one
     if not parent.is_dir():
-        raise SpecError(f"output {out}: parent directory {parent} does not exist")
+        raise SpecError(f"output {out}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise SpecError(f"output {out}: parent directory {parent} is not writable")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _make_parents(parent: Path) -> list[Path]:
+    """``mkdir -p`` of ``parent``; the directories it created, deepest first (removed again if the
+    run fails: nothing is left behind)."""
+    created = []
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    for directory in reversed(created):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            pass
+    return created
 
 
 @contextmanager
@@ -65,11 +86,14 @@ def staged_directory(out: str | Path) -> Iterator[Path]:
     out = Path(out)
     check_output_path(out)
     parent = out.resolve().parent
-    _sweep_stale(parent, out.name)
+    created: list[Path] = []
     try:
+        created = _make_parents(parent)
+        _sweep_stale(parent, out.name)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=parent))
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would make the bundle private
     except OSError as exc:
+        _remove_empty(created)
         raise SpecError(f"output {out}: cannot create a directory in {parent}: {exc.strerror}") from None
     try:
         yield staging
@@ -77,7 +101,16 @@ def staged_directory(out: str | Path) -> Iterator[Path]:
         _swap_into_place(staging, out, parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        _remove_empty(created)
         raise
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    for directory in directories:  # deepest first
+        try:
+            directory.rmdir()
+        except OSError:
+            return  # someone else put something there
 
 
 def _umask() -> int:

@@ -83,6 +83,8 @@ def _read_safetensors(path: Path, fold_masks: bool = True) -> dict[str, torch.Te
 
 
 def _torch_load(path: Path, trust_pickle: bool) -> Any:
+    if trust_pickle:  # the pickle names its classes by module path, as a factory does
+        factory.project_importable()
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as exc:

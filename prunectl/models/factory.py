@@ -43,6 +43,14 @@ def resolve(factory: str) -> ModelFactory:
     return _module_class(prefix, name, factory)
 
 
+def project_importable() -> None:
+    """Like `python -m` and uvicorn: modules of the current project directory import (factories,
+    and the classes of a trusted pickle)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def _module_class(module_path: str, qualname: str, factory: str) -> ModelFactory:
     if not _MODULE_PATH.match(module_path) or not all(part.isidentifier() for part in qualname.split(".")):
         raise SpecError(f"model factory {factory!r}: not a valid \"module:Class\" path")
@@ -56,10 +64,7 @@ def _module_class(module_path: str, qualname: str, factory: str) -> ModelFactory
     if top in _REFUSED_MODULES or top.startswith("_") or any(p.startswith("_") for p in qualname.split(".")):
         raise SpecError(f"model factory {factory!r}: refused; a factory must be an nn.Module subclass "
                         f"or a registered provider ({', '.join(registry.available(registry.MODELS))})")
-    # Like `python -m` and uvicorn, factories in the current project directory resolve.
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    project_importable()
     try:
         obj: Any = importlib.import_module(module_path)
         for part in qualname.split("."):

@@ -180,7 +180,7 @@ def unstructured_masks(tensors: dict[str, torch.Tensor], modules: dict[str, nn.M
 
 
 @torch.no_grad()
-def choose_unstructured(spec: Spec, model: nn.Module, criterion: str, rate: Amount, global_ranking: bool,
+def choose_unstructured(spec: Spec, model: nn.Module, criterion: str | Criterion, rate: Amount, global_ranking: bool,
                         exclude: tuple[str, ...] = (), seed: int = 0, params: tuple[str, ...] = ("weight",)
                         ) -> Choice:
     """A masked copy of ``model`` and its sparsity report; no channel is removed."""

@@ -24,6 +24,7 @@ from ..models.factory import accepts_argument
 from ..models.factory import build as build_model
 from ..models.forward import run
 from ..models.submodule import entry
+from .arg_probe import probed_args
 from .compare import compare
 from .precision import PROOF_TOLERANCE, float64_proof, proof_inputs
 
@@ -96,6 +97,10 @@ def make_recipe(spec: Spec, model_ref: ModelRef, hard: nn.Module, copy_weights: 
     ``hard`` (or only reads it) afterwards."""
     args = constructor_args(spec, model_ref, hard)
     skeleton = meta_model(model_ref.factory, args, real_buffers=True)
+    if skeleton is not None:  # the args no spec layer names must not keep widths this run changed
+        fresh = probed_args(model_ref.factory, args, skeleton, hard, {layer.arg for layer in spec.layers if layer.arg})
+        if fresh != args:
+            args, skeleton = fresh, meta_model(model_ref.factory, fresh, real_buffers=True)
     probe = skeleton if skeleton is not None else build_model(model_ref.factory, args)
     resize = resize_needed(probe, hard)
 

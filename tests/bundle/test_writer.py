@@ -122,6 +122,19 @@ def test_a_failing_block_leaves_nothing_at_the_output_path(tmp_path: Path) -> No
     assert _siblings(out) == [] and list(tmp_path.iterdir()) == []
 
 
+def test_missing_parents_are_made_and_removed_again_when_the_block_fails(tmp_path: Path) -> None:
+    (tmp_path / "kept").mkdir()
+    out = tmp_path / "kept" / "made" / "for" / "bundle"
+    with pytest.raises(RuntimeError, match="boom"):
+        with staged_directory(out) as staging:
+            assert staging.parent == out.parent  # mkdir -p before staging
+            raise RuntimeError("boom")
+    assert list((tmp_path / "kept").iterdir()) == []  # only what it made is gone
+    with staged_directory(out) as staging:
+        (staging / "manifest.json").write_text("{}")
+    assert (out / "manifest.json").read_text() == "{}"
+
+
 def test_a_failing_write_keeps_the_previous_bundle(model, tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     write_bundle(out, model, _manifest(), REPORT, _inputs(), None)

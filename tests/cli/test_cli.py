@@ -69,7 +69,7 @@ def test_summary_shows_widths_totals_and_files(checkpoints, tmp_path: Path) -> N
     ("no_spec", 3, ["a state_dict needs a model"]),
     ("bad_input_shape", 3, ["does not run on input [1, 3, 5, 5]"]),
     ("output_is_file", 3, ["exists and is not a directory"]),
-    ("unwritable_output", 3, ["does not exist"]),
+    ("output_under_a_file", 3, ["is not a directory"]),
     ("soft_hard_mismatch", 4, ["first diverging layer"]),
 ])
 def test_bad_input_exit_codes(case: str, code: int, fragments: list[str], checkpoints, tmp_path: Path) -> None:
@@ -105,8 +105,9 @@ def test_bad_input_exit_codes(case: str, code: int, fragments: list[str], checkp
         extra = ["--input-shape", "1,3,5,5"]
     elif case == "output_is_file":
         out.write_text("keep me")
-    elif case == "unwritable_output":
-        out = tmp_path / "no" / "such" / "dir" / "out"
+    elif case == "output_under_a_file":
+        (tmp_path / "notes.txt").write_text("a file, not a folder")
+        out = tmp_path / "notes.txt" / "sub" / "out"
     elif case == "soft_hard_mismatch":
         data = json.loads((SPECS / "vgg11_bn.json").read_text())
         del data["layers"]["bn3"]  # the spec forgets a norm layer
@@ -177,3 +178,25 @@ def test_real_subprocess_every_command(checkpoints, tmp_path: Path) -> None:
     assert info.returncode == 0 and json.loads(info.stdout)["params"] > 0
     failed = _run("prune", tmp_path / "missing.pt", "--spec", SPECS / "conv1d.json")
     assert failed.returncode == 5 and failed.stderr.startswith("error: ") and "Traceback" not in failed.stderr
+
+
+def test_trust_pickle_imports_classes_of_the_current_project(checkpoints, tmp_path: Path) -> None:
+    """A pickled module whose class lives in the directory the command runs in (no PYTHONPATH)."""
+    project = tmp_path / "project"
+    (project / "mynets").mkdir(parents=True)
+    (project / "mynets" / "__init__.py").write_text(
+        "import torch.nn as nn\n\nclass Tiny(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.fc1 = nn.Linear(8, 16)\n        self.fc2 = nn.Linear(16, 4)\n\n"
+        "    def forward(self, x):\n        return self.fc2(self.fc1(x).relu())\n")
+    save = ("import torch, sys; sys.path.insert(0, '.'); from mynets import Tiny; "
+            "torch.manual_seed(0); torch.save(Tiny(), 'whole.pt')")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    subprocess.run([sys.executable, "-c", save], cwd=project, check=True, env=env)
+    done = subprocess.run([sys.executable, "-m", "prunectl", "prune", "whole.pt", "--trust-pickle",
+                           "--input-shape", "1,8", "--rate", "0.5", "-o", "nested/dirs/out", "-q"],
+                          cwd=project, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((project / "nested" / "dirs" / "out" / "manifest.json").read_text())
+    assert manifest["rebuild"]["factory"] == "mynets:Tiny"
+    assert manifest["kept"]["fc1"] and len(manifest["kept"]["fc1"]) == 8
+

@@ -71,3 +71,14 @@ class ConcatBlock(nn.Module):
         x = torch.cat([x, self.left(x), self.right(x)], 1)
         x = self.mix(torch.relu(self.norm(x)))
         return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class SharedWidth(nn.Module):
+    """One constructor arg (``hidden``) sets the width of two layers in a row."""
+
+    def __init__(self, hidden: int = 16):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(8, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, 2)
+
+    def forward(self, x):
+        return self.c(torch.relu(self.b(torch.relu(self.a(x)))))

@@ -1,0 +1,50 @@
+"""Constructor args no spec names, brought up to date with the pruned widths.
+
+A bundle records its widths in ``rebuild.args`` where the spec names the arg (``layers.fc1.arg``).
+Pruned again without a spec (traced), or from a checkpoint whose ``model.args`` give widths the
+spec does not name, those args would still hold the old widths and only ``resize`` the new ones:
+``prunectl.load`` gets it right, but a CAC-style ``Class(**rebuild.args)`` with a strict load does
+not. So each such int arg is probed on the meta device (no memory, no init): the layer widths
+that follow it one for one are found by building with ``arg + 1``, and the arg takes the pruned
+width when a build with it reproduces every one of them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn as nn
+
+from ..layers import kinds as L
+from ..loading.meta import meta_model
+
+
+def _widths(model: nn.Module) -> dict[tuple[str, str], int]:
+    return {(name, attr): value for name, module in model.named_modules() if L.kind_of(module) != "other"
+            for attr, value in L.shape_attrs(module).items() if isinstance(value, int)}
+
+
+def probed_args(factory: str, args: dict[str, Any], built: nn.Module, hard: nn.Module,
+                named: set[str]) -> dict[str, Any]:
+    """``args`` with every unnamed int arg set to the width it controls in ``hard`` (``built``: the
+    model ``args`` build, on the meta device or not)."""
+    target, current = _widths(hard), _widths(built)
+    if all(target.get(key) == value for key, value in current.items()):
+        return args  # nothing stale: the common case costs one comparison
+    updated = dict(args)
+    for key, value in args.items():
+        if key in named or isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            continue
+        moved = meta_model(factory, {**updated, key: value + 1})
+        if moved is None:
+            continue
+        follows = [where for where, width in _widths(moved).items()
+                   if current.get(where) == value and width == value + 1]
+        wanted = {target.get(where) for where in follows}
+        if len(wanted) != 1 or None in wanted or wanted == {value}:
+            continue
+        width = wanted.pop()
+        candidate = meta_model(factory, {**updated, key: width})
+        if candidate is not None and all(_widths(candidate).get(where) == width for where in follows):
+            updated[key] = width
+            current = _widths(candidate)
+    return updated
