@@ -18,12 +18,12 @@ from ..layers import kinds as L
 
 
 def install_masked_statistic(module: nn.Module, kept: torch.Tensor) -> None:
-    """Make ``module`` (a LayerNorm or GroupNorm of the soft model) normalise over ``kept`` only."""
+    """Make ``module`` (a LayerNorm, RMSNorm or GroupNorm of the soft model) normalise over ``kept`` only."""
     mask = torch.zeros(L.out_width(module), dtype=torch.bool)
     mask[kept] = True
     module._prunectl_kept_mask = mask  # a plain attribute: not in the state_dict
     statistic = L.statistic(module)
-    forward = _masked_layer_norm if statistic == "layer" else _masked_group_norm
+    forward = {"layer": _masked_layer_norm, "rms": _masked_rms_norm}.get(statistic, _masked_group_norm)
     module.forward = MethodType(forward, module)
 
 
@@ -47,6 +47,17 @@ def _masked_layer_norm(self: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     centred = (x - mean) * mask
     var = (centred * centred).sum(dim, keepdim=True) / count
     return _affine(self, centred * torch.rsqrt(var + self.eps), dim)
+
+
+def _masked_rms_norm(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The mean square over the kept channels, in float32 as transformers' RMSNorms compute it."""
+    mask = self._prunectl_kept_mask.to(x.device).to(torch.float32)
+    count = mask.sum().clamp_min(1)
+    h = x.to(torch.float32) * mask
+    eps = L.rms_eps(self)
+    eps = torch.finfo(torch.float32).eps if eps is None else eps
+    y = h * torch.rsqrt((h * h).sum(-1, keepdim=True) / count + eps)
+    return self.weight * y.to(x.dtype)
 
 
 def _masked_group_norm(self: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,14 @@ _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 # is traced through, so its F.layer_norm call is an op the tracer reports (exit 6).
 _LAYER_NORMS_LAST = {"torch.nn.modules.normalization.LayerNorm", "timm.layers.norm.LayerNorm"}
 _LAYER_NORMS_FIRST = {"torchvision.models.convnext.LayerNorm2d", "timm.layers.norm.LayerNorm2d"}
+# RMSNorm classes whose forward is ``weight * x / sqrt(mean(x ** 2, -1) + eps)`` over the last dim (the
+# transformers ones compute it in float32 and cast back). Not Gemma's: it scales by ``1 + weight``.
+RMS_NORMS = {
+    "torch.nn.modules.normalization.RMSNorm",
+    "transformers.models.llama.modeling_llama.LlamaRMSNorm",
+    "transformers.models.qwen2.modeling_qwen2.Qwen2RMSNorm",
+    "transformers.models.mistral.modeling_mistral.MistralRMSNorm",
+}
 
 
 def _qualified(module: nn.Module) -> str:
@@ -42,7 +50,7 @@ def kind_of(module: nn.Module) -> str:
         return "conv"
     if isinstance(module, nn.Linear):
         return "linear"
-    if isinstance(module, (*_NORM, nn.GroupNorm)) or statistic(module) == "layer":
+    if isinstance(module, (*_NORM, nn.GroupNorm)) or statistic(module) in ("layer", "rms"):
         return "norm"
     if isinstance(module, nn.PReLU) and module.num_parameters > 1:
         return "norm"
@@ -66,10 +74,12 @@ def weight_of(module: nn.Module) -> torch.Tensor:
 
 
 def statistic(module: nn.Module) -> str | None:
-    """'layer' or 'group' for norms whose statistic spans channels (the soft model must compute it
+    """'layer', 'rms' or 'group' for norms whose statistic spans channels (the soft model must compute it
     over the kept channels only), None otherwise."""
     if isinstance(module, nn.LayerNorm) and _qualified(module) in _LAYER_NORMS_LAST | _LAYER_NORMS_FIRST:
         return "layer"
+    if _qualified(module) in RMS_NORMS and getattr(module, "weight", None) is not None and module.weight.dim() == 1:
+        return "rms"
     if isinstance(module, nn.GroupNorm):
         return "group"
     return None
@@ -81,7 +91,14 @@ def channel_dim(module: nn.Module, ndim: int) -> int:
         return ndim - 1
     if statistic(module) == "layer" and _qualified(module) in _LAYER_NORMS_LAST:
         return ndim - 1
+    if statistic(module) == "rms":
+        return ndim - 1
     return 1
+
+
+def rms_eps(module: nn.Module) -> float | None:
+    """An RMSNorm's epsilon (torch's ``eps`` may be None: the dtype's own epsilon)."""
+    return getattr(module, "variance_epsilon", getattr(module, "eps", None))
 
 
 def norm_blocks(module: nn.Module) -> int:
@@ -117,6 +134,12 @@ def out_width(module: nn.Module) -> int:
 
 
 def _norm_width(module: nn.Module) -> int:
+    if statistic(module) == "rms":
+        shape = getattr(module, "normalized_shape", None)
+        if shape is not None:
+            return shape[0]
+        # transformers' RMSNorms keep no width but their weight's; a resize records it as hidden_size
+        return getattr(module, "hidden_size", module.weight.shape[0])
     if isinstance(module, nn.LayerNorm):
         return module.normalized_shape[0]
     if isinstance(module, nn.GroupNorm):
@@ -179,6 +202,8 @@ def shape_attrs(module: nn.Module) -> dict[str, int]:
 
 
 def _width_attr(module: nn.Module) -> str:
+    if statistic(module) == "rms":
+        return "normalized_shape" if hasattr(module, "normalized_shape") else "hidden_size"
     if isinstance(module, nn.LayerNorm):
         return "normalized_shape"  # a one-element tuple, written as its one integer
     if isinstance(module, nn.GroupNorm):

@@ -80,6 +80,8 @@ def _init_keywords(config_cls: type) -> set[str]:
         if init is not None:
             names |= {p.name for p in inspect.signature(init).parameters.values()
                       if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
+        # transformers 5 configs take settable properties as keywords too (num_labels sets id2label)
+        names |= {key for key, value in cls.__dict__.items() if isinstance(value, property) and value.fset}
     return names
 
 

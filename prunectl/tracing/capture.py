@@ -1,14 +1,12 @@
 """Capture a model's graph for the walk: torch.fx first, torch.export where fx cannot.
 
-Three capturers, tried in this order, each returning a ``Captured`` graph that ``walk_graph``
-runs on the example input:
+Two capturers, each returning a ``Captured`` graph that ``walk_graph`` runs on the example input:
 
-- transformers models: ``transformers.utils.fx.symbolic_trace`` (plain torch.fx fails on them:
-  their forward branches on ``None`` inputs and on shapes), with the same leaf rule as ours;
-- everything else: torch.fx symbolic tracing (``graph.symbolic_graph``);
-- when that fails (shape-dependent Python control flow, ``math`` on sizes, ...): ``torch.export``.
+- torch.fx symbolic tracing (``graph.symbolic_graph``), for plain torch models;
+- ``torch.export``: for transformers models always (``hf_export.py``: transformers 5 has no fx
+  tracer), for the others when fx fails (shape-dependent Python control flow, ``math`` on sizes).
   Its graph is flat aten ops with parameters lifted to placeholders, so there are no module
-  calls: a conv/linear/batch-norm op whose weight is the ``weight`` parameter of a module of
+  calls: a conv/linear/norm/embedding op whose weight is the ``weight`` parameter of a module of
   that kind is walked as that module (the parameter's name, from the graph signature, says
   which; ``nn_module_stack`` names the module of every other op in messages). An op with a
   weight that is not a module's own (weight standardisation, tied weights) is an op the rules
@@ -29,14 +27,15 @@ from ..errors import UnsupportedError, first_line
 from ..layers import kinds as L
 from ..models.hf_provider import is_hf_model
 from .graph import quiet_logs, symbolic_graph
-from .hf_fx import hf_graph
+from .hf_export import hf_export, hf_kwargs
 
-# aten ops that compute one listed module's output from its input (argument 1 is the weight)
+# aten ops that compute one listed module's output from its input, and which argument is the weight
 _LAYER_OPS = {
-    "conv": {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
-             "convolution"},
-    "linear": {"linear"},
-    "norm": {"batch_norm"},
+    "conv": {"conv1d": 1, "conv2d": 1, "conv3d": 1, "conv_transpose1d": 1, "conv_transpose2d": 1,
+             "conv_transpose3d": 1, "convolution": 1},
+    "linear": {"linear": 1},
+    "norm": {"batch_norm": 1, "layer_norm": 2, "group_norm": 2, "rms_norm": 2},
+    "embedding": {"embedding": 0},
 }
 
 
@@ -44,34 +43,55 @@ _LAYER_OPS = {
 class Captured:
     graph_module: fx.GraphModule
     args: tuple[Any, ...]  # the values of the graph's placeholders, the example input among them
-    tracer: str  # "torch.fx", "transformers.fx" or "torch.export"
+    tracer: str  # "torch.fx" or "torch.export"
     layer_nodes: dict[str, str] = field(default_factory=dict)  # node name -> module it computes
     modules: dict[str, nn.Module] = field(default_factory=dict)
 
 
 def fx_capture(model: nn.Module, example: torch.Tensor) -> Captured:
-    """torch.fx (transformers' tracer for transformers models); UnsupportedError when it cannot."""
-    if is_hf_model(model):
-        return Captured(hf_graph(model), (example,), "transformers.fx")
+    """torch.fx's graph; UnsupportedError when it cannot trace the model (never tried on a
+    transformers model: ``capture`` sends those to torch.export)."""
     return Captured(symbolic_graph(model), (example,), "torch.fx")
+
+
+def capture(model: nn.Module, example: torch.Tensor) -> Captured:
+    """torch.export for transformers models, torch.fx for the rest (torch.export where fx fails).
+
+    No fx attempt precedes a transformers model's export: transformers' fx tracer (4.x) patched
+    torch functions and config state that a failed attempt could leave behind for the export."""
+    if is_hf_model(model):
+        return export_capture(model, example)
+    try:
+        return fx_capture(model, example)
+    except UnsupportedError as fx_error:
+        try:
+            return export_capture(model, example)
+        except UnsupportedError as export_error:
+            raise UnsupportedError(f"{fx_error}; {export_error}") from None
 
 
 def export_capture(model: nn.Module, example: torch.Tensor) -> Captured:
     """torch.export's graph, with conv/linear/batch-norm ops mapped back to their modules."""
     from torch.export.graph_signature import InputKind
 
-    try:
-        # torch.export prints the partial graph of a failed capture to stderr itself (torch/export/_trace.py)
-        with quiet_logs(), redirect_stderr(io.StringIO()):
-            program = torch.export.export(model, (example,), strict=False)
-    except Exception as exc:
-        raise UnsupportedError(f"{type(model).__name__}: torch.export cannot capture it either ({first_line(exc)})") \
-            from None
+    if is_hf_model(model):
+        program = hf_export(model, example)
+        user_inputs = hf_kwargs(model, example)
+    else:
+        try:
+            # torch.export prints the partial graph of a failed capture to stderr itself (torch/export/_trace.py)
+            with quiet_logs(), redirect_stderr(io.StringIO()):
+                program = torch.export.export(model, (example,), strict=False)
+        except Exception as exc:
+            raise UnsupportedError(f"{type(model).__name__}: torch.export cannot capture it either "
+                                   f"({first_line(exc)})") from None
+        user_inputs = {}
     values: list[Any] = []
     parameter_of: dict[str, str] = {}  # placeholder name -> parameter FQN
     for spec in program.graph_signature.input_specs:
         if spec.kind == InputKind.USER_INPUT:
-            values.append(example)
+            # the example, or a keyword the capture passed by name (use_cache=False)
+            values.append(user_inputs.get(spec.arg.name, example))
         elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
             store = program.state_dict if spec.target in program.state_dict else program.constants
             values.append(store[spec.target])
@@ -91,18 +111,21 @@ def export_capture(model: nn.Module, example: torch.Tensor) -> Captured:
 
 def _layer_of(node: fx.Node, parameter_of: dict[str, str], modules: dict[str, nn.Module]) -> str | None:
     schema = getattr(node.target, "_schema", None)
-    if node.op != "call_function" or schema is None or len(node.args) < 2:
+    if node.op != "call_function" or schema is None:
         return None
-    weight = node.args[1]
+    op = schema.name.split("::", 1)[-1]
+    position = max((ops.get(op, -1) for ops in _LAYER_OPS.values()), default=-1)
+    if position < 0 or len(node.args) <= position:
+        return None
+    weight = node.args[position]
     fqn = parameter_of.get(weight.name) if isinstance(weight, fx.Node) else None
     if fqn is None or "." not in fqn:
         return None
     module_name, attribute = fqn.rsplit(".", 1)
     module = modules.get(module_name)
-    op = schema.name.split("::", 1)[-1]
     if attribute != "weight" or module is None or op not in _LAYER_OPS.get(L.kind_of(module), ()):
         return None
     return module_name
 
 
-__all__ = ["Captured", "fx_capture", "export_capture"]
+__all__ = ["Captured", "capture", "fx_capture", "export_capture"]

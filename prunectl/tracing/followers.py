@@ -26,7 +26,7 @@ from .graph import (
     node_description,
     node_where,
 )
-from .hf_fx import hf_graph
+from .hf_export import hf_export
 from .rules import function_flow, op_name
 
 
@@ -166,8 +166,9 @@ class ChannelFollowers:
         if (id(owner), attr) not in cache:
             try:
                 setattr(owner, attr, marker)
-                cache[id(owner), attr] = hf_graph(self.root).graph if is_hf_model(self.root) else \
-                    LayerTracer().trace(self.root)
+                # the same capturer as the walk's graph, so that node names match
+                cache[id(owner), attr] = hf_export(self.root, self.example).graph_module.graph \
+                    if is_hf_model(self.root) else LayerTracer().trace(self.root)
             except Exception:
                 cache[id(owner), attr] = None
             finally:

@@ -2,8 +2,8 @@
 
     spec = prunectl.derive_spec("torchvision:resnet50", (1, 3, 224, 224))
 
-The model is traced with ``torch.fx`` (transformers' fx tracer for transformers models,
-``torch.export`` where fx cannot; capture.py) and run once on a random input of the given shape
+The model is traced with ``torch.fx`` (``torch.export`` for transformers models and where fx
+cannot; capture.py) and run once on a random input of the given shape
 (``walk``); every Conv/Linear/BatchNorm it meets becomes a spec layer in execution order,
 with ``prev`` naming the layers whose outputs were added or multiplied into its input.
 Layers whose channels reach the model output get ``prune: false``. An op that touches
@@ -33,7 +33,8 @@ from ..formats.spec import InputSpec, LayerSpec, ModelRef, Spec
 from ..layers import kinds as L
 from ..models import factory
 from ..models.inputs import make_inputs
-from .capture import export_capture, fx_capture
+from .capture import capture, export_capture
+from .decoders import attention_pins
 from .graph import Incident, TracedLayer, Walk
 from .walk import walk_graph
 
@@ -46,7 +47,7 @@ class TraceResult:
     spec: Spec
     pinned: dict[str, str] = field(default_factory=dict)  # layer -> why it keeps every channel
     incidents: tuple[Incident, ...] = ()  # every op that touched pruned channels unfollowably
-    tracer: str = "torch.fx"  # what captured the graph: torch.fx, transformers.fx or torch.export
+    tracer: str = "torch.fx"  # what captured the graph: torch.fx or torch.export
 
     def under(self, module: str | None) -> TraceResult:
         """The trace of submodule ``module`` with every name a path in the whole model (spec "module")."""
@@ -72,6 +73,8 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], *, dtype: str = 
         raise UnsupportedError(f"{type(model).__name__}: the trace found no Conv/Linear layer to prune")
 
     pinned = {name: OUTPUT_REASON for name in sorted(walk.output_sources)}
+    for name, why in attention_pins(model, walk.layers).items():
+        pinned.setdefault(name, why)
     spec = _spec(walk, pinned, model_ref, input_spec, source)
     live = _live_incidents(walk.incidents, spec, model)
     if live and not skip_unsupported:
@@ -107,14 +110,8 @@ def derive_spec(model_or_factory: nn.Module | str | Callable[[], nn.Module], inp
 
 
 def _walk(model: nn.Module, example: torch.Tensor, input_shape: tuple[int, ...]) -> tuple[Walk, str]:
-    """The walk of torch.fx's graph, or of torch.export's where fx cannot trace the model."""
-    try:
-        captured = fx_capture(model, example)
-    except UnsupportedError as fx_error:
-        try:
-            captured = export_capture(model, example)
-        except UnsupportedError as export_error:
-            raise UnsupportedError(f"{fx_error}; {export_error}") from None
+    """The walk of torch.fx's graph, or of torch.export's (transformers models, and where fx cannot)."""
+    captured = capture(model, example)
     try:
         walk = walk_graph(captured.graph_module, example, model, args=captured.args,
                           layer_nodes=captured.layer_nodes, modules=captured.modules)

@@ -31,8 +31,10 @@ __all__ = ["walk_graph"]
 
 class _Walker(ChannelFollowers, HeadFollowers, WindowAttentionFollower, fx.Interpreter):
     def __init__(self, graph_module: fx.GraphModule, root: nn.Module | None = None,
-                 layer_nodes: dict[str, str] | None = None, modules: dict[str, nn.Module] | None = None):
+                 layer_nodes: dict[str, str] | None = None, modules: dict[str, nn.Module] | None = None,
+                 example: torch.Tensor | None = None):
         super().__init__(graph_module)
+        self.example = example  # the input, for a re-capture (followers._reads_attribute)
         self.root = graph_module if root is None else root  # the traced model, with its own attributes
         # torch.export graphs have no module calls: these op nodes compute a listed module
         self.layer_nodes, self.modules = layer_nodes or {}, modules or {}
@@ -159,7 +161,7 @@ def walk_graph(graph_module: fx.GraphModule, example: torch.Tensor, root: nn.Mod
     """``root``: the traced model (its own attributes); ``args``: all placeholder values when there
     are more than the example (torch.export's lifted parameters); ``layer_nodes``/``modules``: op
     nodes that compute a listed module (capture.py)."""
-    walker = _Walker(graph_module, root, layer_nodes, modules)
+    walker = _Walker(graph_module, root, layer_nodes, modules, example)
     with torch.no_grad():
         walker.run(*(args if args is not None else (example,)))
     walker.walk.incidents += walker.walk.untied()

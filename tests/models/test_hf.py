@@ -75,17 +75,18 @@ def test_without_transformers_the_error_names_the_extra(monkeypatch: pytest.Monk
     assert info.value.exit_code == 3 and "prunectl[hf]" in str(info.value)
 
 
-def test_bert_traces_with_transformers_fx_its_heads_and_ffn_are_prunable() -> None:
+def test_bert_traces_with_torch_export_its_heads_and_ffn_are_prunable() -> None:
     model = factories.build("hf:BertModel", BERT_ARGS)
     traced = trace_model(model, (1, 16), dtype="int64")  # strict: nothing it cannot follow
-    assert traced.tracer == "transformers.fx"
+    assert traced.tracer == "torch.export"  # transformers 5 has no fx tracer
     layers = {layer.name: layer for layer in traced.spec.layers}
-    # q, k and v are each viewed as (B, L, heads, head_size): their outputs are 4 heads of 16, merged
-    # by the attention product and read by attention.output.dense; num_attention_heads follows them
+    # q, k and v are each viewed as (B, L, -1, head_size): their outputs are 4 heads of 16, merged
+    # by the attention product and read by attention.output.dense (transformers 5 reads no head count
+    # attribute there: the -1 follows the kept heads)
     for part in ("query", "key", "value"):
         assert (layers[f"encoder.layer.0.attention.self.{part}"].heads,
                 layers[f"encoder.layer.0.attention.self.{part}"].head_dim) == (4, 16)
-    assert layers["encoder.layer.0.attention.self.num_attention_heads"].count
+    assert not any(layer.count for layer in traced.spec.layers)
     assert set(layers["encoder.layer.0.attention.output.dense"].prev) == {
         f"encoder.layer.0.attention.self.{part}" for part in ("query", "key", "value")}
     groups = build_groups(traced.spec, model)
@@ -95,20 +96,20 @@ def test_bert_traces_with_transformers_fx_its_heads_and_ffn_are_prunable() -> No
     # space, kept whole because its last LayerNorm is the model output
     prunable = {name for group in groups if group.prunable for name in group.layers}
     assert prunable == {f"encoder.layer.{i}.{name}" for i in range(2) for name in (
-        "intermediate.dense", "attention.self.query", "attention.self.key", "attention.self.value",
-        "attention.self.num_attention_heads", "attention.self.all_head_size")}
+        "intermediate.dense", "attention.self.query", "attention.self.key", "attention.self.value")}
     assert traced.pinned == {"encoder.layer.1.output.LayerNorm": "its channels reach the model output",
                              "pooler.dense": "its channels reach the model output"}
 
 
-def test_a_model_transformers_cannot_trace_falls_back_to_torch_export_and_leaves_torch_intact() -> None:
+def test_hf_vit_is_captured_by_torch_export_and_torch_is_left_intact() -> None:
     vit = factories.build("hf:ViTModel", {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
                                           "intermediate_size": 64, "image_size": 32, "patch_size": 8})
     before = {name: getattr(torch, name) for name in ("empty", "zeros", "ones", "arange", "full", "tensor")}
-    traced = trace_model(vit, (1, 3, 32, 32), skip_unsupported=True)  # transformers' fx tracer raises on ViT
+    traced = trace_model(vit, (1, 3, 32, 32), skip_unsupported=True)  # the class token's cat pins the stream
     assert traced.tracer == "torch.export"
-    assert [layer.name for layer in traced.spec.layers if layer.prune] == ["encoder.layer.0.intermediate.dense"]
-    # a failed transformers trace used to leave torch.empty & co. wrapped, after which a
+    assert [layer.name for layer in traced.spec.layers if layer.prune] == [
+        "layers.0.attention.q_proj", "layers.0.attention.k_proj", "layers.0.attention.v_proj", "layers.0.mlp.fc1"]
+    # transformers 4's fx tracer left torch.empty & co. wrapped after a failed trace, after which a
     # `with torch.device("meta")` build (prunectl's memory checks) allocated real weights
     assert {name: getattr(torch, name) for name in before} == before
     with torch.device("meta"):
@@ -132,8 +133,8 @@ def test_bert_heads_and_ffn_pruned_through_the_whole_pipeline(tmp_path: Path) ->
         assert manifest["resize"][f"encoder.layer.{i}.output.dense"]["in_features"] == 64
         assert manifest["resize"][f"encoder.layer.{i}.attention.self.key"]["out_features"] == 32  # 2 of 4 heads
         assert manifest["resize"][f"encoder.layer.{i}.attention.output.dense"]["in_features"] == 32
-        assert manifest["resize"][f"encoder.layer.{i}.attention.self"] == {"num_attention_heads": 2,
-                                                                          "all_head_size": 32}
+        # transformers 5 views q, k and v as (B, L, -1, head_size): no head count to rewrite
+        assert f"encoder.layer.{i}.attention.self" not in manifest["resize"]
     assert result.report["params"]["after"] < result.report["params"]["before"]
     assert len(result.report["traced"]["pinned"]) == 2  # the last LayerNorm, the pooler
     reloaded = prunectl.load(tmp_path / "out")
@@ -161,7 +162,7 @@ def test_cli_prunes_a_bert_checkpoint_with_token_ids(tmp_path: Path) -> None:
     bundle = prunectl.load(tmp_path / "out")
     assert bundle.encoder.layer[1].intermediate.dense.out_features == 96
     assert bundle.encoder.layer[1].attention.self.key.out_features == 48  # 3 of 4 heads of 16
-    assert bundle.encoder.layer[1].attention.self.num_attention_heads == 3
+    # (transformers 5 reads no head count in BertSelfAttention's forward: the -1 view follows the heads)
     with torch.no_grad():
         assert bundle(torch.randint(0, 100, (2, 8))).last_hidden_state.shape == (2, 8, 64)
 
