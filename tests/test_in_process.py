@@ -128,6 +128,8 @@ def test_a_criterion_instance_and_a_dataloader() -> None:
      "criterion: expected a name or a prunectl Criterion instance, got int"),
     (lambda: prunectl.prune(Tiny(), example_inputs=torch.randn(1, 12), data=[]), SpecError, "no batches"),
     (lambda: prunectl.soft(Tiny(), {"fc9": None}), SpecError, "plan must be the plan of a PruneResult"),
+    (lambda: prunectl.prune(nn.Sequential(nn.Linear(12, 8), nn.Linear(8, 3)), example_inputs=torch.randn(1, 12)),
+     SpecError, "Sequential() does not rebuild this model"),
 ])
 def test_bad_input_is_one_clear_error(call, error, fragment: str, tmp_path: Path) -> None:
     with pytest.raises(error) as raised:

@@ -19,6 +19,7 @@ from ..errors import SpecError, UnsupportedError
 from ..formats.spec import InputSpec, ModelRef
 from .checkpoint import Loaded
 from .data import CalibrationData
+from .meta import meta_model
 
 Loss = Callable[[Any, torch.Tensor], torch.Tensor]
 
@@ -46,8 +47,21 @@ def loaded_module(model: Any, model_ref: ModelRef | None = None) -> Loaded:
         for hook in list(module._forward_pre_hooks.values()):
             if isinstance(hook, torch_prune.BasePruningMethod):
                 torch_prune.remove(module, hook._tensor_name)
-    ref = model_ref or ModelRef(f"{type(model).__module__}:{type(model).__qualname__}", {})
+    ref = model_ref or _own_class(model)
     return Loaded(own, ref, Path(f"in-memory:{type(model).__name__}"), state_dict_sha256(own))
+
+
+def _own_class(model: nn.Module) -> ModelRef:
+    """The model's class with no arguments, when that rebuilds the same layers (a bundle is
+    rebuilt without pickle); otherwise the caller must say how."""
+    ref = ModelRef(f"{type(model).__module__}:{type(model).__qualname__}", {})
+    skeleton = meta_model(ref.factory, {})
+    names = [name for name, _ in model.named_modules()]
+    if skeleton is None or [name for name, _ in skeleton.named_modules()] != names:
+        raise SpecError(f"prunectl.prune: {type(model).__qualname__}() does not rebuild this model (its layers "
+                        "come from constructor arguments, or it is a container such as nn.Sequential); say how "
+                        "it is built: model='package.module:factory' and factory_args={...}")
+    return ref
 
 
 def state_dict_sha256(model: nn.Module) -> str:
