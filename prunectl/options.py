@@ -89,6 +89,8 @@ class PruneOptions:
 
     def check(self) -> None:
         """The options' own constraints (what needs the model or spec is checked where it is read)."""
+        if self.rate is not None and (isinstance(self.rate, bool) or not isinstance(self.rate, (int, float))):
+            raise SpecError(f"--rate: expected a number, got {type(self.rate).__name__} {self.rate!r}")
         if isinstance(self.rate, int) and not isinstance(self.rate, bool) and self.mode == "unstructured":
             if self.rate < 0:  # a count of weights, as torch.nn.utils.prune takes an int amount
                 raise SpecError(f"--rate: a count of weights must be >= 0, got {self.rate}")

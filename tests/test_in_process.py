@@ -124,6 +124,8 @@ def test_a_criterion_instance_and_a_dataloader() -> None:
     (lambda: prunectl.prune(Tiny(), example_inputs=torch.randn(1, 12), criterion="taylor",
                             data=[(torch.randn(8, 5), torch.zeros(8, dtype=torch.long))]), SpecError,
      "data: batch 0: inputs of shape [8, 5] do not fit the model's input [1, 12]"),
+    (lambda: prunectl.prune(Tiny(), example_inputs=torch.randn(1, 12), rate="half"), SpecError,
+     "--rate: expected a number, got str 'half'"),
     (lambda: prunectl.prune(Tiny(), example_inputs=torch.randn(1, 12), criterion=3), SpecError,
      "criterion: expected a name or a prunectl Criterion instance, got int"),
     (lambda: prunectl.prune(Tiny(), example_inputs=torch.randn(1, 12), data=[]), SpecError, "no batches"),
