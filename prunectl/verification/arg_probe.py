@@ -30,7 +30,7 @@ def probed_args(factory: str, args: dict[str, Any], built: nn.Module, hard: nn.M
     target, current = _widths(hard), _widths(built)
     if all(target.get(key) == value for key, value in current.items()):
         return args  # nothing stale: the common case costs one comparison
-    updated = dict(args)
+    updated, built_now = dict(args), built
     for key, value in args.items():
         if key in named or isinstance(value, bool) or not isinstance(value, int) or value < 1:
             continue
@@ -44,7 +44,17 @@ def probed_args(factory: str, args: dict[str, Any], built: nn.Module, hard: nn.M
             continue
         width = wanted.pop()
         candidate = meta_model(factory, {**updated, key: width})
-        if candidate is not None and all(_widths(candidate).get(where) == width for where in follows):
-            updated[key] = width
-            current = _widths(candidate)
+        if candidate is None:
+            continue
+        widths = _widths(candidate)
+        # the arg may set more than these widths (a head size derived from the hidden size, a
+        # rotary buffer): only an arg that changes exactly the widths that follow it is taken
+        others_kept = all(widths.get(where) == value for where, value in current.items() if where not in follows)
+        if others_kept and all(widths.get(where) == width for where in follows) and \
+                _buffer_shapes(candidate) == _buffer_shapes(built_now):
+            updated[key], current, built_now = width, widths, candidate
     return updated
+
+
+def _buffer_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(buffer.shape) for name, buffer in model.named_buffers()}
