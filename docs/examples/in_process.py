@@ -1,6 +1,6 @@
 """Pruning a model you hold in memory: your own loader and criterion, the soft model, a bundle.
 
-Run: python docs/examples/in_process.py OUT_DIR  (tests/test_examples.py runs it)
+Run: python docs/examples/in_process.py OUT_DIR  (tests/test_in_process_example.py runs it)
 """
 import sys
 
