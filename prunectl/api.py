@@ -73,7 +73,6 @@ class PruneResult:
     def save(self, directory: str | Path, onnx: bool = False, opset: int = DEFAULT_OPSET) -> Path:
         """Write the bundle ``prunectl prune -o`` writes (atomically; ``onnx``: with model.onnx)."""
         directory = Path(directory)
-        check_output_path(directory)
         self.manifest = write_bundle(directory, self.model, self.manifest, self.report, self.inputs,
                                      opset if onnx else None)
         self.output = directory

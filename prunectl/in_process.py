@@ -79,9 +79,10 @@ def resolve(checkpoint: Any, options: PruneOptions | None, overrides: dict[str, 
         raise SpecError(f"factory_args: expected a dict of constructor arguments, got {type(factory_args).__name__}")
     loaded, ref = None, None
     if in_memory:
-        ref = ModelRef(options.model, dict(factory_args or {})) if options.model else (
-            ModelRef(f"{type(checkpoint).__module__}:{type(checkpoint).__qualname__}", dict(factory_args))
-            if factory_args else None)
+        if options.model:
+            ref = ModelRef(options.model, dict(factory_args or {}))
+        elif factory_args:
+            ref = ModelRef.of_class(checkpoint, factory_args)
         loaded, checkpoint = loaded_module(checkpoint, ref), None
     elif not isinstance(checkpoint, (str, Path)):
         raise SpecError(f"prunectl.prune: expected a torch.nn.Module or a checkpoint path, got "

@@ -32,22 +32,22 @@ def accuracy(model: nn.Module) -> float:
         return float((model(x).argmax(dim=1) == y).float().mean())
 
 
+def train_and_prune(schedule: list, epochs: int, **options) -> tuple[float, float]:
+    """Your usual loop with two added lines: build a Pruner, step it after each epoch."""
+    model = make_model()
+    pruner = prunectl.Pruner(model, schedule, **options)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for epoch in range(epochs):
+        train_epoch(model, optimizer)
+        pruner.step(epoch)
+    pruner.finish()
+    return pruner.sparsity()["total"], accuracy(model)
+
+
 # gradual pruning (Zhu & Gupta): the sparsity follows a cubic from epoch 2 to epoch 8
-model = make_model()
-pruner = prunectl.Pruner(model, agp(0.8, start=2, end=8), global_ranking=True)
-optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-for epoch in range(12):
-    train_epoch(model, optimizer)
-    pruner.step(epoch)
-pruner.finish()
-print(f"AGP: {pruner.sparsity()['total']:.0%} of the weights cut, accuracy {accuracy(model):.3f}")
+cut, acc = train_and_prune(agp(0.8, start=2, end=8), 12, global_ranking=True)
+print(f"AGP: {cut:.0%} of the weights cut, accuracy {acc:.3f}")
 
 # lottery ticket (Frankle & Carbin): 3 rounds of 40 %, the survivors rewound to their initial values
-model = make_model()
-pruner = prunectl.Pruner(model, lottery(0.4, rounds=3, every=4, start=3))
-optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-for epoch in range(16):
-    train_epoch(model, optimizer)
-    pruner.step(epoch)
-pruner.finish()
-print(f"lottery ticket: {pruner.sparsity()['total']:.0%} of the weights cut, accuracy {accuracy(model):.3f}")
+cut, acc = train_and_prune(lottery(0.4, rounds=3, every=4, start=3), 16)
+print(f"lottery ticket: {cut:.0%} of the weights cut, accuracy {acc:.3f}")

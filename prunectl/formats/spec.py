@@ -36,6 +36,11 @@ class ModelRef:
     def to_json(self) -> dict[str, Any]:
         return {"factory": self.factory, "args": dict(self.args)}
 
+    @classmethod
+    def of_class(cls, model: Any, args: dict[str, Any] | None = None) -> ModelRef:
+        """The model's own class as its factory ("pkg.mod:Class")."""
+        return cls(f"{type(model).__module__}:{type(model).__qualname__}", dict(args or {}))
+
 
 @dataclass(frozen=True)
 class InputSpec:

@@ -27,6 +27,7 @@ import torch.nn.utils.prune as torch_prune
 from ..criteria.base import Criterion
 from ..errors import SpecError
 from ..layers.kinds import kind_of
+from ..loading.state_dict import ORIG
 from ..selection.unstructured import entry_criterion, unstructured_masks
 from .schedules import Event, one_shot
 from .slimming import NormSparsity
@@ -165,12 +166,10 @@ class Pruner:
         if self.rewind_state is None:
             raise SpecError(f"Pruner: rewind to epoch {self.rewind_to}, but step({self.rewind_to}) was never called "
                             "before the first lottery-ticket event")
-        for module_name, module in self.model.named_modules():
-            for name, param in module.named_parameters(recurse=False):
-                plain = name[:-len("_orig")] if name.endswith("_orig") else name
-                saved = self.rewind_state.get(f"{module_name}.{plain}" if module_name else plain)
-                if saved is not None:
-                    param.data.copy_(saved)
+        for name, param in self.model.named_parameters():
+            saved = self.rewind_state.get(_plain(name))
+            if saved is not None:
+                param.data.copy_(saved)
         for module, name in self.targets.values():  # the cached weight = orig * mask, as a forward would
             if hasattr(module, name + "_mask"):
                 setattr(module, name, _tensor(module, name))
@@ -247,8 +246,9 @@ def _check_rewind(rewind: str | int, schedule: list[Event]) -> int | None:
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     """Every parameter's value, under its plain name (``weight``, not ``weight_orig``)."""
-    state = {}
-    for name, param in model.named_parameters():
-        plain = name[:-len("_orig")] if name.endswith("_orig") else name
-        state[plain] = copy.deepcopy(param.detach())
-    return state
+    return {_plain(name): copy.deepcopy(param.detach()) for name, param in model.named_parameters()}
+
+
+def _plain(name: str) -> str:
+    """A parameter's name without torch.nn.utils.prune's ``_orig`` suffix."""
+    return name.removesuffix(ORIG)

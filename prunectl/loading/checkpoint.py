@@ -124,7 +124,7 @@ def load_checkpoint(path: str | Path, model_ref: ModelRef | None = None, trust_p
     if module is not None:
         module = module.cpu().eval()
         if ref is None:
-            ref = ModelRef(f"{type(module).__module__}:{type(module).__qualname__}", {})
+            ref = ModelRef.of_class(module)
         return Loaded(module, ref, path, digest)
     if ref is None:
         raise SpecError(f"{path}: a state_dict needs a model: give \"model\": {{\"factory\": ...}} in the spec "

@@ -59,6 +59,19 @@ def load_data(source: str | Path, dtype: torch.dtype = torch.float32) -> Calibra
     raise SpecError(f"--data {source}: expected a .pt/.npz tensor file or a task name (tasks: {tasks})")
 
 
+def default_loss(targets: torch.Tensor) -> Loss:
+    """Cross-entropy for integer targets (class indices), mean squared error for floating ones."""
+    return F.mse_loss if targets.is_floating_point() else F.cross_entropy
+
+
+def fits_input(inputs: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> bool:
+    """Whether a batch can go where an input of ``shape`` goes: token ids of any length (the same
+    number of dimensions), other inputs with the same shape past the batch dimension."""
+    if not inputs.is_floating_point():
+        return inputs.dim() == len(shape)
+    return tuple(inputs.shape[1:]) == tuple(shape[1:])
+
+
 def data_inputs(data: CalibrationData | None, spec: InputSpec, count: int = 1) -> list[torch.Tensor]:
     """Up to ``count`` inputs of the spec's batch size cut from the data's first batches, for the
     proof: token ids of any length, or inputs whose shape past the batch is the spec's (a data set
@@ -67,9 +80,7 @@ def data_inputs(data: CalibrationData | None, spec: InputSpec, count: int = 1) -
     for inputs, _ in (data.batches if data is not None else ())[:count]:
         if inputs.is_floating_point() != (spec.dtype.startswith("float") or spec.dtype == "bfloat16"):
             continue
-        shape_fits = inputs.dim() == len(spec.shape) if not inputs.is_floating_point() else \
-            tuple(inputs.shape[1:]) == tuple(spec.shape[1:])
-        if shape_fits:
+        if fits_input(inputs, spec.shape):
             found.append(inputs[: spec.shape[0]].to(torch_dtype(spec.dtype)))
     return found
 
@@ -85,10 +96,8 @@ def from_tensors(inputs: Any, targets: Any, source: str, dtype: torch.dtype = to
         if not isinstance(targets, torch.Tensor) or targets.dim() < 1 or len(targets) != len(inputs):
             raise SpecError(f"--data {source}: 'targets' must be a tensor with one entry per input "
                             f"({len(inputs)})")
-        if targets.is_floating_point():
-            targets, loss = targets.to(dtype), F.mse_loss
-        else:
-            targets, loss = targets.long(), F.cross_entropy
+        targets = targets.to(dtype) if targets.is_floating_point() else targets.long()
+        loss = default_loss(targets)
     batches = tuple((inputs[i:i + batch_size], None if targets is None else targets[i:i + batch_size])
                     for i in range(0, len(inputs), batch_size))
     return CalibrationData(batches, loss, source)

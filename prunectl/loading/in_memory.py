@@ -12,13 +12,12 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.nn.utils.prune as torch_prune
 
 from ..errors import SpecError, UnsupportedError
 from ..formats.spec import InputSpec, ModelRef
 from .checkpoint import Loaded
-from .data import CalibrationData
+from .data import CalibrationData, default_loss, fits_input
 from .meta import meta_model
 
 Loss = Callable[[Any, torch.Tensor], torch.Tensor]
@@ -36,25 +35,27 @@ def loaded_module(model: Any, model_ref: ModelRef | None = None) -> Loaded:
     # torch.nn.utils.prune leaves the masked weight as a non-leaf attribute, which deepcopy refuses:
     # its copy is a detached one (the mask is made permanent in the copy below anyway)
     memo: dict[int, Any] = {}
-    for module in model.modules():
-        for hook in module._forward_pre_hooks.values():
-            if isinstance(hook, torch_prune.BasePruningMethod):
-                masked = getattr(module, hook._tensor_name, None)
-                if isinstance(masked, torch.Tensor):
-                    memo[id(masked)] = masked.detach().clone()
+    for module, name in _pruned_tensors(model):
+        masked = getattr(module, name, None)
+        if isinstance(masked, torch.Tensor):
+            memo[id(masked)] = masked.detach().clone()
     own = copy.deepcopy(model, memo).cpu().eval()
-    for module in own.modules():
-        for hook in list(module._forward_pre_hooks.values()):
-            if isinstance(hook, torch_prune.BasePruningMethod):
-                torch_prune.remove(module, hook._tensor_name)
+    for module, name in _pruned_tensors(own):
+        torch_prune.remove(module, name)
     ref = model_ref or _own_class(model)
     return Loaded(own, ref, Path(f"in-memory:{type(model).__name__}"), state_dict_sha256(own))
+
+
+def _pruned_tensors(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """``(module, tensor name)`` of every torch.nn.utils.prune reparametrisation on ``model``."""
+    return [(module, hook._tensor_name) for module in model.modules()
+            for hook in module._forward_pre_hooks.values() if isinstance(hook, torch_prune.BasePruningMethod)]
 
 
 def _own_class(model: nn.Module) -> ModelRef:
     """The model's class with no arguments, when that rebuilds the same layers (a bundle is
     rebuilt without pickle); otherwise the caller must say how."""
-    ref = ModelRef(f"{type(model).__module__}:{type(model).__qualname__}", {})
+    ref = ModelRef.of_class(model)
     skeleton = meta_model(ref.factory, {})
     names = [name for name, _ in model.named_modules()]
     if skeleton is None or [name for name, _ in skeleton.named_modules()] != names:
@@ -116,7 +117,7 @@ def calibration_batches(batches: Iterable[Any], example: torch.Tensor | None, lo
     if any(with_targets) and not all(with_targets):
         raise SpecError(f"{source}: some batches have targets and some do not")
     if loss is None and all(with_targets):
-        loss = F.cross_entropy if not read[0][1].is_floating_point() else F.mse_loss
+        loss = default_loss(read[0][1])
     if loss is not None and not callable(loss):
         raise SpecError(f"loss: expected a callable loss(outputs, targets), got {type(loss).__name__}")
     return CalibrationData(tuple(read), loss if all(with_targets) else None, source)
@@ -140,7 +141,6 @@ def _split(batch: Any, where: str) -> tuple[torch.Tensor, torch.Tensor | None]:
 def _check_shape(inputs: torch.Tensor, example: torch.Tensor, where: str) -> None:
     if inputs.is_floating_point() != example.is_floating_point():
         raise SpecError(f"{where}: inputs are {inputs.dtype}, the example input is {example.dtype}")
-    fits = inputs.dim() == example.dim() and (not inputs.is_floating_point() or inputs.shape[1:] == example.shape[1:])
-    if not fits:
+    if not fits_input(inputs, example.shape):
         raise SpecError(f"{where}: inputs of shape {list(inputs.shape)} do not fit the model's input "
                         f"{list(example.shape)} (past the batch dimension)")
