@@ -11,14 +11,19 @@ Only names that the installed transformers defines locally are accepted. A Hub c
 (``bert-base-uncased``, ``google/vit-base``) would need a download to know its config, and
 prunectl never downloads: it is refused with a hint to write the config fields as factory args.
 The factory string may come from someone else's manifest, so it resolves to a transformers
-``PreTrainedModel``/``PretrainedConfig`` subclass or nothing, and unknown config fields (typos,
-``trust_remote_code``) are errors instead of being stored silently as transformers would.
+``PreTrainedModel``/``PretrainedConfig`` subclass or nothing. A whole ``config.json`` may be the
+args (its ``architectures``/``transformers_version`` are dropped, ``model_type`` must match). A
+field that is close to a real one (``hidden_szie``) is an error naming the real one, and
+``trust_remote_code`` is refused; any other unknown field (one a newer transformers dropped, such as
+BERT's ``position_embedding_type``) is kept as an attribute, as ``from_pretrained`` does, with a warning.
 
 transformers is imported inside the factory (extra ``hf``); without it the error says what to install.
 """
 from __future__ import annotations
 
+import difflib
 import inspect
+import warnings
 from typing import Any
 
 import torch.nn as nn
@@ -32,6 +37,8 @@ _REFUSED_KEYS = {"trust_remote_code", "pretrained_model_name_or_path", "cache_di
 _INPUT_DTYPES = {"input_ids": "int64", "pixel_values": "float32", "input_values": "float32",
                  "input_features": "float32"}
 DEFAULT_TOKEN_SHAPE = (1, 16)
+# what save_pretrained writes into config.json besides the fields: a whole config.json may be the args
+_SERIALISATION_KEYS = {"architectures", "transformers_version", "model_type", "_name_or_path", "_commit_hash"}
 
 
 def hf_factory(name: str, **args: Any) -> nn.Module:
@@ -121,10 +128,26 @@ def _config(config_cls: type, name: str, args: dict[str, Any]) -> Any:
     except Exception as exc:  # composite configs (encoder-decoder) have no defaults to build alone
         raise SpecError(f"model factory 'hf:{name}': {config_cls.__name__} cannot be built from fields alone "
                         f"({exc}); name a model class with a self-contained config (hf:BertModel)") from None
+    model_type = args.get("model_type", config_cls.model_type)
+    if model_type != config_cls.model_type:
+        raise SpecError(f"model factory 'hf:{name}': argument 'model_type' is {model_type!r}, but "
+                        f"{config_cls.__name__} is {config_cls.model_type!r}")
+    args = {key: value for key, value in args.items() if key not in _SERIALISATION_KEYS}
+    stale = []
     for key in sorted(args):
-        if key in _REFUSED_KEYS or key.startswith("_") or key not in known:
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
+        if key in _REFUSED_KEYS or key.startswith("_") or (key not in known and close):
+            hint = f"did you mean {close[0]!r}? " if close and key not in _REFUSED_KEYS else ""
             raise SpecError(f"model factory 'hf:{name}': argument {key!r} is not a field of "
-                            f"{config_cls.__name__}; see its documentation for the fields (hidden_size, ...)")
+                            f"{config_cls.__name__}; {hint}see its documentation for the fields (hidden_size, ...)")
+        if key not in known:
+            stale.append(key)
+    if stale:
+        # a config.json written by another transformers release carries fields this one dropped
+        # (BERT's position_embedding_type in 5.x); from_pretrained keeps them as plain attributes
+        warnings.warn(f"model factory 'hf:{name}': {', '.join(map(repr, stale))} not a field of "
+                      f"{config_cls.__name__} in this transformers; kept as attributes, as from_pretrained does",
+                      stacklevel=2)
     try:
         return config_cls(**args)
     except Exception as exc:

@@ -61,11 +61,23 @@ def test_hub_names_and_non_model_names_are_refused_without_downloading(name: str
     assert info.value.exit_code == 3 and "never" in str(info.value)
 
 
-def test_unknown_config_fields_are_errors_not_silently_stored() -> None:
-    with pytest.raises(SpecError, match="'hidden_szie' is not a field of BertConfig"):
+def test_a_field_close_to_a_real_one_is_an_error_naming_it() -> None:
+    with pytest.raises(SpecError, match="'hidden_szie' is not a field of BertConfig; did you mean 'hidden_size'"):
         factories.build("hf:BertModel", {"hidden_szie": 64})
     with pytest.raises(SpecError, match="trust_remote_code"):
         factories.build("hf:bert", {"trust_remote_code": True})
+    with pytest.raises(SpecError, match="'model_type' is 'gpt2', but BertConfig is 'bert'"):
+        factories.build("hf:BertModel", {**BERT_ARGS, "model_type": "gpt2"})
+
+
+def test_a_config_json_from_another_transformers_release_builds_like_from_pretrained() -> None:
+    # all-MiniLM-L6-v2's config.json (transformers 4.8): metadata keys and a field 5.x dropped
+    config_json = {**BERT_ARGS, "_name_or_path": "nreimers/MiniLM-L6-H384-uncased", "architectures": ["BertModel"],
+                   "model_type": "bert", "transformers_version": "4.8.2", "position_embedding_type": "absolute"}
+    with pytest.warns(UserWarning, match="'position_embedding_type' not a field of BertConfig"):
+        model = factories.build("hf:BertModel", config_json)
+    assert model.config.position_embedding_type == "absolute"
+    assert model.config.hidden_size == BERT_ARGS["hidden_size"]
 
 
 def test_without_transformers_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
