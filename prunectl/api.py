@@ -34,6 +34,7 @@ from .layers.kinds import kind_of
 from .loading.bundle import check_files, load_bundle
 from .loading.checkpoint import Loaded, load_checkpoint
 from .loading.data import CalibrationData, data_inputs, load_data
+from .loading.hf_folder import companion_folder
 from .loading.in_memory import input_spec_of
 from .loading.memory import check_input, default_limit, guard_prune
 from .loading.request import requested_input, requested_model, requested_spec
@@ -69,12 +70,13 @@ class PruneResult:
     timings: dict[str, float] = field(default_factory=dict)
     plan: Plan = field(default_factory=dict, repr=False)  # what was cut: prunectl.soft(model, plan)
     inputs: list[torch.Tensor] = field(default_factory=list, repr=False)  # the seeded check inputs
+    companions: Path | None = field(default=None, repr=False)  # tokenizer files for hf/ (bundle/hf_folder.py)
 
     def save(self, directory: str | Path, onnx: bool = False, opset: int = DEFAULT_OPSET) -> Path:
         """Write the bundle ``prunectl prune -o`` writes (atomically; ``onnx``: with model.onnx)."""
         directory = Path(directory)
         self.manifest = write_bundle(directory, self.model, self.manifest, self.report, self.inputs,
-                                     opset if onnx else None)
+                                     opset if onnx else None, hf_companions=self.companions)
         self.output = directory
         return directory
 
@@ -214,13 +216,13 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
     manifest = build_manifest(model_ref=loaded.model_ref, args=recipe.args, resize=recipe.resize,
                               kept=kept_by_layer(plan), input_spec=input_spec, facts=facts, checkpoint=loaded.path,
                               checkpoint_sha256=loaded.sha256, spec_sha256=spec.sha256, previous=loaded.manifest)
-    output = None
+    output, companions = None, companion_folder(checkpoint)
     if options.output is not None:
         clock("export")
         manifest = write_bundle(Path(options.output), rebuilt, manifest, report, inputs,
-                                options.opset if options.onnx else None)
+                                options.opset if options.onnx else None, hf_companions=companions)
         output = Path(options.output)
-    return PruneResult(rebuilt, manifest, report, output, clock.done(), plan, inputs)
+    return PruneResult(rebuilt, manifest, report, output, clock.done(), plan, inputs, companions)
 
 
 def _choose(spec: Spec, model: nn.Module, criterion: Criterion, select: SelectOptions, options: PruneOptions,

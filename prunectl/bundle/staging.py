@@ -140,6 +140,9 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def _fsync_tree(directory: Path) -> None:
     for path in directory.iterdir():
+        if path.is_dir():  # hf/
+            _fsync_tree(path)
+            continue
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
 

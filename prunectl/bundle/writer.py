@@ -18,6 +18,7 @@ from ..formats.manifest import Manifest, write_manifest
 from ..formats.strict_json import dump_json
 from ..verification.onnx_check import check_onnx
 from ..version import __version__
+from .hf_folder import write_hf_folder
 from .staging import staged_directory
 
 
@@ -39,9 +40,11 @@ def _version_of(package: str) -> str:
 
 
 def write_bundle(out: Path, model: nn.Module, manifest: Manifest, report: dict, inputs: list[torch.Tensor],
-                 opset: int | None, extra_files: dict[str, bytes] | None = None) -> Manifest:
+                 opset: int | None, extra_files: dict[str, bytes] | None = None,
+                 hf_companions: Path | None = None) -> Manifest:
     """Write the bundle directory atomically; ``extra_files`` (name -> bytes, e.g. an ``auto``
-    run's history.json) are checksummed in the manifest like the model files."""
+    run's history.json) are checksummed in the manifest like the model files. A transformers
+    model also gets ``hf/`` (hf_folder.py), with the tokenizer files of ``hf_companions``."""
     with staged_directory(out) as staging:
         state_dict = portable_state_dict(model)
         write_safetensors(state_dict, staging / "model.safetensors")
@@ -50,6 +53,9 @@ def write_bundle(out: Path, model: nn.Module, manifest: Manifest, report: dict, 
         for name, data in (extra_files or {}).items():
             (staging / name).write_bytes(data)
         extra = dict(manifest.extra)
+        hf = write_hf_folder(staging, model, manifest.rebuild, inputs[0], hf_companions)
+        if hf is not None:
+            extra["hf"] = hf
         if opset is not None:
             extra["onnx"] = add_onnx(staging, model, inputs, opset)
         manifest = sealed(staging, manifest, extra)
@@ -66,5 +72,6 @@ def add_onnx(directory: Path, model: nn.Module, inputs: list[torch.Tensor], opse
 
 def sealed(staging: Path, manifest: Manifest, extra: dict[str, Any]) -> Manifest:
     """``manifest`` with the checksums of every file now in ``staging`` and the given extra facts."""
-    files = {path.name: file_sha256(path) for path in sorted(staging.iterdir())}
+    files = {path.relative_to(staging).as_posix(): file_sha256(path)
+             for path in sorted(staging.rglob("*")) if path.is_file()}
     return Manifest(manifest.rebuild, manifest.resize, manifest.kept, manifest.input, files, manifest.versions, extra)

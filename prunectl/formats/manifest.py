@@ -5,6 +5,7 @@ The typed, strictly validated document and its canonical, sealed bytes. Reading 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ _OPTIONAL = ("criterion", "rate", "round_to", "min_channels", "group_reduce", "v
 _OPTIONAL += ("selection", "target", "sparsity", "data")
 _OPTIONAL += ("module",)  # prune --module: the submodule the input goes to (models/submodule.py)
 _FILE_NAMES = ("model.safetensors", "model.pt", "model.onnx", "report.json", "history.json", "history.png")
+_OPTIONAL += ("hf",)  # the hf/ folder: written, or why not (bundle/hf_folder.py)
+# hf/<file>: what save_pretrained and a tokenizer write; one level, plain names (no path can escape)
+HF_FILE = re.compile(r"hf/[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -87,9 +91,9 @@ class Manifest:
             raise bad("input", "expected {\"shape\": [positive ints], \"dtype\": \"float32\"}")
         files = data["files"]
         if not isinstance(files, dict) or WEIGHTS_NAME not in files or not all(
-                name in _FILE_NAMES and isinstance(digest, str) and len(digest) == 64
+                (name in _FILE_NAMES or HF_FILE.fullmatch(name)) and isinstance(digest, str) and len(digest) == 64
                 for name, digest in files.items()):
-            raise bad("files", f"expected sha256 digests of known files ({', '.join(_FILE_NAMES)}), "
+            raise bad("files", f"expected sha256 digests of known files ({', '.join(_FILE_NAMES)}, hf/*), "
                       f"including {WEIGHTS_NAME}")
         if not isinstance(data["versions"], dict):
             raise bad("versions", "expected an object")

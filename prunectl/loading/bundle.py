@@ -26,7 +26,10 @@ from .state_dict import validate_state_dict
 def check_files(bundle: Path, manifest: Manifest) -> None:
     """Every listed file exists and has its recorded sha256 (a flipped byte is exit 4), and no
     model file sits in the bundle unlisted (whoever ships the directory would trust it)."""
-    for name in ("model.safetensors", "model.pt", "model.onnx"):  # the files a consumer would load
+    loadable = ["model.safetensors", "model.pt", "model.onnx"]  # the files a consumer would load
+    if (bundle / "hf").is_dir():
+        loadable += [path.relative_to(bundle).as_posix() for path in sorted((bundle / "hf").iterdir())]
+    for name in loadable:
         if name not in manifest.files and (bundle / name).exists():
             raise VerificationError(f"{bundle / name}: present but not listed in {MANIFEST_NAME} (added afterwards?)")
     for name, digest in manifest.files.items():

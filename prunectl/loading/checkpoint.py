@@ -1,5 +1,5 @@
 """Reading checkpoints: state_dicts (.pt/.pth/.safetensors), the {"state_dict", "model"} form,
-prunectl bundles, and (only with ``trust_pickle``) whole pickled modules.
+prunectl bundles, Hugging Face model folders (hf_folder.py), and (only with ``trust_pickle``) whole pickled modules.
 
 Nothing here unpickles arbitrary objects unless the caller says ``trust_pickle=True``:
 ``torch.load(weights_only=True)`` refuses any global outside torch's tensor allowlist
@@ -22,6 +22,7 @@ from ..formats.manifest import MANIFEST_NAME, Manifest
 from ..formats.spec import ModelRef
 from ..models import factory
 from .bundle import load_bundle
+from .hf_folder import CONFIG_NAME, is_hf_folder, read_hf_folder
 from .materialize import build_with_weights
 from .memory import check_fits
 from .meta import meta_model
@@ -112,14 +113,19 @@ def _model_ref(value: Any, path: Path) -> ModelRef | None:
 def load_checkpoint(path: str | Path, model_ref: ModelRef | None = None, trust_pickle: bool = False) -> Loaded:
     """Load anything prunectl accepts as input. ``model_ref`` overrides the checkpoint's own."""
     path = Path(path)
-    if path.is_dir():
-        if not (path / MANIFEST_NAME).is_file():
-            raise CheckpointError(f"{path}: is a directory without {MANIFEST_NAME}, so not a prunectl bundle")
+    if path.is_dir() and (path / MANIFEST_NAME).is_file():
         model, manifest = load_bundle(path)
         ref = ModelRef(manifest.rebuild["factory"], dict(manifest.rebuild["args"]))
         return Loaded(model, ref, path, file_sha256(path / MANIFEST_NAME), manifest)
-    digest = sha256_soon(path) if path.is_file() else None  # read_checkpoint reports a missing file
-    state_dict, stored_ref, module = read_checkpoint(path, trust_pickle)
+    if path.is_dir():
+        if not is_hf_folder(path):
+            raise CheckpointError(f"{path}: a directory without {MANIFEST_NAME} or {CONFIG_NAME}: neither a prunectl "
+                                  "bundle nor a Hugging Face model folder")
+        state_dict, stored_ref, digest = read_hf_folder(path)
+        module = None
+    else:
+        digest = sha256_soon(path) if path.is_file() else None  # read_checkpoint reports a missing file
+        state_dict, stored_ref, module = read_checkpoint(path, trust_pickle)
     ref = model_ref or stored_ref
     if module is not None:
         module = module.cpu().eval()

@@ -5,7 +5,7 @@ Pruned again without a spec (traced), or from a checkpoint whose ``model.args`` 
 spec does not name, those args would still hold the old widths and only ``resize`` the new ones:
 ``prunectl.load`` gets it right, but a CAC-style ``Class(**rebuild.args)`` with a strict load does
 not. So each such int arg is probed on the meta device (no memory, no init): the layer widths
-that follow it one for one are found by building with ``arg + 1``, and the arg takes the pruned
+that follow it one for one are found by building with ``arg + 1`` (or ``2 * arg``), and the arg takes the pruned
 width when a build with it reproduces every one of them.
 """
 from __future__ import annotations
@@ -16,6 +16,9 @@ import torch.nn as nn
 
 from ..layers import kinds as L
 from ..loading.meta import meta_model
+
+# config fields transformers computes from others when they are absent (hf: factories only)
+_DERIVED_FIELDS = ("head_dim",)
 
 
 def _widths(model: nn.Module) -> dict[tuple[str, str], int]:
@@ -30,15 +33,20 @@ def probed_args(factory: str, args: dict[str, Any], built: nn.Module, hard: nn.M
     target, current = _widths(hard), _widths(built)
     if all(target.get(key) == value for key, value in current.items()):
         return args  # nothing stale: the common case costs one comparison
-    updated, built_now = dict(args), built
+    explicit = _derived_made_explicit(factory, args, built)
+    updated, built_now = {**args, **explicit}, built
     for key, value in args.items():
         if key in named or isinstance(value, bool) or not isinstance(value, int) or value < 1:
             continue
-        moved = meta_model(factory, {**updated, key: value + 1})
+        # value + 1, or twice the value where a config validates divisibility (transformers 5's
+        # Llama: hidden_size a multiple of the head count even with an explicit head_dim)
+        step, moved = value + 1, meta_model(factory, {**updated, key: value + 1})
+        if moved is None and any(key in updated for key in _DERIVED_FIELDS):  # head_dim pinned; BERT: value + 1 only
+            step, moved = 2 * value, meta_model(factory, {**updated, key: 2 * value})
         if moved is None:
             continue
         follows = [where for where, width in _widths(moved).items()
-                   if current.get(where) == value and width == value + 1]
+                   if current.get(where) == value and width == step]
         wanted = {target.get(where) for where in follows}
         if len(wanted) != 1 or None in wanted or wanted == {value}:
             continue
@@ -53,7 +61,25 @@ def probed_args(factory: str, args: dict[str, Any], built: nn.Module, hard: nn.M
         if others_kept and all(widths.get(where) == width for where in follows) and \
                 _buffer_shapes(candidate) == _buffer_shapes(built_now):
             updated[key], current, built_now = width, widths, candidate
+    for key in explicit:  # kept only where the widths need it: otherwise the args stay as they were
+        without = {k: v for k, v in updated.items() if k != key}
+        alone = meta_model(factory, without)
+        if alone is not None and _widths(alone) == current and _buffer_shapes(alone) == _buffer_shapes(built_now):
+            updated = without
     return updated
+
+
+def _derived_made_explicit(factory: str, args: dict[str, Any], built: nn.Module) -> dict[str, Any]:
+    """Config fields a transformers config derives from others unless given (Llama's ``head_dim``
+    is ``hidden_size // num_attention_heads``), set to their current value: then a cut hidden
+    width moves the hidden size alone and the result is still a stock config (issue 17: RoPE
+    needs the head size unchanged)."""
+    config = getattr(built, "config", None)
+    if not factory.startswith("hf:") or config is None:
+        return {}
+    return {key: getattr(config, key) for key in _DERIVED_FIELDS
+            if key not in args and isinstance(getattr(config, key, None), int)
+            and key in type(config)().to_dict()}
 
 
 def _buffer_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:

@@ -44,11 +44,15 @@ def test_a_decoder_prunes_proves_and_reloads(name: str, tmp_path: Path) -> None:
     manifest = result.manifest.to_json()
     assert manifest["verify"]["soft_vs_hard_max_abs"] <= 1e-9 * max(1.0, manifest["verify"]["reference_max_abs"])
     assert result.report["params"]["after"] < result.report["params"]["before"]
-    for i in range(2):  # gate and up cut together, down's inputs with them; attention untouched
-        assert manifest["resize"][f"model.layers.{i}.mlp.gate_proj"]["out_features"] == \
-            manifest["resize"][f"model.layers.{i}.mlp.up_proj"]["out_features"] < 96
-        assert manifest["resize"][f"model.layers.{i}.mlp.down_proj"]["in_features"] < 96
-        assert manifest["resize"][f"model.layers.{i}.self_attn.k_proj"]["out_features"] == 32
+    for layer in result.model.model.layers:  # gate and up cut together, down's inputs with them; attention untouched
+        assert layer.mlp.gate_proj.out_features == layer.mlp.up_proj.out_features == \
+            layer.mlp.down_proj.in_features < 96
+        assert layer.self_attn.k_proj.out_features == 32
+    # the widths are config fields (a stock config): MLP width, hidden width, head_dim explicit
+    args = manifest["rebuild"]["args"]
+    assert args["intermediate_size"] == result.model.model.layers[0].mlp.gate_proj.out_features
+    if name == "hf:LlamaForCausalLM":  # Qwen2's config has no head_dim field: its hidden width stays in resize
+        assert args["hidden_size"] == result.model.model.embed_tokens.embedding_dim < 64 and args["head_dim"] == 16
     reloaded = prunectl.load(tmp_path / "out")
     ids = torch.randint(0, ARGS["vocab_size"], (1, 12))
     with torch.no_grad():
