@@ -70,9 +70,23 @@ def combined_scores(scores: list[torch.Tensor], options: SelectOptions) -> torch
     return reduce_scores(scores, how, options.normalise, options.sum_parts)
 
 
+def aligned_at_most(size: int, width: int, options: SelectOptions, blocks: int = 1, unit: int = 1) -> int:
+    """The widest width ``kept_count`` can give that is at most ``width`` (a multiple of the
+    channel step, at least the narrowest allowed width); ``size`` itself when ``width >= size``."""
+    if width >= size:
+        return size
+    step = channel_step(options, blocks, unit)
+    least = kept_count(size, 0.999999, options, blocks, unit)
+    return min(size, max(least, width // step * step))
+
+
 def select_group(group: ChannelGroup, scores: list[torch.Tensor], rate: float, options: SelectOptions) -> torch.Tensor:
     """Kept channel indices (original numbering, ascending) for one group."""
-    keep = kept_count(group.size, rate, options, group.blocks, group.unit)
+    return select_width(group, scores, kept_count(group.size, rate, options, group.blocks, group.unit), options)
+
+
+def select_width(group: ChannelGroup, scores: list[torch.Tensor], keep: int, options: SelectOptions) -> torch.Tensor:
+    """The ``keep`` best channels of one group (``keep`` a width ``kept_count`` gives), ascending."""
     if keep >= group.size or not scores:
         return torch.arange(group.size)
     if group.blocks > 1:
