@@ -44,7 +44,7 @@ from .models.factory import build as build_model
 from .models.forward import run
 from .models.inputs import lighter_inputs, make_inputs
 from .models.submodule import entry, submodule
-from .options import DEFAULT_CRITERION, DEFAULT_OPSET, PruneOptions, spec_overrides
+from .options import DEFAULT_CRITERION, DEFAULT_OPSET, DEFAULT_ROUND_MODE, PruneOptions, spec_overrides
 from .selection.budget import Target
 from .selection.choice import Choice
 from .selection.per_layer import SelectOptions
@@ -207,6 +207,7 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
         report["latency"] = compare_latency(original, rebuilt, inputs[0], threads=options.latency_threads)
     facts = {**({"module": module} if module is not None else {}),
              "criterion": criterion.name, "rate": select.rate, "round_to": select.round_to,
+             **_round_mode_fact(select),
              "min_channels": select.min_channels, "group_reduce": select.group_reduce, **choice.report,
              "verify": {"soft_vs_hard_max_abs": comparison.max_abs, "reference_max_abs": comparison.max_ref,
                         "tolerance": comparison.tolerance, "precision": comparison.precision,
@@ -223,6 +224,12 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
                                 options.opset if options.onnx else None, hf_companions=companions)
         output = Path(options.output)
     return PruneResult(rebuilt, manifest, report, output, clock.done(), plan, inputs, companions)
+
+
+def _round_mode_fact(select: SelectOptions) -> dict[str, str]:
+    """The manifest records ``round_mode`` only when it is not the default, so that runs without it
+    keep the bundle bytes they had before the option existed."""
+    return {} if select.round_mode == DEFAULT_ROUND_MODE else {"round_mode": select.round_mode}
 
 
 def _choose(spec: Spec, model: nn.Module, criterion: Criterion, select: SelectOptions, options: PruneOptions,

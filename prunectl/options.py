@@ -3,7 +3,7 @@
 The command line (``prunectl.cli``) and the library take the same options: the click decorators
 read their defaults and choices from here, so a default cannot drift between a command, its help
 text and ``prunectl.prune``. ``None`` means "from the spec" for the options a spec may also set
-(criterion, rate, round_to, min_channels, group_reduce); the spec's own defaults are the
+(criterion, rate, round_to, round_mode, min_channels, group_reduce); the spec's own defaults are the
 ``DEFAULT_*`` values below.
 
 This module imports nothing of prunectl's stages, so any stage may read a default from it.
@@ -20,6 +20,10 @@ from .errors import SpecError
 DEFAULT_CRITERION = "l1"
 DEFAULT_RATE = 0.5
 DEFAULT_ROUND_TO = 1
+# which way --round-to aligns a width: up keeps more channels (the achieved rate is at most the
+# asked one), down keeps fewer (the NetAdapt tool's resize_alf: 45 with round-to 8 -> 40)
+ROUND_MODES = ("up", "down", "nearest")
+DEFAULT_ROUND_MODE = "up"
 DEFAULT_MIN_CHANNELS = 1
 DEFAULT_GROUP_REDUCE = "mean"
 GROUP_REDUCTIONS = ("mean", "sum", "max", "union")
@@ -36,12 +40,17 @@ DEFAULT_LOSS_MARGIN = 0.5
 # finetune
 DEFAULT_FINETUNE_EPOCHS = 5
 
-_SPEC_KEYS = ("criterion", "rate", "round_to", "min_channels", "group_reduce")
+_SPEC_KEYS = ("criterion", "rate", "round_to", "round_mode", "min_channels", "group_reduce")
 
 
 def spec_overrides(options: Any) -> dict[str, Any]:
     """The options that override the spec's own values (``None``: not given)."""
     return {key: getattr(options, key) for key in _SPEC_KEYS if getattr(options, key, None) is not None}
+
+
+def _check_round_mode(options: Any) -> None:
+    if options.round_mode is not None and options.round_mode not in ROUND_MODES:
+        raise SpecError(f"--round-mode: expected one of {', '.join(ROUND_MODES)}, got {options.round_mode!r}")
 
 
 def _check_positive(options: Any, *names: str) -> None:
@@ -60,6 +69,7 @@ class PruneOptions:
     criterion: str | None = None
     rate: float | None = None
     round_to: int | None = None
+    round_mode: str | None = None  # up, down or nearest (ROUND_MODES)
     min_channels: int | None = None
     group_reduce: str | None = None
     # choosing what to cut (prunectl.selection); data for data-driven criteria
@@ -98,6 +108,7 @@ class PruneOptions:
             raise SpecError(f"--rate: expected a number in [0, 1) (an int count of weights with --mode "
                             f"unstructured), got {self.rate}")
         _check_positive(self, "round_to", "min_channels", "latency_threads")
+        _check_round_mode(self)
         if self.mode not in MODES:
             raise SpecError(f"--mode: expected structured or unstructured, got {self.mode!r}")
         if self.prune_bias and self.mode != "unstructured":
@@ -128,6 +139,7 @@ class AutoOptions:
     loss_margin: float = DEFAULT_LOSS_MARGIN
     step_fraction: float | None = None  # NetAdapt: resource saved per iteration, of the original
     round_to: int | None = None
+    round_mode: str | None = None  # up, down or nearest (ROUND_MODES)
     min_channels: int | None = None
     group_reduce: str | None = None
     output: str | Path | None = None
@@ -151,3 +163,4 @@ class AutoOptions:
         if not self.rates or any(not 0 <= r < 1 for r in self.rates):
             raise SpecError(f"--rates: expected numbers in [0, 1), got {list(self.rates)}")
         _check_positive(self, "round_to", "min_channels")
+        _check_round_mode(self)

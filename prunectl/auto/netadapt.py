@@ -52,22 +52,21 @@ def proposals(ctx: S.Context, model: nn.Module, groups: list[ChannelGroup], scor
         least = S.keep_for_rate(group, 0.999999, ctx.select)
         if least >= group.size:
             continue
-        one = _kept_removing(ctx, group, group_scores, 1)
-        per_channel = now - _cost(ctx, model, groups, index, one, kind)
-        if per_channel <= 0:
+        # the smallest cut this group can make is one alignment step (--round-to 8: 64 -> 56, 45 ->
+        # 40), not one channel: a one-channel cut rounds back up to the full width and saves nothing
+        first = S.aligned_width(group, group.size - 1, ctx.select)
+        saved = now - _cost(ctx, model, groups, index, S.kept_at_width(group, group_scores, first, ctx.select), kind)
+        if saved <= 0:
             continue
-        remove = min(group.size - least, math.ceil(delta / per_channel))
-        kept = _kept_removing(ctx, group, group_scores, remove)
+        per_channel = saved / (group.size - first)
+        width = S.aligned_width(group, group.size - math.ceil(delta / per_channel), ctx.select)
+        kept = S.kept_at_width(group, group_scores, width, ctx.select)
         if len(kept) >= group.size:
             continue
         found.append({"group": index, "layer": group.name, "kept": kept, "width": len(kept),
                       "rate": round(1 - len(kept) / group.size, 6),
                       "resource": _cost(ctx, model, groups, index, kept, kind)})
     return found
-
-
-def _kept_removing(ctx: S.Context, group: ChannelGroup, scores: list[torch.Tensor], remove: int) -> torch.Tensor:
-    return S.kept_indices(group, scores, remove / group.size, ctx.select)
 
 
 def _cost(ctx: S.Context, model: nn.Module, groups: list[ChannelGroup], index: int, kept: torch.Tensor,

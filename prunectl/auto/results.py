@@ -16,7 +16,7 @@ from ..bundle.writer import write_bundle
 from ..cut.plan import kept_by_layer, make_plan
 from ..formats.manifest import Manifest
 from ..loading.checkpoint import Loaded
-from ..options import DEFAULT_OPSET
+from ..options import DEFAULT_OPSET, DEFAULT_ROUND_MODE
 from ..verification.precision import PROOF_TOLERANCE
 from ..verification.recipe import prove_recipe
 from ..views.history_files import history_files
@@ -43,7 +43,10 @@ def write_auto_bundle(run: Any, loaded: Loaded, checkpoint: str | Path, output: 
         "stopped_because": state["stopped_because"], "epochs": run.options.epochs,
         "final_epochs": run.options.final_epochs, "micro_batches": run.micro, "seed": run.options.seed,
         "trials": state["trials"], **({"final_log": state["final_log"]} if "final_log" in state else {})}
-    facts = {"criterion": ctx.criterion.name, "round_to": ctx.select.round_to, "min_channels": ctx.select.min_channels,
+    facts = {"criterion": ctx.criterion.name, "round_to": ctx.select.round_to,
+             # only when not the default: default runs keep the bytes they had before the option
+             **({} if ctx.select.round_mode == DEFAULT_ROUND_MODE else {"round_mode": ctx.select.round_mode}),
+             "min_channels": ctx.select.min_channels,
              "group_reduce": ctx.select.group_reduce,
              "verify": {"soft_vs_hard_max_abs": state["worst_soft_vs_hard"], "tolerance": PROOF_TOLERANCE,
                         "precision": "float64", "inputs": len(ctx.inputs), "seed": run.options.seed}}

@@ -23,7 +23,7 @@ from ..cut.soft import soft_prune
 from ..formats.spec import Spec
 from ..layers import kinds as L
 from ..measure.size import count_macs, count_params
-from ..selection.per_layer import SelectOptions, kept_count, select_group
+from ..selection.per_layer import SelectOptions, aligned_at_most, kept_count, select_group, select_width
 from ..selection.scoring import score_groups
 from ..verification.soft_vs_hard import soft_vs_hard
 
@@ -60,6 +60,16 @@ def keep_for_rate(group: ChannelGroup, rate: float, select: SelectOptions) -> in
 
 def kept_indices(group: ChannelGroup, scores: list[torch.Tensor], rate: float, select: SelectOptions) -> torch.Tensor:
     return select_group(group, scores, min(rate, 0.999999), select)
+
+
+def aligned_width(group: ChannelGroup, width: int, select: SelectOptions) -> int:
+    """The widest width the group may be cut to that is at most ``width`` (``--round-to``, blocks,
+    ``--min-channels``)."""
+    return aligned_at_most(group.size, width, select, group.blocks, group.unit)
+
+
+def kept_at_width(group: ChannelGroup, scores: list[torch.Tensor], width: int, select: SelectOptions) -> torch.Tensor:
+    return select_width(group, scores, width, select)
 
 
 def removed_l1(model: nn.Module, group: ChannelGroup, kept: torch.Tensor) -> tuple[float, int]:

@@ -74,6 +74,9 @@ selection_options = _stack(
     click.option("--criterion", help=f"Channel importance criterion (default: the spec's, else "
                  f"{O.DEFAULT_CRITERION}; see `prunectl criteria`)."),
     click.option("--round-to", type=int, help="Kept channel counts are multiples of this."),
+    click.option("--round-mode", type=click.Choice(O.ROUND_MODES),
+                 help="Which multiple of --round-to a width goes to: up (default, keep more), down "
+                 "(45 -> 40 with --round-to 8), nearest."),
     click.option("--min-channels", type=int, help="Never keep fewer channels than this in a layer."),
     click.option("--group-reduce", type=click.Choice(O.GROUP_REDUCTIONS),
                  help="How coupled layers' scores combine; 'union' is CAC's union of kept channels."),

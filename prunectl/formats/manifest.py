@@ -24,6 +24,7 @@ _OPTIONAL = ("criterion", "rate", "round_to", "min_channels", "group_reduce", "v
 # recorded by the selection stage: how channels were chosen, the target reached, unstructured sparsity, --data
 _OPTIONAL += ("selection", "target", "sparsity", "data")
 _OPTIONAL += ("module",)  # prune --module: the submodule the input goes to (models/submodule.py)
+_OPTIONAL += ("round_mode",)  # only when not "up": older bundles and default runs have none
 _FILE_NAMES = ("model.safetensors", "model.pt", "model.onnx", "report.json", "history.json", "history.png")
 _OPTIONAL += ("hf",)  # the hf/ folder: written, or why not (bundle/hf_folder.py)
 # hf/<file>: what save_pretrained and a tokenizer write; one level, plain names (no path can escape)

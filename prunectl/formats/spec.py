@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError
-from ..options import GROUP_REDUCTIONS
+from ..options import GROUP_REDUCTIONS, ROUND_MODES
 from .checksums import bytes_sha256
 from .strict_json import dump_json, is_finite_number, parse_json, read_json_bytes
 
 SPEC_VERSION = 1
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32")
 _TOP_KEYS = {
-    "prunectl_spec", "model", "input", "criterion", "rate", "round_to", "min_channels",
+    "prunectl_spec", "model", "input", "criterion", "rate", "round_to", "round_mode", "min_channels",
     "group_reduce", "layers", "module",
 }
 _LAYER_KEYS = {"arg", "prev", "prune", "rate", "cat", "dim", "count", "heads", "head_dim"}
@@ -106,6 +106,7 @@ class Spec:
     criterion: str | None = None
     rate: float | None = None
     round_to: int | None = None
+    round_mode: str | None = None  # up (default), down, nearest
     min_channels: int | None = None
     group_reduce: str | None = None
     # the submodule that is traced and verified (a detector's "backbone"): ``input`` is its input,
@@ -145,7 +146,7 @@ class Spec:
             out["model"] = self.model.to_json()
         if self.input is not None:
             out["input"] = self.input.to_json()
-        for key in ("criterion", "rate", "round_to", "min_channels", "group_reduce", "module"):
+        for key in ("criterion", "rate", "round_to", "round_mode", "min_channels", "group_reduce", "module"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         out["layers"] = {layer.name: layer.to_json() for layer in self.layers}
@@ -203,6 +204,7 @@ class _SpecParser:
             criterion=self.name(data, "criterion"),
             rate=self.rate(data.get("rate"), "rate"),
             round_to=self.positive_int(data.get("round_to"), "round_to"),
+            round_mode=self.choice(data.get("round_mode"), "round_mode", ROUND_MODES),
             min_channels=self.positive_int(data.get("min_channels"), "min_channels"),
             group_reduce=self.choice(data.get("group_reduce"), "group_reduce", GROUP_REDUCTIONS),
             module=self.module_path(data.get("module")),

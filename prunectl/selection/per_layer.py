@@ -15,7 +15,7 @@ import torch.nn as nn
 from ..coupling.channel_spaces import ChannelGroup
 from ..criteria.base import Criterion
 from ..formats.spec import Spec
-from ..options import DEFAULT_GROUP_REDUCE, DEFAULT_MIN_CHANNELS, DEFAULT_RATE, DEFAULT_ROUND_TO
+from ..options import DEFAULT_GROUP_REDUCE, DEFAULT_MIN_CHANNELS, DEFAULT_RATE, DEFAULT_ROUND_MODE, DEFAULT_ROUND_TO
 from .scoring import reduce_scores, score_groups
 
 
@@ -23,6 +23,7 @@ from .scoring import reduce_scores, score_groups
 class SelectOptions:
     rate: float = DEFAULT_RATE
     round_to: int = DEFAULT_ROUND_TO
+    round_mode: str = DEFAULT_ROUND_MODE  # up, down or nearest: which aligned width a rate's width goes to
     min_channels: int = DEFAULT_MIN_CHANNELS
     group_reduce: str = DEFAULT_GROUP_REDUCE
     normalise: bool = True  # divide each member's scores by their mean (off for self-normalised criteria)
@@ -33,7 +34,8 @@ class SelectOptions:
         """The spec's values (options already applied to it), the defaults for what it leaves out;
         ``rate``: instead of the spec's (auto searches its own rates)."""
         return cls(rate=rate if rate is not None else spec.rate if spec.rate is not None else DEFAULT_RATE,
-                   round_to=spec.round_to or DEFAULT_ROUND_TO, min_channels=spec.min_channels or DEFAULT_MIN_CHANNELS,
+                   round_to=spec.round_to or DEFAULT_ROUND_TO, round_mode=spec.round_mode or DEFAULT_ROUND_MODE,
+                   min_channels=spec.min_channels or DEFAULT_MIN_CHANNELS,
                    group_reduce=spec.group_reduce or DEFAULT_GROUP_REDUCE, normalise=not criterion.self_normalised,
                    sum_parts=criterion.scores_are_parts)
 
@@ -45,17 +47,28 @@ def channel_step(options: SelectOptions, blocks: int = 1, unit: int = 1) -> int:
 
 
 def kept_count(size: int, rate: float, options: SelectOptions, blocks: int = 1, unit: int = 1) -> int:
-    """Channels kept: ``size - floor(size * rate)``, rounded up so the tensor width (channels
-    times ``unit``, the indices one channel spans: an attention head's head_dim) is a multiple of
-    ``round_to`` (and to the conv-group count), never below ``min_channels`` or 1, never above ``size``."""
+    """Channels kept: ``size - floor(size * rate)``, aligned so the tensor width (channels times
+    ``unit``, the indices one channel spans: an attention head's head_dim) is a multiple of
+    ``round_to`` (and of the conv-group count), never below ``min_channels`` or 1, never above ``size``.
+
+    ``round_mode``: ``up`` (keep more; the achieved rate is at most the asked one), ``down`` (keep
+    fewer: 45 with round-to 8 -> 40), ``nearest`` (ties up). A rate that cuts nothing keeps the
+    whole layer in every mode: aligning down is for widths being cut, not for layers left alone."""
     # the epsilon keeps 0.3 * 10 = 3.0000000000000004 from pruning one channel fewer
     keep = size - floor(size * rate + 1e-9)
+    if keep >= size:
+        return size
     keep = max(keep, options.min_channels, 1)
     step = channel_step(options, blocks, unit)
-    keep = -(-keep // step) * step
-    if keep > size:
-        keep = size
-    return keep
+    least = -(-max(options.min_channels, 1) // step) * step  # the narrowest aligned width allowed
+    below, above = keep // step * step, -(-keep // step) * step
+    if options.round_mode == "down":
+        keep = below
+    elif options.round_mode == "nearest":
+        keep = below if keep - below < above - keep else above
+    else:
+        keep = above
+    return min(size, max(keep, least))
 
 
 def top_indices(score: torch.Tensor, keep: int) -> torch.Tensor:
@@ -70,9 +83,23 @@ def combined_scores(scores: list[torch.Tensor], options: SelectOptions) -> torch
     return reduce_scores(scores, how, options.normalise, options.sum_parts)
 
 
+def aligned_at_most(size: int, width: int, options: SelectOptions, blocks: int = 1, unit: int = 1) -> int:
+    """The widest width ``kept_count`` can give that is at most ``width`` (a multiple of the
+    channel step, at least the narrowest allowed width); ``size`` itself when ``width >= size``."""
+    if width >= size:
+        return size
+    step = channel_step(options, blocks, unit)
+    least = kept_count(size, 0.999999, options, blocks, unit)
+    return min(size, max(least, width // step * step))
+
+
 def select_group(group: ChannelGroup, scores: list[torch.Tensor], rate: float, options: SelectOptions) -> torch.Tensor:
     """Kept channel indices (original numbering, ascending) for one group."""
-    keep = kept_count(group.size, rate, options, group.blocks, group.unit)
+    return select_width(group, scores, kept_count(group.size, rate, options, group.blocks, group.unit), options)
+
+
+def select_width(group: ChannelGroup, scores: list[torch.Tensor], keep: int, options: SelectOptions) -> torch.Tensor:
+    """The ``keep`` best channels of one group (``keep`` a width ``kept_count`` gives), ascending."""
     if keep >= group.size or not scores:
         return torch.arange(group.size)
     if group.blocks > 1:

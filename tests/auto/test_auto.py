@@ -27,15 +27,6 @@ from prunectl.formats.history import read_history  # noqa: E402
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture(scope="session")
-def digits(tmp_path_factory) -> Path:
-    """mlp.pt/mlp.json and cnn.pt/cnn.json, trained briefly and deterministically."""
-    out = tmp_path_factory.mktemp("digits")
-    subprocess.run([sys.executable, "-m", "prunectl_digits.train", str(out), "--epochs", "12"], check=True,
-                   capture_output=True)
-    return out
-
-
 def _bundle_bytes(path: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
 
