@@ -64,8 +64,11 @@ class LayerView:
     """What a criterion may look at: a layer, its name, and its weights per output channel.
 
     ``next_norm`` is the norm layer the spec lists right after this one (same channels), if
-    any; ``consumers`` are the modules whose inputs are this layer's channels (several for a
-    residual sum); ``seed`` makes randomised criteria reproducible.
+    any; ``reached_norm`` the norm the layer's channels reach, possibly through depthwise convs
+    (which pass channels through one for one: pointwise -> depthwise -> BatchNorm reaches the
+    BatchNorm; it holds ``multiplier`` scales per channel of this layer); ``consumers`` are the
+    modules whose inputs are this layer's channels (several for a residual sum); ``seed`` makes
+    randomised criteria reproducible.
     """
 
     name: str
@@ -78,6 +81,8 @@ class LayerView:
     # the first scored layer of its channel group: a criterion whose scores are parts of one group
     # score (``scores_are_parts``) counts what the whole group shares, its readers, here only
     first_in_group: bool = True
+    reached_norm: nn.Module | None = None
+    reached_norm_name: str | None = None
 
     @property
     def weight(self) -> torch.Tensor:
@@ -120,11 +125,16 @@ class Criterion:
     # group magnitude): selection adds them up and normalises the sum, instead of normalising each
     # layer's scores and combining them with --group-reduce
     scores_are_parts: ClassVar[bool] = False
+    # why ``score`` returned None, for the report of a group it left unpruned
+    unscored_reason: ClassVar[str] = "the criterion gives it no score"
 
     def prepare(self, model: nn.Module, layers: list[LayerView], data: CalibrationData | None) -> None:
         """Called once before ``score`` with every layer to be scored; collect statistics here."""
 
-    def score(self, layer: LayerView) -> torch.Tensor:
+    def score(self, layer: LayerView) -> torch.Tensor | None:
+        """One score per output channel; or ``None`` when the criterion has nothing to score this
+        layer by (``bn_scale`` on a layer that reaches no norm): a group none of whose layers is
+        scored keeps every channel, and the report names it with ``unscored_reason``."""
         raise NotImplementedError
 
     def score_entries(self, layer: LayerView, tensor: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,8 @@ channels (or, for ``union``, CAC's union of each member's own top channels).
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn as nn
 
@@ -36,10 +38,33 @@ def layer_views(groups: list[ChannelGroup], model: nn.Module, seed: int = 0) -> 
             norm = after.module if (after is not None and after.side == "out" and after.offset == 0
                                     and _is_next_norm(modules.get(after.module), modules[member.module])
                                     and L.out_width(modules[after.module]) == group.size * after.factor) else None
+            reached = norm or _norm_through_depthwise(group, position, modules)
             views[member.module] = LayerView(member.module, modules[member.module],
                                              modules[norm] if norm else None, norm, consumers, seed,
-                                             group.parts(member.module), member.module == first_scored)
+                                             group.parts(member.module), member.module == first_scored,
+                                             modules[reached] if reached else None, reached)
     return views
+
+
+def _norm_through_depthwise(group: ChannelGroup, position: int, modules: dict[str, nn.Module]) -> str | None:
+    """The norm a member's channels reach past depthwise convs: members are appended in spec order,
+    a depthwise conv as its input then its output (one for one, times its multiplier), so
+    pointwise -> depthwise -> BatchNorm reads [pw out, dw in, dw out, bn out]. Anything else
+    between them (another reader, a summed producer) and no norm is reached."""
+    producer = modules[group.members[position].module]
+    index = position + 1
+    while index + 1 < len(group.members):
+        member, following = group.members[index], group.members[index + 1]
+        if not (member.side == "in" and following.side == "out" and member.module == following.module
+                and L.is_depthwise(modules[member.module])):
+            return None
+        index += 2
+        after = group.members[index] if index < len(group.members) else None
+        if (after is not None and after.side == "out" and after.offset == 0
+                and _is_next_norm(modules.get(after.module), producer)
+                and L.out_width(modules[after.module]) == group.size * after.factor):
+            return after.module
+    return None
 
 
 def _is_next_norm(module: nn.Module | None, producer: nn.Module) -> bool:
@@ -59,7 +84,14 @@ def score_groups(groups: list[ChannelGroup], model: nn.Module, criterion: Criter
         _pin_attention_heads(groups, model, criterion)
     views = layer_views(groups, model, seed)
     criterion.prepare(model, list(views.values()), data)
-    return [member_scores(group, model, criterion, views) if group.prunable else None for group in groups]
+    scores = [member_scores(group, model, criterion, views) if group.prunable else None for group in groups]
+    unscored = [group for group, group_scores in zip(groups, scores) if group_scores is not None and not group_scores]
+    for group in unscored:
+        group.pinned_by.append(f"{group.name}: criterion {criterion.name!r}: {criterion.unscored_reason}")
+    if unscored:  # not an error: the rest of the model is pruned, these keep every channel
+        warnings.warn(f"criterion {criterion.name!r} leaves {len(unscored)} group(s) unpruned, "
+                      f"{criterion.unscored_reason}: {', '.join(g.name for g in unscored)}", stacklevel=2)
+    return [group_scores or None for group_scores in scores]
 
 
 def _pin_attention_heads(groups: list[ChannelGroup], model: nn.Module, criterion: Criterion) -> None:
@@ -84,6 +116,8 @@ def member_scores(group: ChannelGroup, model: nn.Module, criterion: Criterion,
         view = views[member.module] if views is not None else LayerView(member.module, modules[member.module],
                                                                         parts=group.parts(member.module))
         raw = criterion.score(view)
+        if raw is None:  # nothing to score this layer by: the group's other layers decide
+            continue
         expected = group.size * member.factor
         parts = group.parts(member.module)
         if parts > 1 and isinstance(raw, torch.Tensor) and raw.shape == (parts * expected,):

@@ -81,6 +81,10 @@ def choose(spec: Spec, model: nn.Module, criterion: Criterion, options: ChooseOp
         done = schedule_fraction(step, options.steps, options.schedule)
         groups = pin_excluded(build_groups(spec, current), options.exclude)
         scores = score_groups(groups, current, criterion, data, options.seed)
+        for index, (source, group) in enumerate(zip(original, groups)):
+            if source.prunable and not group.prunable:  # pinned while scoring (a layer bn_scale cannot score)
+                source.pinned_by.extend(group.pinned_by)  # the report's groups are the original ones
+                total_kept[index] = None
 
         if options.target is not None:
             goal = 1.0 - done * (1.0 - options.target.fraction)

@@ -56,6 +56,13 @@ def prune_summary(console: Console, report: dict[str, Any], manifest: dict[str, 
         shown = "; ".join(f"{name}: {reason}" for name, reason in list(pinned.items())[:3])
         more = f" (+{len(pinned) - 3} more in report.json)" if len(pinned) > 3 else ""
         totals.add_row("not pruned", f"{len(pinned)} layers: {shown}{more}")
+    # groups the criterion had nothing to score by (bn_scale: no norm reached); the API warns instead
+    unscored = [group["layers"][0] for group in report.get("groups", []) if group.get("layers")
+                and any(": criterion '" in reason for reason in group.get("pinned_by", []))]
+    if unscored:
+        more = f" (+{len(unscored) - 5} more in report.json)" if len(unscored) > 5 else ""
+        totals.add_row("not scored", f"{len(unscored)} groups kept whole, the criterion cannot score them: "
+                       f"{', '.join(unscored[:5])}{more}")
     totals.add_row("time", ", ".join(f"{stage} {seconds:.2f}s" for stage, seconds in timings.items()))
     if output:
         totals.add_row("bundle", f"{output}/ ({', '.join(sorted(manifest.get('files', {})) + ['manifest.json'])})")
