@@ -59,9 +59,8 @@ def write_hf_folder(staging: Path, model: nn.Module, rebuild: dict[str, Any], ex
         if bars:
             hf_logging.enable_progress_bar()
     if companions is not None:
-        for name in COMPANION_FILES:
-            if (companions / name).is_file() and not (name == "generation_config.json"
-                                                       and (folder / name).is_file()):
+        for name in COMPANION_FILES:  # the input's generation_config (its eos ids) beats the default one
+            if (companions / name).is_file():
                 shutil.copyfile(companions / name, folder / name)
     return {"written": True, "config": type(stock.config).__name__}
 
