@@ -21,13 +21,13 @@ import torch
 import torch.nn as nn
 
 from ..errors import PrunectlError, first_line
+from ..formats.manifest import HF_DIR
 from ..loading.materialize import build_with_weights
 from ..loading.meta import meta_model
 from ..models import factory
 from ..models.forward import run
 from ..models.hf_provider import is_hf_model
 
-HF_DIR = "hf"
 # what a model folder carries besides config and weights (tokenizers of every kind, generation)
 COMPANION_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model", "spiece.model",

@@ -14,7 +14,7 @@ import torch.nn as nn
 from ..exporters.onnx import export_onnx
 from ..exporters.weights import portable_state_dict, write_pt, write_safetensors
 from ..formats.checksums import file_sha256
-from ..formats.manifest import Manifest, write_manifest
+from ..formats.manifest import HF_DIR, Manifest, write_manifest
 from ..formats.strict_json import dump_json
 from ..verification.onnx_check import check_onnx
 from ..version import __version__
@@ -55,7 +55,7 @@ def write_bundle(out: Path, model: nn.Module, manifest: Manifest, report: dict, 
         extra = dict(manifest.extra)
         hf = write_hf_folder(staging, model, manifest.rebuild, inputs[0], hf_companions)
         if hf is not None:
-            extra["hf"] = hf
+            extra[HF_DIR] = hf
         if opset is not None:
             extra["onnx"] = add_onnx(staging, model, inputs, opset)
         manifest = sealed(staging, manifest, extra)

@@ -26,9 +26,10 @@ _OPTIONAL += ("selection", "target", "sparsity", "data")
 _OPTIONAL += ("module",)  # prune --module: the submodule the input goes to (models/submodule.py)
 _OPTIONAL += ("round_mode",)  # only when not "up": older bundles and default runs have none
 _FILE_NAMES = ("model.safetensors", "model.pt", "model.onnx", "report.json", "history.json", "history.png")
-_OPTIONAL += ("hf",)  # the hf/ folder: written, or why not (bundle/hf_folder.py)
+HF_DIR = "hf"  # the folder stock from_pretrained loads (bundle/hf_folder.py)
+_OPTIONAL += (HF_DIR,)  # the manifest's facts about it: written, or why not
 # hf/<file>: what save_pretrained and a tokenizer write; one level, plain names (no path can escape)
-HF_FILE = re.compile(r"hf/[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+HF_FILE = re.compile(HF_DIR + r"/[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True)

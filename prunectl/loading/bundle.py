@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from ..errors import CheckpointError, PrunectlError, VerificationError
 from ..formats.checksums import file_sha256
-from ..formats.manifest import MANIFEST_NAME, WEIGHTS_NAME, Manifest, read_manifest
+from ..formats.manifest import HF_DIR, MANIFEST_NAME, WEIGHTS_NAME, Manifest, read_manifest
 from ..formats.seal import check_seal
 from ..layers import kinds as L
 from ..layers.resize import apply_resize
@@ -27,8 +27,8 @@ def check_files(bundle: Path, manifest: Manifest) -> None:
     """Every listed file exists and has its recorded sha256 (a flipped byte is exit 4), and no
     model file sits in the bundle unlisted (whoever ships the directory would trust it)."""
     loadable = ["model.safetensors", "model.pt", "model.onnx"]  # the files a consumer would load
-    if (bundle / "hf").is_dir():
-        loadable += [path.relative_to(bundle).as_posix() for path in sorted((bundle / "hf").iterdir())]
+    if (bundle / HF_DIR).is_dir():
+        loadable += [path.relative_to(bundle).as_posix() for path in sorted((bundle / HF_DIR).iterdir())]
     for name in loadable:
         if name not in manifest.files and (bundle / name).exists():
             raise VerificationError(f"{bundle / name}: present but not listed in {MANIFEST_NAME} (added afterwards?)")

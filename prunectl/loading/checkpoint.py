@@ -22,7 +22,7 @@ from ..formats.manifest import MANIFEST_NAME, Manifest
 from ..formats.spec import ModelRef
 from ..models import factory
 from .bundle import load_bundle
-from .hf_folder import CONFIG_NAME, is_hf_folder, read_hf_folder
+from .hf_folder import CONFIG_NAME, is_hf_folder, read_hf_folder, with_tied
 from .materialize import build_with_weights
 from .memory import check_fits
 from .meta import meta_model
@@ -121,8 +121,8 @@ def load_checkpoint(path: str | Path, model_ref: ModelRef | None = None, trust_p
         if not is_hf_folder(path):
             raise CheckpointError(f"{path}: a directory without {MANIFEST_NAME} or {CONFIG_NAME}: neither a prunectl "
                                   "bundle nor a Hugging Face model folder")
-        state_dict, stored_ref, digest = read_hf_folder(path)
-        module = None
+        stored_ref, files, digest = read_hf_folder(path)
+        state_dict, module = _read_shards(files), None
     else:
         digest = sha256_soon(path) if path.is_file() else None  # read_checkpoint reports a missing file
         state_dict, stored_ref, module = read_checkpoint(path, trust_pickle)
@@ -140,5 +140,20 @@ def load_checkpoint(path: str | Path, model_ref: ModelRef | None = None, trust_p
         check_fits(ref.factory, ref.args, {key: tuple(value.shape) for key, value in state_dict.items()}, path)
         return factory.build(ref.factory, dict(ref.args))
 
-    model = build_with_weights(meta_model(ref.factory, ref.args, real_buffers=True), state_dict, path, build)
+    skeleton = meta_model(ref.factory, ref.args, real_buffers=True)
+    if path.is_dir():  # save_pretrained leaves tied weights out of the files
+        state_dict = with_tied(state_dict, skeleton)
+    model = build_with_weights(skeleton, state_dict, path, build)
     return Loaded(model.eval(), ref, path, digest)
+
+
+def _read_shards(files: list[Path]) -> dict[str, torch.Tensor]:
+    """One state_dict from a Hugging Face folder's weight files, each read like any checkpoint file."""
+    state_dict: dict[str, torch.Tensor] = {}
+    for file in files:
+        part, _, _ = read_checkpoint(file)
+        clash = sorted(set(part) & set(state_dict))
+        if clash:
+            raise CheckpointError(f"{file}: key {clash[0]!r} is also in another shard")
+        state_dict.update(part)
+    return state_dict

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn as nn
 
 from ..errors import CheckpointError
 from ..formats.checksums import file_sha256
+from ..formats.manifest import HF_DIR
 from ..formats.spec import ModelRef
 from ..formats.strict_json import read_json
-from .meta import meta_model
-from .state_dict import validate_state_dict
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
@@ -39,30 +39,23 @@ def companion_folder(checkpoint: str | Path | None) -> Path | None:
     if checkpoint is None:
         return None
     path = Path(checkpoint)
-    if (path / "hf").is_dir():
-        return path / "hf"
+    if (path / HF_DIR).is_dir():
+        return path / HF_DIR
     return path if is_hf_folder(path) else None
 
 
-def read_hf_folder(path: Path, fold_masks: bool = True) -> tuple[dict[str, torch.Tensor], ModelRef, str]:
-    """(state_dict, model ref, sha256 over config and weight files) of a Hugging Face folder."""
+def read_hf_folder(path: Path) -> tuple[ModelRef, list[Path], str]:
+    """(model ref, weight files, sha256 over config and weight files) of a Hugging Face folder;
+    ``loading.checkpoint`` reads the weight files as it reads any state_dict file."""
     config = read_json(path / CONFIG_NAME, CheckpointError)
     if not isinstance(config, dict):
         raise CheckpointError(f"{path / CONFIG_NAME}: expected a JSON object of config fields")
     ref = ModelRef(factory=f"hf:{_model_name(config, path)}",
                    args={key: value for key, value in config.items() if key != "_name_or_path"})
     files = _weight_files(path)
-    state_dict: dict[str, torch.Tensor] = {}
-    for file in files:
-        part = _read_weights(file)
-        clash = sorted(set(part) & set(state_dict))
-        if clash:
-            raise CheckpointError(f"{file}: key {clash[0]!r} is also in another shard")
-        state_dict.update(part)
-    state_dict = validate_state_dict(state_dict, path, fold_masks)
     digest = hashlib.sha256("".join(f"{f.name}:{file_sha256(f)}\n"
                                     for f in [path / CONFIG_NAME, *files]).encode()).hexdigest()
-    return _with_tied(state_dict, ref), ref, digest
+    return ref, files, digest
 
 
 def _model_name(config: dict[str, Any], path: Path) -> str:
@@ -94,28 +87,9 @@ def _weight_files(path: Path) -> list[Path]:
                           f"or {PYTORCH_NAME})")
 
 
-def _read_weights(file: Path) -> dict[str, torch.Tensor]:
-    if file.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(file), device="cpu")
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{file}: not a readable safetensors file: {exc}") from None
-    try:
-        weights = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, zipfile errors, ...
-        raise CheckpointError(f"{file}: not a readable PyTorch weights file "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-    if not isinstance(weights, dict):
-        raise CheckpointError(f"{file}: holds a {type(weights).__name__}, not a state_dict")
-    return weights
-
-
-def _with_tied(state_dict: dict[str, torch.Tensor], ref: ModelRef) -> dict[str, torch.Tensor]:
-    """Tied parameters left out of the files, filled from the one saved (the model on meta says which)."""
-    skeleton = meta_model(ref.factory, ref.args)
+def with_tied(state_dict: dict[str, torch.Tensor], skeleton: nn.Module | None) -> dict[str, torch.Tensor]:
+    """Tied parameters left out of the files, filled from the one saved (``skeleton``, the model on
+    meta, says which are tied)."""
     if skeleton is None:
         return state_dict  # the build reports its own problem
     names_by_tensor: dict[int, list[str]] = {}

@@ -12,7 +12,7 @@ import warnings
 import torch
 import torch.nn as nn
 
-from ..coupling.channel_spaces import ChannelGroup
+from ..coupling.channel_spaces import ChannelGroup, Member
 from ..criteria.base import Consumer, Criterion, LayerView
 from ..errors import SpecError
 from ..layers import kinds as L
@@ -35,9 +35,7 @@ def layer_views(groups: list[ChannelGroup], model: nn.Module, seed: int = 0) -> 
             after = group.members[position + 1] if position + 1 < len(group.members) else None
             # a norm over a concatenation (DenseNet's next norm1, Swin's patch merging) holds more
             # channels than this layer's: not its norm
-            norm = after.module if (after is not None and after.side == "out" and after.offset == 0
-                                    and _is_next_norm(modules.get(after.module), modules[member.module])
-                                    and L.out_width(modules[after.module]) == group.size * after.factor) else None
+            norm = _norm_member(group, after, modules[member.module], modules)
             reached = norm or _norm_through_depthwise(group, position, modules)
             views[member.module] = LayerView(member.module, modules[member.module],
                                              modules[norm] if norm else None, norm, consumers, seed,
@@ -59,11 +57,20 @@ def _norm_through_depthwise(group: ChannelGroup, position: int, modules: dict[st
                 and L.is_depthwise(modules[member.module])):
             return None
         index += 2
-        after = group.members[index] if index < len(group.members) else None
-        if (after is not None and after.side == "out" and after.offset == 0
-                and _is_next_norm(modules.get(after.module), producer)
-                and L.out_width(modules[after.module]) == group.size * after.factor):
-            return after.module
+        norm = _norm_member(group, group.members[index] if index < len(group.members) else None, producer, modules)
+        if norm is not None:
+            return norm
+    return None
+
+
+def _norm_member(group: ChannelGroup, member: Member | None, producer: nn.Module,
+                 modules: dict[str, nn.Module]) -> str | None:
+    """``member``'s module when it is a norm over the producer's channels, one scale per channel
+    (its output side, at offset 0, as wide as the group); else None."""
+    if (member is not None and member.side == "out" and member.offset == 0
+            and _is_next_norm(modules.get(member.module), producer)
+            and L.out_width(modules[member.module]) == group.size * member.factor):
+        return member.module
     return None
 
 

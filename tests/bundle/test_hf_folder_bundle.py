@@ -96,3 +96,18 @@ def test_widths_no_stock_config_holds_get_no_hf_folder_and_a_reason(tmp_path: Pa
     hf = result.manifest.extra["hf"]
     assert hf["written"] is False and "fit no stock BertConfig" in hf["reason"]
     assert not (tmp_path / "out" / "hf").exists()
+
+
+def test_tied_weights_that_save_pretrained_left_out_are_filled_from_their_twin(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    from prunectl.loading.checkpoint import load_checkpoint
+
+    torch.manual_seed(0)
+    model = factory.build("hf:LlamaForCausalLM", {**ARGS, "tie_word_embeddings": True}).eval()
+    model.save_pretrained(tmp_path / "folder")
+    with safe_open(str(tmp_path / "folder" / "model.safetensors"), "pt") as saved:
+        assert "lm_head.weight" not in saved.keys()  # what makes the fill necessary
+    loaded = load_checkpoint(tmp_path / "folder").model
+    assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
+    assert torch.equal(loaded.model.embed_tokens.weight, model.model.embed_tokens.weight)
