@@ -61,8 +61,9 @@ def build_groups(spec: Spec, model: nn.Module) -> list[ChannelGroup]:
         elif layer.cat is not None:
             source = _cat_ref(layer.cat, output_of, spaces, key)
         else:
+            reader_width = L.in_width(module) if kind in ("conv", "linear") else None
             source = last if layer.prev is None else (
-                _input_ref(layer.prev, output_of, spaces, key) if layer.prev else None)
+                _input_ref(layer.prev, output_of, spaces, key, reader_width) if layer.prev else None)
         if kind == "attention":
             ref = connect_attention(layer.name, module, source, spaces, key)
             attentions.add(layer.name)
@@ -170,13 +171,20 @@ def _connect_cat(name: str, module: nn.Module, kind: str, cat: Cat, spaces: Spac
     return Ref(own)
 
 
-def _input_ref(prev: tuple[str, ...], output_of: dict[str, Ref], spaces: Spaces, key: str) -> Ref | Cat:
-    """The layers of one residual sum: all addends must be equally wide; their spaces merge."""
+def _input_ref(prev: tuple[str, ...], output_of: dict[str, Ref], spaces: Spaces, key: str,
+               reader_width: int | None = None) -> Ref | Cat:
+    """The layers of one residual sum: all addends must be equally wide; their spaces merge.
+    Attention heads meet with the same count but may span different widths (grouped-query
+    attention: a query projection's KV group is g heads wide, a key's one): the reader then
+    takes the layout of the addend as wide as its input (``reader_width``)."""
     refs = [output_of[name] for name in prev]
     if len(refs) == 1 and isinstance(refs[0], Cat):
         return refs[0]
     if any(isinstance(ref, Cat) for ref in refs):
         raise SpecError(f"{key}: adding concatenations to other tensors is not supported")
+    grouped = _grouped_heads(refs, spaces, reader_width)
+    if grouped is not None:
+        return grouped
     widths = {name: spaces.group(ref.space).size * ref.factor for name, ref in zip(prev, refs)}
     if len(set(widths.values())) > 1:
         shown = ", ".join(f"{name!r} has {width}" for name, width in widths.items())
@@ -187,6 +195,20 @@ def _input_ref(prev: tuple[str, ...], output_of: dict[str, Ref], spaces: Spaces,
             raise SpecError(f"{key}.prev: addends with different channel layouts cannot be coupled")
         spaces.union(first.space, ref.space)
     return Ref(spaces.find(first.space), first.factor)
+
+
+def _grouped_heads(refs: list[Ref], spaces: Spaces, reader_width: int | None) -> Ref | None:
+    """The merged heads of grouped-query attention read by a layer ``reader_width`` wide (None: not such heads)."""
+    groups = [spaces.group(ref.space) for ref in refs]
+    if reader_width is None or not all(group.heads for group in groups) or len({g.size for g in groups}) != 1 \
+            or len({ref.factor for ref in refs}) == 1:
+        return None
+    layouts = [ref for ref, group in zip(refs, groups) if group.size * ref.factor == reader_width]
+    if not layouts:
+        return None
+    for ref in refs[1:]:
+        spaces.union(refs[0].space, ref.space)
+    return Ref(spaces.find(refs[0].space), layouts[0].factor)
 
 
 def _connect_producer(name: str, module: nn.Module, kind: str, source: Ref | None,

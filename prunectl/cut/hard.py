@@ -11,6 +11,7 @@ import torch.nn as nn
 from ..layers import kinds as L
 from ..layers.attention import adapt_attention
 from ..layers.params import count_attribute_of, parameter_of, replace_parameter
+from ..layers.ties import retie, tied_groups
 from ..layers.window_attention import adapt_window_attention
 from ..loading.meta import has_meta
 from .plan import ModuleCut
@@ -89,6 +90,7 @@ def _hard_prune(model: nn.Module, plan: dict[str, ModuleCut], share_unchanged: b
         return _hard_prune(model, plan, share_unchanged, placeholders=False)
     adapt_attention(hard)  # attention whose residual width was cut needs the subclass that reads it
     adapt_window_attention(hard)  # likewise Swin's and MaxViT's window attention
+    retie(hard, tied_groups(model))  # the embedding and lm_head got one slice each: one tensor again
     return hard, new_attrs
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from ..layers import kinds as L
+from ..layers.rms_norms import rms_form
 
 
 def install_masked_statistic(module: nn.Module, kept: torch.Tensor) -> None:
@@ -50,13 +51,16 @@ def _masked_layer_norm(self: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
 
 
 def _masked_rms_norm(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The mean square over the kept channels, in float32 as transformers' RMSNorms compute it."""
+    """The mean square over the kept channels, in float32 as transformers' RMSNorms compute it,
+    scaled as the module's own formula does (layers/rms_norms.py)."""
     mask = self._prunectl_kept_mask.to(x.device).to(torch.float32)
     count = mask.sum().clamp_min(1)
     h = x.to(torch.float32) * mask
     eps = L.rms_eps(self)
     eps = torch.finfo(torch.float32).eps if eps is None else eps
     y = h * torch.rsqrt((h * h).sum(-1, keepdim=True) / count + eps)
+    if rms_form(self) == "one_plus_weight":  # Gemma: scaled in float32, then cast
+        return (y * (1.0 + self.weight.to(torch.float32))).to(x.dtype)
     return self.weight * y.to(x.dtype)
 
 

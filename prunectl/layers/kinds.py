@@ -14,6 +14,7 @@ import torch.nn as nn
 from ..errors import SpecError, UnsupportedError
 from .attention import ResidualCutMultiheadAttention
 from .params import recorded_size
+from .rms_norms import rms_form
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -22,14 +23,6 @@ _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 # is traced through, so its F.layer_norm call is an op the tracer reports (exit 6).
 _LAYER_NORMS_LAST = {"torch.nn.modules.normalization.LayerNorm", "timm.layers.norm.LayerNorm"}
 _LAYER_NORMS_FIRST = {"torchvision.models.convnext.LayerNorm2d", "timm.layers.norm.LayerNorm2d"}
-# RMSNorm classes whose forward is ``weight * x / sqrt(mean(x ** 2, -1) + eps)`` over the last dim (the
-# transformers ones compute it in float32 and cast back). Not Gemma's: it scales by ``1 + weight``.
-RMS_NORMS = {
-    "torch.nn.modules.normalization.RMSNorm",
-    "transformers.models.llama.modeling_llama.LlamaRMSNorm",
-    "transformers.models.qwen2.modeling_qwen2.Qwen2RMSNorm",
-    "transformers.models.mistral.modeling_mistral.MistralRMSNorm",
-}
 
 
 def _qualified(module: nn.Module) -> str:
@@ -54,7 +47,10 @@ def kind_of(module: nn.Module) -> str:
         return "norm"
     if isinstance(module, nn.PReLU) and module.num_parameters > 1:
         return "norm"
-    if type(module) is nn.Embedding:
+    # an Embedding subclass of transformers (Gemma's scaled word embedding): transformers models are
+    # captured by torch.export, whose graph holds the subclass's own ops after the lookup
+    if type(module) is nn.Embedding or (isinstance(module, nn.Embedding) and
+                                        type(module).__module__.startswith("transformers.")):
         return "embedding"
     return "other"
 
@@ -78,7 +74,7 @@ def statistic(module: nn.Module) -> str | None:
     over the kept channels only), None otherwise."""
     if isinstance(module, nn.LayerNorm) and _qualified(module) in _LAYER_NORMS_LAST | _LAYER_NORMS_FIRST:
         return "layer"
-    if _qualified(module) in RMS_NORMS and getattr(module, "weight", None) is not None and module.weight.dim() == 1:
+    if rms_form(module) is not None:  # which RMSNorms: layers/rms_norms.py
         return "rms"
     if isinstance(module, nn.GroupNorm):
         return "group"

@@ -13,11 +13,14 @@ from ..errors import SpecError
 from . import kinds as L
 from .attention import adapt_attention
 from .params import apply_parameter_resize, count_attributes, parameter_of, recorded_size
+from .ties import retie, tied_groups
 from .window_attention import adapt_window_attention
 
 
 def apply_resize(model: nn.Module, resize: dict[str, dict[str, int]], where: str = "resize") -> None:
-    """Give modules the recorded shapes (tensors reallocated; load weights afterwards)."""
+    """Give modules the recorded shapes (tensors reallocated; load weights afterwards); tied
+    parameters stay tied."""
+    ties = tied_groups(model)
     modules = dict(model.named_modules())
     for name, attrs in resize.items():
         parameter = parameter_of(modules, name) if name not in modules else None
@@ -40,3 +43,4 @@ def apply_resize(model: nn.Module, resize: dict[str, dict[str, int]], where: str
             L.apply_attrs(modules[name], attrs, f"{where}.{name}")
     adapt_attention(model)
     adapt_window_attention(model)
+    retie(model, ties)

@@ -39,6 +39,9 @@ _INPUT_DTYPES = {"input_ids": "int64", "pixel_values": "float32", "input_values"
 DEFAULT_TOKEN_SHAPE = (1, 16)
 # what save_pretrained writes into config.json besides the fields: a whole config.json may be the args
 _SERIALISATION_KEYS = {"architectures", "transformers_version", "model_type", "_name_or_path", "_commit_hash"}
+# fields a config class may lack but its modeling code reads (``getattr(config, "head_dim", ...)``):
+# prunectl writes head_dim explicitly so a pruned Qwen2 keeps RoPE's size (verification/arg_probe.py)
+_READ_BY_MODELING = {"head_dim"}
 
 
 def hf_factory(name: str, **args: Any) -> nn.Module:
@@ -140,7 +143,7 @@ def _config(config_cls: type, name: str, args: dict[str, Any]) -> Any:
             hint = f"did you mean {close[0]!r}? " if close and key not in _REFUSED_KEYS else ""
             raise SpecError(f"model factory 'hf:{name}': argument {key!r} is not a field of "
                             f"{config_cls.__name__}; {hint}see its documentation for the fields (hidden_size, ...)")
-        if key not in known:
+        if key not in known and key not in _READ_BY_MODELING:
             stale.append(key)
     if stale:
         # a config.json written by another transformers release carries fields this one dropped

@@ -102,14 +102,29 @@ def export_capture(model: nn.Module, example: torch.Tensor) -> Captured:
                                    f"{spec.kind.name} ({spec.target}), which prunectl's tracer cannot feed")
     modules = dict(model.named_modules())
     layer_nodes = {}
+    owners = _owners(model)
     for node in program.graph_module.graph.nodes:
-        module_name = _layer_of(node, parameter_of, modules)
+        module_name = _layer_of(node, parameter_of, modules, owners)
         if module_name is not None:
             layer_nodes[node.name] = module_name
     return Captured(program.graph_module, tuple(values), "torch.export", layer_nodes, modules)
 
 
-def _layer_of(node: fx.Node, parameter_of: dict[str, str], modules: dict[str, nn.Module]) -> str | None:
+def _owners(model: nn.Module) -> dict[str, list[str]]:
+    """Parameter name -> every module holding that tensor as its ``weight``: torch.export lifts a
+    tied parameter (an LLM's embedding and lm_head) once, under one of its names."""
+    holders: dict[int, list[str]] = {}
+    names: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(parameter), []).append(name)
+        module_name, _, attribute = name.rpartition(".")
+        if attribute == "weight":
+            holders.setdefault(id(parameter), []).append(module_name)
+    return {name: holders.get(key, []) for key, group in names.items() for name in group}
+
+
+def _layer_of(node: fx.Node, parameter_of: dict[str, str], modules: dict[str, nn.Module],
+              owners: dict[str, list[str]]) -> str | None:
     schema = getattr(node.target, "_schema", None)
     if node.op != "call_function" or schema is None:
         return None
@@ -121,11 +136,12 @@ def _layer_of(node: fx.Node, parameter_of: dict[str, str], modules: dict[str, nn
     fqn = parameter_of.get(weight.name) if isinstance(weight, fx.Node) else None
     if fqn is None or "." not in fqn:
         return None
-    module_name, attribute = fqn.rsplit(".", 1)
-    module = modules.get(module_name)
-    if attribute != "weight" or module is None or op not in _LAYER_OPS.get(L.kind_of(module), ()):
-        return None
-    return module_name
+    # the holder of that weight whose kind computes this op (a tied weight has several holders)
+    for module_name in owners.get(fqn, []):
+        module = modules.get(module_name)
+        if module is not None and op in _LAYER_OPS.get(L.kind_of(module), ()):
+            return module_name
+    return None
 
 
 __all__ = ["Captured", "capture", "fx_capture", "export_capture"]

@@ -112,6 +112,8 @@ class ChannelFollowers:
             return
         if entry == -1 and sum(1 for e in entries if e == -1) == 1:
             return
+        if _repeats_channels(node, flow, real_args[0], moved):
+            return
         if isinstance(entry, int) and not isinstance(entry, bool) and self._same_layout(flow, moved) \
                 and self._count_attribute(node, entry, flow):
             return
@@ -241,6 +243,22 @@ class ChannelFollowers:
             self.first_inputs[name] = flow.sources
             self.walk.layers.append(TracedLayer(name, "parameter", flow.sources, dim=axis))
         return flow
+
+
+def _repeats_channels(node: Node, flow: Flow, value: torch.Tensor, moved: Flow) -> bool:
+    """``x[:, :, None].expand(b, c, n, ...).reshape(b, c * n, ...)``: each channel repeated n times
+    in place (transformers' ``repeat_kv``). The merged size is the input's own channel count times
+    n in any code that writes this (a torch.export graph holds it as a literal); a literal that
+    would not shrink makes the hard model's reshape fail, which the proof reports, never a silent
+    change."""
+    source = node.args[0] if node.args else None
+    if not (isinstance(source, Node) and op_name(source.target) == "expand" and source.args
+            and isinstance(source.args[0], Node) and op_name(source.args[0].target) == "unsqueeze"):
+        return False
+    unsqueezed = source.args[0].args[1] if len(source.args[0].args) > 1 else None
+    d = flow.dim
+    return isinstance(unsqueezed, int) and normalise_dim(unsqueezed, value.dim()) == d + 1 \
+        and moved.factor == flow.factor * value.shape[d + 1]
 
 
 def _weights_used(node: Node) -> bool:

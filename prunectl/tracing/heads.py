@@ -15,6 +15,13 @@ Accepted only when the producer is one listed conv/linear whose output goes stra
 into this reshape, the split is into (heads, head_dim) or (parts, heads, head_dim) with
 head_dim > 1, and the head count in the reshape is -1 or an int attribute the module reads
 (timm's ``num_heads``, listed as an attribute entry so the pruned model reads the kept count).
+
+Grouped-query attention (Llama, Qwen, Mistral: ``num_key_value_heads`` < ``num_attention_heads``)
+shares each key/value head among ``g`` consecutive query heads, by repeating k and v
+(``repeat_kv``: expand + reshape, which the shape rules read as factor g) or by
+``scaled_dot_product_attention(..., enable_gqa=True)``. There the query projection is regrouped:
+its channels become the KV groups, ``heads // g`` of ``g * head_dim`` outputs each, so a cut takes
+a key/value head with its query heads and ``head_dim`` never changes (RoPE rotates within it).
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ from typing import Any
 import torch
 from torch.fx.node import Node
 
-from .flow import Flow, Touch, normalise_dim
+from .flow import Flow, Touch, merge, normalise_dim
 from .graph import flat_args
 from .rules import ELEMENTWISE, PASS_MODULES, function_flow, op_name
 
@@ -78,6 +85,37 @@ class HeadFollowers:
                 return False
             value = value.args[0]
         return False
+
+
+    def _grouped_attention(self, name: str, real_args: tuple, real_kwargs: dict, args: tuple, kwargs: dict,
+                           result: Any) -> Flow | None:
+        """The Flow of a grouped-query ``scaled_dot_product_attention``, or of the ``q @ k^T`` of an
+        eager one (Gemma 2's soft-capped scores) (None: heads not grouped)."""
+        names = ("query", "key", "value") if name == "scaled_dot_product_attention" else ("input", "other")
+        values = [real_args[i] if i < len(real_args) else real_kwargs.get(key) for i, key in enumerate(names)]
+        flows = [args[i] if i < len(args) else kwargs.get(key) for i, key in enumerate(names)]
+        query, key_flows = flows[0], [f for f in flows[1:] if isinstance(f, Flow)]
+        if not isinstance(query, Flow) or not key_flows or query.factor != 1 or not isinstance(result, torch.Tensor) \
+                or len(key_flows) != len(flows) - 1 or query.dim >= values[0].dim() - 2:
+            return None
+        heads = values[0].shape[query.dim]
+        # key/value channels: one per KV head, spanning ``factor`` entries once repeated (repeat_kv)
+        channels = {value.shape[flow.dim] // flow.factor for value, flow in zip(values[1:], flows[1:])
+                    if value.shape[flow.dim] % flow.factor == 0}
+        if len(channels) != 1 or heads % channels.copy().pop():
+            return None
+        group = heads // channels.pop()
+        producer = next(iter(query.sources)) if len(query.sources) == 1 else None
+        position = next((i for i, layer in enumerate(self.walk.layers) if layer.name == producer), None)
+        if group <= 1 or position is None or any(f.dim != query.dim for f in key_flows) or \
+                values[0].dim() != result.dim():
+            return None
+        layer = self.walk.layers[position]
+        if layer.heads != heads or heads % group or layer.head_dim is None:
+            raise Touch(f"attends with {heads} query heads in groups of {group} that are not the outputs of "
+                        "one projection split into heads")
+        self.walk.layers[position] = replace(layer, heads=heads // group, head_dim=group * layer.head_dim)
+        return merge([query.at(query.dim, group)] + [flow.at(query.dim, group) for flow in key_flows], query.dim)
 
 
 def _reads_shape(node: Node) -> bool:

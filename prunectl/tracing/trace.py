@@ -34,7 +34,6 @@ from ..layers import kinds as L
 from ..models import factory
 from ..models.inputs import make_inputs
 from .capture import capture, export_capture
-from .decoders import attention_pins
 from .graph import Incident, TracedLayer, Walk
 from .walk import walk_graph
 
@@ -73,8 +72,6 @@ def trace_model(model: nn.Module, input_shape: tuple[int, ...], *, dtype: str = 
         raise UnsupportedError(f"{type(model).__name__}: the trace found no Conv/Linear layer to prune")
 
     pinned = {name: OUTPUT_REASON for name in sorted(walk.output_sources)}
-    for name, why in attention_pins(model, walk.layers).items():
-        pinned.setdefault(name, why)
     spec = _spec(walk, pinned, model_ref, input_spec, source)
     live = _live_incidents(walk.incidents, spec, model)
     if live and not skip_unsupported:

@@ -95,6 +95,10 @@ class _Walker(ChannelFollowers, HeadFollowers, WindowAttentionFollower, fx.Inter
                 flow = self._parameter_operand(node, real_args, args, result)
                 if flow is not None:
                     return flow
+            if op_name(node.target) in ("scaled_dot_product_attention", "matmul"):
+                flow = self._grouped_attention(op_name(node.target), real_args, real_kwargs, args, kwargs, result)
+                if flow is not None:
+                    return flow
             if op_name(node.target) in ("cat", "concat", "concatenate") and isinstance(args[0], (list, tuple)):
                 flow = self._parameter_in_cat(node, real_args, real_kwargs, args, result)
                 if flow is not None:
@@ -126,6 +130,11 @@ class _Walker(ChannelFollowers, HeadFollowers, WindowAttentionFollower, fx.Inter
         inputs = flow.sources if flow is not None else None
         ndim = result.dim() if isinstance(result, torch.Tensor) else 0
         channel_dim = L.channel_dim(module, ndim)
+        if flow is not None and flow.dim < channel_dim and kind == "norm" and L.statistic(module) in ("layer", "rms") \
+                and channel_dim == ndim - 1 and not flow.composite:
+            # a norm over the last dim only (Qwen3's q_norm over head_dim, the heads in dim 2): the
+            # same computation for every channel of the flow, which passes through it unlisted
+            return flow
         if flow is not None and flow.dim != channel_dim:
             self._incident(node, Touch(f"reads channels from dim {flow.dim}, not its channel dim {channel_dim}"),
                            incoming)

@@ -5,13 +5,15 @@ Pruned again without a spec (traced), or from a checkpoint whose ``model.args`` 
 spec does not name, those args would still hold the old widths and only ``resize`` the new ones:
 ``prunectl.load`` gets it right, but a CAC-style ``Class(**rebuild.args)`` with a strict load does
 not. So each such int arg is probed on the meta device (no memory, no init): the layer widths
-that follow it one for one are found by building with ``arg + 1`` (or ``2 * arg``), and the arg takes the pruned
-width when a build with it reproduces every one of them.
+that follow it (one for one, or ``head_dim`` each for a head count) are found by building with ``arg + 1``
+(or ``2 * arg``), and the arg takes the value that gives the pruned widths when a build with it
+reproduces every one of them.
 """
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from ..layers import kinds as L
@@ -45,26 +47,34 @@ def probed_args(factory: str, args: dict[str, Any], built: nn.Module, hard: nn.M
             step, moved = 2 * value, meta_model(factory, {**updated, key: 2 * value})
         if moved is None:
             continue
+        # widths in proportion to the arg: one for one (a layer width), or a unit each (heads of
+        # head_dim outputs: num_attention_heads, num_key_value_heads)
         follows = [where for where, width in _widths(moved).items()
-                   if current.get(where) == value and width == step]
-        wanted = {target.get(where) for where in follows}
+                   if current.get(where) and current[where] % value == 0 and width * value == current[where] * step]
+        wanted = {None if target.get(where) is None or target[where] % (current[where] // value)
+                  else target[where] // (current[where] // value) for where in follows}
         if len(wanted) != 1 or None in wanted or wanted == {value}:
             continue
         width = wanted.pop()
-        candidate = meta_model(factory, {**updated, key: width})
+        candidate = meta_model(factory, {**updated, key: width}, real_buffers=True)
         if candidate is None:
             continue
         widths = _widths(candidate)
         # the arg may set more than these widths (a head size derived from the hidden size, a
         # rotary buffer): only an arg that changes exactly the widths that follow it is taken
         others_kept = all(widths.get(where) == value for where, value in current.items() if where not in follows)
-        if others_kept and all(widths.get(where) == width for where in follows) and \
-                _buffer_shapes(candidate) == _buffer_shapes(built_now):
+        if others_kept and all(widths.get(where) == target[where] for where in follows) and \
+                _same_buffers(candidate, built_now):
             updated[key], current, built_now = width, widths, candidate
-    for key in explicit:  # kept only where the widths need it: otherwise the args stay as they were
+    # a derived field stays explicit once any arg moved (issue 17: the config says head_dim
+    # outright, so a later cut of hidden_size or the head counts cannot change it), and only
+    # where the build with it is the one proven here
+    moved_any = any(updated[key] != value for key, value in args.items())
+    for key in explicit:
         without = {k: v for k, v in updated.items() if k != key}
-        alone = meta_model(factory, without)
-        if alone is not None and _widths(alone) == current and _buffer_shapes(alone) == _buffer_shapes(built_now):
+        alone = meta_model(factory, without) if not moved_any else None
+        if not moved_any and alone is not None and _widths(alone) == current and \
+                _buffer_shapes(alone) == _buffer_shapes(built_now):  # nothing moved: built_now is the input's build
             updated = without
     return updated
 
@@ -72,14 +82,42 @@ def probed_args(factory: str, args: dict[str, Any], built: nn.Module, hard: nn.M
 def _derived_made_explicit(factory: str, args: dict[str, Any], built: nn.Module) -> dict[str, Any]:
     """Config fields a transformers config derives from others unless given (Llama's ``head_dim``
     is ``hidden_size // num_attention_heads``), set to their current value: then a cut hidden
-    width moves the hidden size alone and the result is still a stock config (issue 17: RoPE
-    needs the head size unchanged)."""
+    width or head count moves that arg alone and the result is still a stock config (issue 17:
+    RoPE needs the head size unchanged). A config class without the field (Qwen2) gets it where
+    its modeling code reads it (``getattr(config, "head_dim", ...)``: a build with another value
+    has other widths)."""
     config = getattr(built, "config", None)
     if not factory.startswith("hf:") or config is None:
         return {}
-    return {key: getattr(config, key) for key in _DERIVED_FIELDS
-            if key not in args and isinstance(getattr(config, key, None), int)
-            and key in type(config)().to_dict()}
+    explicit = {}
+    for key in _DERIVED_FIELDS:
+        if key in args:
+            continue
+        value = getattr(config, key, None)
+        if not isinstance(value, int):  # the modules' own copy (every attention's head_dim)
+            held = {getattr(module, key) for module in built.modules() if isinstance(getattr(module, key, None), int)}
+            value = held.pop() if len(held) == 1 else None
+        if not isinstance(value, int) or value < 1:
+            continue
+        if key not in type(config)().to_dict():
+            honoured = meta_model(factory, {**args, key: 2 * value})
+            if honoured is None or _widths(honoured) == _widths(built):
+                continue
+        explicit[key] = value
+    return explicit
+
+
+def _same_buffers(candidate: nn.Module, built: nn.Module) -> bool:
+    """Equal buffer shapes and, where both are real, equal values: Gemma scales its embeddings by
+    ``sqrt(hidden_size)`` (a buffer), so a hidden_size moved to the pruned width would rescale them."""
+    theirs = dict(built.named_buffers())
+    for name, buffer in candidate.named_buffers():
+        other = theirs.get(name)
+        if other is None or other.shape != buffer.shape:
+            return False
+        if not (buffer.is_meta or other.is_meta) and not torch.equal(buffer, other.to(buffer.dtype)):
+            return False
+    return len(theirs) == len(dict(candidate.named_buffers()))
 
 
 def _buffer_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:

@@ -1,5 +1,6 @@
-"""Decoder LLMs (tiny random-init Llama with grouped-query attention, Qwen2) through the whole pipeline:
-traced by torch.export with the default use_cache=True, MLP and hidden width cut, soft == hard, reloaded."""
+"""Decoder LLMs (tests/support/llm_families.py) through the whole pipeline: traced by torch.export with
+the default use_cache=True, whole KV groups, MLP and hidden width cut, soft == hard, reloaded, cached
+decoding equal to uncached."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,56 +11,85 @@ import torch
 import prunectl
 from prunectl.models import factory
 from prunectl.tracing import trace_model
+from tests.support.llm_families import LLM_FAMILIES
 
 pytest.importorskip("transformers")
 
-# 4 query heads on 2 key/value heads
-ARGS = {"vocab_size": 128, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64}
-FAMILIES = ["hf:LlamaForCausalLM", "hf:Qwen2ForCausalLM"]
+
+def _attention(model: torch.nn.Module, index: int = 0) -> torch.nn.Module:
+    return model.model.layers[index].self_attn
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_a_decoder_traces_strictly_with_rms_norms_listed_and_attention_pinned(name: str) -> None:
-    model = factory.build(name, ARGS)
+@pytest.mark.parametrize("family", sorted(LLM_FAMILIES))
+def test_a_decoder_traces_strictly_with_query_heads_grouped_by_their_kv_head(family: str) -> None:
+    name, args = LLM_FAMILIES[family]
+    model = factory.build(name, args)
     assert model.config.use_cache  # the default: the capture passes use_cache=False itself
     traced = trace_model(model, (1, 16), dtype="int64")  # strict: no --skip-unsupported
     assert traced.tracer == "torch.export"
     layers = {layer.name: layer for layer in traced.spec.layers}
+    attention = _attention(model)
+    kv_heads, head_dim = args["num_key_value_heads"], attention.head_dim
+    group = args["num_attention_heads"] // kv_heads
+    prefix = "model.layers.1.self_attn"
+    # a channel of the query projection is a KV group: its query heads, group * head_dim outputs
+    assert (layers[f"{prefix}.q_proj"].heads, layers[f"{prefix}.q_proj"].head_dim) == (kv_heads, group * head_dim)
+    assert (layers[f"{prefix}.k_proj"].heads, layers[f"{prefix}.k_proj"].head_dim) == (kv_heads, head_dim)
+    assert set(layers[f"{prefix}.o_proj"].prev) == {f"{prefix}.{p}" for p in ("q_proj", "k_proj", "v_proj")}
     assert layers["model.layers.0.input_layernorm"].prune and layers["model.norm"].prune  # RMSNorms, per channel
     assert set(layers["model.layers.0.mlp.down_proj"].prev) == {"model.layers.0.mlp.gate_proj",
                                                                  "model.layers.0.mlp.up_proj"}
-    for projection in ("q_proj", "k_proj", "v_proj"):
-        assert "4 query heads on 2 key/value heads" in traced.pinned[f"model.layers.1.self_attn.{projection}"]
-    assert model.config.use_cache
+    assert set(traced.pinned) == {"lm_head"}  # only the logits' width is fixed
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_a_decoder_prunes_proves_and_reloads(name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("family", sorted(LLM_FAMILIES))
+def test_a_decoder_prunes_whole_kv_groups_proves_and_reloads(family: str, tmp_path: Path) -> None:
+    name, args = LLM_FAMILIES[family]
     torch.manual_seed(0)
-    model = factory.build(name, ARGS).eval()
+    model = factory.build(name, args).eval()
+    head_dim = _attention(model).head_dim
     checkpoint = tmp_path / "llm.pt"
-    torch.save({"state_dict": model.state_dict(), "model": {"factory": name, "args": ARGS}}, checkpoint)
-    result = prunectl.prune(checkpoint, prunectl.PruneOptions(rate=0.3, output=tmp_path / "out"))
+    torch.save({"state_dict": model.state_dict(), "model": {"factory": name, "args": args}}, checkpoint)
+    result = prunectl.prune(checkpoint, prunectl.PruneOptions(rate=0.5, output=tmp_path / "out"))
     manifest = result.manifest.to_json()
     assert manifest["verify"]["soft_vs_hard_max_abs"] <= 1e-9 * max(1.0, manifest["verify"]["reference_max_abs"])
-    assert result.report["params"]["after"] < result.report["params"]["before"]
-    for layer in result.model.model.layers:  # gate and up cut together, down's inputs with them; attention untouched
+    group = args["num_attention_heads"] // args["num_key_value_heads"]
+    kept_groups = -(-args["num_key_value_heads"] // 2)  # half the KV groups, rounded up
+    for layer in result.model.model.layers:
+        attention = layer.self_attn
+        assert attention.k_proj.out_features == attention.v_proj.out_features == kept_groups * head_dim
+        assert attention.q_proj.out_features == attention.o_proj.in_features == kept_groups * group * head_dim
+        assert attention.head_dim == head_dim  # RoPE's size never changes
         assert layer.mlp.gate_proj.out_features == layer.mlp.up_proj.out_features == \
-            layer.mlp.down_proj.in_features < 96
-        assert layer.self_attn.k_proj.out_features == 32
-    # the widths are config fields (a stock config): MLP width, hidden width, head_dim explicit
-    args = manifest["rebuild"]["args"]
-    assert args["intermediate_size"] == result.model.model.layers[0].mlp.gate_proj.out_features
-    if name == "hf:LlamaForCausalLM":  # Qwen2's config has no head_dim field: its hidden width stays in resize
-        assert args["hidden_size"] == result.model.model.embed_tokens.embedding_dim < 64 and args["head_dim"] == 16
-    reloaded = prunectl.load(tmp_path / "out")
-    ids = torch.randint(0, ARGS["vocab_size"], (1, 12))
+            layer.mlp.down_proj.in_features < args["intermediate_size"]
+    if args.get("tie_word_embeddings"):
+        assert result.model.lm_head.weight is result.model.model.embed_tokens.weight  # tied weights stay tied
+    rebuild = manifest["rebuild"]["args"]
+    if manifest["hf"]["written"]:  # the head counts are config fields, head_dim explicit: a stock config
+        assert (rebuild["num_attention_heads"], rebuild["num_key_value_heads"]) == (kept_groups * group, kept_groups)
+        assert rebuild["head_dim"] == head_dim
+    else:  # what keeps it from a stock config is said
+        assert manifest["hf"]["reason"]
+    reloaded = prunectl.load(tmp_path / "out").eval()
+    if args.get("tie_word_embeddings"):
+        assert reloaded.lm_head.weight is reloaded.model.embed_tokens.weight
+    ids = torch.randint(0, args["vocab_size"], (1, 12))
     with torch.no_grad():
         logits = reloaded(ids).logits
-        assert logits.shape == (1, 12, ARGS["vocab_size"]) and torch.isfinite(logits).all()
+        assert logits.shape == (1, 12, args["vocab_size"]) and torch.isfinite(logits).all()
         assert torch.equal(result.model.eval()(ids).logits, logits)  # the pruned model the run proved
         # cached greedy decoding equals decoding without the cache
         cached = reloaded.generate(ids, max_new_tokens=3, do_sample=False, use_cache=True)
         uncached = reloaded.generate(ids, max_new_tokens=3, do_sample=False, use_cache=False)
     assert torch.equal(cached, uncached)
+
+
+def test_llama_and_qwen3_get_a_stock_config_with_fewer_kv_heads(tmp_path: Path) -> None:
+    for family in ("llama", "qwen3", "mistral"):
+        name, args = LLM_FAMILIES[family]
+        torch.manual_seed(0)
+        checkpoint = tmp_path / f"{family}.pt"
+        torch.save({"state_dict": factory.build(name, args).state_dict(),
+                    "model": {"factory": name, "args": args}}, checkpoint)
+        result = prunectl.prune(checkpoint, prunectl.PruneOptions(rate=0.5, output=tmp_path / family))
+        assert result.manifest.extra["hf"]["written"], (family, result.manifest.extra["hf"])
