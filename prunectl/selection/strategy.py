@@ -26,6 +26,7 @@ from ..formats.spec import Spec
 from ..options import SCHEDULES
 from .budget import CostModel, SearchResult, Target, measure, search
 from .choice import Choice
+from .config_alignment import aligned, heads_multiple
 from .exclude import check_patterns, is_excluded
 from .global_ranking import floor_of, global_select, prunable_channels, remove_more
 from .per_layer import SelectOptions, group_rate, kept_count, select_per_layer
@@ -73,6 +74,8 @@ def choose(spec: Spec, model: nn.Module, criterion: Criterion, options: ChooseOp
     """Kept channels per group of ``model`` (original numbering), by steps, toward the rate or target."""
     check_options(options)
     original = pin_excluded(build_groups(spec, model), options.exclude)
+    alignment = heads_multiple(original, model)  # a stock config's hidden width (config_alignment.py)
+    aligned_notes: list[str] = []
     total_kept = [None if not g.prunable else torch.arange(g.size) for g in original]
     baseline = measure(model, example, options.target.kind) if options.target else None
     current = model
@@ -94,6 +97,7 @@ def choose(spec: Spec, model: nn.Module, criterion: Criterion, options: ChooseOp
             if abs(exact(found.value) - goal) > 0.01 * goal:  # layers the estimate does not model
                 found, refined = _search_target(original, groups, scores, current, example, baseline, goal,
                                                 options, exact=True)
+            found.value = aligned(found.value, groups, scores, alignment, options.select, aligned_notes)
             found.achieved = exact(found.value)
             if found.unreachable and not found.within(goal):
                 raise SpecError(f"--target-{options.target.kind} {options.target.fraction}: unreachable; the most "
@@ -103,7 +107,9 @@ def choose(spec: Spec, model: nn.Module, criterion: Criterion, options: ChooseOp
                                         "p": round(found.p, 6), "iterations": found.iterations,
                                         "extra_global_cut": refined}
         else:
-            kept, entry = _pick(original, groups, scores, options, done=done), {}
+            kept = aligned(_pick(original, groups, scores, options, done=done), groups, scores, alignment,
+                           options.select, aligned_notes)
+            entry = {}
         total_kept = [t if k is None or t is None else t[k] for t, k in zip(total_kept, kept)]
         if step < options.steps or options.target is not None:  # the caller prunes the final cut itself
             current, _ = hard_prune(current, make_plan(groups, kept))
@@ -113,6 +119,8 @@ def choose(spec: Spec, model: nn.Module, criterion: Criterion, options: ChooseOp
         "schedule": options.schedule, "exclude": list(options.exclude)}}
     if options.steps > 1 or options.target:
         report["selection"]["history"] = history
+    if aligned_notes:
+        report["selection"]["aligned"] = aligned_notes
     if options.target is not None:
         achieved = measure(current, example, options.target.kind) / baseline
         report["target"] = {"kind": options.target.kind, "goal": options.target.fraction,

@@ -37,35 +37,20 @@ def probed_args(factory: str, args: dict[str, Any], built: nn.Module, hard: nn.M
         return args  # nothing stale: the common case costs one comparison
     explicit = _derived_made_explicit(factory, args, built)
     updated, built_now = {**args, **explicit}, built
-    for key, value in args.items():
-        if key in named or isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            continue
-        # value + 1, or twice the value where a config validates divisibility (transformers 5's
-        # Llama: hidden_size a multiple of the head count even with an explicit head_dim)
-        step, moved = value + 1, meta_model(factory, {**updated, key: value + 1})
-        if moved is None and any(key in updated for key in _DERIVED_FIELDS):  # head_dim pinned; BERT: value + 1 only
-            step, moved = 2 * value, meta_model(factory, {**updated, key: 2 * value})
-        if moved is None:
-            continue
-        # widths in proportion to the arg: one for one (a layer width), or a unit each (heads of
-        # head_dim outputs: num_attention_heads, num_key_value_heads)
-        follows = [where for where, width in _widths(moved).items()
-                   if current.get(where) and current[where] % value == 0 and width * value == current[where] * step]
-        wanted = {None if target.get(where) is None or target[where] % (current[where] // value)
-                  else target[where] // (current[where] // value) for where in follows}
-        if len(wanted) != 1 or None in wanted or wanted == {value}:
-            continue
-        width = wanted.pop()
-        candidate = meta_model(factory, {**updated, key: width}, real_buffers=True)
-        if candidate is None:
-            continue
-        widths = _widths(candidate)
-        # the arg may set more than these widths (a head size derived from the hidden size, a
-        # rotary buffer): only an arg that changes exactly the widths that follow it is taken
-        others_kept = all(widths.get(where) == value for where, value in current.items() if where not in follows)
-        if others_kept and all(widths.get(where) == target[where] for where in follows) and \
-                _same_buffers(candidate, built_now):
-            updated[key], current, built_now = width, widths, candidate
+    # passes until nothing moves: one arg may fit only once another has (Llama's hidden_size must be
+    # a multiple of num_attention_heads, which comes after it)
+    pending = [key for key, value in args.items()
+               if key not in named and not isinstance(value, bool) and isinstance(value, int) and value >= 1]
+    progress = True
+    while pending and progress:
+        progress = False
+        for key in list(pending):
+            moved_to = _moved(factory, key, args[key], updated, built_now, current, target)
+            if moved_to is not None:
+                width, candidate = moved_to
+                updated[key], current, built_now = width, _widths(candidate), candidate
+                pending.remove(key)
+                progress = True
     # a derived field stays explicit once any arg moved (issue 17: the config says head_dim
     # outright, so a later cut of hidden_size or the head counts cannot change it), and only
     # where the build with it is the one proven here
@@ -77,6 +62,38 @@ def probed_args(factory: str, args: dict[str, Any], built: nn.Module, hard: nn.M
                 _buffer_shapes(alone) == _buffer_shapes(built_now):  # nothing moved: built_now is the input's build
             updated = without
     return updated
+
+
+def _moved(factory: str, key: str, value: int, updated: dict[str, Any], built_now: nn.Module,
+           current: dict, target: dict) -> tuple[int, nn.Module] | None:
+    """(new value, its build) when ``key`` alone can take the pruned widths it controls."""
+    # value + 1, or twice the value where a config validates divisibility (transformers 5's
+    # Llama: hidden_size a multiple of the head count even with an explicit head_dim)
+    step, moved = value + 1, meta_model(factory, {**updated, key: value + 1})
+    if moved is None and any(key in updated for key in _DERIVED_FIELDS):  # head_dim pinned; BERT: value + 1 only
+        step, moved = 2 * value, meta_model(factory, {**updated, key: 2 * value})
+    if moved is None:
+        return None
+    # widths in proportion to the arg: one for one (a layer width), or a unit each (heads of
+    # head_dim outputs: num_attention_heads, num_key_value_heads)
+    follows = [where for where, width in _widths(moved).items()
+               if current.get(where) and current[where] % value == 0 and width * value == current[where] * step]
+    wanted = {None if target.get(where) is None or target[where] % (current[where] // value)
+              else target[where] // (current[where] // value) for where in follows}
+    if len(wanted) != 1 or None in wanted or wanted == {value}:
+        return None
+    width = wanted.pop()
+    candidate = meta_model(factory, {**updated, key: width}, real_buffers=True)
+    if candidate is None:
+        return None
+    widths = _widths(candidate)
+    # the arg may set more than these widths (a head size derived from the hidden size, a
+    # rotary buffer): only an arg that changes exactly the widths that follow it is taken
+    others_kept = all(widths.get(where) == size for where, size in current.items() if where not in follows)
+    if others_kept and all(widths.get(where) == target[where] for where in follows) and \
+            _same_buffers(candidate, built_now):
+        return width, candidate
+    return None
 
 
 def _derived_made_explicit(factory: str, args: dict[str, Any], built: nn.Module) -> dict[str, Any]:

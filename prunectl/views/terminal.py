@@ -63,6 +63,11 @@ def prune_summary(console: Console, report: dict[str, Any], manifest: dict[str, 
         more = f" (+{len(unscored) - 5} more in report.json)" if len(unscored) > 5 else ""
         totals.add_row("not scored", f"{len(unscored)} groups kept whole, the criterion cannot score them: "
                        f"{', '.join(unscored[:5])}{more}")
+    for note in report.get("selection", {}).get("aligned", []):  # widths rounded for a stock config
+        totals.add_row("aligned", note)
+    hf = manifest.get("hf")
+    if hf:
+        totals.add_row("hf/", f"written ({hf['config']})" if hf.get("written") else f"not written: {hf.get('reason')}")
     totals.add_row("time", ", ".join(f"{stage} {seconds:.2f}s" for stage, seconds in timings.items()))
     if output:
         totals.add_row("bundle", f"{output}/ ({', '.join(sorted(manifest.get('files', {})) + ['manifest.json'])})")

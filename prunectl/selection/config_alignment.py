@@ -1,0 +1,99 @@
+"""Widths a stock Hugging Face config can hold: the hidden width a multiple of the query heads.
+
+transformers 5 validates ``hidden_size % num_attention_heads == 0`` for Llama (SmolLM2), Gemma 2/3,
+GPT-NeoX and some forty other configs, even when ``head_dim`` is given. Widths chosen apart
+(the hidden channels at one rate, whole KV groups at another) would often break it: 72 hidden
+channels with 9 query heads on 3 KV heads, cut at 0.5 with round-to 8, keep 40 hidden channels
+and 6 query heads, and no stock config holds that. So where the model's config class refuses
+such widths, the hidden width is aligned once every group has its kept count: to a multiple of
+the kept query heads of every attention (and of round-to), in the direction of --round-mode,
+keeping its best channels. Where the hidden width is pinned the bundle still proves and
+reloads; it only gets no hf/ folder, with the reason (bundle/hf_folder.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import lcm
+
+import torch
+import torch.nn as nn
+
+from ..coupling.channel_spaces import ChannelGroup
+from .per_layer import SelectOptions, channel_step, select_width
+
+
+@dataclass(frozen=True)
+class HeadsMultiple:
+    """The group at ``hidden`` keeps a multiple of the query heads the groups in ``heads`` keep
+    (``(group index, query heads per channel)``: a KV group of g query heads counts g)."""
+
+    hidden: int
+    heads: tuple[tuple[int, int], ...]
+
+    def multiple(self, kept: list[torch.Tensor | None], groups: list[ChannelGroup]) -> int:
+        counts = [(groups[i].size if kept[i] is None else len(kept[i])) * per for i, per in self.heads]
+        return lcm(*counts) if counts else 1
+
+
+def heads_multiple(groups: list[ChannelGroup], model: nn.Module) -> HeadsMultiple | None:
+    """The alignment ``model``'s config class demands, or None (not such a config, or no cut hidden width)."""
+    config = getattr(model, "config", None)
+    heads = getattr(config, "num_attention_heads", None)
+    hidden = getattr(config, "hidden_size", None)
+    embeddings = getattr(model, "get_input_embeddings", None)
+    if not (isinstance(heads, int) and isinstance(hidden, int) and callable(embeddings)) or \
+            not _validates_heads(config, hidden, heads):
+        return None
+    embedding = embeddings()
+    name = next((path for path, module in model.named_modules() if module is embedding), None)
+    hidden_index = next((i for i, group in enumerate(groups) if group.prunable and any(
+        member.module == name and member.side == "out" for member in group.members)), None)
+    if hidden_index is None:
+        return None
+    per_heads = []
+    for index, group in enumerate(groups):
+        if group.heads and group.prunable:
+            spans = [member.factor for member in group.members if member.side == "out" and not member.count]
+            per_heads.append((index, max(spans) // group.unit if spans else 1))
+    return HeadsMultiple(hidden_index, tuple(per_heads))
+
+
+def aligned(kept: list[torch.Tensor | None], groups: list[ChannelGroup], scores: list,
+            alignment: HeadsMultiple | None, options: SelectOptions, notes: list[str] | None = None
+            ) -> list[torch.Tensor | None]:
+    """``kept`` with the hidden group's width moved to the nearest allowed multiple (``round_mode``);
+    what was moved is appended to ``notes`` (the report's ``selection.aligned``)."""
+    index = None if alignment is None else alignment.hidden
+    if index is None or kept[index] is None or scores[index] is None:
+        return kept
+    group = groups[index]
+    step = lcm(channel_step(options, group.blocks, group.unit), alignment.multiple(kept, groups))
+    keep = len(kept[index])
+    below, above = keep // step * step, -(-keep // step) * step
+    if options.round_mode == "down" and below > 0:
+        width = below
+    elif options.round_mode == "nearest" and below > 0 and keep - below < above - keep:
+        width = below
+    else:
+        width = above
+    width = min(width, group.size)
+    if width == keep:
+        return kept
+    if notes is not None:
+        notes.append(f"{group.name}: {keep} -> {width} channels, a multiple of {step} (round-to and the kept "
+                     "query heads: the config requires hidden_size to be a multiple of num_attention_heads)")
+    return [select_width(group, scores[index], width, options) if i == index else k for i, k in enumerate(kept)]
+
+
+def _validates_heads(config: object, hidden: int, heads: int) -> bool:
+    """Whether the config class refuses a hidden size that is not a multiple of the head count."""
+    fields = {**config.to_dict(), "hidden_size": hidden * heads + 1}
+    fields.setdefault("head_dim", getattr(config, "head_dim", None) or hidden // heads)
+    try:
+        type(config).from_dict(fields)
+    except Exception:  # transformers raises its own validation error types
+        return True
+    return False
+
+
+__all__ = ["HeadsMultiple", "aligned", "heads_multiple"]
