@@ -23,6 +23,7 @@ from .bundle.report import build_report
 from .bundle.staging import check_output_path, staged_directory
 from .bundle.writer import add_onnx, sealed, write_bundle
 from .criteria.base import Criterion, get_criterion
+from .cut.depth import drop_layers
 from .cut.hard import hard_prune
 from .cut.plan import kept_by_layer, make_plan
 from .cut.soft import soft_prune
@@ -47,10 +48,12 @@ from .models.submodule import entry, submodule
 from .options import DEFAULT_CRITERION, DEFAULT_OPSET, DEFAULT_ROUND_MODE, PruneOptions, spec_overrides
 from .selection.budget import Target
 from .selection.choice import Choice
+from .selection.depth import choose_drop
 from .selection.per_layer import SelectOptions
 from .selection.strategy import ChooseOptions, choose
 from .selection.unstructured import EXACT_CRITERIA, choose_unstructured
 from .tracing import TraceResult, trace_model
+from .verification.depth import prove_drop
 from .verification.onnx_check import check_onnx
 from .verification.recipe import make_recipe, rebuild_mismatch
 from .verification.soft_vs_hard import soft_vs_hard
@@ -149,6 +152,11 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
     target = model if module is None else submodule(model, module, "--module" if options.module else spec.source)
     guard_prune(target, loaded.model_ref if module is None else None, input_spec.shape, input_spec.dtype,
                 options.max_memory)
+    data = given.data or (load_data(options.data) if options.data is not None else None)
+    depth = None
+    if options.drop_layers is not None:  # whole layers first: the width cut then runs on the smaller model
+        loaded, depth = _drop_layers(loaded, options, module, input_spec, data)
+        model = target = loaded.model.eval()
     traced = None
     if options.spec is None:  # no spec given: derive it by tracing the loaded model (or its submodule)
         traced = trace_model(target, input_spec.shape, dtype=input_spec.dtype, model_ref=loaded.model_ref,
@@ -156,7 +164,6 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
         spec = traced.spec.with_options(**spec_overrides(options))
     spec = replace(spec, module=module)
     inputs = make_inputs(input_spec, options.seed, model=target)
-    data = given.data or (load_data(options.data) if options.data is not None else None)
     if traced is None:  # a traced model has just run on this input shape (walk_graph); a given spec's may not
         try:
             run(entry(model, module), inputs[0], "original model")
@@ -213,7 +220,8 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
                         "tolerance": comparison.tolerance, "precision": comparison.precision,
                         "inputs": len(inputs), "seed": options.seed,
                         "input_shapes": [list(x.shape) for x in proof],
-                        **({"data_inputs": len(from_data)} if from_data else {})}}
+                        **({"data_inputs": len(from_data)} if from_data else {})},
+             **({"drop_layers": depth} if depth is not None else {})}
     manifest = build_manifest(model_ref=loaded.model_ref, args=recipe.args, resize=recipe.resize,
                               kept=kept_by_layer(plan), input_spec=input_spec, facts=facts, checkpoint=loaded.path,
                               checkpoint_sha256=loaded.sha256, spec_sha256=spec.sha256, previous=loaded.manifest)
@@ -224,6 +232,21 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
                                 options.opset if options.onnx else None, hf_companions=companions)
         output = Path(options.output)
     return PruneResult(rebuilt, manifest, report, output, clock.done(), plan, inputs, companions)
+
+
+def _drop_layers(loaded: Loaded, options: PruneOptions, module: str | None, input_spec: Any,
+                 data: CalibrationData | None) -> tuple[Loaded, dict[str, Any]]:
+    """The checkpoint without ``--drop-layers`` decoder layers, proven, and what was done (manifest
+    ``drop_layers``): layers chosen, their block influence, the proof's max difference."""
+    if options.spec is not None or module is not None:
+        raise SpecError("--drop-layers renumbers the layers: it takes a traced model, not --spec or --module")
+    inputs = make_inputs(input_spec, options.seed, model=loaded.model) + data_inputs(data, input_spec)
+    cut = choose_drop(loaded.model, options.drop_layers, inputs)
+    smaller = drop_layers(loaded.model, cut)
+    worst = prove_drop(loaded.model, smaller, cut, inputs)
+    model_ref = None if loaded.model_ref is None else replace(loaded.model_ref,
+                                                               args={**loaded.model_ref.args, **cut.args})
+    return replace(loaded, model=smaller, model_ref=model_ref), {**cut.to_json(), "max_abs": worst}
 
 
 def _round_mode_fact(select: SelectOptions) -> dict[str, str]:

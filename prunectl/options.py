@@ -96,6 +96,8 @@ class PruneOptions:
     latency: bool = False
     latency_threads: int = 1
     module: str | None = None  # trace and verify this submodule (spec "module"), e.g. a detector's backbone
+    # depth: remove this many decoder layers (least block influence) before the width cut (cut/depth.py)
+    drop_layers: int | None = None
 
     def check(self) -> None:
         """The options' own constraints (what needs the model or spec is checked where it is read)."""
@@ -107,7 +109,7 @@ class PruneOptions:
         elif self.rate is not None and not 0 <= self.rate < 1:
             raise SpecError(f"--rate: expected a number in [0, 1) (an int count of weights with --mode "
                             f"unstructured), got {self.rate}")
-        _check_positive(self, "round_to", "min_channels", "latency_threads")
+        _check_positive(self, "round_to", "min_channels", "latency_threads", "drop_layers")
         _check_round_mode(self)
         if self.mode not in MODES:
             raise SpecError(f"--mode: expected structured or unstructured, got {self.mode!r}")

@@ -48,6 +48,9 @@ from .options import (
 @click.option("--mode", type=click.Choice(MODES), default=PruneOptions.mode, show_default=True,
               help="unstructured: zero single weights (l1/random, --global magnitude); shapes stay.")
 @click.option("--prune-bias", is_flag=True, help="Unstructured: prune the layers' biases too.")
+@click.option("--drop-layers", type=int, metavar="N",
+              help="Remove N whole decoder layers (least block influence on the check inputs or --data), "
+              "then cut widths; the config's layer count and per-layer lists follow.")
 @input_shape_option
 @bundle_output_option
 @onnx_option
