@@ -214,6 +214,7 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
         report["latency"] = compare_latency(original, rebuilt, inputs[0], threads=options.latency_threads)
     facts = {**({"module": module} if module is not None else {}),
              "criterion": criterion.name, "rate": select.rate, "round_to": select.round_to,
+             **({"structure_rates": dict(options.structure_rates())} if options.structure_rates() else {}),
              **_round_mode_fact(select),
              "min_channels": select.min_channels, "group_reduce": select.group_reduce, **choice.report,
              "verify": {"soft_vs_hard_max_abs": comparison.max_abs, "reference_max_abs": comparison.max_ref,
@@ -273,7 +274,7 @@ def _choose(spec: Spec, model: nn.Module, criterion: Criterion, select: SelectOp
     target = (Target("macs", options.target_macs) if options.target_macs is not None else
               Target("params", options.target_params) if options.target_params is not None else None)
     choose_options = ChooseOptions(select, options.global_ranking, exclude, target, options.steps,
-                                   options.schedule, options.seed)
+                                   options.schedule, options.seed, options.structure_rates())
     choice = choose(spec, model, criterion, choose_options, data if criterion.needs_data else None, example)
     if options.data is not None:
         choice.report["data"] = str(options.data)

@@ -96,8 +96,17 @@ class PruneOptions:
     latency: bool = False
     latency_threads: int = 1
     module: str | None = None  # trace and verify this submodule (spec "module"), e.g. a detector's backbone
+    # a rate per structure of a transformer (selection/structures.py); None: --rate
+    rate_heads: float | None = None
+    rate_mlp: float | None = None
+    rate_hidden: float | None = None
     # depth: remove this many decoder layers (least block influence) before the width cut (cut/depth.py)
     drop_layers: int | None = None
+
+    def structure_rates(self) -> tuple[tuple[str, float], ...]:
+        """``(structure, rate)`` for every --rate-STRUCTURE given."""
+        return tuple((structure, getattr(self, f"rate_{structure}")) for structure in ("heads", "mlp", "hidden")
+                     if getattr(self, f"rate_{structure}") is not None)
 
     def check(self) -> None:
         """The options' own constraints (what needs the model or spec is checked where it is read)."""
@@ -110,6 +119,11 @@ class PruneOptions:
             raise SpecError(f"--rate: expected a number in [0, 1) (an int count of weights with --mode "
                             f"unstructured), got {self.rate}")
         _check_positive(self, "round_to", "min_channels", "latency_threads", "drop_layers")
+        for structure in ("heads", "mlp", "hidden"):
+            value = getattr(self, f"rate_{structure}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 <= value < 1):
+                raise SpecError(f"--rate-{structure}: expected a number in [0, 1), got {value!r}")
         _check_round_mode(self)
         if self.mode not in MODES:
             raise SpecError(f"--mode: expected structured or unstructured, got {self.mode!r}")

@@ -35,6 +35,9 @@ from .options import (
 @selection_options
 @click.option("--rate", type=parse_amount, help="Fraction of output channels removed per layer, in [0, 1) "
               "(unstructured: an integer is a count of weights, as torch.nn.utils.prune takes it).")
+@click.option("--rate-heads", type=float, help="Transformers: the rate for attention heads (whole KV groups).")
+@click.option("--rate-mlp", type=float, help="Transformers: the rate for the MLP (FFN) widths.")
+@click.option("--rate-hidden", type=float, help="Transformers: the rate for the hidden width (the residual stream).")
 @click.option("--data", help="Data for data-driven criteria: a .pt/.npz file (inputs, targets) or a task name.")
 @click.option("--global", "global_ranking", is_flag=True,
               help="Rank channels across all layers (normalised scores; --min-channels floors every layer).")

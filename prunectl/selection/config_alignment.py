@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from ..coupling.channel_spaces import ChannelGroup
 from .per_layer import SelectOptions, channel_step, select_width
+from .structures import input_embedding
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,9 @@ def heads_multiple(groups: list[ChannelGroup], model: nn.Module) -> HeadsMultipl
     config = getattr(model, "config", None)
     heads = getattr(config, "num_attention_heads", None)
     hidden = getattr(config, "hidden_size", None)
-    embeddings = getattr(model, "get_input_embeddings", None)
-    if not (isinstance(heads, int) and isinstance(hidden, int) and callable(embeddings)) or \
-            not _validates_heads(config, hidden, heads):
+    if not (isinstance(heads, int) and isinstance(hidden, int)) or not _validates_heads(config, hidden, heads):
         return None
-    embedding = embeddings()
-    name = next((path for path, module in model.named_modules() if module is embedding), None)
+    name = input_embedding(model)
     hidden_index = next((i for i, group in enumerate(groups) if group.prunable and any(
         member.module == name and member.side == "out" for member in group.members)), None)
     if hidden_index is None:

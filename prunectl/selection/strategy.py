@@ -31,6 +31,7 @@ from .exclude import check_patterns, is_excluded
 from .global_ranking import floor_of, global_select, prunable_channels, remove_more
 from .per_layer import SelectOptions, group_rate, kept_count, select_per_layer
 from .scoring import score_groups
+from .structures import apply_structure_rates
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class ChooseOptions:
     steps: int = 1
     schedule: str = "linear"
     seed: int = 0
+    structure_rates: tuple[tuple[str, float], ...] = ()  # --rate-heads/-mlp/-hidden (structures.py)
 
 
 def schedule_fraction(step: int, steps: int, schedule: str) -> float:
@@ -74,6 +76,7 @@ def choose(spec: Spec, model: nn.Module, criterion: Criterion, options: ChooseOp
     """Kept channels per group of ``model`` (original numbering), by steps, toward the rate or target."""
     check_options(options)
     original = pin_excluded(build_groups(spec, model), options.exclude)
+    apply_structure_rates(original, model, dict(options.structure_rates))
     alignment = heads_multiple(original, model)  # a stock config's hidden width (config_alignment.py)
     aligned_notes: list[str] = []
     total_kept = [None if not g.prunable else torch.arange(g.size) for g in original]
