@@ -163,3 +163,35 @@ def test_bad_input_is_one_spec_error_line() -> None:
                     evaluate=lambda model: float("nan"))
     with pytest.raises(SpecError, match="evaluate\\(\\) returned nan after the event at epoch 0; expected a finite"):
         pruner.step(0)
+
+
+class NormedMLP(nn.Module):
+    """A LayerNorm over the hidden channels: its statistic must span the kept channels only."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.norm, self.fc2 = nn.Linear(64, 48), nn.LayerNorm(48), nn.Linear(48, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.norm(self.fc1(x.flatten(1)))))
+
+
+def test_taylor_from_a_loader_on_a_layer_norm_model_keeps_soft_equal_to_hard() -> None:
+    torch.manual_seed(0)
+    model = NormedMLP()
+    inputs, targets = splits()["train"]
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(inputs[:256], targets[:256]), batch_size=64)
+    pruner = Pruner(model, agp(0.5, start=0, end=2), mode="structured", example_inputs=_example(),
+                    criterion="taylor", data=loader, evaluate=_accuracy)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for epoch in range(4):
+        _train_epoch(model, optimizer, epoch)
+        pruner.step(epoch)
+    assert len(pruner.sparsity_log) == 3 and all(0.5 < entry["metric"] <= 1 for entry in pruner.sparsity_log)
+    test_inputs = splits()["test"][0]
+    with torch.no_grad():
+        masked = model.eval()(test_inputs)
+    small = pruner.finish()
+    assert small.fc1.out_features == 24 and small.norm.normalized_shape == (24,)
+    with torch.no_grad():
+        torch.testing.assert_close(small(test_inputs), masked, rtol=1e-4, atol=1e-4)
