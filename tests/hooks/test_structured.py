@@ -195,3 +195,19 @@ def test_taylor_from_a_loader_on_a_layer_norm_model_keeps_soft_equal_to_hard() -
     assert small.fc1.out_features == 24 and small.norm.normalized_shape == (24,)
     with torch.no_grad():
         torch.testing.assert_close(small(test_inputs), masked, rtol=1e-4, atol=1e-4)
+
+
+def test_global_ranking_events_cut_a_superset_and_a_revival_is_refused() -> None:
+    from prunectl.cut.plan import ModuleCut
+    from prunectl.errors import VerificationError
+    from prunectl.hooks.structured import _check_superset
+
+    _, pruner, plans = _fit({"global_ranking": True, "prune_options": {"round_to": 1}}, agp(0.6, start=0, end=3),
+                            epochs=4)
+    for before, after in zip(plans, plans[1:]):
+        assert all(set(after[name]) <= set(before[name]) for name in before)
+    before = {"conv1": ModuleCut(out=torch.tensor([0, 1, 2]))}
+    with pytest.raises(VerificationError, match="bring back channels of 'conv1'"):
+        _check_superset(before, {"conv1": ModuleCut(out=torch.tensor([0, 1, 3]))})
+    with pytest.raises(VerificationError, match="bring back channels of 'conv1'"):
+        _check_superset(before, {})  # the layer left whole again
