@@ -50,6 +50,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/latency.py $(BENCH_ARGS)
 	$(PY) benchmarks/scaling.py $(BENCH_ARGS)
 	$(PY) benchmarks/accuracy_vs_size.py $(BENCH_ARGS)
+	$(PY) benchmarks/training_digits.py $(BENCH_ARGS)
+	$(PY) benchmarks/slimming_digits.py $(BENCH_ARGS)
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[lightning]"
+	$(PY) benchmarks/lightning_overhead.py $(BENCH_ARGS)
 	$(PY) benchmarks/report_screenshot.py || echo "report screenshot skipped (needs chromium: apt-get install -y chromium)"
 
 # Long fuzz + crash run (the test suite runs a small fixed sample); figures go to docs/results/reliability.json.

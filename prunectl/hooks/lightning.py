@@ -8,6 +8,10 @@ a ``Pruner``: the same events as in a hand-written loop (``on_train_epoch_end`` 
 the Pruner's state saved in Lightning checkpoints so a resumed fit neither repeats nor skips an
 event. For the methods both have (L1, local or global, lottery ticket) the masks equal
 ``ModelPruning``'s (tests/hooks/test_lightning.py).
+
+``PrunerCallback(schedule, mode="structured", example_inputs=x)`` cuts channels, which
+``ModelPruning`` cannot: the LightningModule trains on with channel masks, and when training
+ends ``callback.pruner.result`` holds the hard-pruned model (``result.save(dir)``: the bundle).
 """
 from __future__ import annotations
 
@@ -26,8 +30,8 @@ STATE_KEY = "prunectl_pruner"
 
 class PrunerCallback(Callback):
     """Builds a ``Pruner`` on the LightningModule at ``setup`` with ``pruner_options`` (see
-    ``Pruner``), steps it after every training epoch, and finishes it when training ends
-    (``make_permanent=False`` keeps the masks, e.g. to fit again)."""
+    ``Pruner``, ``mode="structured"`` included), steps it after every training epoch, and finishes it
+    when training ends (``make_permanent=False`` keeps the masks, e.g. to fit again)."""
 
     def __init__(self, schedule: list[Event], *, make_permanent: bool = True, **pruner_options: Any):
         self.schedule, self.make_permanent, self.pruner_options = schedule, make_permanent, pruner_options

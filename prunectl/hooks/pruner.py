@@ -13,24 +13,36 @@ mid-training loads in prunectl (its ``*_orig``/``*_mask`` pairs are folded on re
 masks themselves come from ``selection/unstructured.py``: the same ranking as
 ``prunectl prune --mode unstructured``, which equals torch's ``l1_unstructured`` /
 ``global_unstructured`` mask for mask. ``finish`` makes them permanent.
+
+``mode="structured"`` cuts whole channels instead (structured.py): each event runs the
+``prunectl.prune`` pipeline on the masked model, its plan becomes channel masks of the same
+kind, and ``finish`` hard-prunes: ``pruner.result`` is a ``PruneResult`` (the smaller model,
+its plan, ``save(dir)`` for the bundle ``prunectl prune`` writes).
 """
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.utils.prune as torch_prune
 
+from ..api import PruneResult
 from ..criteria.base import Criterion
+from ..cut.plan import ModuleCut
 from ..errors import SpecError
 from ..layers.kinds import kind_of
 from ..loading.state_dict import ORIG
 from ..selection.unstructured import entry_criterion, unstructured_masks
+from .channel_masks import install_statistics, make_permanent, refresh_masked
 from .schedules import Event, one_shot
 from .slimming import NormSparsity
+from .structured import ChannelPruning
+
+MODES = ("unstructured", "structured")
 
 Parameters = Iterable[tuple[nn.Module, str]] | Iterable[str] | None
 
@@ -48,21 +60,43 @@ class Pruner:
     after epoch k's training: Frankle et al. 2020); every parameter of the model is rewound, not
     only the pruned ones, as in the papers. ``slimming``: an L1 penalty on norm-layer scales
     (network slimming, Liu et al. 2017), added to their gradients until ``finish``.
+
+    ``mode="structured"``: channels, by any channel criterion (``l1``, ``bn_scale``, ``taylor``
+    with ``data=``), the event's sparsity being the fraction of every group's channels cut
+    (global ranking: of all channels); ``example_inputs`` (a batch the model runs on) is needed,
+    ``prune_options`` are more ``prunectl.prune`` keywords (``round_to``, ``exclude``,
+    ``model``/``factory_args`` for a model its class does not rebuild). ``evaluate(model) ->
+    float``: called after each event, its value logged in ``sparsity_log``.
     """
 
     def __init__(self, model: nn.Module, schedule: list[Event] | None = None, *, parameters: Parameters = None,
                  criterion: str | Criterion = "l1", global_ranking: bool = False, prune_bias: bool = False,
-                 rewind: str | int = "init", slimming: float = 0.0, seed: int = 0):
+                 rewind: str | int = "init", slimming: float = 0.0, seed: int = 0, mode: str = "unstructured",
+                 example_inputs: Any = None, data: Any = None, loss: Callable | None = None,
+                 prune_options: dict[str, Any] | None = None, evaluate: Callable[[nn.Module], float] | None = None):
         if not isinstance(model, nn.Module):
             raise SpecError(f"Pruner: model must be a torch.nn.Module, got {type(model).__name__}")
-        self.model = model
+        if mode not in MODES:
+            raise SpecError(f"Pruner: mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if evaluate is not None and not callable(evaluate):
+            raise SpecError(f"Pruner: evaluate must be a callable evaluate(model) -> float, got "
+                            f"{type(evaluate).__name__}")
+        self.model, self.mode, self.evaluate = model, mode, evaluate
         self.schedule = list(schedule) if schedule is not None else one_shot(0.5)
         if not self.schedule or not all(isinstance(event, Event) for event in self.schedule):
             raise SpecError("Pruner: schedule must be a non-empty list of Event (see prunectl.hooks.schedules)")
         self.criterion = criterion
-        entry_criterion(criterion)  # an unknown or channel-only criterion fails here, not at the first event
-        if global_ranking and criterion == "random":
-            raise SpecError("Pruner: random ranks per tensor; global ranking needs l1 or a criterion's entry scores")
+        self.channels: ChannelPruning | None = None
+        if mode == "structured":
+            _check_structured(self.schedule, parameters, prune_bias)
+            self.channels = ChannelPruning.of(criterion, example_inputs, data, loss, global_ranking, prune_options)
+        else:
+            if example_inputs is not None or data is not None or prune_options is not None:
+                raise SpecError("Pruner: example_inputs, data and prune_options are for mode='structured'")
+            entry_criterion(criterion)  # an unknown or channel-only criterion fails here, not at the first event
+            if global_ranking and criterion == "random":
+                raise SpecError("Pruner: random ranks per tensor; global ranking needs l1 or a criterion's entry "
+                                "scores")
         self.global_ranking, self.seed = global_ranking, seed
         self.targets = _targets(model, parameters, prune_bias)
         self._check_layers()
@@ -70,15 +104,19 @@ class Pruner:
         self.rewind_state: dict[str, torch.Tensor] | None = _snapshot(model) if rewind == "init" else None
         self.done: set[int] = set()
         self.sparsity_log: list[dict[str, Any]] = []
+        self.result: PruneResult | None = None  # structured mode, after finish: the hard-pruned model
         self.slimming = NormSparsity(model, slimming) if slimming else None
         # a state_dict saved mid-training holds weight_orig/weight_mask: loading it into a fresh model
         # (resuming) needs the same reparametrisation first
         self._load_hook = model.register_load_state_dict_pre_hook(self._accept_masks)
 
     def _accept_masks(self, _module: nn.Module, state_dict: dict, prefix: str, *_args: Any) -> None:
-        for key, (module, name) in self.targets.items():
-            if prefix + key + "_mask" in state_dict and not hasattr(module, name + "_mask"):
-                torch_prune.identity(module, name)
+        # structured masks also sit on norms and readers' biases: any parameter with a saved mask
+        for module_name, module in self.model.named_modules():
+            for name in list(module._parameters):
+                key = f"{prefix}{module_name}.{name}" if module_name else prefix + name
+                if key + "_mask" in state_dict and not hasattr(module, name + "_mask"):
+                    torch_prune.identity(module, name)
 
     # -- the training loop's calls -------------------------------------------------------------
     def step(self, epoch: int) -> bool:
@@ -95,7 +133,14 @@ class Pruner:
 
     def finish(self) -> nn.Module:
         """Make every mask permanent (``torch.nn.utils.prune.remove``), drop the sparsity hooks,
-        and return the model; plain parameters again, zeros where cut."""
+        and return the model; plain parameters again, zeros where cut.
+
+        Structured mode: hard-prune first (``self.result``, a ``PruneResult``) and return the
+        smaller model; the model given to the Pruner keeps its shapes, zeros where cut."""
+        if self.channels is not None and self.result is None:
+            self.result = self.channels.finish(self.model, self.seed)
+        if self.channels is not None:
+            make_permanent(self.model)
         for module, name in self.targets.values():
             if torch_prune.is_pruned(module) and hasattr(module, name + "_mask"):
                 torch_prune.remove(module, name)
@@ -103,7 +148,7 @@ class Pruner:
             self.slimming.remove()
             self.slimming = None
         self._load_hook.remove()
-        return self.model
+        return self.result.model if self.result is not None else self.model
 
     def sparsity(self) -> dict[str, float]:
         """Cut entries per pruned tensor (fraction), and ``"total"`` over all of them: the masks' zeros
@@ -120,14 +165,24 @@ class Pruner:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        """What a resumed run needs besides the model's own state_dict (which holds the masks)."""
-        return {"done": sorted(self.done), "rewind_state": self.rewind_state}
+        """What a resumed run needs besides the model's own state_dict (which holds the masks);
+        structured mode: also the plan so far (plain lists) and its rate."""
+        state: dict[str, Any] = {"done": sorted(self.done), "rewind_state": self.rewind_state}
+        if self.channels is not None:
+            state["channels"] = {"rate": self.channels.rate, "plan": _plain_plan(self.channels.plan)}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if not isinstance(state, dict) or set(state) != {"done", "rewind_state"}:
-            raise SpecError("Pruner.load_state_dict: expected the dict Pruner.state_dict() returns")
+        keys = {"done", "rewind_state"} | ({"channels"} if self.channels is not None else set())
+        if not isinstance(state, dict) or set(state) != keys:
+            raise SpecError("Pruner.load_state_dict: expected the dict Pruner.state_dict() returns (of a Pruner "
+                            f"in mode {self.mode!r})")
         self.done = set(state["done"])
         self.rewind_state = state["rewind_state"]
+        if self.channels is not None:
+            self.channels.rate = float(state["channels"]["rate"])
+            self.channels.plan = _module_cuts(state["channels"]["plan"])
+            install_statistics(self.model, self.channels.plan)
 
     # -- inside ----------------------------------------------------------------------------------
     def _check_layers(self) -> None:
@@ -138,8 +193,31 @@ class Pruner:
                     raise SpecError(f"Pruner: schedule names layer {name!r}, which has no pruned parameter "
                                     f"(pruned layers: {', '.join(sorted(layers)) or 'none'})")
 
-    @torch.no_grad()
     def _apply(self, index: int, event: Event) -> None:
+        if self.channels is not None:
+            rate = (max(self.channels.rate, float(event.target)) if event.target is not None else
+                    1 - (1 - self.channels.rate) * (1 - float(event.of_remaining)))
+            if rate > self.channels.rate:  # an AGP schedule's first event is 0: nothing to cut yet
+                self.channels.cut(self.model, rate, self.seed + index)
+        else:
+            self._apply_unstructured(index, event)
+        if event.rewind:
+            self._rewind()
+        self.sparsity_log.append({"epoch": event.epoch, **self.sparsity(), **self._metric(event)})
+
+    def _metric(self, event: Event) -> dict[str, float]:
+        if self.evaluate is None:
+            return {}
+        value = self.evaluate(self.model)
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise SpecError(f"Pruner: evaluate() returned {value!r} after the event at epoch {event.epoch}; "
+                            "expected a finite number (did the training diverge?)")
+        return {"metric": float(value)}
+
+    @torch.no_grad()
+    def _apply_unstructured(self, index: int, event: Event) -> None:
         keys = [key for key in self.targets
                 if event.layers is None or key.rsplit(".", 1)[0] in event.layers]
         tensors = {key: _tensor(*self.targets[key]).detach() for key in keys}
@@ -158,9 +236,6 @@ class Pruner:
             else:
                 torch_prune.custom_from_mask(module, name, mask.to(torch.bool))
             setattr(module, name, _tensor(module, name))
-        if event.rewind:
-            self._rewind()
-        self.sparsity_log.append({"epoch": event.epoch, **self.sparsity()})
 
     def _rewind(self) -> None:
         if self.rewind_state is None:
@@ -170,9 +245,30 @@ class Pruner:
             saved = self.rewind_state.get(_plain(name))
             if saved is not None:
                 param.data.copy_(saved)
-        for module, name in self.targets.values():  # the cached weight = orig * mask, as a forward would
-            if hasattr(module, name + "_mask"):
-                setattr(module, name, _tensor(module, name))
+        refresh_masked(self.model)  # the cached weight = orig * mask, as a forward would
+
+
+def _check_structured(schedule: list[Event], parameters: Parameters, prune_bias: bool) -> None:
+    if parameters is not None or prune_bias:
+        raise SpecError("Pruner: parameters and prune_bias are unstructured options; in mode='structured' a channel "
+                        "takes its filter, bias and readers together (leave layers whole with "
+                        "prune_options={'exclude': [...]})")
+    if any(event.layers is not None for event in schedule):
+        raise SpecError("Pruner: layer-by-layer schedules are unstructured only (in mode='structured' a cut channel "
+                        "reaches into its coupled layers)")
+
+
+def _plain_plan(plan: dict[str, ModuleCut]) -> dict[str, dict[str, Any]]:
+    return {name: {"out": None if cut.out is None else cut.out.tolist(),
+                   "inp": None if cut.inp is None else cut.inp.tolist(), "axis": cut.axis, "count": cut.count}
+            for name, cut in plan.items()}
+
+
+def _module_cuts(plain: dict[str, dict[str, Any]]) -> dict[str, ModuleCut]:
+    def tensor(values: list[int] | None) -> torch.Tensor | None:
+        return None if values is None else torch.tensor(values, dtype=torch.long)
+    return {name: ModuleCut(tensor(cut["out"]), tensor(cut["inp"]), cut["axis"], cut["count"])
+            for name, cut in plain.items()}
 
 
 def _targets(model: nn.Module, parameters: Parameters, prune_bias: bool) -> dict[str, tuple[nn.Module, str]]:

@@ -35,21 +35,21 @@ def loaded_module(model: Any, model_ref: ModelRef | None = None) -> Loaded:
     # torch.nn.utils.prune leaves the masked weight as a non-leaf attribute, which deepcopy refuses:
     # its copy is a detached one (the mask is made permanent in the copy below anyway)
     memo: dict[int, Any] = {}
-    for module, name in _pruned_tensors(model):
+    for module, name in pruned_tensors(model):
         masked = getattr(module, name, None)
         if isinstance(masked, torch.Tensor):
             memo[id(masked)] = masked.detach().clone()
     own = copy.deepcopy(model, memo).cpu().eval()
-    for module, name in _pruned_tensors(own):
+    for module, name in pruned_tensors(own):
         torch_prune.remove(module, name)
     ref = model_ref or _own_class(model)
     return Loaded(own, ref, Path(f"in-memory:{type(model).__name__}"), state_dict_sha256(own))
 
 
-def _pruned_tensors(model: nn.Module) -> list[tuple[nn.Module, str]]:
+def pruned_tensors(model: nn.Module) -> list[tuple[nn.Module, str]]:
     """``(module, tensor name)`` of every torch.nn.utils.prune reparametrisation on ``model``."""
     return [(module, hook._tensor_name) for module in model.modules()
-            for hook in module._forward_pre_hooks.values() if isinstance(hook, torch_prune.BasePruningMethod)]
+            for hook in list(module._forward_pre_hooks.values()) if isinstance(hook, torch_prune.BasePruningMethod)]
 
 
 def _own_class(model: nn.Module) -> ModelRef:

@@ -13,7 +13,7 @@ import torch.nn as nn
 lightning = pytest.importorskip("lightning")
 from lightning.pytorch.callbacks import ModelPruning  # noqa: E402
 
-from prunectl.hooks import lottery, one_shot  # noqa: E402
+from prunectl.hooks import agp, lottery, one_shot  # noqa: E402
 from prunectl.hooks.lightning import PrunerCallback  # noqa: E402
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -94,3 +94,18 @@ def test_resuming_from_a_checkpoint_neither_repeats_nor_skips_an_event(tmp_path)
     assert sorted(resumed.pruner.done) == [0, 1, 2]
     assert resumed.pruner.sparsity()["total"] == pytest.approx(straight.pruner.sparsity()["total"])
     assert resumed.pruner.sparsity()["total"] == pytest.approx(1 - 0.7 ** 3, abs=0.01)
+
+
+def test_structured_mode_hard_prunes_at_the_end_of_fit(tmp_path) -> None:
+    import prunectl
+
+    callback = PrunerCallback(agp(0.5, start=0, end=2), mode="structured", example_inputs=torch.randn(2, 16))
+    model = _fit(callback, epochs=3)
+    result = callback.pruner.result
+    assert result is not None and result.model.net[0].out_features == 16 and model.net[0].out_features == 32
+    x = next(iter(_loader()))[0]
+    with torch.no_grad():
+        torch.testing.assert_close(result.model.eval()(x), model.eval()(x), rtol=1e-4, atol=1e-4)  # soft == hard
+    result.save(tmp_path / "bundle")
+    with torch.no_grad():
+        torch.testing.assert_close(prunectl.load(tmp_path / "bundle")(x), result.model(x), rtol=0, atol=0)
