@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/zoo.py resnet18 vit_b_16   # a few (results merged into the JSON)
     .venv/bin/python benchmarks/zoo.py --timm [NAME ...]  # representative timm list -> docs/results/zoo_timm.md
     .venv/bin/python benchmarks/zoo.py --hf [CLASS ...]   # transformers encoders -> docs/results/zoo_hf.md/json
+    .venv/bin/python benchmarks/zoo.py --llm [FAMILY ...] # decoder LLMs -> docs/results/zoo_llm.md/json
     .venv/bin/python benchmarks/zoo.py --tasks [NAME ...] # torchvision segmentation/video/detection
                                                           # -> docs/results/zoo_tasks.md/json
 
@@ -294,6 +295,9 @@ def all_models(provider: str = "torchvision") -> list[str]:
 def main(argv: list[str]) -> None:
     if argv[:1] == ["--one"]:
         print(json.dumps(run_one(*argv[1:3])), flush=True)
+        return
+    if argv[:1] == ["--llm"]:  # decoder LLM families: their own script (benchmarks/zoo_llm.py)
+        subprocess.run([sys.executable, str(Path(__file__).with_name("zoo_llm.py")), *argv[1:]], check=True)
         return
     if argv[:1] in (["--timm"], ["--hf"], ["--tasks"]):
         provider = argv[0][2:]
