@@ -82,3 +82,24 @@ class SharedWidth(nn.Module):
 
     def forward(self, x):
         return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+class ReshapedLayerScale(nn.Module):
+    """timm's ConvNeXt/LayerScale2d: a vector parameter reshaped to broadcast over NCHW, with -1
+    (``literal=True``: a literal channel count, which would not shrink with the cut)."""
+
+    def __init__(self, literal: bool = False) -> None:
+        super().__init__()
+        self.literal = literal
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.gamma = nn.Parameter(torch.rand(8) + 0.5)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        gamma = self.gamma.view(1, 8, 1, 1) if self.literal else self.gamma.reshape(1, -1, 1, 1)
+        return self.head(y + y.mul(gamma))
+
+
+def literal_layer_scale() -> ReshapedLayerScale:
+    return ReshapedLayerScale(literal=True)
