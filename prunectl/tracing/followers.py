@@ -28,6 +28,7 @@ from .graph import (
 )
 from .hf_export import hf_export
 from .rules import function_flow, op_name
+from .tables import carries_index, chain_to_parameter
 
 
 class ChannelFollowers:
@@ -39,6 +40,8 @@ class ChannelFollowers:
         operands = list(node.args[:2])
         held = [i for i, a in enumerate(operands) if self._parameter_node(a) is not None]
         flowing = [i for i, a in enumerate(args[:2]) if isinstance(a, Flow)]
+        if not held and len(flowing) == 1 and isinstance(result, torch.Tensor):
+            return self._table_operand(node, real_args, args, flowing[0], result)
         if len(held) != 1 or len(flowing) != 1 or not isinstance(result, torch.Tensor):
             return None
         held_node, value, flow = self._parameter_node(operands[held[0]]), real_args[flowing[0]], args[flowing[0]]
@@ -58,6 +61,39 @@ class ChannelFollowers:
             axis = next(i for i, size in enumerate(self.parameters[name].shape) if size != 1)
         self.first_inputs[name] = flow.sources
         self.walk.layers.append(TracedLayer(name, "parameter", flow.sources, dim=axis))
+        return flow.at(d)
+
+    def _table_operand(self, node: Node, real_args: tuple, args: tuple, flowing: int, result: Any) -> Flow | None:
+        """``scores + table[index].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)``: a per-head bias
+        gathered from a parameter table (timm's Swin relative position bias). The parameter is
+        listed as following the heads along the axis that becomes them: checked by running the
+        chain from the table again on a table whose entries are their own index along that axis
+        (the chain moves and copies entries, never mixes two heads' entries, exactly when each
+        output entry along the heads dim holds its own index)."""
+        other = 1 - flowing
+        operand, flow, value = node.args[other], args[flowing], real_args[flowing]
+        chain = chain_to_parameter(operand, set(self.parameters))
+        if chain is None:
+            return None
+        source, steps = chain
+        name = str(source.target)
+        table = self.parameters[name]
+        d = broadcast_dim(flow, value.dim(), result.dim())
+        fixed = real_args[other]
+        axis_out = d - (result.dim() - fixed.dim())
+        channels = value.shape[flow.dim]
+        if axis_out < 0 or fixed.shape[axis_out] != channels or value.shape[flow.dim] != result.shape[d]:
+            return None
+        matches = [axis for axis, size in enumerate(table.shape) if size == channels
+                   and carries_index(steps, source, table, axis, self.fetch_attr, fixed.dim(), axis_out)]
+        if len(matches) != 1:
+            return None
+        if flow.composite:
+            raise Touch(f"combines a concatenation of pruned channels with parameter {name}")
+        if name in self.first_inputs:
+            raise Touch(f"uses parameter {name}, which is also used elsewhere (it can follow one channel space)")
+        self.first_inputs[name] = flow.sources
+        self.walk.layers.append(TracedLayer(name, "parameter", flow.sources, dim=matches[0]))
         return flow.at(d)
 
     def _parameter_node(self, operand: Any) -> Node | None:
