@@ -40,6 +40,8 @@ DEFAULT_LOSS_MARGIN = 0.5
 # finetune
 DEFAULT_FINETUNE_EPOCHS = 5
 
+# AutoOptions fields that are numbers however they are given (AutoOptions.__post_init__)
+_AUTO_FLOATS = ("max_drop", "target_macs", "target_params", "budget_minutes", "loss_margin", "step_fraction")
 _SPEC_KEYS = ("criterion", "rate", "round_to", "round_mode", "min_channels", "group_reduce")
 
 
@@ -123,7 +125,7 @@ class PruneOptions:
 class AutoOptions:
     """``prunectl auto``: CAC's accuracy-controlled search, or NetAdapt toward a target (docs/auto.md)."""
 
-    task: str
+    task: str | None = None  # a registered task plugin; None only in-process (prunectl.auto's callables)
     spec: str | Path | None = None
     model: str | None = None
     max_drop: float = DEFAULT_MAX_DROP  # accuracy points (the task metric's unit) below the original
@@ -142,12 +144,23 @@ class AutoOptions:
     round_mode: str | None = None  # up, down or nearest (ROUND_MODES)
     min_channels: int | None = None
     group_reduce: str | None = None
+    exclude: tuple[str, ...] = ()  # layer globs never cut (prune's --exclude)
     output: str | Path | None = None
     onnx: bool = False
     resume: bool = False
     seed: int = DEFAULT_SEED
     micro_batches: int | None = None  # default: the number of processes
     threads: int | None = 1  # one thread: bit-identical results, resumable byte for byte
+
+    def __post_init__(self) -> None:
+        # the library's max_drop=1 is the command line's --max-drop 1 (a float): same report bytes
+        for name in _AUTO_FLOATS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SpecError(f"--{name.replace('_', '-')}: expected a number, got {type(value).__name__} {value!r}")
+            object.__setattr__(self, name, float(value))
 
     def check(self) -> None:
         if self.target_macs is not None and self.target_params is not None:

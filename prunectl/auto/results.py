@@ -33,7 +33,7 @@ def write_auto_bundle(run: Any, loaded: Loaded, checkpoint: str | Path, output: 
     report["auto"] = {
         "mode": "target" if run.kind else "accuracy",
         "algorithm": "NetAdapt (Yang et al., ECCV 2018)" if run.kind else "CAC automatic pruning (Fujitsu)",
-        "task": run.options.task, "max_drop": run.options.max_drop,
+        "task": run.options.task or "in-process", "max_drop": run.options.max_drop,
         **({"target": {"kind": run.kind, "fraction": run.target}} if run.kind else {}),
         "original_accuracy": state["original_accuracy"], "final_accuracy": final_accuracy,
         "drop": round(state["original_accuracy"] - final_accuracy, 6),

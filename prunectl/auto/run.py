@@ -59,9 +59,10 @@ class SearchRun:
         self.total = [None if k is None else torch.tensor(k, dtype=torch.long) for k in state["kept"]]
         self.model = S.rebuild_current(self.ctx, self.original, self.total, weights)
 
-    def checkpoint(self, directory: Path) -> None:
+    def checkpoint(self, directory: Path | None) -> None:
+        """Save the state to ``directory`` (rank 0); ``None``: an in-memory run with no output, not resumable."""
         self.state["kept"] = [None if k is None else k.tolist() for k in self.total]
-        if self.group.is_writer:
+        if self.group.is_writer and directory is not None:
             save_state(directory, self.state, S.weights_of(self.model))
         self.group.barrier()
 
