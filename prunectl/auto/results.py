@@ -42,6 +42,8 @@ def write_auto_bundle(run: Any, loaded: Loaded, checkpoint: str | Path, output: 
         "accepted_steps": sum(1 for h in state["history"][1:] if h["phase"] != "final-finetune"),
         "stopped_because": state["stopped_because"], "epochs": run.options.epochs,
         "final_epochs": run.options.final_epochs, "micro_batches": run.micro, "seed": run.options.seed,
+        # only when given: default runs keep the report bytes they had before the option
+        **({"exclude": list(ctx.exclude)} if ctx.exclude else {}),
         "trials": state["trials"], **({"final_log": state["final_log"]} if "final_log" in state else {})}
     facts = {"criterion": ctx.criterion.name, "round_to": ctx.select.round_to,
              # only when not the default: default runs keep the bytes they had before the option

@@ -11,6 +11,7 @@ from .. import options as O
 from .app import cli
 from .handling import handle_errors
 from .options import (
+    exclude_option,
     micro_batches_option,
     model_option,
     onnx_option,
@@ -31,6 +32,7 @@ from .options import (
 @click.option("--target-macs", type=float, help="Target mode (NetAdapt): keep this fraction of the MACs.")
 @click.option("--target-params", type=float, help="Target mode (NetAdapt): keep this fraction of the parameters.")
 @selection_options
+@exclude_option
 @click.option("--epochs", type=int, default=O.DEFAULT_AUTO_EPOCHS, show_default=True,
               help="Retraining epochs per step (at most).")
 @click.option("--final-epochs", type=int, default=O.AutoOptions.final_epochs, show_default=True,
