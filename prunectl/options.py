@@ -37,11 +37,16 @@ DEFAULT_AUTO_EPOCHS = 3
 DEFAULT_MAX_STEPS = 1000
 DEFAULT_CAC_RATES = (0.2, 0.1, 0.0)
 DEFAULT_LOSS_MARGIN = 0.5
+# CAC's trust-region knobs (auto_prune's scaling_factor and calc_iter; trust_radius: the initial
+# bound on the thresholds' L2 norm, None = CAC's initialize_upper_bound from the model)
+DEFAULT_SCALING_FACTOR = 2.0
+DEFAULT_CALC_ITER = 8  # validation batches per sensitivity (CAC: 100; docs/auto.md says why 8)
 # finetune
 DEFAULT_FINETUNE_EPOCHS = 5
 
 # AutoOptions fields that are numbers however they are given (AutoOptions.__post_init__)
-_AUTO_FLOATS = ("max_drop", "target_macs", "target_params", "budget_minutes", "loss_margin", "step_fraction")
+_AUTO_FLOATS = ("max_drop", "target_macs", "target_params", "budget_minutes", "loss_margin", "step_fraction",
+                "trust_radius", "scaling_factor", "lr")
 _SPEC_KEYS = ("criterion", "rate", "round_to", "round_mode", "min_channels", "group_reduce")
 
 
@@ -139,6 +144,10 @@ class AutoOptions:
     max_steps: int = DEFAULT_MAX_STEPS  # CAC's max_search_times
     rates: tuple[float, ...] = DEFAULT_CAC_RATES
     loss_margin: float = DEFAULT_LOSS_MARGIN
+    trust_radius: float | None = None  # CAC: initial bound on the thresholds' norm; None: from the model
+    scaling_factor: float = DEFAULT_SCALING_FACTOR  # CAC: the bound grows x max(this, ...), shrinks x min(1/this, ...)
+    calc_iter: int = DEFAULT_CALC_ITER  # CAC: validation batches each sensitivity is averaged over
+    lr: float | None = None  # fine-tuning learning rate; None: the task optimizer's, else SGD's 0.01
     step_fraction: float | None = None  # NetAdapt: resource saved per iteration, of the original
     round_to: int | None = None
     round_mode: str | None = None  # up, down or nearest (ROUND_MODES)
@@ -175,5 +184,12 @@ class AutoOptions:
             raise SpecError("--epochs, --final-epochs and --max-steps must be >= 0")
         if not self.rates or any(not 0 <= r < 1 for r in self.rates):
             raise SpecError(f"--rates: expected numbers in [0, 1), got {list(self.rates)}")
-        _check_positive(self, "round_to", "min_channels")
+        _check_positive(self, "round_to", "min_channels", "calc_iter")
         _check_round_mode(self)
+        if self.scaling_factor <= 1:
+            raise SpecError(f"--scaling-factor: expected a number > 1 (the bound grows by it and shrinks by its "
+                            f"inverse), got {self.scaling_factor}")
+        for name in ("trust_radius", "lr"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise SpecError(f"--{name.replace('_', '-')}: expected a number > 0, got {value}")

@@ -50,7 +50,7 @@ class SearchRun:
                       "worst_soft_vs_hard": 0.0, "trials": [],
                       "history": [H.entry(0, sizes, accuracy, S.widths(self.ctx, self.model), "original")]}
         if self.kind is None:
-            loss, sens = cac.sensitivities(self.model, self.task, self.ctx.original_groups)
+            loss, sens = cac.sensitivities(self.model, self.task, self.ctx.original_groups, self.options.calc_iter)
             self.state["cac"] = {"loss_before": loss, "loss_after": loss, "sensitivities": sens,
                                  "upper_bound": None, "limit": None, "last_accepted": False, "rejected": []}
 
@@ -91,8 +91,8 @@ class SearchRun:
         raw = cac.thresholds(st, numels, options.loss_margin)
         if st["upper_bound"] is None or st["last_accepted"]:
             st["limit"] = cac.upper_bound_limit(ctx, self.model, groups, raw, options.rates, scores)
-            if st["upper_bound"] is None:
-                st["upper_bound"] = st["limit"]
+            if st["upper_bound"] is None:  # --trust-radius: the caller's start instead of CAC's computed one
+                st["upper_bound"] = st["limit"] if options.trust_radius is None else options.trust_radius
         ths = cac.scale_thresholds(st["sensitivities"], raw, st["upper_bound"])
         choices = [None if s is None else cac.choose_rate(ctx, self.model, g, s, options.rates, t)
                    for g, s, t in zip(groups, scores, ths)]
@@ -120,12 +120,13 @@ class SearchRun:
                 self._accept(candidate, kept, error, accuracy, "cac", rates=rates, epochs=len(log),
                              pruned_accuracy=round(pruned_accuracy, 6))
                 st["loss_after"], st["sensitivities"] = cac.sensitivities(self.model, self.task,
-                                                                          S.groups_of(ctx, self.model))
+                                                                          S.groups_of(ctx, self.model),
+                                                                          options.calc_iter)
                 st["rejected"] = []
         trial["accepted"] = accepted
         diffs = [c.inc if accepted else c.dec for c, _ in live]
         st["upper_bound"] = cac.update_upper_bound(accepted, diffs, [t for _, t in live], st["upper_bound"],
-                                                   st["limit"])
+                                                   st["limit"], options.scaling_factor)
         st["last_accepted"] = accepted
         if not accepted:
             st["rejected"].append(key)
@@ -150,7 +151,8 @@ class SearchRun:
             self.state.update(done=True, stopped_because="no layer can be cut further (pinned, --min-channels)")
             return
         best, winner, results = netadapt.evaluate_proposals(ctx, self.model, groups, found, self.task, options.epochs,
-                                                            self.micro, self.state["step"], self.group, self.emit)
+                                                            self.micro, self.state["step"], self.group, self.emit,
+                                                            lr=options.lr)
         chosen = results[best]
         kept = [None] * len(groups)
         kept[found[best]["group"]] = found[best]["kept"]
@@ -177,7 +179,7 @@ class SearchRun:
                 best.update(accuracy=entry["accuracy"], weights=S.weights_of(model))
             return False
 
-        options = FineTuneOptions(epochs, seed, self.micro)
+        options = FineTuneOptions(epochs, seed, self.micro, lr=self.options.lr)
         log = fine_tune(model, self.task, options, self.group, self.emit, stop_when=watch)
         if not best["stopped"]:
             model.load_state_dict(best["weights"])
@@ -188,7 +190,8 @@ class SearchRun:
         epoch is the settled one, and picking the best of many epochs on a few hundred
         validation images tunes to them (on digits it lost held-out accuracy)."""
         before = float(self.task.metric(self.model))
-        options = FineTuneOptions(self.options.final_epochs, mix_seed(self.options.seed, FINAL_SEED), self.micro)
+        options = FineTuneOptions(self.options.final_epochs, mix_seed(self.options.seed, FINAL_SEED), self.micro,
+                                  lr=self.options.lr)
         log = fine_tune(self.model, self.task, options, self.group, self.emit)
         accuracy = float(log[-1]["accuracy"]) if log else before
         self.state["final_done"] = True

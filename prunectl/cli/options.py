@@ -68,6 +68,8 @@ bundle_output_option = click.option("-o", "--output", type=click.Path(path_type=
 task_option = click.option("--task", required=True, help="Task plugin giving data, loss, metric (e.g. digits).")
 exclude_option = click.option("--exclude", multiple=True, metavar="PATTERN",
                               help="Never prune layers matching this glob (repeatable).")
+lr_option = click.option("--lr", type=float, help="Fine-tuning learning rate (default: the task optimizer's, "
+                         "else SGD's 0.01 with a cosine decay).")
 micro_batches_option = click.option("--micro-batches", type=int,
                                     help="Split each batch in N parts (default: the number of processes).")
 
