@@ -21,11 +21,13 @@ from .options import (
     spec_option,
     task_option,
 )
+from .run_config import config_option
 
 
 @cli.command("auto")
 @click.argument("checkpoint", type=click.Path(dir_okay=True, path_type=str))
 @spec_option
+@config_option
 @model_option
 @task_option
 @click.option("--max-drop", type=float, default=O.DEFAULT_MAX_DROP, show_default=True,
@@ -92,6 +94,7 @@ def auto_command(checkpoint: str, quiet: bool, as_json: bool, rates: str, **opti
 
 @cli.command("finetune")
 @click.argument("bundle", type=click.Path(path_type=str))
+@config_option
 @task_option
 @lr_option
 @click.option("--epochs", type=int, help=f"Epochs (default: the task's, else {O.DEFAULT_FINETUNE_EPOCHS}).")

@@ -27,11 +27,13 @@ from .options import (
     spec_option,
     trust_pickle_option,
 )
+from .run_config import config_option
 
 
 @cli.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=True, path_type=str))
 @spec_option
+@config_option
 @model_option
 @selection_options
 @click.option("--rate", type=parse_amount, help="Fraction of output channels removed per layer, in [0, 1) "

@@ -59,3 +59,14 @@ def test_finetune_takes_lr_too(digits, tmp_path):
                                  "-o", str(tmp_path / "t"), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["log"][0]["lr"] == 0.05
+
+
+def test_auto_takes_its_required_task_and_a_flag_pair_from_a_run_config(digits, tmp_path):
+    config = tmp_path / "auto.json"
+    config.write_text(json.dumps({"task": "digits", "spec": str(digits / "mlp.json"), "max-steps": 0,
+                                  "full-retrain": True, "rates": [0.2, 0.0], "max-drop": 2, "calc-iter": 2}))
+    result = CliRunner().invoke(cli, ["auto", str(digits / "mlp.pt"), "--config", str(config),
+                                      "-o", str(tmp_path / "o"), "-q"])
+    assert result.exit_code == 0, result.output
+    auto = json.loads((tmp_path / "o" / "report.json").read_text())["auto"]
+    assert (auto["max_drop"], auto["calc_iter"]) == (2.0, 2)
