@@ -12,8 +12,9 @@ One search step, as in CAC's ``auto_prune.py`` (docs/auto.md):
    stopping as soon as the validation accuracy is back within ``max_drop`` points of the
    original. Accepted: the cut model becomes current, the sensitivities are recomputed and
    the upper bound grows; rejected: the model stays and the upper bound shrinks.
-5. The search ends when every rate is 0, the upper bound turns negative, or the step or time
-   budget is spent.
+5. CAC's search ends when every rate is 0 or the upper bound turns negative; prunectl then spends
+   the rest of the accuracy budget in single-group steps (``fine_steps.py``). The step or time
+   budget ends the run at any point.
 
 Where prunectl differs from CAC's code (each on purpose, see docs/auto.md): the gradients
 are zeroed between the sensitivity batches (CAC lets them accumulate); the threshold maximum is taken

@@ -17,7 +17,7 @@ from ..options import AutoOptions
 from ..seeding import mix_seed
 from ..training.distributed import Dist
 from ..training.finetune import FineTuneOptions, fine_tune
-from . import cac, netadapt
+from . import cac, fine_steps, netadapt
 from . import steps as S
 from .state import save_state
 
@@ -79,7 +79,12 @@ class SearchRun:
     def step(self) -> None:
         self.state["step"] += 1
         torch.manual_seed(mix_seed(self.options.seed, self.state["step"]))
-        (self._netadapt_step if self.kind else self._cac_step)()
+        if self.kind:
+            self._netadapt_step()
+        elif self.state["cac"].get("fine") is not None:
+            self._fine_step()
+        else:
+            self._cac_step()
 
     def _cac_step(self) -> None:
         ctx, st, options = self.ctx, self.state["cac"], self.options
@@ -102,7 +107,10 @@ class SearchRun:
         trial: dict[str, Any] = {"iteration": self.state["step"], "rates": rates, "widths": widths}
         self.state["trials"].append(trial)
         if all(c.rate == 0 for c, _ in live):
-            self.state.update(done=True, stopped_because="no layer can be cut within its error threshold")
+            # the thresholds are spent, the --max-drop budget may not be: finer steps (fine_steps.py)
+            trial["note"] = "no layer can be cut within its error threshold; finer steps follow"
+            st["fine"] = fine_steps.start(groups, options.rates)
+            self._fine_step()
             return
         key = ",".join(str(w) for w in widths.values())
         floor = self.state["original_accuracy"] - options.max_drop
@@ -132,7 +140,40 @@ class SearchRun:
             st["rejected"].append(key)
         self.emit("step", trial)
         if st["upper_bound"] < 0:
-            self.state.update(done=True, stopped_because="the threshold bound fell below zero")
+            trial["note"] = "the threshold bound fell below zero; finer steps follow"
+            st["fine"] = fine_steps.start(groups, options.rates)
+
+    def _fine_step(self) -> None:
+        """One step of accuracy mode's finishing phase (fine_steps.py): one group, its own rate."""
+        ctx, st, options = self.ctx, self.state["cac"], self.options
+        groups = S.groups_of(ctx, self.model)
+        scores = S.scores_of(ctx, self.model, groups)
+        chosen = fine_steps.choose(ctx, self.model, groups, scores, st["fine"])
+        if chosen is None:
+            self.state.update(done=True, stopped_because="no layer can be cut within --max-drop (its smallest cut "
+                                                         "was rejected for every layer)")
+            return
+        index, group_kept, minimal = chosen
+        kept: S.Kept = [None] * len(groups)
+        kept[index] = group_kept
+        rate = round(1 - len(group_kept) / groups[index].size, 6)
+        trial: dict[str, Any] = {"iteration": self.state["step"], "phase": "fine", "layer": groups[index].name,
+                                 "rate": rate, "widths": {groups[index].name: len(group_kept)}}
+        self.state["trials"].append(trial)
+        floor = self.state["original_accuracy"] - options.max_drop
+        candidate, error = S.cut(ctx, self.model, groups, kept)
+        pruned_accuracy = float(self.task.metric(candidate))
+        # every epoch, the best kept (not CAC's stop at the floor): a model left just above the floor has no
+        # room for the next cut, which made a looser budget end at a bigger model (fine_steps.py)
+        log, accuracy = self._retrain(candidate, options.epochs, mix_seed(options.seed, self.state["step"]), None,
+                                      pruned_accuracy)
+        accepted = accuracy >= floor - 1e-9
+        trial.update(pruned_accuracy=pruned_accuracy, accuracy=accuracy, epochs=len(log), log=log, accepted=accepted)
+        if accepted:
+            self._accept(candidate, kept, error, accuracy, "cac-fine", layer=groups[index].name, rate=rate,
+                         epochs=len(log), pruned_accuracy=round(pruned_accuracy, 6))
+        fine_steps.record(st["fine"], index, minimal, accepted)
+        self.emit("step", trial)
 
     def _netadapt_step(self) -> None:
         ctx, options = self.ctx, self.options

@@ -18,13 +18,15 @@ def _auto(digits, out, *extra):
                                     "--json", *extra])
 
 
-def test_a_tiny_trust_radius_lets_nothing_be_cut(digits, tmp_path):
+def test_a_tiny_trust_radius_leaves_cac_no_cut(digits, tmp_path):
     result = _auto(digits, tmp_path / "o", "--trust-radius", "1e-12")
     assert result.exit_code == 0, result.output
     facts = json.loads(result.output)
-    assert facts["stopped_because"] == "no layer can be cut within its error threshold"
-    assert len(facts["history"]) == 1
-    assert json.loads((tmp_path / "o" / "report.json").read_text())["auto"]["trust_radius"] == 1e-12
+    auto = json.loads((tmp_path / "o" / "report.json").read_text())["auto"]
+    assert auto["trust_radius"] == 1e-12
+    # CAC's thresholds, scaled under the radius, allow no cut; only the finer steps (fine_steps.py) cut
+    assert auto["trials"][0]["note"].startswith("no layer can be cut within its error threshold")
+    assert all(h["phase"] == "cac-fine" for h in facts["history"][1:])
 
 
 def test_calc_iter_scaling_factor_and_lr_are_used_and_recorded(digits, tmp_path):
