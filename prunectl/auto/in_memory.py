@@ -92,6 +92,9 @@ def _user_task(options: AutoOptions, evaluate: Evaluate | None, train: Train | N
     if not targeted and val_loader is None:
         raise SpecError("prunectl.auto: accuracy mode (CAC) computes its sensitivities on validation batches: pass "
                         "val_loader= (or target_macs=/target_params= for NetAdapt)")
+    if train is not None and options.lr is not None:
+        raise SpecError("prunectl.auto: lr= sets prunectl's own training; the given train() chooses its own learning "
+                        "rate (leave lr unset, or pass train_loader= instead of train=)")
     if train is None and train_loader is None and (options.epochs or options.final_epochs):
         raise SpecError("prunectl.auto: nothing to retrain with: pass train= or train_loader= (or epochs=0)")
     training = None if train_loader is None else calibration_batches(train_loader, example, loss, "train_loader")
