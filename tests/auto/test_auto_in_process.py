@@ -119,3 +119,13 @@ def test_bad_input_is_a_one_line_error(digits, call, said):
     _, val_loader, _, _ = _loaders()
     with pytest.raises(SpecError, match=said):
         call(_mlp(digits), val_loader)
+
+
+def test_output_writes_the_bundle_at_once(digits, tmp_path):
+    result = prunectl.auto(_mlp(digits), task="digits", spec=digits / "mlp.json", max_steps=1, epochs=1,
+                           output=tmp_path / "o")
+    assert result.output == tmp_path / "o" and prunectl.verify(tmp_path / "o")["checksums"] == "ok"
+    assert not (tmp_path / "o.auto-state").exists()
+    result.save(tmp_path / "again")  # the same bundle, written again
+    weights = [(tmp_path / name / "model.safetensors").read_bytes() for name in ("o", "again")]
+    assert weights[0] == weights[1]
