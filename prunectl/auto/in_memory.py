@@ -67,7 +67,7 @@ def auto(model: nn.Module, *, evaluate: Evaluate | None = None, train: Train | N
     elif any(x is not None for x in (evaluate, train, train_loader, val_loader, loss)):
         raise SpecError("prunectl.auto: task= names a registered task, which brings its own data and metric; "
                         "pass either task= or evaluate/train/loaders")
-    given = Given(loaded_module(model, ref), example, user_task, instance, ref is not None)
+    given = Given(loaded_module(model, ref, "prunectl.auto"), example, user_task, instance, ref is not None)
     return search(None, options, events, given)
 
 

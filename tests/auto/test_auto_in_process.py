@@ -113,6 +113,7 @@ def test_a_bad_evaluate_is_one_line_naming_it(digits, returned, said):
     (lambda m, v: prunectl.auto(m, val_loader=v, epochs=0, max_dorp=1), "unknown option 'max_dorp'"),
     (lambda m, v: prunectl.auto(m, task="digits", val_loader=v), "either task= or"),
     (lambda m, v: prunectl.auto(m, val_loader=v, evaluate=42), "evaluate must be a callable"),
+    (lambda m, v: prunectl.auto(torch.nn.Sequential(m), val_loader=v, epochs=0), "prunectl.auto: Sequential()"),
     (lambda m, v: prunectl.auto(m, val_loader=v, train=lambda model, epochs: None, lr=0.1), "chooses its own"),
 ])
 def test_bad_input_is_a_one_line_error(digits, call, said):
