@@ -11,6 +11,8 @@ from .. import options as O
 from .app import cli
 from .handling import handle_errors
 from .options import (
+    exclude_option,
+    lr_option,
     micro_batches_option,
     model_option,
     onnx_option,
@@ -19,11 +21,13 @@ from .options import (
     spec_option,
     task_option,
 )
+from .run_config import config_option
 
 
 @cli.command("auto")
 @click.argument("checkpoint", type=click.Path(dir_okay=True, path_type=str))
 @spec_option
+@config_option
 @model_option
 @task_option
 @click.option("--max-drop", type=float, default=O.DEFAULT_MAX_DROP, show_default=True,
@@ -31,6 +35,7 @@ from .options import (
 @click.option("--target-macs", type=float, help="Target mode (NetAdapt): keep this fraction of the MACs.")
 @click.option("--target-params", type=float, help="Target mode (NetAdapt): keep this fraction of the parameters.")
 @selection_options
+@exclude_option
 @click.option("--epochs", type=int, default=O.DEFAULT_AUTO_EPOCHS, show_default=True,
               help="Retraining epochs per step (at most).")
 @click.option("--final-epochs", type=int, default=O.AutoOptions.final_epochs, show_default=True,
@@ -44,6 +49,15 @@ from .options import (
               help="CAC: candidate rates per layer and step.")
 @click.option("--loss-margin", type=float, default=O.DEFAULT_LOSS_MARGIN, show_default=True,
               help="CAC: loss margin of the thresholds.")
+@click.option("--trust-radius", type=float,
+              help="CAC: initial bound on the thresholds' L2 norm (default: computed from the model, as CAC's "
+              "initialize_upper_bound).")
+@click.option("--scaling-factor", type=float, default=O.DEFAULT_SCALING_FACTOR, show_default=True,
+              help="CAC: the bound grows by at least this after an accepted step, shrinks by its inverse after a "
+              "rejected one.")
+@click.option("--calc-iter", type=int, default=O.DEFAULT_CALC_ITER, show_default=True,
+              help="CAC: validation batches each sensitivity is averaged over.")
+@lr_option
 @click.option("--step-fraction", type=float, help="NetAdapt: resource saved per step, as a fraction of the original.")
 @click.option("-o", "--output", type=click.Path(path_type=str), help="Bundle directory (default: NAME-auto).")
 @onnx_option
@@ -80,7 +94,9 @@ def auto_command(checkpoint: str, quiet: bool, as_json: bool, rates: str, **opti
 
 @cli.command("finetune")
 @click.argument("bundle", type=click.Path(path_type=str))
+@config_option
 @task_option
+@lr_option
 @click.option("--epochs", type=int, help=f"Epochs (default: the task's, else {O.DEFAULT_FINETUNE_EPOCHS}).")
 @click.option("-o", "--output", type=click.Path(path_type=str), help="New bundle directory (default: replace BUNDLE).")
 @click.option("--seed", type=int, default=O.DEFAULT_SEED, show_default=True, help="Seed of the shuffling and dropout.")
