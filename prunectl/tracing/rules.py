@@ -110,7 +110,9 @@ def _arg(args: tuple, kwargs: dict, index: int, key: str, default: Any = None) -
 
 def function_flow(name: str, args: tuple, kwargs: dict, flows: tuple, kflows: dict, result: Any) -> Any:
     """The Flow (or list of Flows, for tuple results) of a call_function/call_method node."""
-    if name not in ELEMENTWISE | SPATIAL | RESHAPES | {"cat", "concat", "concatenate"} and any(
+    # indexing may keep every channel of a concatenation (GhostNet's ``cat([x1, x2])[:, :out_chs]``
+    # when out_chs is the whole width): ``indexed`` refuses any index that drops one
+    if name not in ELEMENTWISE | SPATIAL | RESHAPES | {"cat", "concat", "concatenate", "getitem", "slice"} and any(
             isinstance(f, Flow) and f.composite for f in _flat(flows)):
         raise Touch("works on a concatenation of pruned channels, which the tracer follows only through "
                     "element-wise ops, pooling and the layers it lists")

@@ -130,3 +130,22 @@ class RelativeBiasAttention(nn.Module):
         scores = scores + bias.permute(2, 0, 1).contiguous().unsqueeze(0)
         out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, -1)
         return self.head(self.proj(out).mean(1))
+
+
+class SlicedConcat(nn.Module):
+    """GhostNet's module: ``cat([x1, x2])[:, :out]``, the slice keeping every channel (``out`` the
+    whole width) or dropping some (``out`` smaller)."""
+
+    def __init__(self, out: int = 16) -> None:
+        super().__init__()
+        self.out = out
+        self.primary = nn.Conv2d(3, 8, 1)
+        self.cheap = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(out, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([self.primary(x), self.cheap(x)], dim=1)[:, :self.out])
+
+
+def truncating_concat() -> SlicedConcat:
+    return SlicedConcat(out=12)

@@ -192,3 +192,18 @@ def test_a_reshaped_vector_parameter_follows_the_channels(tmp_path: Path) -> Non
 def test_a_parameter_viewed_to_a_literal_channel_count_is_refused() -> None:
     with pytest.raises(UnsupportedError, match=r"fixed tensor of shape \(1, 8, 1, 1\)"):
         trace_model(literal_layer_scale(), (1, 3, 8, 8))
+
+
+def test_a_slice_keeping_every_channel_of_a_concatenation_is_followed(tmp_path: Path) -> None:
+    from tests.support.trace_models import SlicedConcat, truncating_concat
+
+    layers = {layer.name: layer for layer in trace_model(SlicedConcat(), (1, 3, 8, 8)).spec.layers}
+    assert layers["head"].cat == (("primary",), ("cheap",))
+    with pytest.raises(UnsupportedError, match="indexes the channel dim"):  # out < width: channels dropped
+        trace_model(truncating_concat(), (1, 3, 8, 8))
+    torch.manual_seed(0)
+    torch.save(SlicedConcat().state_dict(), tmp_path / "ghost.pt")
+    prunectl.prune(tmp_path / "ghost.pt", prunectl.PruneOptions(
+        model="tests.support.trace_models:SlicedConcat", rate=0.5, round_to=1, input_shape=(1, 3, 8, 8),
+        output=tmp_path / "out"))
+    assert prunectl.load(tmp_path / "out").head.in_channels == 8
