@@ -34,12 +34,15 @@ from .in_process import Given, Plan, resolve, soft
 from .layers.kinds import kind_of
 from .loading.bundle import check_files, load_bundle
 from .loading.checkpoint import Loaded, load_checkpoint
-from .loading.data import CalibrationData, data_inputs, load_data
+from .loading.data import CalibrationData, data_inputs
 from .loading.hf_folder import companion_folder
 from .loading.in_memory import input_spec_of
 from .loading.memory import check_input, default_limit, guard_prune
 from .loading.request import requested_input, requested_model, requested_spec
+from .loading.text_data import is_text, load_calibration
+from .loading.tokenizer import find_tokenizer
 from .measure.latency import compare_latency
+from .measure.perplexity import before_and_after, eval_tokens, evaluate_perplexity
 from .measure.size import count_macs, count_params, layer_widths, size_bytes
 from .models.factory import build as build_model
 from .models.forward import run
@@ -152,7 +155,11 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
     target = model if module is None else submodule(model, module, "--module" if options.module else spec.source)
     guard_prune(target, loaded.model_ref if module is None else None, input_spec.shape, input_spec.dtype,
                 options.max_memory)
-    data = given.data or (load_data(options.data) if options.data is not None else None)
+    tokenizer = find_tokenizer(options.tokenizer, checkpoint) if _needs_tokenizer(options) else None
+    data = given.data or (load_calibration(options.data, model, tokenizer, options.calib_seq_len,
+                                           options.calib_tokens, options.seed) if options.data is not None else None)
+    eval_ids = None if options.eval_data is None else eval_tokens(Path(options.eval_data), tokenizer, model)
+    before = None if eval_ids is None else evaluate_perplexity(model, eval_ids, source=str(options.eval_data))
     depth = None
     if options.drop_layers is not None:  # whole layers first: the width cut then runs on the smaller model
         loaded, depth = _drop_layers(loaded, options, module, input_spec, data)
@@ -209,6 +216,10 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
         report["traced"] = {"pinned": traced.pinned, "tracer": traced.tracer}
     if module is not None:
         report["module"] = module  # MACs are the submodule's, on its input
+    if eval_ids is not None:
+        clock("eval")
+        report["perplexity"] = before_and_after(before, evaluate_perplexity(rebuilt, eval_ids,
+                                                                            source=str(options.eval_data)))
     if options.latency:
         clock("latency")
         report["latency"] = compare_latency(original, rebuilt, inputs[0], threads=options.latency_threads)
@@ -222,7 +233,8 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
                         "inputs": len(inputs), "seed": options.seed,
                         "input_shapes": [list(x.shape) for x in proof],
                         **({"data_inputs": len(from_data)} if from_data else {})},
-             **({"drop_layers": depth} if depth is not None else {})}
+             **({"drop_layers": depth} if depth is not None else {}),
+             **({"calibration": data.details} if data is not None and data.details else {})}
     manifest = build_manifest(model_ref=loaded.model_ref, args=recipe.args, resize=recipe.resize,
                               kept=kept_by_layer(plan), input_spec=input_spec, facts=facts, checkpoint=loaded.path,
                               checkpoint_sha256=loaded.sha256, spec_sha256=spec.sha256, previous=loaded.manifest)
@@ -248,6 +260,10 @@ def _drop_layers(loaded: Loaded, options: PruneOptions, module: str | None, inpu
     model_ref = None if loaded.model_ref is None else replace(loaded.model_ref,
                                                                args={**loaded.model_ref.args, **cut.args})
     return replace(loaded, model=smaller, model_ref=model_ref), {**cut.to_json(), "max_abs": worst}
+
+
+def _needs_tokenizer(options: PruneOptions) -> bool:
+    return is_text(options.data) or options.eval_data is not None
 
 
 def _round_mode_fact(select: SelectOptions) -> dict[str, str]:

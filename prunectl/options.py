@@ -39,6 +39,12 @@ DEFAULT_CAC_RATES = (0.2, 0.1, 0.0)
 DEFAULT_LOSS_MARGIN = 0.5
 # finetune
 DEFAULT_FINETUNE_EPOCHS = 5
+# text calibration for language models (loading/text_data.py): windows of 128 tokens, as the
+# LLM-Pruner/FLAP/Wanda-sp comparisons use, 128 of them
+DEFAULT_CALIB_SEQ_LEN = 128
+DEFAULT_CALIB_TOKENS = 16384
+# perplexity (measure/perplexity.py): non-overlapping windows of 256 tokens
+DEFAULT_EVAL_SEQ_LEN = 256
 
 _SPEC_KEYS = ("criterion", "rate", "round_to", "round_mode", "min_channels", "group_reduce")
 
@@ -73,7 +79,11 @@ class PruneOptions:
     min_channels: int | None = None
     group_reduce: str | None = None
     # choosing what to cut (prunectl.selection); data for data-driven criteria
-    data: str | Path | None = None  # .pt/.npz tensor file or a task plugin name
+    data: str | Path | None = None  # .pt/.npz tensor file, a .txt file (language models) or a task plugin name
+    tokenizer: str | Path | None = None  # text data: tokenizer.json or folder (default: the checkpoint's own)
+    calib_seq_len: int = DEFAULT_CALIB_SEQ_LEN
+    calib_tokens: int = DEFAULT_CALIB_TOKENS
+    eval_data: str | Path | None = None  # a .txt file: perplexity before and after, into report.json
     global_ranking: bool = False
     exclude: tuple[str, ...] = ()
     target_macs: float | None = None

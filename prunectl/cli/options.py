@@ -81,3 +81,15 @@ selection_options = _stack(
     click.option("--group-reduce", type=click.Choice(O.GROUP_REDUCTIONS),
                  help="How coupled layers' scores combine; 'union' is CAC's union of kept channels."),
 )
+
+tokenizer_option = click.option("--tokenizer", type=click.Path(exists=True, path_type=str),
+                                help="Text data: the model's tokenizer.json or a folder holding it (default: the "
+                                "checkpoint's own, a Hugging Face folder or a bundle's hf/).")
+# text calibration for language models (loading/text_data.py)
+text_data_options = _stack(
+    tokenizer_option,
+    click.option("--calib-seq-len", type=int, default=O.DEFAULT_CALIB_SEQ_LEN, show_default=True,
+                 help="Text data: tokens per calibration window."),
+    click.option("--calib-tokens", type=int, default=O.DEFAULT_CALIB_TOKENS, show_default=True,
+                 help="Text data: calibration tokens in all (windows drawn with --seed)."),
+)

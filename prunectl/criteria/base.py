@@ -40,6 +40,10 @@ class Consumer:
 
         One entry per channel: its ``factor`` input indices, every output row (of its conv
         group only, for a grouped conv) and every kernel position."""
+        return self.per_channel(self.power_per_input(p))
+
+    def power_per_input(self, p: int) -> torch.Tensor:
+        """Sum of ``|w|**p`` over the weights reading each input index of the reader, in float64."""
         weight = weight_of(self.module).detach().double().abs().pow(p)
         if isinstance(self.module, nn.modules.conv._ConvTransposeNd):
             per_input = weight.flatten(1).sum(1)  # [in, out/g, k...]: inputs are dim 0
@@ -49,7 +53,7 @@ class Consumer:
             per_input = per_group.sum(dim=(1, 3)).flatten()  # input i = block * (in/g) + column
         else:  # linear [out, in]
             per_input = weight.sum(0)
-        return self.per_channel(per_input)
+        return per_input
 
     def per_channel(self, per_input: torch.Tensor) -> torch.Tensor:
         """Values indexed by the reader's input (last dim) summed into one per channel of this
