@@ -18,6 +18,7 @@ from .version import __version__
 _WHERE = {
     "prune": "api", "verify": "api", "export": "api", "load": "api", "info": "api", "PruneResult": "api",
     "soft": "in_process",
+    "evaluate_perplexity": "measure.perplexity",
     "PruneOptions": "options",
     "Pruner": "hooks",
     "derive_spec": "tracing",
@@ -26,7 +27,7 @@ _WHERE = {
     "UnsupportedError": "errors",
 }
 
-__all__ = ["prune", "soft", "verify", "export", "load", "info", "derive_spec", "PruneOptions", "PruneResult",
+__all__ = ["prune", "soft", "verify", "export", "load", "info", "evaluate_perplexity", "derive_spec", "PruneOptions", "PruneResult",
            "Pruner", "Spec", "read_spec", "write_spec", "PrunectlError", "SpecError", "VerificationError",
            "CheckpointError", "UnsupportedError", "__version__"]
 

@@ -48,7 +48,14 @@ from .models.factory import build as build_model
 from .models.forward import run
 from .models.inputs import lighter_inputs, make_inputs
 from .models.submodule import entry, submodule
-from .options import DEFAULT_CRITERION, DEFAULT_OPSET, DEFAULT_ROUND_MODE, PruneOptions, spec_overrides
+from .options import (
+    DEFAULT_CRITERION,
+    DEFAULT_EVAL_SEQ_LEN,
+    DEFAULT_OPSET,
+    DEFAULT_ROUND_MODE,
+    PruneOptions,
+    spec_overrides,
+)
 from .selection.budget import Target
 from .selection.choice import Choice
 from .selection.depth import choose_drop
@@ -63,8 +70,8 @@ from .verification.soft_vs_hard import soft_vs_hard
 
 Progress = Callable[[str], None]
 
-__all__ = ["PruneOptions", "PruneResult", "prune", "soft", "load", "verify", "export", "info", "trace_spec",
-           "write_traced_spec", "criteria"]
+__all__ = ["PruneOptions", "PruneResult", "prune", "soft", "load", "verify", "export", "info", "evaluate",
+           "trace_spec", "write_traced_spec", "criteria"]
 
 
 @dataclass
@@ -362,6 +369,17 @@ def info(path: str | Path, spec: str | Path | None = None, model: str | None = N
             "input": input_spec.to_json(), "params": count_params(loaded.model),
             "macs": count_macs(loaded.model, x), "size_bytes": size_bytes(loaded.model),
             "layers": [{"name": n, "type": type(modules[n]).__name__, "width": w} for n, w in widths.items()]}
+
+
+def evaluate(checkpoint: str | Path, data: str | Path, tokenizer: str | Path | None = None,
+             seq_len: int = DEFAULT_EVAL_SEQ_LEN, stride: int | None = None, max_tokens: int | None = None,
+             model: str | None = None, trust_pickle: bool = False) -> dict[str, Any]:
+    """Perplexity of a checkpoint's or bundle's language model on a .txt file, and its protocol."""
+    loaded = load_checkpoint(checkpoint, ModelRef(model, {}) if model else None, trust_pickle)
+    ids = eval_tokens(Path(data), find_tokenizer(tokenizer, checkpoint), loaded.model, "--data")
+    result = evaluate_perplexity(loaded.model.eval(), ids, seq_len=seq_len, stride=stride, max_tokens=max_tokens,
+                                 source=str(data))
+    return {"checkpoint": str(checkpoint), **result.to_json()}
 
 
 def trace_spec(checkpoint: str | Path | None = None, model: str | None = None,
