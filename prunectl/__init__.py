@@ -27,9 +27,9 @@ _WHERE = {
     "UnsupportedError": "errors",
 }
 
-__all__ = ["prune", "soft", "verify", "export", "load", "info", "evaluate_perplexity", "derive_spec", "PruneOptions", "PruneResult",
-           "Pruner", "Spec", "read_spec", "write_spec", "PrunectlError", "SpecError", "VerificationError",
-           "CheckpointError", "UnsupportedError", "__version__"]
+__all__ = ["prune", "soft", "verify", "export", "load", "info", "evaluate_perplexity", "derive_spec", "PruneOptions",
+           "PruneResult", "Pruner", "Spec", "read_spec", "write_spec", "PrunectlError", "SpecError",
+           "VerificationError", "CheckpointError", "UnsupportedError", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

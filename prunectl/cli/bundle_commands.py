@@ -8,10 +8,10 @@ from typing import Any
 import click
 from rich.console import Console
 
+from ..options import DEFAULT_EVAL_SEQ_LEN
 from ..views import terminal
 from .app import cli
 from .handling import handle_errors
-from ..options import DEFAULT_EVAL_SEQ_LEN
 from .options import (
     input_shape_option,
     model_option,
