@@ -17,19 +17,19 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn as nn
 
-from . import registry
 from .bundle.manifest_builder import build_manifest
 from .bundle.report import build_report
 from .bundle.staging import check_output_path, staged_directory
 from .bundle.writer import add_onnx, sealed, write_bundle
 from .criteria.base import Criterion, get_criterion
+from .criteria.base import installed_criteria as criteria
 from .cut.depth import drop_layers
 from .cut.hard import hard_prune
 from .cut.plan import kept_by_layer, make_plan
 from .cut.soft import soft_prune
 from .errors import SpecError, VerificationError
 from .formats.manifest import MANIFEST_NAME, Manifest, write_manifest
-from .formats.spec import ModelRef, Spec, write_spec
+from .formats.spec import ModelRef, Spec
 from .in_process import Given, Plan, resolve, soft
 from .layers.kinds import kind_of
 from .loading.bundle import check_files, load_bundle
@@ -43,14 +43,13 @@ from .loading.text_data import is_text, load_calibration
 from .loading.tokenizer import find_tokenizer
 from .measure.latency import compare_latency
 from .measure.perplexity import before_and_after, eval_tokens, evaluate_perplexity
+from .measure.perplexity import evaluate_checkpoint as evaluate
 from .measure.size import count_macs, count_params, layer_widths, size_bytes
-from .models.factory import build as build_model
 from .models.forward import run
 from .models.inputs import lighter_inputs, make_inputs
 from .models.submodule import entry, submodule
 from .options import (
     DEFAULT_CRITERION,
-    DEFAULT_EVAL_SEQ_LEN,
     DEFAULT_OPSET,
     DEFAULT_ROUND_MODE,
     PruneOptions,
@@ -62,7 +61,8 @@ from .selection.depth import choose_drop
 from .selection.per_layer import SelectOptions
 from .selection.strategy import ChooseOptions, choose
 from .selection.unstructured import EXACT_CRITERIA, choose_unstructured
-from .tracing import TraceResult, trace_model
+from .tracing import trace_model
+from .tracing.from_checkpoint import trace_spec, write_traced_spec
 from .verification.depth import prove_drop
 from .verification.onnx_check import check_onnx
 from .verification.recipe import make_recipe, rebuild_mismatch
@@ -369,55 +369,3 @@ def info(path: str | Path, spec: str | Path | None = None, model: str | None = N
             "input": input_spec.to_json(), "params": count_params(loaded.model),
             "macs": count_macs(loaded.model, x), "size_bytes": size_bytes(loaded.model),
             "layers": [{"name": n, "type": type(modules[n]).__name__, "width": w} for n, w in widths.items()]}
-
-
-def evaluate(checkpoint: str | Path, data: str | Path, tokenizer: str | Path | None = None,
-             seq_len: int = DEFAULT_EVAL_SEQ_LEN, stride: int | None = None, max_tokens: int | None = None,
-             model: str | None = None, trust_pickle: bool = False) -> dict[str, Any]:
-    """Perplexity of a checkpoint's or bundle's language model on a .txt file, and its protocol."""
-    loaded = load_checkpoint(checkpoint, ModelRef(model, {}) if model else None, trust_pickle)
-    ids = eval_tokens(Path(data), find_tokenizer(tokenizer, checkpoint), loaded.model, "--data")
-    result = evaluate_perplexity(loaded.model.eval(), ids, seq_len=seq_len, stride=stride, max_tokens=max_tokens,
-                                 source=str(data))
-    return {"checkpoint": str(checkpoint), **result.to_json()}
-
-
-def trace_spec(checkpoint: str | Path | None = None, model: str | None = None,
-               input_shape: tuple[int, ...] | None = None, skip_unsupported: bool = False,
-               trust_pickle: bool = False, module: str | None = None) -> TraceResult:
-    """Derive a spec by tracing a checkpoint's model, or a factory's freshly built one
-    (``module``: only that submodule, on its own input; the spec records it and keeps full names)."""
-    if checkpoint is not None:
-        loaded = load_checkpoint(checkpoint, ModelRef(model, {}) if model else None, trust_pickle)
-    elif model:
-        loaded = Loaded(build_model(model, {}), ModelRef(model, {}), Path(model), "")
-    else:
-        raise SpecError("nothing to trace: pass a checkpoint, --model FACTORY, or both")
-    input_spec = requested_input(Spec(layers=(), source="--input-shape"), input_shape, loaded, spec_given=False)
-    target = loaded.model if module is None else submodule(loaded.model, module, "--module")
-    return trace_model(target, input_spec.shape, dtype=input_spec.dtype, model_ref=loaded.model_ref,
-                       skip_unsupported=skip_unsupported).under(module)
-
-
-def write_traced_spec(traced: TraceResult, path: str | Path) -> None:
-    """Write the traced spec atomically (a temporary file beside it, then rename)."""
-    path = Path(path)
-    staging = path.with_name(f".{path.name}.tmp")
-    try:
-        write_spec(traced.spec, staging)
-        staging.replace(path)
-    except OSError as exc:
-        staging.unlink(missing_ok=True)
-        raise SpecError(f"{path}: cannot write the spec ({exc.strerror or exc})") from None
-
-
-def criteria() -> list[dict[str, Any]]:
-    """Installed criteria (built-in and plugins): name, one-line description, needs data, class."""
-    rows = []
-    for name in registry.available(registry.CRITERIA):
-        cls = registry.load(registry.CRITERIA, name)
-        if not (isinstance(cls, type) and issubclass(cls, Criterion)):
-            raise SpecError(f"criterion {name!r} is registered as {cls!r}, which is not a prunectl Criterion subclass")
-        rows.append({"name": name, "description": cls.description, "needs_data": bool(cls.needs_data),
-                     "class": f"{cls.__module__}:{cls.__qualname__}"})
-    return rows

@@ -8,7 +8,7 @@ data once with hooks and answer ``score`` from what they collected.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -158,3 +158,15 @@ def get_criterion(name: str) -> Criterion:
         raise SpecError(f"criterion {name!r} is registered as {cls!r}, which is not a prunectl Criterion subclass")
     return cls()
 
+
+
+def installed_criteria() -> list[dict[str, Any]]:
+    """Installed criteria (built-in and plugins): name, one-line description, needs data, class."""
+    rows = []
+    for name in registry.available(registry.CRITERIA):
+        cls = registry.load(registry.CRITERIA, name)
+        if not (isinstance(cls, type) and issubclass(cls, Criterion)):
+            raise SpecError(f"criterion {name!r} is registered as {cls!r}, which is not a prunectl Criterion subclass")
+        rows.append({"name": name, "description": cls.description, "needs_data": bool(cls.needs_data),
+                     "class": f"{cls.__module__}:{cls.__qualname__}"})
+    return rows

@@ -20,8 +20,10 @@ import torch
 import torch.nn as nn
 
 from ..errors import SpecError
+from ..formats.spec import ModelRef
+from ..loading.checkpoint import load_checkpoint
 from ..loading.text_data import is_text, token_ids, vocabulary_size
-from ..loading.tokenizer import as_tokenizer
+from ..loading.tokenizer import as_tokenizer, find_tokenizer
 from ..options import DEFAULT_EVAL_SEQ_LEN
 
 
@@ -93,6 +95,17 @@ def evaluate_perplexity(model: nn.Module, tokens: Any, text: str | Path | None =
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     return Perplexity(float(torch.tensor(mean, dtype=torch.float64).exp()), mean, scored, count, seq_len, stride,
                       dtype, source)
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, tokenizer: str | Path | None = None,
+                        seq_len: int = DEFAULT_EVAL_SEQ_LEN, stride: int | None = None, max_tokens: int | None = None,
+                        model: str | None = None, trust_pickle: bool = False) -> dict[str, Any]:
+    """``prunectl eval``: perplexity of a checkpoint's, folder's or bundle's language model on a .txt file."""
+    loaded = load_checkpoint(checkpoint, ModelRef(model, {}) if model else None, trust_pickle)
+    ids = eval_tokens(Path(data), find_tokenizer(tokenizer, checkpoint), loaded.model, "--data")
+    result = evaluate_perplexity(loaded.model.eval(), ids, seq_len=seq_len, stride=stride, max_tokens=max_tokens,
+                                 source=str(data))
+    return {"checkpoint": str(checkpoint), **result.to_json()}
 
 
 def _ids(model: nn.Module, tokens: Any, text: str | Path | None, source: str | None) -> tuple[torch.Tensor, str]:
