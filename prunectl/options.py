@@ -43,6 +43,8 @@ DEFAULT_FINETUNE_EPOCHS = 5
 # LLM-Pruner/FLAP/Wanda-sp comparisons use, 128 of them
 DEFAULT_CALIB_SEQ_LEN = 128
 DEFAULT_CALIB_TOKENS = 16384
+# finetune --distill (training/distill.py): AdamW's rate
+DEFAULT_DISTILL_LR = 1e-4
 # perplexity (measure/perplexity.py): non-overlapping windows of 256 tokens
 DEFAULT_EVAL_SEQ_LEN = 256
 
