@@ -82,7 +82,7 @@ class PruneOptions:
     group_reduce: str | None = None
     # choosing what to cut (prunectl.selection); data for data-driven criteria
     data: str | Path | None = None  # .pt/.npz tensor file, a .txt file (language models) or a task plugin name
-    tokenizer: str | Path | None = None  # text data: tokenizer.json or folder (default: the checkpoint's own)
+    tokenizer: Any = None  # text data: tokenizer.json, folder or tokenizer object (default: the checkpoint's own)
     calib_seq_len: int = DEFAULT_CALIB_SEQ_LEN
     calib_tokens: int = DEFAULT_CALIB_TOKENS
     eval_data: str | Path | None = None  # a .txt file: perplexity before and after, into report.json

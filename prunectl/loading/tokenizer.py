@@ -51,10 +51,11 @@ def as_tokenizer(value: Any) -> TextTokenizer:
                     f"transformers tokenizer), got {type(value).__name__}")
 
 
-def find_tokenizer(explicit: str | Path | None, checkpoint: str | Path | None) -> TextTokenizer | None:
-    """``--tokenizer`` if given, else the one beside the checkpoint (its folder or a bundle's hf/)."""
+def find_tokenizer(explicit: Any, checkpoint: str | Path | None) -> TextTokenizer | None:
+    """``--tokenizer`` if given (a path, or in the library a tokenizer object), else the one beside
+    the checkpoint (its folder or a bundle's hf/)."""
     if explicit is not None:
-        return load_tokenizer(Path(explicit))
+        return as_tokenizer(explicit)
     folder = companion_folder(checkpoint)
     if folder is None or not _has_tokenizer(folder):
         return None

@@ -102,3 +102,13 @@ def test_bad_text_data_is_one_line_exit_3_and_nothing_written(tmp_path: Path) ->
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], result.output
         assert not (tmp_path / "out").exists()
+
+
+def test_an_in_memory_model_takes_text_with_a_tokenizer_object(tmp_path: Path) -> None:
+    from tests.support.text_models import word_tokenizer
+
+    result = prunectl.prune(tiny_llama(), example_inputs=torch.randint(0, ARGS["vocab_size"], (1, 16)),
+                            criterion="activation", rate=0.3, data=str(_text(tmp_path)), calib_seq_len=16,
+                            calib_tokens=128, tokenizer=word_tokenizer(), model=FACTORY, factory_args=ARGS)
+    assert result.manifest.extra["calibration"]["tokenizer"] == "tokenizers.Tokenizer"
+    assert result.report["params"]["after"] < result.report["params"]["before"]
