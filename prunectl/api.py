@@ -41,6 +41,7 @@ from .loading.memory import check_input, default_limit, guard_prune
 from .loading.request import requested_input, requested_model, requested_spec
 from .loading.text_data import is_text, load_calibration
 from .loading.tokenizer import find_tokenizer
+from .measure.language_model import language_model_sizes
 from .measure.latency import compare_latency
 from .measure.perplexity import before_and_after, eval_tokens, evaluate_perplexity
 from .measure.perplexity import evaluate_checkpoint as evaluate
@@ -219,6 +220,7 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
     report = build_report(soft, rebuilt, inputs[0], list(spec.layer_names), groups, kept,
                           macs=(comparison.soft_macs, comparison.hard_macs))
     report.update(choice.report)
+    report.update(language_model_sizes(soft, rebuilt))
     if traced is not None:
         report["traced"] = {"pinned": traced.pinned, "tracer": traced.tracer}
     if module is not None:
