@@ -112,3 +112,13 @@ def test_an_in_memory_model_takes_text_with_a_tokenizer_object(tmp_path: Path) -
                             calib_tokens=128, tokenizer=word_tokenizer(), model=FACTORY, factory_args=ARGS)
     assert result.manifest.extra["calibration"]["tokenizer"] == "tokenizers.Tokenizer"
     assert result.report["params"]["after"] < result.report["params"]["before"]
+
+
+def test_taylor_differentiates_the_next_token_loss_of_text(tmp_path: Path) -> None:
+    folder = llama_folder(tmp_path / "folder")
+    result = prunectl.prune(folder, prunectl.PruneOptions(criterion="taylor", rate=0, rate_mlp=0.5,
+                                                          data=str(_text(tmp_path)), calib_seq_len=32,
+                                                          calib_tokens=256))
+    verify = result.manifest.extra["verify"]
+    assert verify["soft_vs_hard_max_abs"] <= verify["tolerance"] * max(1.0, verify["reference_max_abs"])
+    assert result.model.model.layers[0].mlp.up_proj.out_features == ARGS["intermediate_size"] // 2
