@@ -48,6 +48,8 @@ def test_perplexity_is_exp_of_the_mean_nll_of_the_model_own_loss(stride: int) ->
     assert result.perplexity == pytest.approx(_by_hand(model, ids, 16, stride), rel=1e-6)
     assert (result.seq_len, result.stride, result.dtype) == (16, stride, "float32")
     assert result.tokens == (60 if stride == 16 else 63) and result.windows == (4 if stride == 16 else 7)
+    assert prunectl.evaluate_perplexity(model, ids, seq_len=16, stride=stride, max_tokens=32).tokens == \
+        (30 if stride == 16 else 31)  # the first 32 tokens only
     assert prunectl.evaluate_perplexity(model, ids, seq_len=16, stride=stride) == result.__class__(
         **{**result.to_json(), "source": "token ids"})  # ids or tokenizer + text: the same number
 
