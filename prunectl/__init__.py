@@ -3,6 +3,7 @@
     import prunectl
     result = prunectl.prune("ckpt.pt", spec="spec.json", rate=0.5, output="out/")
     result = prunectl.prune(model, example_inputs=torch.randn(1, 3, 224, 224), rate=0.3)  # in memory
+    result = prunectl.auto(model, evaluate=my_eval, train=my_train, val_loader=val, max_drop=1.0)
     model = prunectl.load("out/")
 
 The names below are imported when first used (PEP 562), so that ``prunectl --version`` and
@@ -27,12 +28,14 @@ _WHERE = {
     "UnsupportedError": "errors",
 }
 
-__all__ = ["prune", "soft", "verify", "export", "load", "info", "evaluate_perplexity", "derive_spec", "PruneOptions",
-           "PruneResult", "Pruner", "Spec", "read_spec", "write_spec", "PrunectlError", "SpecError",
+__all__ = ["prune", "soft", "auto", "verify", "export", "load", "info", "evaluate_perplexity", "derive_spec",
+           "PruneOptions", "PruneResult", "Pruner", "Spec", "read_spec", "write_spec", "PrunectlError", "SpecError",
            "VerificationError", "CheckpointError", "UnsupportedError", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "auto":  # the package itself is the function (prunectl/auto/__init__.py says why)
+        return import_module(".auto", __name__)
     if name not in _WHERE:
         raise AttributeError(f"module 'prunectl' has no attribute {name!r}")
     value = getattr(import_module(f".{_WHERE[name]}", __name__), name)

@@ -37,6 +37,10 @@ DEFAULT_AUTO_EPOCHS = 3
 DEFAULT_MAX_STEPS = 1000
 DEFAULT_CAC_RATES = (0.2, 0.1, 0.0)
 DEFAULT_LOSS_MARGIN = 0.5
+# CAC's trust-region knobs (auto_prune's scaling_factor and calc_iter; trust_radius: the initial
+# bound on the thresholds' L2 norm, None = CAC's initialize_upper_bound from the model)
+DEFAULT_SCALING_FACTOR = 2.0
+DEFAULT_CALC_ITER = 8  # validation batches per sensitivity (CAC: 100; docs/auto.md says why 8)
 # finetune
 DEFAULT_FINETUNE_EPOCHS = 5
 # text calibration for language models (loading/text_data.py): windows of 128 tokens, as the
@@ -48,6 +52,9 @@ DEFAULT_DISTILL_LR = 1e-4
 # perplexity (measure/perplexity.py): non-overlapping windows of 256 tokens
 DEFAULT_EVAL_SEQ_LEN = 256
 
+# AutoOptions fields that are numbers however they are given (AutoOptions.__post_init__)
+_AUTO_FLOATS = ("max_drop", "target_macs", "target_params", "budget_minutes", "loss_margin", "step_fraction",
+                "trust_radius", "scaling_factor", "lr")
 _SPEC_KEYS = ("criterion", "rate", "round_to", "round_mode", "min_channels", "group_reduce")
 
 
@@ -151,7 +158,7 @@ class PruneOptions:
 class AutoOptions:
     """``prunectl auto``: CAC's accuracy-controlled search, or NetAdapt toward a target (docs/auto.md)."""
 
-    task: str
+    task: str | None = None  # a registered task plugin; None only in-process (prunectl.auto's callables)
     spec: str | Path | None = None
     model: str | None = None
     max_drop: float = DEFAULT_MAX_DROP  # accuracy points (the task metric's unit) below the original
@@ -165,17 +172,32 @@ class AutoOptions:
     max_steps: int = DEFAULT_MAX_STEPS  # CAC's max_search_times
     rates: tuple[float, ...] = DEFAULT_CAC_RATES
     loss_margin: float = DEFAULT_LOSS_MARGIN
+    trust_radius: float | None = None  # CAC: initial bound on the thresholds' norm; None: from the model
+    scaling_factor: float = DEFAULT_SCALING_FACTOR  # CAC: the bound grows x max(this, ...), shrinks x min(1/this, ...)
+    calc_iter: int = DEFAULT_CALC_ITER  # CAC: validation batches each sensitivity is averaged over
+    lr: float | None = None  # fine-tuning learning rate; None: the task optimizer's, else SGD's 0.01
     step_fraction: float | None = None  # NetAdapt: resource saved per iteration, of the original
     round_to: int | None = None
     round_mode: str | None = None  # up, down or nearest (ROUND_MODES)
     min_channels: int | None = None
     group_reduce: str | None = None
+    exclude: tuple[str, ...] = ()  # layer globs never cut (prune's --exclude)
     output: str | Path | None = None
     onnx: bool = False
     resume: bool = False
     seed: int = DEFAULT_SEED
     micro_batches: int | None = None  # default: the number of processes
     threads: int | None = 1  # one thread: bit-identical results, resumable byte for byte
+
+    def __post_init__(self) -> None:
+        # the library's max_drop=1 is the command line's --max-drop 1 (a float): same report bytes
+        for name in _AUTO_FLOATS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SpecError(f"--{name.replace('_', '-')}: expected a number, got {type(value).__name__} {value!r}")
+            object.__setattr__(self, name, float(value))
 
     def check(self) -> None:
         if self.target_macs is not None and self.target_params is not None:
@@ -190,5 +212,12 @@ class AutoOptions:
             raise SpecError("--epochs, --final-epochs and --max-steps must be >= 0")
         if not self.rates or any(not 0 <= r < 1 for r in self.rates):
             raise SpecError(f"--rates: expected numbers in [0, 1), got {list(self.rates)}")
-        _check_positive(self, "round_to", "min_channels")
+        _check_positive(self, "round_to", "min_channels", "calc_iter")
         _check_round_mode(self)
+        if self.scaling_factor <= 1:
+            raise SpecError(f"--scaling-factor: expected a number > 1 (the bound grows by it and shrinks by its "
+                            f"inverse), got {self.scaling_factor}")
+        for name in ("trust_radius", "lr"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise SpecError(f"--{name.replace('_', '-')}: expected a number > 0, got {value}")

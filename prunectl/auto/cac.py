@@ -12,8 +12,9 @@ One search step, as in CAC's ``auto_prune.py`` (docs/auto.md):
    stopping as soon as the validation accuracy is back within ``max_drop`` points of the
    original. Accepted: the cut model becomes current, the sensitivities are recomputed and
    the upper bound grows; rejected: the model stays and the upper bound shrinks.
-5. The search ends when every rate is 0, the upper bound turns negative, or the step or time
-   budget is spent.
+5. CAC's search ends when every rate is 0 or the upper bound turns negative; prunectl then spends
+   the rest of the accuracy budget in single-group steps (``fine_steps.py``). The step or time
+   budget ends the run at any point.
 
 Where prunectl differs from CAC's code (each on purpose, see docs/auto.md): the gradients
 are zeroed between the sensitivity batches (CAC lets them accumulate); the threshold maximum is taken
@@ -36,19 +37,18 @@ from ..layers import kinds as L
 from ..tasks import Task
 from . import steps as S
 
-SCALING_FACTOR = 2.0
-SENSITIVITY_BATCHES = 8
 ZERO_GRADIENT = 1e7  # CAC: a zero gradient counts as this, so 1/|g| stays finite
 NO_DIFF = 1e6  # CAC's marker for "no error difference recorded"
 
 
-def sensitivities(model: nn.Module, task: Task, groups: list[ChannelGroup]) -> tuple[float, list[float | None]]:
-    """(mean loss, per-group sensitivity) over the first validation batches; model left in eval.
+def sensitivities(model: nn.Module, task: Task, groups: list[ChannelGroup], calc_iter: int
+                  ) -> tuple[float, list[float | None]]:
+    """(mean loss, per-group sensitivity) over the first ``calc_iter`` validation batches; model left in eval.
 
     Validation, as CAC: the loss of a model on its own training data is near zero and would
     make the thresholds' loss ratio meaningless; nothing is trained on these batches."""
     modules = dict(model.named_modules())
-    batches = [batch for _, batch in zip(range(SENSITIVITY_BATCHES), task.validation_batches())]
+    batches = [batch for _, batch in zip(range(calc_iter), task.validation_batches())]
     totals: list[float | None] = [0.0 if g.prunable else None for g in groups]
     loss_sum = 0.0
     model.eval()
@@ -142,12 +142,12 @@ def upper_bound_limit(ctx: S.Context, model: nn.Module, groups: list[ChannelGrou
 
 
 def update_upper_bound(accepted: bool, diffs: list[float], ths: list[float], upper_bound: float,
-                       limit: float) -> float:
+                       limit: float, scaling_factor: float) -> float:
     if accepted:
         scales = [1 + d / t if t else 1.0 for d, t in zip(diffs, ths)]
         scales = [s if s != 0 else 1.0 for s in scales]
-        upper_bound *= max(SCALING_FACTOR, min(scales))
+        upper_bound *= max(scaling_factor, min(scales))
     else:
         scales = [1 - d / t if t else 1.0 for d, t in zip(diffs, ths)]
-        upper_bound *= min(1 / SCALING_FACTOR, max(scales))
+        upper_bound *= min(1 / scaling_factor, max(scales))
     return min(upper_bound, limit)

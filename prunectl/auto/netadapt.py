@@ -79,7 +79,8 @@ def _cost(ctx: S.Context, model: nn.Module, groups: list[ChannelGroup], index: i
 
 def evaluate_proposals(ctx: S.Context, model: nn.Module, groups: list[ChannelGroup], found: list[dict[str, Any]],
                        task: Task, epochs: int, micro_batches: int, step: int, group: Dist,
-                       on_event: Callable[[str, dict[str, Any]], None]) -> tuple[int, nn.Module, list[dict[str, Any]]]:
+                       on_event: Callable[[str, dict[str, Any]], None], lr: float | None = None
+                       ) -> tuple[int, nn.Module, list[dict[str, Any]]]:
     """Fine-tune and score every proposal (this rank's share); (winner index, its model, results)."""
     mine: dict[int, tuple[dict[str, Any], nn.Module]] = {}
     for j, proposal in enumerate(found):
@@ -89,7 +90,7 @@ def evaluate_proposals(ctx: S.Context, model: nn.Module, groups: list[ChannelGro
         kept[proposal["group"]] = proposal["kept"]
         candidate, error = S.cut(ctx, model, groups, kept)
         pruned_accuracy = float(task.metric(candidate))
-        options = FineTuneOptions(epochs=epochs, seed=mix_seed(ctx.seed, step, j), micro_batches=micro_batches)
+        options = FineTuneOptions(epochs=epochs, seed=mix_seed(ctx.seed, step, j), micro_batches=micro_batches, lr=lr)
         on_event("candidate", {"layer": proposal["layer"], "width": proposal["width"]})
         log = fine_tune(candidate, task, options, Dist(), on_event)
         accuracy = float(task.metric(candidate))

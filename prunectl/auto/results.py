@@ -16,7 +16,7 @@ from ..bundle.writer import write_bundle
 from ..cut.plan import kept_by_layer, make_plan
 from ..formats.manifest import Manifest
 from ..loading.checkpoint import Loaded
-from ..options import DEFAULT_OPSET, DEFAULT_ROUND_MODE
+from ..options import DEFAULT_CALC_ITER, DEFAULT_OPSET, DEFAULT_ROUND_MODE, DEFAULT_SCALING_FACTOR
 from ..verification.precision import PROOF_TOLERANCE
 from ..verification.recipe import prove_recipe
 from ..views.history_files import history_files
@@ -33,7 +33,7 @@ def write_auto_bundle(run: Any, loaded: Loaded, checkpoint: str | Path, output: 
     report["auto"] = {
         "mode": "target" if run.kind else "accuracy",
         "algorithm": "NetAdapt (Yang et al., ECCV 2018)" if run.kind else "CAC automatic pruning (Fujitsu)",
-        "task": run.options.task, "max_drop": run.options.max_drop,
+        "task": run.options.task or "in-process", "max_drop": run.options.max_drop,
         **({"target": {"kind": run.kind, "fraction": run.target}} if run.kind else {}),
         "original_accuracy": state["original_accuracy"], "final_accuracy": final_accuracy,
         "drop": round(state["original_accuracy"] - final_accuracy, 6),
@@ -42,6 +42,8 @@ def write_auto_bundle(run: Any, loaded: Loaded, checkpoint: str | Path, output: 
         "accepted_steps": sum(1 for h in state["history"][1:] if h["phase"] != "final-finetune"),
         "stopped_because": state["stopped_because"], "epochs": run.options.epochs,
         "final_epochs": run.options.final_epochs, "micro_batches": run.micro, "seed": run.options.seed,
+        # only when given: default runs keep the report bytes they had before the option
+        **({"exclude": list(ctx.exclude)} if ctx.exclude else {}), **_knobs(run.options),
         "trials": state["trials"], **({"final_log": state["final_log"]} if "final_log" in state else {})}
     facts = {"criterion": ctx.criterion.name, "round_to": ctx.select.round_to,
              # only when not the default: default runs keep the bytes they had before the option
@@ -59,3 +61,10 @@ def write_auto_bundle(run: Any, loaded: Loaded, checkpoint: str | Path, output: 
     manifest = write_bundle(output, recipe.model, manifest, report, ctx.inputs,
                             DEFAULT_OPSET if run.options.onnx else None, extra_files=files)
     return manifest, report
+
+
+def _knobs(options: Any) -> dict[str, Any]:
+    """CAC's trust-region knobs and the learning rate, where they are not the defaults."""
+    defaults = {"trust_radius": None, "scaling_factor": DEFAULT_SCALING_FACTOR, "calc_iter": DEFAULT_CALC_ITER,
+                "lr": None}
+    return {name: getattr(options, name) for name, default in defaults.items() if getattr(options, name) != default}

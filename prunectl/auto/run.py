@@ -17,7 +17,7 @@ from ..options import AutoOptions
 from ..seeding import mix_seed
 from ..training.distributed import Dist
 from ..training.finetune import FineTuneOptions, fine_tune
-from . import cac, netadapt
+from . import cac, fine_steps, netadapt
 from . import steps as S
 from .state import save_state
 
@@ -50,7 +50,7 @@ class SearchRun:
                       "worst_soft_vs_hard": 0.0, "trials": [],
                       "history": [H.entry(0, sizes, accuracy, S.widths(self.ctx, self.model), "original")]}
         if self.kind is None:
-            loss, sens = cac.sensitivities(self.model, self.task, self.ctx.original_groups)
+            loss, sens = cac.sensitivities(self.model, self.task, self.ctx.original_groups, self.options.calc_iter)
             self.state["cac"] = {"loss_before": loss, "loss_after": loss, "sensitivities": sens,
                                  "upper_bound": None, "limit": None, "last_accepted": False, "rejected": []}
 
@@ -59,9 +59,10 @@ class SearchRun:
         self.total = [None if k is None else torch.tensor(k, dtype=torch.long) for k in state["kept"]]
         self.model = S.rebuild_current(self.ctx, self.original, self.total, weights)
 
-    def checkpoint(self, directory: Path) -> None:
+    def checkpoint(self, directory: Path | None) -> None:
+        """Save the state to ``directory`` (rank 0); ``None``: an in-memory run with no output, not resumable."""
         self.state["kept"] = [None if k is None else k.tolist() for k in self.total]
-        if self.group.is_writer:
+        if self.group.is_writer and directory is not None:
             save_state(directory, self.state, S.weights_of(self.model))
         self.group.barrier()
 
@@ -78,7 +79,12 @@ class SearchRun:
     def step(self) -> None:
         self.state["step"] += 1
         torch.manual_seed(mix_seed(self.options.seed, self.state["step"]))
-        (self._netadapt_step if self.kind else self._cac_step)()
+        if self.kind:
+            self._netadapt_step()
+        elif self.state["cac"].get("fine") is not None:
+            self._fine_step()
+        else:
+            self._cac_step()
 
     def _cac_step(self) -> None:
         ctx, st, options = self.ctx, self.state["cac"], self.options
@@ -90,8 +96,8 @@ class SearchRun:
         raw = cac.thresholds(st, numels, options.loss_margin)
         if st["upper_bound"] is None or st["last_accepted"]:
             st["limit"] = cac.upper_bound_limit(ctx, self.model, groups, raw, options.rates, scores)
-            if st["upper_bound"] is None:
-                st["upper_bound"] = st["limit"]
+            if st["upper_bound"] is None:  # --trust-radius: the caller's start instead of CAC's computed one
+                st["upper_bound"] = st["limit"] if options.trust_radius is None else options.trust_radius
         ths = cac.scale_thresholds(st["sensitivities"], raw, st["upper_bound"])
         choices = [None if s is None else cac.choose_rate(ctx, self.model, g, s, options.rates, t)
                    for g, s, t in zip(groups, scores, ths)]
@@ -101,7 +107,10 @@ class SearchRun:
         trial: dict[str, Any] = {"iteration": self.state["step"], "rates": rates, "widths": widths}
         self.state["trials"].append(trial)
         if all(c.rate == 0 for c, _ in live):
-            self.state.update(done=True, stopped_because="no layer can be cut within its error threshold")
+            # the thresholds are spent, the --max-drop budget may not be: finer steps (fine_steps.py)
+            trial["note"] = "no layer can be cut within its error threshold; finer steps follow"
+            st["fine"] = fine_steps.start(groups, options.rates)
+            self._fine_step()
             return
         key = ",".join(str(w) for w in widths.values())
         floor = self.state["original_accuracy"] - options.max_drop
@@ -119,18 +128,52 @@ class SearchRun:
                 self._accept(candidate, kept, error, accuracy, "cac", rates=rates, epochs=len(log),
                              pruned_accuracy=round(pruned_accuracy, 6))
                 st["loss_after"], st["sensitivities"] = cac.sensitivities(self.model, self.task,
-                                                                          S.groups_of(ctx, self.model))
+                                                                          S.groups_of(ctx, self.model),
+                                                                          options.calc_iter)
                 st["rejected"] = []
         trial["accepted"] = accepted
         diffs = [c.inc if accepted else c.dec for c, _ in live]
         st["upper_bound"] = cac.update_upper_bound(accepted, diffs, [t for _, t in live], st["upper_bound"],
-                                                   st["limit"])
+                                                   st["limit"], options.scaling_factor)
         st["last_accepted"] = accepted
         if not accepted:
             st["rejected"].append(key)
         self.emit("step", trial)
         if st["upper_bound"] < 0:
-            self.state.update(done=True, stopped_because="the threshold bound fell below zero")
+            trial["note"] = "the threshold bound fell below zero; finer steps follow"
+            st["fine"] = fine_steps.start(groups, options.rates)
+
+    def _fine_step(self) -> None:
+        """One step of accuracy mode's finishing phase (fine_steps.py): one group, its own rate."""
+        ctx, st, options = self.ctx, self.state["cac"], self.options
+        groups = S.groups_of(ctx, self.model)
+        scores = S.scores_of(ctx, self.model, groups)
+        chosen = fine_steps.choose(ctx, self.model, groups, scores, st["fine"])
+        if chosen is None:
+            self.state.update(done=True, stopped_because="no layer can be cut within --max-drop (its smallest cut "
+                                                         "was rejected for every layer)")
+            return
+        index, group_kept, minimal = chosen
+        kept: S.Kept = [None] * len(groups)
+        kept[index] = group_kept
+        rate = round(1 - len(group_kept) / groups[index].size, 6)
+        trial: dict[str, Any] = {"iteration": self.state["step"], "phase": "fine", "layer": groups[index].name,
+                                 "rate": rate, "widths": {groups[index].name: len(group_kept)}}
+        self.state["trials"].append(trial)
+        floor = self.state["original_accuracy"] - options.max_drop
+        candidate, error = S.cut(ctx, self.model, groups, kept)
+        pruned_accuracy = float(self.task.metric(candidate))
+        # every epoch, the best kept (not CAC's stop at the floor): a model left just above the floor has no
+        # room for the next cut, which made a looser budget end at a bigger model (fine_steps.py)
+        log, accuracy = self._retrain(candidate, options.epochs, mix_seed(options.seed, self.state["step"]), None,
+                                      pruned_accuracy)
+        accepted = accuracy >= floor - 1e-9
+        trial.update(pruned_accuracy=pruned_accuracy, accuracy=accuracy, epochs=len(log), log=log, accepted=accepted)
+        if accepted:
+            self._accept(candidate, kept, error, accuracy, "cac-fine", layer=groups[index].name, rate=rate,
+                         epochs=len(log), pruned_accuracy=round(pruned_accuracy, 6))
+        fine_steps.record(st["fine"], index, minimal, accepted)
+        self.emit("step", trial)
 
     def _netadapt_step(self) -> None:
         ctx, options = self.ctx, self.options
@@ -149,7 +192,8 @@ class SearchRun:
             self.state.update(done=True, stopped_because="no layer can be cut further (pinned, --min-channels)")
             return
         best, winner, results = netadapt.evaluate_proposals(ctx, self.model, groups, found, self.task, options.epochs,
-                                                            self.micro, self.state["step"], self.group, self.emit)
+                                                            self.micro, self.state["step"], self.group, self.emit,
+                                                            lr=options.lr)
         chosen = results[best]
         kept = [None] * len(groups)
         kept[found[best]["group"]] = found[best]["kept"]
@@ -176,7 +220,7 @@ class SearchRun:
                 best.update(accuracy=entry["accuracy"], weights=S.weights_of(model))
             return False
 
-        options = FineTuneOptions(epochs, seed, self.micro)
+        options = FineTuneOptions(epochs, seed, self.micro, lr=self.options.lr)
         log = fine_tune(model, self.task, options, self.group, self.emit, stop_when=watch)
         if not best["stopped"]:
             model.load_state_dict(best["weights"])
@@ -187,7 +231,8 @@ class SearchRun:
         epoch is the settled one, and picking the best of many epochs on a few hundred
         validation images tunes to them (on digits it lost held-out accuracy)."""
         before = float(self.task.metric(self.model))
-        options = FineTuneOptions(self.options.final_epochs, mix_seed(self.options.seed, FINAL_SEED), self.micro)
+        options = FineTuneOptions(self.options.final_epochs, mix_seed(self.options.seed, FINAL_SEED), self.micro,
+                                  lr=self.options.lr)
         log = fine_tune(self.model, self.task, options, self.group, self.emit)
         accuracy = float(log[-1]["accuracy"]) if log else before
         self.state["final_done"] = True

@@ -15,23 +15,29 @@ only rank 0 writes. The final bundle is written by ``bundle.writer.write_bundle`
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+import torch.nn as nn
 
 from ..bundle.staging import check_output_path
 from ..coupling.groups import build_groups
 from ..criteria import get_criterion
+from ..criteria.base import Criterion
+from ..cut.plan import ModuleCut, make_plan
 from ..errors import SpecError
-from ..loading.checkpoint import load_checkpoint
-from ..loading.data import load_data
+from ..formats.manifest import Manifest
+from ..loading.checkpoint import Loaded, load_checkpoint
+from ..loading.data import CalibrationData, load_data
+from ..loading.in_memory import input_spec_of
 from ..loading.request import requested_input, requested_model, requested_spec
 from ..models.inputs import make_inputs
 from ..options import DEFAULT_CRITERION, AutoOptions, spec_overrides
 from ..selection.per_layer import SelectOptions
-from ..tasks import get_task
+from ..selection.strategy import pin_excluded
+from ..tasks import Task, get_task
 from ..tracing import trace_model
 from ..training.distributed import from_environment
 from . import steps as S
@@ -49,6 +55,37 @@ class AutoResult:
     wall_seconds: float
     manifest: Any = None  # the bundle's Manifest (rank 0)
     extra: dict[str, Any] = field(default_factory=dict)
+    model: nn.Module | None = field(default=None, repr=False)  # the searched model, as the bundle rebuilds it
+    plan: dict[str, ModuleCut] = field(default_factory=dict, repr=False)  # what was cut: prunectl.soft(model, plan)
+    _writer: Callable[[Path], tuple[Manifest, dict]] | None = field(default=None, repr=False)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the bundle ``prunectl auto -o`` writes (atomically)."""
+        if self._writer is None:
+            raise SpecError("this auto result has no model to save (not rank 0)")
+        directory = Path(directory)
+        check_output_path(directory)
+        self.manifest, self.report = self._writer(directory)
+        self.output = directory
+        return directory
+
+
+@dataclass(frozen=True)
+class Given:
+    """What an in-process caller handed over as objects (``prunectl.auto(model, ...)``); ``None``
+    where the options' checkpoint file, spec input or task name is used."""
+
+    loaded: Loaded | None = None  # an in-memory model, already copied
+    example: torch.Tensor | None = None
+    task: Task | None = None
+    criterion: Criterion | None = None
+    factory_given: bool = False  # the caller said how the model is rebuilt (model= or factory_args=)
+
+    def loaded_with(self, spec_model: Any) -> Loaded | None:
+        """The in-memory model, rebuilt as the spec's ``model`` says unless the caller said otherwise."""
+        if self.loaded is None or spec_model is None or self.factory_given:
+            return self.loaded
+        return replace(self.loaded, model_ref=spec_model)
 
 
 def _fingerprint(options: AutoOptions, checkpoint_sha: str, spec_sha: str | None, micro: int) -> dict[str, Any]:
@@ -56,52 +93,59 @@ def _fingerprint(options: AutoOptions, checkpoint_sha: str, spec_sha: str | None
     for volatile in ("output", "resume", "budget_minutes", "threads", "max_steps", "onnx"):
         kept.pop(volatile)
     kept.update({"checkpoint_sha256": checkpoint_sha, "spec_sha256": spec_sha, "micro_batches": micro,
-                 "spec": str(options.spec) if options.spec else None, "rates": list(options.rates)})
+                 "spec": str(options.spec) if options.spec else None, "rates": list(options.rates),
+                 "exclude": list(options.exclude)})  # as the state's JSON reads back
     return kept
 
 
-def auto(checkpoint: str | Path, options: AutoOptions, events: Events | None = None) -> AutoResult:
-    """Search per-layer widths for ``checkpoint`` on ``options.task``; write the bundle (rank 0)."""
+def auto(checkpoint: str | Path | None, options: AutoOptions, events: Events | None = None,
+         given: Given = Given()) -> AutoResult:
+    """Search per-layer widths for ``checkpoint`` (or ``given.loaded``) on ``options.task`` (or
+    ``given.task``); write the bundle (rank 0) when ``options.output`` is set or a file was given."""
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     try:
         if options.threads:
             torch.set_num_threads(options.threads)
         torch.use_deterministic_algorithms(True, warn_only=True)
-        return _auto(checkpoint, options, events)
+        return _auto(checkpoint, options, events, given)
     finally:  # the caller's process settings, as they were
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
-def _auto(checkpoint: str | Path, options: AutoOptions, events: Events | None) -> AutoResult:
+def _auto(checkpoint: str | Path | None, options: AutoOptions, events: Events | None, given: Given) -> AutoResult:
     started = time.perf_counter()
     emit = events or (lambda _kind, _info: None)
     options.check()
     group = from_environment()
     micro = options.micro_batches or group.world
-    output = Path(options.output) if options.output else Path(f"{Path(checkpoint).name.split('.')[0]}-auto")
-    if group.is_writer:
+    # a file's run always writes (NAME-auto by default); an in-memory one only when asked, else result.save
+    output = (Path(options.output) if options.output else
+              None if checkpoint is None else Path(f"{Path(checkpoint).name.split('.')[0]}-auto"))
+    if group.is_writer and output is not None:
         check_output_path(output)
 
     spec = requested_spec(options.spec, options)
-    loaded = load_checkpoint(checkpoint, requested_model(spec, options.model))
+    loaded = given.loaded_with(spec.model) or load_checkpoint(checkpoint, requested_model(spec, options.model))
     original = loaded.model.eval()
-    input_spec = requested_input(spec, None, loaded, spec_given=options.spec is not None)
+    input_spec = (input_spec_of(given.example) if given.example is not None else
+                  requested_input(spec, None, loaded, spec_given=options.spec is not None))
     if options.spec is None:
         spec = trace_model(original, input_spec.shape, dtype=input_spec.dtype,
                            model_ref=loaded.model_ref).spec.with_options(**spec_overrides(options))
-    task = get_task(options.task)
-    criterion = get_criterion(spec.criterion or DEFAULT_CRITERION)
+    task = given.task or get_task(options.task)
+    criterion = given.criterion or get_criterion(spec.criterion or DEFAULT_CRITERION)
     select = SelectOptions.from_spec(spec, criterion, rate=0.0)
-    data = load_data(options.task) if criterion.needs_data else None
-    ctx = S.Context(spec, criterion, select, data, make_inputs(input_spec, options.seed, model=original), options.seed)
-    ctx.original_groups = build_groups(spec, original)
+    data = _calibration(options, task, given) if criterion.needs_data else None
+    ctx = S.Context(spec, criterion, select, data, make_inputs(input_spec, options.seed, model=original), options.seed,
+                    exclude=tuple(options.exclude))
+    ctx.original_groups = pin_excluded(build_groups(spec, original), ctx.exclude)
 
     spec_sha = spec.sha256
     fingerprint = _fingerprint(options, loaded.sha256, spec_sha, micro)
-    state_dir = state_dir_for(output)
-    saved = load_state(state_dir) if group.is_writer else None
+    state_dir = state_dir_for(output) if output is not None else None  # in memory, unsaved: not resumable
+    saved = load_state(state_dir) if group.is_writer and state_dir is not None else None
     if saved is not None and not options.resume:
         raise SpecError(f"{state_dir}: holds an unfinished auto run; pass --resume to continue it, or remove it")
     saved = group.broadcast_object(saved, 0)
@@ -134,11 +178,25 @@ def _auto(checkpoint: str | Path, options: AutoOptions, events: Events | None) -
         run.final_fine_tune()
         run.checkpoint(state_dir)
 
-    result = AutoResult(None, run.state["history"], {}, run.state["stopped_because"], 0.0)
+    result = AutoResult(None, run.state["history"], {}, run.state["stopped_because"], 0.0, model=run.model,
+                        plan=make_plan(ctx.original_groups, run.total))
     if group.is_writer:
-        result.manifest, result.report = write_auto_bundle(run, loaded, checkpoint, output, spec_sha)
-        result.output = output
-        remove_state(state_dir)
+        source = checkpoint if checkpoint is not None else loaded.path
+        result._writer = lambda directory: write_auto_bundle(run, loaded, source, directory, spec_sha)
+        if output is not None:
+            result.manifest, result.report = result._writer(output)
+            result.output = output
+            remove_state(state_dir)
     group.barrier()
     result.wall_seconds = time.perf_counter() - started
     return result
+
+
+def _calibration(options: AutoOptions, task: Task, given: Given) -> CalibrationData:
+    """Scoring data for a data-driven criterion: the task's calibration batches."""
+    if given.task is None:
+        return load_data(options.task)
+    batches = tuple((x, y) for x, y in task.calibration_batches())
+    if not batches:
+        raise SpecError("prunectl.auto: the training data gave no batches to score channels on")
+    return CalibrationData(batches, task.loss, "train_loader")

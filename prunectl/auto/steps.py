@@ -25,6 +25,7 @@ from ..layers import kinds as L
 from ..measure.size import count_macs, count_params
 from ..selection.per_layer import SelectOptions, aligned_at_most, kept_count, select_group, select_width
 from ..selection.scoring import score_groups
+from ..selection.strategy import pin_excluded
 from ..verification.soft_vs_hard import soft_vs_hard
 
 Kept = list[torch.Tensor | None]
@@ -40,11 +41,12 @@ class Context:
     data: Any  # calibration data for data-driven criteria, else None
     inputs: list[torch.Tensor]  # verification inputs (the spec's input shape)
     seed: int
+    exclude: tuple[str, ...] = ()  # --exclude globs: their groups are pinned for the whole run
     original_groups: list[ChannelGroup] = field(default_factory=list)
 
 
 def groups_of(ctx: Context, model: nn.Module) -> list[ChannelGroup]:
-    groups = build_groups(ctx.spec, model)
+    groups = pin_excluded(build_groups(ctx.spec, model), ctx.exclude)
     if [g.layers for g in groups] != [g.layers for g in ctx.original_groups]:
         raise AssertionError("channel groups changed during the search")  # a prunectl bug, not user input
     return groups

@@ -11,6 +11,8 @@ from .. import options as O
 from .app import cli
 from .handling import handle_errors
 from .options import (
+    exclude_option,
+    lr_option,
     micro_batches_option,
     model_option,
     onnx_option,
@@ -20,11 +22,13 @@ from .options import (
     task_option,
     text_data_options,
 )
+from .run_config import config_option
 
 
 @cli.command("auto")
 @click.argument("checkpoint", type=click.Path(dir_okay=True, path_type=str))
 @spec_option
+@config_option
 @model_option
 @task_option
 @click.option("--max-drop", type=float, default=O.DEFAULT_MAX_DROP, show_default=True,
@@ -32,6 +36,7 @@ from .options import (
 @click.option("--target-macs", type=float, help="Target mode (NetAdapt): keep this fraction of the MACs.")
 @click.option("--target-params", type=float, help="Target mode (NetAdapt): keep this fraction of the parameters.")
 @selection_options
+@exclude_option
 @click.option("--epochs", type=int, default=O.DEFAULT_AUTO_EPOCHS, show_default=True,
               help="Retraining epochs per step (at most).")
 @click.option("--final-epochs", type=int, default=O.AutoOptions.final_epochs, show_default=True,
@@ -45,6 +50,15 @@ from .options import (
               help="CAC: candidate rates per layer and step.")
 @click.option("--loss-margin", type=float, default=O.DEFAULT_LOSS_MARGIN, show_default=True,
               help="CAC: loss margin of the thresholds.")
+@click.option("--trust-radius", type=float,
+              help="CAC: initial bound on the thresholds' L2 norm (default: computed from the model, as CAC's "
+              "initialize_upper_bound).")
+@click.option("--scaling-factor", type=float, default=O.DEFAULT_SCALING_FACTOR, show_default=True,
+              help="CAC: the bound grows by at least this after an accepted step, shrinks by its inverse after a "
+              "rejected one.")
+@click.option("--calc-iter", type=int, default=O.DEFAULT_CALC_ITER, show_default=True,
+              help="CAC: validation batches each sensitivity is averaged over.")
+@lr_option
 @click.option("--step-fraction", type=float, help="NetAdapt: resource saved per step, as a fraction of the original.")
 @click.option("-o", "--output", type=click.Path(path_type=str), help="Bundle directory (default: NAME-auto).")
 @onnx_option
@@ -81,7 +95,9 @@ def auto_command(checkpoint: str, quiet: bool, as_json: bool, rates: str, **opti
 
 @cli.command("finetune")
 @click.argument("bundle", type=click.Path(path_type=str))
+@config_option
 @click.option("--task", help="Task plugin giving data, loss, metric (e.g. digits); or --distill.")
+@lr_option
 @click.option("--epochs", type=int, help=f"Epochs (default: the task's, else {O.DEFAULT_FINETUNE_EPOCHS}).")
 @click.option("--distill", is_flag=True,
               help="Language models: train toward the original's logits (KL) on --data instead of a task.")
@@ -89,7 +105,6 @@ def auto_command(checkpoint: str, quiet: bool, as_json: bool, rates: str, **opti
 @click.option("--steps", type=int, help="--distill: optimizer steps.")
 @click.option("--teacher", type=click.Path(exists=True, path_type=str),
               help="--distill: the original model (default: the manifest's source, beside the bundle).")
-@click.option("--lr", type=float, default=O.DEFAULT_DISTILL_LR, show_default=True, help="--distill: AdamW's rate.")
 @text_data_options
 @click.option("--eval-data", type=click.Path(dir_okay=False, path_type=str),
               help="--distill: a .txt file: perplexity before and after into report.json.")
@@ -114,8 +129,9 @@ def finetune_command(bundle: str, quiet: bool, as_json: bool, task: str | None, 
             raise click.UsageError("--distill needs --data FILE and --steps N")
         from ..training.distill_bundle import distill_bundle
 
-        result = distill_bundle(bundle, **{key: options[key] for key in (*distill_only, "output", "seed", "lr",
-                                                                         "calib_seq_len", "calib_tokens")})
+        lr = options["lr"] if options["lr"] is not None else O.DEFAULT_DISTILL_LR
+        result = distill_bundle(bundle, lr=lr, **{key: options[key] for key in (*distill_only, "output", "seed",
+                                                                                "calib_seq_len", "calib_tokens")})
         if as_json:
             click.echo(json.dumps(result, indent=2))
         elif not quiet:
@@ -132,7 +148,7 @@ def finetune_command(bundle: str, quiet: bool, as_json: bool, task: str | None, 
 
     with AutoProgress(quiet or as_json) as progress:
         result = finetune_bundle(bundle, task, events=progress, epochs=options["epochs"], output=options["output"],
-                                 seed=options["seed"], micro_batches=options["micro_batches"])
+                                 seed=options["seed"], micro_batches=options["micro_batches"], lr=options["lr"])
     if as_json:
         click.echo(json.dumps(result, indent=2))
     elif not quiet:

@@ -66,6 +66,10 @@ onnx_option = click.option("--onnx", is_flag=True, help="Also export model.onnx,
 opset_option = click.option("--opset", type=int, default=O.DEFAULT_OPSET, show_default=True, help="ONNX opset.")
 bundle_output_option = click.option("-o", "--output", type=click.Path(path_type=str), help="Bundle directory to write.")
 task_option = click.option("--task", required=True, help="Task plugin giving data, loss, metric (e.g. digits).")
+exclude_option = click.option("--exclude", multiple=True, metavar="PATTERN",
+                              help="Never prune layers matching this glob (repeatable).")
+lr_option = click.option("--lr", type=float, help="Fine-tuning learning rate (default: the task optimizer's, "
+                         f"else SGD's 0.01 with a cosine decay; with --distill AdamW's {O.DEFAULT_DISTILL_LR:g}).")
 micro_batches_option = click.option("--micro-batches", type=int,
                                     help="Split each batch in N parts (default: the number of processes).")
 

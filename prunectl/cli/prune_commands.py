@@ -13,6 +13,7 @@ from .app import cli
 from .handling import handle_errors, progress
 from .options import (
     bundle_output_option,
+    exclude_option,
     input_shape_option,
     model_option,
     module_option,
@@ -27,11 +28,13 @@ from .options import (
     text_data_options,
     trust_pickle_option,
 )
+from .run_config import config_option
 
 
 @cli.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=True, path_type=str))
 @spec_option
+@config_option
 @model_option
 @selection_options
 @click.option("--rate", type=parse_amount, help="Fraction of output channels removed per layer, in [0, 1) "
@@ -47,7 +50,7 @@ from .options import (
               f"{DEFAULT_EVAL_SEQ_LEN} tokens, no overlap).")
 @click.option("--global", "global_ranking", is_flag=True,
               help="Rank channels across all layers (normalised scores; --min-channels floors every layer).")
-@click.option("--exclude", multiple=True, metavar="PATTERN", help="Never prune layers matching this glob (repeatable).")
+@exclude_option
 @click.option("--target-macs", type=float, help="Search the cut until this fraction of the MACs is kept (within 1%).")
 @click.option("--target-params", type=float, help="Search the cut until this fraction of the params is kept.")
 @click.option("--steps", type=int, default=PruneOptions.steps, show_default=True,

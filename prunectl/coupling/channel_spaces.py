@@ -39,8 +39,10 @@ class ChannelGroup:
 
     @property
     def unit(self) -> int:
-        """Tensor indices one channel spans in every member (an attention head: head_dim rows)."""
-        return min((member.factor for member in self.members if not member.count), default=1)
+        """Tensor indices one channel spans in every layer member (an attention head: head_dim rows;
+        a parameter entry with one value per head, Swin's bias table, does not make it 1)."""
+        layers = [member.factor for member in self.members if not member.count and member.axis is None]
+        return min(layers or [member.factor for member in self.members if not member.count], default=1)
 
     def parts(self, module: str) -> int:
         """How many blocks of this group's channels ``module`` outputs (a fused q/k/v: 3)."""

@@ -129,8 +129,11 @@ def _connect_parameter(layer: LayerSpec, modules: dict[str, nn.Module], spaces: 
                                "mark the layers in its prev \"prune\": false")
     ref = Ref(spaces.find(source.space), source.factor)
     factor = ref.factor
-    if attribute is not None and ref.factor > 1 and width == spaces.group(ref.space).size:
-        factor = 1  # an attribute counting heads (num_heads), not their head_dim outputs (attn_dim)
+    group = spaces.group(ref.space)
+    if ref.factor > 1 and width == group.size and (attribute is not None or group.heads):
+        # an attribute counting heads (num_heads), not their head_dim outputs (attn_dim); a table
+        # with one entry per head (Swin's relative position bias)
+        factor = 1
     else:
         expect_width(key, width, spaces, source, what)
     spaces.group(ref.space).members.append(Member(layer.name, "out", factor, axis=layer.dim,

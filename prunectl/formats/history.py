@@ -2,7 +2,7 @@
 
 A JSON list, step 0 the original model. Required: ``step``, ``params``, ``macs`` (integers) and
 ``accuracy`` (a number, the task metric, any scale). Optional: ``widths`` (layer -> output width),
-``phase`` ("original", "cac", "netadapt", "final-finetune", "finetune"), ``iteration`` (the search
+``phase`` ("original", "cac", "cac-fine", "netadapt", "final-finetune", "finetune"), ``iteration`` (the search
 step it came from), ``epochs`` (fine-tune epochs run), ``pruned_accuracy`` (right after the cut,
 before fine-tuning), ``rates`` (CAC: the rate each layer was cut by in this step) or ``layer`` +
 ``rate`` (NetAdapt: the one layer cut, by what fraction of its width), and ``note``. Other keys

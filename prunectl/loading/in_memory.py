@@ -23,7 +23,7 @@ from .meta import meta_model
 Loss = Callable[[Any, torch.Tensor], torch.Tensor]
 
 
-def loaded_module(model: Any, model_ref: ModelRef | None = None) -> Loaded:
+def loaded_module(model: Any, model_ref: ModelRef | None = None, caller: str = "prunectl.prune") -> Loaded:
     """A private copy of ``model`` on the CPU, as a checkpoint file would load it.
 
     The pipeline masks the model it prunes in place; the user's own model (and its device,
@@ -31,7 +31,7 @@ def loaded_module(model: Any, model_ref: ModelRef | None = None) -> Loaded:
     are made permanent in the copy, as ``*_orig``/``*_mask`` pairs are folded when a file is read.
     ``model_ref``: how ``prunectl.load`` rebuilds it; default: its class with no arguments."""
     if not isinstance(model, nn.Module):
-        raise SpecError(f"prunectl.prune: expected a torch.nn.Module or a checkpoint path, got {type(model).__name__}")
+        raise SpecError(f"{caller}: expected a torch.nn.Module or a checkpoint path, got {type(model).__name__}")
     # torch.nn.utils.prune leaves the masked weight as a non-leaf attribute, which deepcopy refuses:
     # its copy is a detached one (the mask is made permanent in the copy below anyway)
     memo: dict[int, Any] = {}
@@ -42,7 +42,7 @@ def loaded_module(model: Any, model_ref: ModelRef | None = None) -> Loaded:
     own = copy.deepcopy(model, memo).cpu().eval()
     for module, name in pruned_tensors(own):
         torch_prune.remove(module, name)
-    ref = model_ref or _own_class(model)
+    ref = model_ref or _own_class(model, caller)
     return Loaded(own, ref, Path(f"in-memory:{type(model).__name__}"), state_dict_sha256(own))
 
 
@@ -52,14 +52,14 @@ def pruned_tensors(model: nn.Module) -> list[tuple[nn.Module, str]]:
             for hook in list(module._forward_pre_hooks.values()) if isinstance(hook, torch_prune.BasePruningMethod)]
 
 
-def _own_class(model: nn.Module) -> ModelRef:
+def _own_class(model: nn.Module, caller: str) -> ModelRef:
     """The model's class with no arguments, when that rebuilds the same layers (a bundle is
     rebuilt without pickle); otherwise the caller must say how."""
     ref = ModelRef.of_class(model)
     skeleton = meta_model(ref.factory, {})
     names = [name for name, _ in model.named_modules()]
     if skeleton is None or [name for name, _ in skeleton.named_modules()] != names:
-        raise SpecError(f"prunectl.prune: {type(model).__qualname__}() does not rebuild this model (its layers "
+        raise SpecError(f"{caller}: {type(model).__qualname__}() does not rebuild this model (its layers "
                         "come from constructor arguments, or it is a container such as nn.Sequential); say how "
                         "it is built: model='package.module:factory' and factory_args={...}")
     return ref

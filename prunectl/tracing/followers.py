@@ -28,6 +28,7 @@ from .graph import (
 )
 from .hf_export import hf_export
 from .rules import function_flow, op_name
+from .tables import carries_index, chain_to_parameter
 
 
 class ChannelFollowers:
@@ -37,27 +38,85 @@ class ChannelFollowers:
         """``x * layer_scale``, ``x + pos_embedding``: a parameter with one entry per channel of ``x``
         is listed as a parameter entry that follows x's channels (None: not such a case)."""
         operands = list(node.args[:2])
-        held = [i for i, a in enumerate(operands) if isinstance(a, Node) and a.op == "get_attr"
-                and str(a.target) in self.parameters]
+        held = [i for i, a in enumerate(operands) if self._parameter_node(a) is not None]
         flowing = [i for i, a in enumerate(args[:2]) if isinstance(a, Flow)]
+        if not held and len(flowing) == 1 and isinstance(result, torch.Tensor):
+            return self._table_operand(node, real_args, args, flowing[0], result)
         if len(held) != 1 or len(flowing) != 1 or not isinstance(result, torch.Tensor):
             return None
-        held_node, value, flow = operands[held[0]], real_args[flowing[0]], args[flowing[0]]
-        parameter = real_args[held[0]]
+        held_node, value, flow = self._parameter_node(operands[held[0]]), real_args[flowing[0]], args[flowing[0]]
+        operand = real_args[held[0]]  # the parameter, or its view (timm's gamma.reshape(1, -1, 1, 1))
         d = broadcast_dim(flow, value.dim(), result.dim())
-        axis = d - (result.dim() - parameter.dim())
-        if axis < 0 or parameter.shape[axis] == 1 or value.shape[flow.dim] != result.shape[d]:
+        axis = d - (result.dim() - operand.dim())
+        if axis < 0 or operand.shape[axis] == 1 or value.shape[flow.dim] != result.shape[d]:
             return None  # channel-free, or a broadcast the element-wise rule reports
         name = str(held_node.target)
-        if parameter.shape[axis] != value.shape[flow.dim]:
-            raise Touch(f"combines the channels with parameter {name} of shape {tuple(parameter.shape)}")
+        if operand.shape[axis] != value.shape[flow.dim]:
+            raise Touch(f"combines the channels with parameter {name} of shape {tuple(operand.shape)}")
         if flow.composite:
             raise Touch(f"combines a concatenation of pruned channels with parameter {name}")
         if len(held_node.users) != 1 or name in self.first_inputs:
             raise Touch(f"uses parameter {name}, which is also used elsewhere (it can follow one channel space)")
+        if held_node is not operands[held[0]]:  # a view: the channels are the vector's one dim
+            axis = next(i for i, size in enumerate(self.parameters[name].shape) if size != 1)
         self.first_inputs[name] = flow.sources
         self.walk.layers.append(TracedLayer(name, "parameter", flow.sources, dim=axis))
         return flow.at(d)
+
+    def _table_operand(self, node: Node, real_args: tuple, args: tuple, flowing: int, result: Any) -> Flow | None:
+        """``scores + table[index].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)``: a per-head bias
+        gathered from a parameter table (timm's Swin relative position bias). The parameter is
+        listed as following the heads along the axis that becomes them: checked by running the
+        chain from the table again on a table whose entries are their own index along that axis
+        (the chain moves and copies entries, never mixes two heads' entries, exactly when each
+        output entry along the heads dim holds its own index)."""
+        other = 1 - flowing
+        operand, flow, value = node.args[other], args[flowing], real_args[flowing]
+        chain = chain_to_parameter(operand, set(self.parameters))
+        if chain is None:
+            return None
+        source, steps = chain
+        name = str(source.target)
+        table = self.parameters[name]
+        d = broadcast_dim(flow, value.dim(), result.dim())
+        fixed = real_args[other]
+        axis_out = d - (result.dim() - fixed.dim())
+        channels = value.shape[flow.dim]
+        if axis_out < 0 or fixed.shape[axis_out] != channels or value.shape[flow.dim] != result.shape[d]:
+            return None
+        matches = [axis for axis, size in enumerate(table.shape) if size == channels
+                   and carries_index(steps, source, table, axis, self.fetch_attr, fixed.dim(), axis_out)]
+        if len(matches) != 1:
+            return None
+        if flow.composite:
+            raise Touch(f"combines a concatenation of pruned channels with parameter {name}")
+        if name in self.first_inputs:
+            raise Touch(f"uses parameter {name}, which is also used elsewhere (it can follow one channel space)")
+        self.first_inputs[name] = flow.sources
+        self.walk.layers.append(TracedLayer(name, "parameter", flow.sources, dim=matches[0]))
+        return flow.at(d)
+
+    def _parameter_node(self, operand: Any) -> Node | None:
+        """The get_attr node of a parameter ``operand`` is, or is a view of: ``p.view(1, -1, 1, 1)``,
+        ``p.reshape(...)`` or ``p.unsqueeze(d)`` of a vector, used only there. The -1 makes the
+        view follow the kept count; a view to a literal size would not shrink, so it is not one."""
+        if isinstance(operand, Node) and operand.op == "get_attr" and str(operand.target) in self.parameters:
+            return operand
+        if not (isinstance(operand, Node) and operand.op in ("call_method", "call_function") and operand.args
+                and op_name(operand.target) in ("view", "reshape", "unsqueeze") and len(operand.users) == 1):
+            return None
+        source = operand.args[0]
+        if not (isinstance(source, Node) and source.op == "get_attr" and str(source.target) in self.parameters):
+            return None
+        parameter = self.parameters[str(source.target)]
+        if sum(1 for size in parameter.shape if size != 1) != 1:
+            return None  # only a vector's view has an unambiguous channel dim
+        if op_name(operand.target) != "unsqueeze":
+            sizes = operand.args[1:]
+            sizes = list(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)) else list(sizes)
+            if sizes.count(-1) != 1 or any(not isinstance(size, int) for size in sizes):
+                return None
+        return source
 
     def _sizes(self, node: Node, args: Any, real_args: tuple, real_kwargs: dict, incoming: list[Flow],
                sizes: list[Size], result: Any) -> Any:

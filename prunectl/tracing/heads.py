@@ -86,7 +86,6 @@ class HeadFollowers:
             value = value.args[0]
         return False
 
-
     def _grouped_attention(self, name: str, real_args: tuple, real_kwargs: dict, args: tuple, kwargs: dict,
                            result: Any) -> Flow | None:
         """The Flow of a grouped-query ``scaled_dot_product_attention``, or of the ``q @ k^T`` of an
@@ -102,9 +101,10 @@ class HeadFollowers:
         # key/value channels: one per KV head, spanning ``factor`` entries once repeated (repeat_kv)
         channels = {value.shape[flow.dim] // flow.factor for value, flow in zip(values[1:], flows[1:])
                     if value.shape[flow.dim] % flow.factor == 0}
-        if len(channels) != 1 or heads % channels.copy().pop():
+        kv_heads = channels.pop() if len(channels) == 1 else 0
+        if not kv_heads or heads % kv_heads:
             return None
-        group = heads // channels.pop()
+        group = heads // kv_heads
         producer = next(iter(query.sources)) if len(query.sources) == 1 else None
         position = next((i for i, layer in enumerate(self.walk.layers) if layer.name == producer), None)
         if group <= 1 or position is None or any(f.dim != query.dim for f in key_flows) or \

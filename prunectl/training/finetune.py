@@ -44,6 +44,7 @@ class FineTuneOptions:
     epochs: int = DEFAULT_FINETUNE_EPOCHS
     seed: int = 0
     micro_batches: int = 1  # parts per batch; torchrun ranks share them (see module docstring)
+    lr: float | None = None  # None: DEFAULT_LR for prunectl's SGD, the task optimizer's own lr
 
 
 def check_options(options: FineTuneOptions, group: Dist) -> None:
@@ -74,12 +75,17 @@ def training_batches(task: Task, epoch: int, seed: int) -> list[Batch]:
     return batches
 
 
-def make_optimizer(task: Task, params: list[nn.Parameter], iterations: int
+def make_optimizer(task: Task, params: list[nn.Parameter], iterations: int, lr: float | None = None
                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
     own = getattr(task, "optimizer", None)
     if callable(own):
-        return own(params), None
-    optimizer = torch.optim.SGD(params, lr=DEFAULT_LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+        optimizer = own(params)
+        if lr is not None:  # asked for by name (--lr): it beats the task's choice, in every param group
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = lr
+        return optimizer, None
+    optimizer = torch.optim.SGD(params, lr=DEFAULT_LR if lr is None else lr, momentum=MOMENTUM,
+                                weight_decay=WEIGHT_DECAY)
     return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, iterations))
 
 
@@ -95,8 +101,10 @@ def fine_tune(model: nn.Module, task: Task, options: FineTuneOptions, group: Dis
     params = [p for p in model.parameters() if p.requires_grad]
     if options.epochs == 0 or not params:
         return []
+    if callable(getattr(task, "train_epoch", None)):
+        return _own_epochs(model, task, options, emit, stop_when)
     per_epoch = len(training_batches(task, 0, options.seed))
-    optimizer, scheduler = make_optimizer(task, params, per_epoch * options.epochs)
+    optimizer, scheduler = make_optimizer(task, params, per_epoch * options.epochs, options.lr)
     log: list[dict[str, Any]] = []
     for epoch in range(options.epochs):
         batches = training_batches(task, epoch, options.seed)
@@ -114,6 +122,27 @@ def fine_tune(model: nn.Module, task: Task, options: FineTuneOptions, group: Dis
             emit("batch", {"epoch": epoch + 1, "batch": index + 1})
         entry = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(seen, 1),
                  "accuracy": float(task.metric(model))}
+        log.append(entry)
+        emit("epoch", entry)
+        if stop_when is not None and stop_when(entry):
+            break
+    model.eval()
+    return log
+
+
+def _own_epochs(model: nn.Module, task: Task, options: FineTuneOptions, emit: Events,
+                stop_when: Callable[[dict[str, Any]], bool] | None) -> list[dict[str, Any]]:
+    """Epochs of a task's own ``train_epoch(model, epoch, seed)`` (the in-process caller's ``train``):
+    its optimizer, learning rate and batches are its own, so the log has the metric only."""
+    if options.lr is not None:
+        raise SpecError("lr: the given train() chooses its own learning rate; leave lr unset")
+    log: list[dict[str, Any]] = []
+    for epoch in range(options.epochs):
+        emit("epoch_start", {"epoch": epoch + 1, "epochs": options.epochs, "batches": 1})
+        torch.manual_seed(mix_seed(options.seed, epoch))
+        model.train()
+        task.train_epoch(model, epoch, options.seed)
+        entry = {"epoch": epoch + 1, "accuracy": float(task.metric(model))}
         log.append(entry)
         emit("epoch", entry)
         if stop_when is not None and stop_when(entry):

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from ..bundle.staging import check_output_path
 from ..bundle.writer import versions, write_bundle
-from ..errors import VerificationError
+from ..errors import SpecError, VerificationError
 from ..formats import history as H
 from ..formats.manifest import MANIFEST_NAME, Manifest
 from ..formats.strict_json import read_json
@@ -33,7 +33,8 @@ from .finetune import Events, FineTuneOptions, fine_tune
 
 
 def finetune_bundle(bundle: str | Path, task_name: str, epochs: int | None = None, output: str | Path | None = None,
-                    seed: int = 0, micro_batches: int | None = None, events: Events | None = None) -> dict[str, Any]:
+                    seed: int = 0, micro_batches: int | None = None, events: Events | None = None,
+                    lr: float | None = None) -> dict[str, Any]:
     """Fine-tune ``bundle``'s model on ``task_name``; write ``output`` (default: replace ``bundle``)."""
     bundle = Path(bundle)
     out = Path(output) if output is not None else bundle
@@ -45,7 +46,9 @@ def finetune_bundle(bundle: str | Path, task_name: str, epochs: int | None = Non
     epochs = epochs if epochs is not None else int(getattr(task, "fine_tune_epochs", DEFAULT_FINETUNE_EPOCHS))
     inputs = make_inputs(manifest.input_spec, manifest.seed, model=model)
     before = float(task.metric(model))
-    options = FineTuneOptions(epochs=epochs, seed=seed, micro_batches=micro_batches or group.world)
+    if lr is not None and not lr > 0:
+        raise SpecError(f"--lr: expected a number > 0, got {lr}")
+    options = FineTuneOptions(epochs=epochs, seed=seed, micro_batches=micro_batches or group.world, lr=lr)
     log = fine_tune(model, task, options, group, events)
     after = float(task.metric(model))
 

@@ -41,8 +41,9 @@ class AutoProgress:
         elif kind == "batch" and self.task_id is not None:
             self.progress.advance(self.task_id)
         elif kind == "epoch":
-            self.progress.console.print(f"  epoch {info['epoch']}: loss {info['train_loss']:.4f}  "
-                                        f"lr {info['lr']:.3g}  validation {info['accuracy']:.2f}")
+            # a caller's own train() reports no loss or learning rate (training/finetune.py)
+            loss = f"loss {info['train_loss']:.4f}  lr {info['lr']:.3g}  " if "lr" in info else ""
+            self.progress.console.print(f"  epoch {info['epoch']}: {loss}validation {info['accuracy']:.2f}")
         elif kind == "candidate":
             self.progress.console.print(f"  proposal: {info['layer']} -> {info['width']} channels")
         elif kind == "accepted":

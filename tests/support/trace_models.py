@@ -82,3 +82,51 @@ class SharedWidth(nn.Module):
 
     def forward(self, x):
         return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+class ReshapedLayerScale(nn.Module):
+    """timm's ConvNeXt/LayerScale2d: a vector parameter reshaped to broadcast over NCHW, with -1
+    (``literal=True``: a literal channel count, which would not shrink with the cut)."""
+
+    def __init__(self, literal: bool = False) -> None:
+        super().__init__()
+        self.literal = literal
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.gamma = nn.Parameter(torch.rand(8) + 0.5)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        gamma = self.gamma.view(1, 8, 1, 1) if self.literal else self.gamma.reshape(1, -1, 1, 1)
+        return self.head(y + y.mul(gamma))
+
+
+def literal_layer_scale() -> ReshapedLayerScale:
+    return ReshapedLayerScale(literal=True)
+
+
+class RelativeBiasAttention(nn.Module):
+    """timm's Swin attention in miniature: per-head relative position bias gathered from a table
+    (``table[index].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)``) added to the scores."""
+
+    def __init__(self, dim: int = 16, num_heads: int = 4, tokens: int = 6) -> None:
+        super().__init__()
+        self.num_heads, self.tokens = num_heads, tokens
+        self.embed = nn.Linear(3, dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, 2)
+        self.relative_position_bias_table = nn.Parameter(torch.randn(2 * tokens - 1, num_heads))
+        positions = torch.arange(tokens)
+        self.register_buffer("relative_position_index", positions[:, None] - positions[None, :] + tokens - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        scores = (q * 0.5) @ k.transpose(-2, -1)
+        area = self.tokens  # timm's window_area: an int attribute, not read from x
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(area, area, -1)
+        scores = scores + bias.permute(2, 0, 1).contiguous().unsqueeze(0)
+        out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, -1)
+        return self.head(self.proj(out).mean(1))

@@ -134,3 +134,20 @@ def test_a_computed_merge_shape_and_a_colliding_attribute_are_followed(tmp_path:
     _prune(tmp_path, ComputedShapeHeads(), "ComputedShapeHeads", (2, 5, 8), rate=0.5, round_to=1)
     pruned = prunectl.load(tmp_path / "out")
     assert (pruned.num_heads, pruned.all_head_size, pruned.layer_idx) == (2, 12, 4)
+
+
+def test_a_per_head_bias_table_is_cut_with_its_heads(tmp_path: Path) -> None:
+    from tests.support.trace_models import RelativeBiasAttention
+
+    traced = trace_model(RelativeBiasAttention(), (1, 6, 3))
+    layers = {layer.name: layer for layer in traced.spec.layers}
+    # the table's columns are the heads (axis 1), found by running its gather on its own indices
+    assert layers["relative_position_bias_table"].dim == 1 and "qkv" not in traced.pinned
+    torch.manual_seed(0)
+    torch.save(RelativeBiasAttention().state_dict(), tmp_path / "attn.pt")
+    result = prunectl.prune(tmp_path / "attn.pt", prunectl.PruneOptions(
+        model="tests.support.trace_models:RelativeBiasAttention", rate=0.5, round_to=1, input_shape=(1, 6, 3),
+        output=tmp_path / "out", onnx=True))
+    model = prunectl.load(tmp_path / "out")
+    assert model.relative_position_bias_table.shape == (11, 2) and model.num_heads == 2
+    assert result.manifest.to_json()["verify"]["soft_vs_hard_max_abs"] <= 1e-9

@@ -14,7 +14,14 @@ from prunectl.cli import cli
 from prunectl.coupling.groups import build_groups
 from prunectl.errors import UnsupportedError
 from prunectl.tracing import trace_model
-from tests.support.trace_models import ChannelCumsum, ConcatBlock, SqueezeExcite, TwoBranchAdd
+from tests.support.trace_models import (
+    ChannelCumsum,
+    ConcatBlock,
+    ReshapedLayerScale,
+    SqueezeExcite,
+    TwoBranchAdd,
+    literal_layer_scale,
+)
 
 # A fast representative subset: residual adds, depthwise + squeeze-excitation multiplies,
 # stochastic depth, grouped convs, LayerNorm + layer scale on the residual width (convnext); the
@@ -168,3 +175,20 @@ def test_thinet_reads_each_part_of_a_concatenation_at_its_offset(tmp_path: Path)
         model="tests.support.trace_models:ConcatBlock", rate=0.5, input_shape=(1, 3, 8, 8), criterion="thinet",
         data=str(data)))
     assert {layer["name"]: layer["after"] for layer in result.report["layers"]}["norm"] == 12
+
+
+def test_a_reshaped_vector_parameter_follows_the_channels(tmp_path: Path) -> None:
+    layers = {layer.name: layer for layer in trace_model(ReshapedLayerScale(), (1, 3, 8, 8)).spec.layers}
+    assert layers["gamma"].dim == 0  # the vector's own axis, though the op saw it as dim 1
+    torch.manual_seed(0)
+    torch.save(ReshapedLayerScale().state_dict(), tmp_path / "ls.pt")
+    result = prunectl.prune(tmp_path / "ls.pt", prunectl.PruneOptions(
+        model="tests.support.trace_models:ReshapedLayerScale", rate=0.5, round_to=1, input_shape=(1, 3, 8, 8),
+        output=tmp_path / "out", onnx=True))
+    assert result.manifest.resize["gamma"] == {"dim_0": 4}
+    assert prunectl.load(tmp_path / "out").gamma.shape == (4,)
+
+
+def test_a_parameter_viewed_to_a_literal_channel_count_is_refused() -> None:
+    with pytest.raises(UnsupportedError, match=r"fixed tensor of shape \(1, 8, 1, 1\)"):
+        trace_model(literal_layer_scale(), (1, 3, 8, 8))
