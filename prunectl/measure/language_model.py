@@ -19,8 +19,9 @@ def language_model_sizes(before: nn.Module, after: nn.Module) -> dict[str, Any]:
     """report.json's ``language_model`` (transformers models with an input embedding), else nothing."""
     if _embeddings(before) is None:
         return {}
-    pairs = {"params_without_embeddings": (_params_without_embeddings(before), _params_without_embeddings(after)),
-             "kv_cache_bytes_per_token": (kv_cache_bytes_per_token(before), kv_cache_bytes_per_token(after))}
+    pairs = {"params_without_embeddings": (_params_without_embeddings(before), _params_without_embeddings(after))}
+    if kv_cache_bytes_per_token(before):  # decoders with k_proj/v_proj (an encoder's key/value cache nothing)
+        pairs["kv_cache_bytes_per_token"] = (kv_cache_bytes_per_token(before), kv_cache_bytes_per_token(after))
     return {"language_model": {key: {"before": b, "after": a} for key, (b, a) in pairs.items()}}
 
 

@@ -38,8 +38,9 @@ def prune_summary(console: Console, report: dict[str, Any], manifest: dict[str, 
     language_model = report.get("language_model")
     if language_model:
         totals.add_row("params w/o embeddings", _ratio(language_model["params_without_embeddings"]))
-        cache = language_model["kv_cache_bytes_per_token"]
-        totals.add_row("KV cache", f"{cache['before']} -> {cache['after']} bytes per token")
+        cache = language_model.get("kv_cache_bytes_per_token")
+        if cache:
+            totals.add_row("KV cache", f"{cache['before']} -> {cache['after']} bytes per token")
     totals.add_row("MACs", _ratio(report["macs"]))
     totals.add_row("size", _ratio(report["size_bytes"]).replace("K", "KB").replace("M", "MB").replace("G", "GB"))
     check = manifest.get("verify", {})
