@@ -122,3 +122,14 @@ def test_taylor_differentiates_the_next_token_loss_of_text(tmp_path: Path) -> No
     verify = result.manifest.extra["verify"]
     assert verify["soft_vs_hard_max_abs"] <= verify["tolerance"] * max(1.0, verify["reference_max_abs"])
     assert result.model.model.layers[0].mlp.up_proj.out_features == ARGS["intermediate_size"] // 2
+
+
+def test_a_tokenizer_whose_ids_the_model_does_not_embed_is_refused(tmp_path: Path) -> None:
+    from tests.support.text_models import word_tokenizer
+
+    text = tmp_path / "wide.txt"
+    text.write_text(words(400, vocab_size=200), encoding="utf-8")
+    with pytest.raises(SpecError, match=f"--data {text}: tokenizer .* gives token id 19[0-9], but the model embeds "
+                                        "128 ids: not the model's tokenizer") as caught:
+        load_calibration(text, tiny_llama(), find_tokenizer(word_tokenizer(200), None), seq_len=16)
+    assert caught.value.exit_code == 3
