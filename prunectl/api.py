@@ -263,7 +263,9 @@ def _drop_layers(loaded: Loaded, options: PruneOptions, module: str | None, inpu
     if options.spec is not None or module is not None:
         raise SpecError("--drop-layers renumbers the layers: it takes a traced model, not --spec or --module")
     inputs = make_inputs(input_spec, options.seed, model=loaded.model) + data_inputs(data, input_spec)
-    cut = choose_drop(loaded.model, options.drop_layers, inputs)
+    # text calibration: block influence over every window of the text, not random tokens (the proof keeps its few)
+    text = [ids for ids, _ in data.batches] if data is not None and data.details else inputs
+    cut = choose_drop(loaded.model, options.drop_layers, text)
     smaller = drop_layers(loaded.model, cut)
     worst = prove_drop(loaded.model, smaller, cut, inputs)
     model_ref = None if loaded.model_ref is None else replace(loaded.model_ref,

@@ -133,3 +133,16 @@ def test_a_tokenizer_whose_ids_the_model_does_not_embed_is_refused(tmp_path: Pat
                                         "128 ids: not the model's tokenizer") as caught:
         load_calibration(text, tiny_llama(), find_tokenizer(word_tokenizer(200), None), seq_len=16)
     assert caught.value.exit_code == 3
+
+
+def test_drop_layers_measures_block_influence_on_the_calibration_text(tmp_path: Path) -> None:
+    from prunectl.selection.depth import block_influence
+
+    model = tiny_llama(num_hidden_layers=3)
+    folder = llama_folder(tmp_path / "folder", model)
+    text = _text(tmp_path)
+    result = prunectl.prune(folder, prunectl.PruneOptions(rate=0.2, drop_layers=1, data=str(text), calib_seq_len=32,
+                                                          calib_tokens=256))
+    windows = [ids for ids, _ in load_calibration(text, model, find_tokenizer(None, folder), 32, 256).batches]
+    expected = block_influence(model, windows)
+    assert result.manifest.extra["drop_layers"]["block_influence"] == pytest.approx(expected, abs=1e-6)  # rounded
