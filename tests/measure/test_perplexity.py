@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,6 +64,9 @@ def test_eval_command_on_a_folder_and_on_a_bundle_and_prune_eval_data(tmp_path: 
     shown = runner.invoke(cli, ["eval", str(folder), "--data", str(text), "--seq-len", "32", "--json"])
     assert shown.exit_code == 0, shown.output
     measured = json.loads(shown.output)
+    real = subprocess.run([sys.executable, "-m", "prunectl", "eval", str(folder), "--data", str(text), "--seq-len",
+                           "32", "--json"], capture_output=True, text=True)  # one real process
+    assert real.returncode == 0 and json.loads(real.stdout)["perplexity"] == measured["perplexity"], real.stderr
     model = tiny_llama()
     ids = torch.tensor(word_tokenizer().encode(text.read_text()).ids)
     assert measured["perplexity"] == pytest.approx(_by_hand(model, ids, 32, 32), rel=1e-6)
