@@ -19,6 +19,7 @@ from .version import __version__
 _WHERE = {
     "prune": "api", "verify": "api", "export": "api", "load": "api", "info": "api", "PruneResult": "api",
     "soft": "in_process",
+    "evaluate_perplexity": "measure.perplexity",
     "PruneOptions": "options",
     "Pruner": "hooks",
     "derive_spec": "tracing",
@@ -27,9 +28,9 @@ _WHERE = {
     "UnsupportedError": "errors",
 }
 
-__all__ = ["prune", "soft", "auto", "verify", "export", "load", "info", "derive_spec", "PruneOptions", "PruneResult",
-           "Pruner", "Spec", "read_spec", "write_spec", "PrunectlError", "SpecError", "VerificationError",
-           "CheckpointError", "UnsupportedError", "__version__"]
+__all__ = ["prune", "soft", "auto", "verify", "export", "load", "info", "evaluate_perplexity", "derive_spec",
+           "PruneOptions", "PruneResult", "Pruner", "Spec", "read_spec", "write_spec", "PrunectlError", "SpecError",
+           "VerificationError", "CheckpointError", "UnsupportedError", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -17,42 +17,53 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn as nn
 
-from . import registry
 from .bundle.manifest_builder import build_manifest
 from .bundle.report import build_report
 from .bundle.staging import check_output_path, staged_directory
 from .bundle.writer import add_onnx, sealed, write_bundle
 from .criteria.base import Criterion, get_criterion
+from .criteria.base import installed_criteria as criteria
 from .cut.depth import drop_layers
 from .cut.hard import hard_prune
 from .cut.plan import kept_by_layer, make_plan
 from .cut.soft import soft_prune
 from .errors import SpecError, VerificationError
 from .formats.manifest import MANIFEST_NAME, Manifest, write_manifest
-from .formats.spec import ModelRef, Spec, write_spec
+from .formats.spec import ModelRef, Spec
 from .in_process import Given, Plan, resolve, soft
 from .layers.kinds import kind_of
 from .loading.bundle import check_files, load_bundle
 from .loading.checkpoint import Loaded, load_checkpoint
-from .loading.data import CalibrationData, data_inputs, load_data
+from .loading.data import CalibrationData, data_inputs
 from .loading.hf_folder import companion_folder
 from .loading.in_memory import input_spec_of
 from .loading.memory import check_input, default_limit, guard_prune
 from .loading.request import requested_input, requested_model, requested_spec
+from .loading.text_data import is_text, load_calibration
+from .loading.tokenizer import find_tokenizer
+from .measure.language_model import language_model_sizes
 from .measure.latency import compare_latency
+from .measure.perplexity import before_and_after, eval_tokens, evaluate_perplexity
+from .measure.perplexity import evaluate_checkpoint as evaluate
 from .measure.size import count_macs, count_params, layer_widths, size_bytes
-from .models.factory import build as build_model
 from .models.forward import run
 from .models.inputs import lighter_inputs, make_inputs
 from .models.submodule import entry, submodule
-from .options import DEFAULT_CRITERION, DEFAULT_OPSET, DEFAULT_ROUND_MODE, PruneOptions, spec_overrides
+from .options import (
+    DEFAULT_CRITERION,
+    DEFAULT_OPSET,
+    DEFAULT_ROUND_MODE,
+    PruneOptions,
+    spec_overrides,
+)
 from .selection.budget import Target
 from .selection.choice import Choice
 from .selection.depth import choose_drop
 from .selection.per_layer import SelectOptions
 from .selection.strategy import ChooseOptions, choose
 from .selection.unstructured import EXACT_CRITERIA, choose_unstructured
-from .tracing import TraceResult, trace_model
+from .tracing import trace_model
+from .tracing.from_checkpoint import trace_spec, write_traced_spec
 from .verification.depth import prove_drop
 from .verification.onnx_check import check_onnx
 from .verification.recipe import make_recipe, rebuild_mismatch
@@ -60,8 +71,8 @@ from .verification.soft_vs_hard import soft_vs_hard
 
 Progress = Callable[[str], None]
 
-__all__ = ["PruneOptions", "PruneResult", "prune", "soft", "load", "verify", "export", "info", "trace_spec",
-           "write_traced_spec", "criteria"]
+__all__ = ["PruneOptions", "PruneResult", "prune", "soft", "load", "verify", "export", "info", "evaluate",
+           "trace_spec", "write_traced_spec", "criteria"]
 
 
 @dataclass
@@ -152,7 +163,11 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
     target = model if module is None else submodule(model, module, "--module" if options.module else spec.source)
     guard_prune(target, loaded.model_ref if module is None else None, input_spec.shape, input_spec.dtype,
                 options.max_memory)
-    data = given.data or (load_data(options.data) if options.data is not None else None)
+    tokenizer = find_tokenizer(options.tokenizer, checkpoint) if _needs_tokenizer(options) else None
+    data = given.data or (load_calibration(options.data, model, tokenizer, options.calib_seq_len,
+                                           options.calib_tokens, options.seed) if options.data is not None else None)
+    eval_ids = None if options.eval_data is None else eval_tokens(Path(options.eval_data), tokenizer, model)
+    before = None if eval_ids is None else evaluate_perplexity(model, eval_ids, source=str(options.eval_data))
     depth = None
     if options.drop_layers is not None:  # whole layers first: the width cut then runs on the smaller model
         loaded, depth = _drop_layers(loaded, options, module, input_spec, data)
@@ -205,10 +220,15 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
     report = build_report(soft, rebuilt, inputs[0], list(spec.layer_names), groups, kept,
                           macs=(comparison.soft_macs, comparison.hard_macs))
     report.update(choice.report)
+    report.update(language_model_sizes(soft, rebuilt))
     if traced is not None:
         report["traced"] = {"pinned": traced.pinned, "tracer": traced.tracer}
     if module is not None:
         report["module"] = module  # MACs are the submodule's, on its input
+    if eval_ids is not None:
+        clock("eval")
+        report["perplexity"] = before_and_after(before, evaluate_perplexity(rebuilt, eval_ids,
+                                                                            source=str(options.eval_data)))
     if options.latency:
         clock("latency")
         report["latency"] = compare_latency(original, rebuilt, inputs[0], threads=options.latency_threads)
@@ -222,7 +242,8 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
                         "inputs": len(inputs), "seed": options.seed,
                         "input_shapes": [list(x.shape) for x in proof],
                         **({"data_inputs": len(from_data)} if from_data else {})},
-             **({"drop_layers": depth} if depth is not None else {})}
+             **({"drop_layers": depth} if depth is not None else {}),
+             **({"calibration": data.details} if data is not None and data.details else {})}
     manifest = build_manifest(model_ref=loaded.model_ref, args=recipe.args, resize=recipe.resize,
                               kept=kept_by_layer(plan), input_spec=input_spec, facts=facts, checkpoint=loaded.path,
                               checkpoint_sha256=loaded.sha256, spec_sha256=spec.sha256, previous=loaded.manifest)
@@ -242,12 +263,18 @@ def _drop_layers(loaded: Loaded, options: PruneOptions, module: str | None, inpu
     if options.spec is not None or module is not None:
         raise SpecError("--drop-layers renumbers the layers: it takes a traced model, not --spec or --module")
     inputs = make_inputs(input_spec, options.seed, model=loaded.model) + data_inputs(data, input_spec)
-    cut = choose_drop(loaded.model, options.drop_layers, inputs)
+    # text calibration: block influence over every window of the text, not random tokens (the proof keeps its few)
+    text = [ids for ids, _ in data.batches] if data is not None and data.details else inputs
+    cut = choose_drop(loaded.model, options.drop_layers, text)
     smaller = drop_layers(loaded.model, cut)
     worst = prove_drop(loaded.model, smaller, cut, inputs)
     model_ref = None if loaded.model_ref is None else replace(loaded.model_ref,
                                                                args={**loaded.model_ref.args, **cut.args})
     return replace(loaded, model=smaller, model_ref=model_ref), {**cut.to_json(), "max_abs": worst}
+
+
+def _needs_tokenizer(options: PruneOptions) -> bool:
+    return is_text(options.data) or options.eval_data is not None
 
 
 def _round_mode_fact(select: SelectOptions) -> dict[str, str]:
@@ -346,44 +373,3 @@ def info(path: str | Path, spec: str | Path | None = None, model: str | None = N
             "input": input_spec.to_json(), "params": count_params(loaded.model),
             "macs": count_macs(loaded.model, x), "size_bytes": size_bytes(loaded.model),
             "layers": [{"name": n, "type": type(modules[n]).__name__, "width": w} for n, w in widths.items()]}
-
-
-def trace_spec(checkpoint: str | Path | None = None, model: str | None = None,
-               input_shape: tuple[int, ...] | None = None, skip_unsupported: bool = False,
-               trust_pickle: bool = False, module: str | None = None) -> TraceResult:
-    """Derive a spec by tracing a checkpoint's model, or a factory's freshly built one
-    (``module``: only that submodule, on its own input; the spec records it and keeps full names)."""
-    if checkpoint is not None:
-        loaded = load_checkpoint(checkpoint, ModelRef(model, {}) if model else None, trust_pickle)
-    elif model:
-        loaded = Loaded(build_model(model, {}), ModelRef(model, {}), Path(model), "")
-    else:
-        raise SpecError("nothing to trace: pass a checkpoint, --model FACTORY, or both")
-    input_spec = requested_input(Spec(layers=(), source="--input-shape"), input_shape, loaded, spec_given=False)
-    target = loaded.model if module is None else submodule(loaded.model, module, "--module")
-    return trace_model(target, input_spec.shape, dtype=input_spec.dtype, model_ref=loaded.model_ref,
-                       skip_unsupported=skip_unsupported).under(module)
-
-
-def write_traced_spec(traced: TraceResult, path: str | Path) -> None:
-    """Write the traced spec atomically (a temporary file beside it, then rename)."""
-    path = Path(path)
-    staging = path.with_name(f".{path.name}.tmp")
-    try:
-        write_spec(traced.spec, staging)
-        staging.replace(path)
-    except OSError as exc:
-        staging.unlink(missing_ok=True)
-        raise SpecError(f"{path}: cannot write the spec ({exc.strerror or exc})") from None
-
-
-def criteria() -> list[dict[str, Any]]:
-    """Installed criteria (built-in and plugins): name, one-line description, needs data, class."""
-    rows = []
-    for name in registry.available(registry.CRITERIA):
-        cls = registry.load(registry.CRITERIA, name)
-        if not (isinstance(cls, type) and issubclass(cls, Criterion)):
-            raise SpecError(f"criterion {name!r} is registered as {cls!r}, which is not a prunectl Criterion subclass")
-        rows.append({"name": name, "description": cls.description, "needs_data": bool(cls.needs_data),
-                     "class": f"{cls.__module__}:{cls.__qualname__}"})
-    return rows

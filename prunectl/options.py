@@ -43,6 +43,14 @@ DEFAULT_SCALING_FACTOR = 2.0
 DEFAULT_CALC_ITER = 8  # validation batches per sensitivity (CAC: 100; docs/auto.md says why 8)
 # finetune
 DEFAULT_FINETUNE_EPOCHS = 5
+# text calibration for language models (loading/text_data.py): windows of 128 tokens, as the
+# LLM-Pruner/FLAP/Wanda-sp comparisons use, 128 of them
+DEFAULT_CALIB_SEQ_LEN = 128
+DEFAULT_CALIB_TOKENS = 16384
+# finetune --distill (training/distill.py): AdamW's rate
+DEFAULT_DISTILL_LR = 1e-4
+# perplexity (measure/perplexity.py): non-overlapping windows of 256 tokens
+DEFAULT_EVAL_SEQ_LEN = 256
 
 # AutoOptions fields that are numbers however they are given (AutoOptions.__post_init__)
 _AUTO_FLOATS = ("max_drop", "target_macs", "target_params", "budget_minutes", "loss_margin", "step_fraction",
@@ -80,7 +88,11 @@ class PruneOptions:
     min_channels: int | None = None
     group_reduce: str | None = None
     # choosing what to cut (prunectl.selection); data for data-driven criteria
-    data: str | Path | None = None  # .pt/.npz tensor file or a task plugin name
+    data: str | Path | None = None  # .pt/.npz tensor file, a .txt file (language models) or a task plugin name
+    tokenizer: Any = None  # text data: tokenizer.json, folder or tokenizer object (default: the checkpoint's own)
+    calib_seq_len: int = DEFAULT_CALIB_SEQ_LEN
+    calib_tokens: int = DEFAULT_CALIB_TOKENS
+    eval_data: str | Path | None = None  # a .txt file: perplexity before and after, into report.json
     global_ranking: bool = False
     exclude: tuple[str, ...] = ()
     target_macs: float | None = None

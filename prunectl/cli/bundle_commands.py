@@ -1,5 +1,5 @@
 """Commands on a bundle or checkpoint that prune nothing: ``verify``, ``export``, ``info``,
-``report``, and ``criteria`` (what is installed)."""
+``eval`` (perplexity), ``report``, and ``criteria`` (what is installed)."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,18 @@ from typing import Any
 import click
 from rich.console import Console
 
+from ..options import DEFAULT_EVAL_SEQ_LEN
 from ..views import terminal
 from .app import cli
 from .handling import handle_errors
-from .options import input_shape_option, model_option, opset_option, output_options, trust_pickle_option
+from .options import (
+    input_shape_option,
+    model_option,
+    opset_option,
+    output_options,
+    tokenizer_option,
+    trust_pickle_option,
+)
 
 
 @cli.command()
@@ -75,6 +83,32 @@ def info(path: str, quiet: bool, as_json: bool, **options: Any) -> None:
         click.echo(json.dumps(result, indent=2))
     elif not quiet:
         terminal.info_table(Console(), result)
+
+
+@cli.command("eval")
+@click.argument("checkpoint", type=click.Path(path_type=str))
+@click.option("--data", required=True, type=click.Path(dir_okay=False, path_type=str),
+              help="Plain UTF-8 text (.txt), tokenised with the model's own tokenizer.")
+@tokenizer_option
+@click.option("--seq-len", type=int, default=DEFAULT_EVAL_SEQ_LEN, show_default=True, help="Tokens per window.")
+@click.option("--stride", type=int, help="Tokens between window starts (default: --seq-len, no overlap).")
+@click.option("--max-tokens", type=int, help="Evaluate only the first N tokens of the text.")
+@model_option
+@trust_pickle_option
+@output_options
+@handle_errors
+def eval_command(checkpoint: str, quiet: bool, as_json: bool, **options: Any) -> None:
+    """Perplexity of CHECKPOINT's (a Hugging Face folder, bundle or checkpoint) language model on text.
+
+    Example: prunectl eval out/ --data wiki.test.txt --seq-len 256
+    """
+    from .. import api  # torch is imported when a command runs, not for --help
+
+    result = api.evaluate(checkpoint, **options)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    elif not quiet:
+        terminal.perplexity_line(Console(), result)
 
 
 @cli.command()

@@ -69,7 +69,7 @@ task_option = click.option("--task", required=True, help="Task plugin giving dat
 exclude_option = click.option("--exclude", multiple=True, metavar="PATTERN",
                               help="Never prune layers matching this glob (repeatable).")
 lr_option = click.option("--lr", type=float, help="Fine-tuning learning rate (default: the task optimizer's, "
-                         "else SGD's 0.01 with a cosine decay).")
+                         f"else SGD's 0.01 with a cosine decay; with --distill AdamW's {O.DEFAULT_DISTILL_LR:g}).")
 micro_batches_option = click.option("--micro-batches", type=int,
                                     help="Split each batch in N parts (default: the number of processes).")
 
@@ -84,4 +84,16 @@ selection_options = _stack(
     click.option("--min-channels", type=int, help="Never keep fewer channels than this in a layer."),
     click.option("--group-reduce", type=click.Choice(O.GROUP_REDUCTIONS),
                  help="How coupled layers' scores combine; 'union' is CAC's union of kept channels."),
+)
+
+tokenizer_option = click.option("--tokenizer", type=click.Path(exists=True, path_type=str),
+                                help="Text data: the model's tokenizer.json or a folder holding it (default: the "
+                                "checkpoint's own, a Hugging Face folder or a bundle's hf/).")
+# text calibration for language models (loading/text_data.py)
+text_data_options = _stack(
+    tokenizer_option,
+    click.option("--calib-seq-len", type=int, default=O.DEFAULT_CALIB_SEQ_LEN, show_default=True,
+                 help="Text data: tokens per calibration window."),
+    click.option("--calib-tokens", type=int, default=O.DEFAULT_CALIB_TOKENS, show_default=True,
+                 help="Text data: calibration tokens in all (windows drawn with --seed)."),
 )

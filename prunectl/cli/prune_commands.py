@@ -7,7 +7,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from ..options import MODES, SCHEDULES, PruneOptions
+from ..options import DEFAULT_EVAL_SEQ_LEN, MODES, SCHEDULES, PruneOptions
 from ..views import terminal
 from .app import cli
 from .handling import handle_errors, progress
@@ -25,6 +25,7 @@ from .options import (
     selection_options,
     skip_unsupported_option,
     spec_option,
+    text_data_options,
     trust_pickle_option,
 )
 from .run_config import config_option
@@ -41,7 +42,12 @@ from .run_config import config_option
 @click.option("--rate-heads", type=float, help="Transformers: the rate for attention heads (whole KV groups).")
 @click.option("--rate-mlp", type=float, help="Transformers: the rate for the MLP (FFN) widths.")
 @click.option("--rate-hidden", type=float, help="Transformers: the rate for the hidden width (the residual stream).")
-@click.option("--data", help="Data for data-driven criteria: a .pt/.npz file (inputs, targets) or a task name.")
+@click.option("--data", help="Data for data-driven criteria: a .pt/.npz file (inputs, targets), a task name, or "
+              "a .txt file for a language model (tokenised with its own tokenizer).")
+@text_data_options
+@click.option("--eval-data", type=click.Path(dir_okay=False, path_type=str),
+              help="A .txt file: perplexity before and after pruning into report.json (windows of "
+              f"{DEFAULT_EVAL_SEQ_LEN} tokens, no overlap).")
 @click.option("--global", "global_ranking", is_flag=True,
               help="Rank channels across all layers (normalised scores; --min-channels floors every layer).")
 @exclude_option

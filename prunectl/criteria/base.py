@@ -8,7 +8,7 @@ data once with hooks and answer ``score`` from what they collected.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -40,6 +40,10 @@ class Consumer:
 
         One entry per channel: its ``factor`` input indices, every output row (of its conv
         group only, for a grouped conv) and every kernel position."""
+        return self.per_channel(self.power_per_input(p))
+
+    def power_per_input(self, p: int) -> torch.Tensor:
+        """Sum of ``|w|**p`` over the weights reading each input index of the reader, in float64."""
         weight = weight_of(self.module).detach().double().abs().pow(p)
         if isinstance(self.module, nn.modules.conv._ConvTransposeNd):
             per_input = weight.flatten(1).sum(1)  # [in, out/g, k...]: inputs are dim 0
@@ -49,7 +53,7 @@ class Consumer:
             per_input = per_group.sum(dim=(1, 3)).flatten()  # input i = block * (in/g) + column
         else:  # linear [out, in]
             per_input = weight.sum(0)
-        return self.per_channel(per_input)
+        return per_input
 
     def per_channel(self, per_input: torch.Tensor) -> torch.Tensor:
         """Values indexed by the reader's input (last dim) summed into one per channel of this
@@ -154,3 +158,15 @@ def get_criterion(name: str) -> Criterion:
         raise SpecError(f"criterion {name!r} is registered as {cls!r}, which is not a prunectl Criterion subclass")
     return cls()
 
+
+
+def installed_criteria() -> list[dict[str, Any]]:
+    """Installed criteria (built-in and plugins): name, one-line description, needs data, class."""
+    rows = []
+    for name in registry.available(registry.CRITERIA):
+        cls = registry.load(registry.CRITERIA, name)
+        if not (isinstance(cls, type) and issubclass(cls, Criterion)):
+            raise SpecError(f"criterion {name!r} is registered as {cls!r}, which is not a prunectl Criterion subclass")
+        rows.append({"name": name, "description": cls.description, "needs_data": bool(cls.needs_data),
+                     "class": f"{cls.__module__}:{cls.__qualname__}"})
+    return rows

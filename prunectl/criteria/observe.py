@@ -1,10 +1,12 @@
 """Helpers shared by the data-driven criteria: where to observe a layer, channel layout."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn as nn
 
-from .base import LayerView
+from .base import Consumer, LayerView
 
 
 @torch.no_grad()
@@ -36,3 +38,41 @@ def per_example_channel_means(values: torch.Tensor, producer: nn.Module) -> torc
     if isinstance(producer, (nn.Linear, nn.Embedding)):  # channels last
         return values.reshape(values.shape[0], -1, values.shape[-1]).mean(dim=1)
     return values.reshape(values.shape[0], values.shape[1], -1).mean(dim=2)
+
+
+def input_features(x: torch.Tensor, reader: nn.Module) -> torch.Tensor:
+    """``[positions, inputs]`` in float64: a reader's input, its input features last (a conv reads
+    channels at dim 1; Linear, attention and embeddings read them last)."""
+    if isinstance(reader, nn.modules.conv._ConvNd) and x.dim() > 2:
+        return x.detach().movedim(1, -1).reshape(-1, x.shape[1]).double()
+    return x.detach().reshape(-1, x.shape[-1]).double()
+
+
+@torch.no_grad()
+def observe_readers(model: nn.Module, layers: list[LayerView], data,
+                    statistic: Callable[[Consumer, torch.Tensor], torch.Tensor]
+                    ) -> tuple[dict[tuple[str, int], torch.Tensor], dict[tuple[str, int], int]]:
+    """One pass over the data with a forward pre-hook on every reader of ``layers``: per reader
+    (keyed by name and offset, as a module reading a concatenation reads several layers) the sum
+    over batches of ``statistic(consumer, input_features)``, and how many positions it saw. Only
+    these sums are kept, never the activations."""
+    consumers = {(c.name, c.offset): c for view in layers for c in view.consumers}
+    sums: dict[tuple[str, int], torch.Tensor] = {}
+    positions: dict[tuple[str, int], int] = {}
+    hooked: dict[str, list[Consumer]] = {}
+    for consumer in consumers.values():
+        hooked.setdefault(consumer.name, []).append(consumer)
+    handles = []
+    for readers in hooked.values():
+        def record(module: nn.Module, args: tuple, kwargs: dict, readers=readers) -> None:
+            x = args[0] if args else next((v for v in kwargs.values() if isinstance(v, torch.Tensor)), None)
+            if not isinstance(x, torch.Tensor):
+                return
+            features = input_features(x, module)
+            for consumer in readers:
+                key = (consumer.name, consumer.offset)
+                sums[key] = sums.get(key, 0) + statistic(consumer, features)
+                positions[key] = positions.get(key, 0) + features.shape[0]
+        handles.append(readers[0].module.register_forward_pre_hook(record, with_kwargs=True))
+    forward_over(model, data, handles)
+    return sums, positions

@@ -27,6 +27,7 @@ _OPTIONAL += ("module",)  # prune --module: the submodule the input goes to (mod
 _OPTIONAL += ("round_mode",)  # only when not "up": older bundles and default runs have none
 _OPTIONAL += ("structure_rates",)  # --rate-heads/-mlp/-hidden, when given
 _OPTIONAL += ("drop_layers",)  # prune --drop-layers: the decoder layers removed, their block influence, the proof
+_OPTIONAL += ("calibration",)  # --data text.txt: how the text became windows of token ids (loading/text_data.py)
 _FILE_NAMES = ("model.safetensors", "model.pt", "model.onnx", "report.json", "history.json", "history.png")
 HF_DIR = "hf"  # the folder stock from_pretrained loads (bundle/hf_folder.py)
 _OPTIONAL += (HF_DIR,)  # the manifest's facts about it: written, or why not

@@ -6,7 +6,7 @@ A tensor file holds the inputs and, optionally, targets:
 - ``.npz`` (read without pickle): arrays ``inputs`` and optional ``targets``.
 Integer targets get the cross-entropy loss, floating ones mean squared error. Any other
 ``--data`` value names a task plugin (entry-point group ``prunectl.tasks``), which supplies
-its own batches and loss.
+its own batches and loss. Plain text for a language model is text_data.py.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ class CalibrationData:
     batches: tuple[tuple[torch.Tensor, torch.Tensor | None], ...]
     loss: Loss | None
     source: str
+    details: dict[str, Any] | None = None  # how text was cut into windows (text_data.py), for the manifest
 
     @property
     def has_targets(self) -> bool:

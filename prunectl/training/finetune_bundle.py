@@ -11,6 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.nn as nn
+
 from ..bundle.staging import check_output_path
 from ..bundle.writer import versions, write_bundle
 from ..errors import SpecError, VerificationError
@@ -49,19 +52,7 @@ def finetune_bundle(bundle: str | Path, task_name: str, epochs: int | None = Non
     log = fine_tune(model, task, options, group, events)
     after = float(task.metric(model))
 
-    tolerance = tolerance_for(model)  # the same architecture and weights: equal up to kernel rounding
-    rebuilt = rebuild_model(manifest, str(bundle / MANIFEST_NAME))
-    rebuilt.load_state_dict(model.state_dict(), strict=True)
-    rebuilt.eval()
-    worst = 0.0
-    for x in inputs:
-        result = compare(run(model, x, "fine-tuned model"), run(rebuilt, x, "rebuilt model"), tolerance,
-                         "rebuilt vs fine-tuned")
-        if not result.ok:
-            raise VerificationError(f"{bundle}: the model rebuilt from the manifest differs from the fine-tuned "
-                                    f"one (max diff {result.max_abs:.3g})")
-        worst = max(worst, result.max_abs)
-
+    rebuilt, worst = rebuilt_with(bundle, manifest, model, inputs)
     report = read_json(bundle / "report.json", VerificationError)
     report["finetune"] = {"task": task_name, "epochs": epochs, "seed": seed, "accuracy_before": before,
                           "accuracy_after": after, "log": log, "rebuilt_max_abs": worst}
@@ -78,3 +69,22 @@ def finetune_bundle(bundle: str | Path, task_name: str, epochs: int | None = Non
                      extra_files=history_files(history))
     group.barrier()
     return {"output": str(out), "epochs": epochs, "accuracy_before": before, "accuracy_after": after, "log": log}
+
+
+def rebuilt_with(bundle: Path, manifest: Manifest, model: nn.Module, inputs: list[torch.Tensor]
+                 ) -> tuple[nn.Module, float]:
+    """The manifest's recipe rebuilt, loaded strictly with the trained weights, and proven to compute
+    what the trained model computes on the bundle's inputs (the worst difference)."""
+    tolerance = tolerance_for(model)  # the same architecture and weights: equal up to kernel rounding
+    rebuilt = rebuild_model(manifest, str(bundle / MANIFEST_NAME))
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    rebuilt.eval()
+    worst = 0.0
+    for x in inputs:
+        result = compare(run(model, x, "trained model"), run(rebuilt, x, "rebuilt model"), tolerance,
+                         "rebuilt vs trained")
+        if not result.ok:
+            raise VerificationError(f"{bundle}: the model rebuilt from the manifest differs from the trained "
+                                    f"one (max diff {result.max_abs:.3g})")
+        worst = max(worst, result.max_abs)
+    return rebuilt, worst

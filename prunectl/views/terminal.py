@@ -35,6 +35,12 @@ def prune_summary(console: Console, report: dict[str, Any], manifest: dict[str, 
     console.print(table)
     totals = Table.grid(padding=(0, 2))
     totals.add_row("params", _ratio(report["params"]))
+    language_model = report.get("language_model")
+    if language_model:
+        totals.add_row("params w/o embeddings", _ratio(language_model["params_without_embeddings"]))
+        cache = language_model.get("kv_cache_bytes_per_token")
+        if cache:
+            totals.add_row("KV cache", f"{cache['before']} -> {cache['after']} bytes per token")
     totals.add_row("MACs", _ratio(report["macs"]))
     totals.add_row("size", _ratio(report["size_bytes"]).replace("K", "KB").replace("M", "MB").replace("G", "GB"))
     check = manifest.get("verify", {})
@@ -65,6 +71,10 @@ def prune_summary(console: Console, report: dict[str, Any], manifest: dict[str, 
                        f"{', '.join(unscored[:5])}{more}")
     for note in report.get("selection", {}).get("aligned", []):  # widths rounded for a stock config
         totals.add_row("aligned", note)
+    perplexity = report.get("perplexity")
+    if perplexity:
+        totals.add_row("perplexity", f"{perplexity['before']:.4g} -> {perplexity['after']:.4g} "
+                       f"({protocol(perplexity['protocol'])})")
     hf = manifest.get("hf")
     if hf:
         totals.add_row("hf/", f"written ({hf['config']})" if hf.get("written") else f"not written: {hf.get('reason')}")
@@ -72,6 +82,16 @@ def prune_summary(console: Console, report: dict[str, Any], manifest: dict[str, 
     if output:
         totals.add_row("bundle", f"{output}/ ({', '.join(sorted(manifest.get('files', {})) + ['manifest.json'])})")
     console.print(totals)
+
+
+def protocol(result: dict[str, Any]) -> str:
+    """How a perplexity was measured, in one line."""
+    return (f"{result['tokens']} tokens of {result['source']}, windows of {result['seq_len']}, stride "
+            f"{result['stride']}, {result['windows']} windows, {result['dtype']}")
+
+
+def perplexity_line(console: Console, result: dict[str, Any]) -> None:
+    console.print(f"perplexity {result['perplexity']:.4f} ({protocol(result)})")
 
 
 def info_table(console: Console, info: dict[str, Any]) -> None:

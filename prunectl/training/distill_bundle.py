@@ -1,0 +1,100 @@
+"""``prunectl finetune BUNDLE --distill --data text.txt --steps N``: distil the original into the bundle.
+
+The teacher is ``--teacher PATH``, else the checkpoint the manifest's ``source`` names (a file
+name: looked for beside the bundle, then in the working directory), accepted only if its sha256
+is the one recorded. Teacher and student must embed the same vocabulary. The data is the bundle's
+calibration text (or token ids), cut as ``prune`` cuts it. The new bundle keeps the recipe and is
+proven like any fine-tune (finetune_bundle.rebuilt_with); report.json gains ``distill``: teacher,
+data, steps, KL before and after over the calibration windows, the step log, and with
+``eval_data`` the perplexity before and after.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from ..bundle.staging import check_output_path
+from ..bundle.writer import versions, write_bundle
+from ..errors import CheckpointError, VerificationError
+from ..formats import history as H
+from ..formats.manifest import MANIFEST_NAME, Manifest
+from ..formats.strict_json import read_json
+from ..loading.bundle import load_bundle
+from ..loading.checkpoint import Loaded, load_checkpoint
+from ..loading.hf_folder import companion_folder
+from ..loading.text_data import is_text, load_calibration, vocabulary_size
+from ..loading.tokenizer import find_tokenizer
+from ..measure.perplexity import before_and_after, eval_tokens, evaluate_perplexity
+from ..models.inputs import make_inputs
+from ..options import DEFAULT_CALIB_SEQ_LEN, DEFAULT_CALIB_TOKENS, DEFAULT_DISTILL_LR
+from .distill import DistillOptions, Events, distill, mean_kl
+from .finetune_bundle import rebuilt_with
+
+
+def distill_bundle(bundle: str | Path, data: str | Path, steps: int, teacher: str | Path | None = None,
+                   tokenizer: str | Path | None = None, output: str | Path | None = None, seed: int = 0,
+                   lr: float = DEFAULT_DISTILL_LR, temperature: float = 1.0,
+                   calib_seq_len: int = DEFAULT_CALIB_SEQ_LEN, calib_tokens: int = DEFAULT_CALIB_TOKENS,
+                   eval_data: str | Path | None = None, events: Events | None = None) -> dict[str, Any]:
+    bundle = Path(bundle)
+    out = Path(output) if output is not None else bundle
+    options = DistillOptions(steps, lr, temperature, seed)
+    options.check()
+    model, manifest = load_bundle(bundle)
+    check_output_path(out)
+    original = _teacher(bundle, manifest, teacher)
+    _same_vocabulary(model, original)
+    tokens = find_tokenizer(tokenizer, bundle) if is_text(data) or eval_data is not None else None
+    if tokens is None and (is_text(data) or eval_data is not None):
+        tokens = find_tokenizer(None, original.path)  # the teacher's folder holds the same tokenizer
+    calibration = load_calibration(data, model, tokens, calib_seq_len, calib_tokens, seed)
+    batches = [ids for ids, _ in calibration.batches]
+    eval_ids = None if eval_data is None else eval_tokens(Path(eval_data), tokens, model)
+    before = None if eval_ids is None else evaluate_perplexity(model, eval_ids, source=str(eval_data))
+    kl_before = mean_kl(model, original.model, batches, temperature)
+    log = distill(model, original.model, batches, options, events)
+    kl_after = mean_kl(model, original.model, batches, temperature)
+
+    inputs = make_inputs(manifest.input_spec, manifest.seed, model=model)
+    rebuilt, worst = rebuilt_with(bundle, manifest, model, inputs)
+    report = read_json(bundle / "report.json", VerificationError)
+    report["distill"] = {"teacher": original.path.name, "data": calibration.details or str(data), "steps": steps,
+                         "lr": lr, "temperature": temperature, "seed": seed, "kl_before": kl_before,
+                         "kl_after": kl_after, "log": log, "rebuilt_max_abs": worst,
+                         **({"perplexity": before_and_after(before, evaluate_perplexity(
+                             rebuilt, eval_ids, source=str(eval_data)))} if eval_ids is not None else {})}
+    history = H.read_history(bundle / H.HISTORY_NAME) if (bundle / H.HISTORY_NAME).is_file() else None
+    manifest = Manifest(manifest.rebuild, manifest.resize, manifest.kept, manifest.input, {}, versions(),
+                        dict(manifest.extra))
+    write_bundle(out, rebuilt, manifest, report, inputs, manifest.extra["onnx"]["opset"]
+                 if "onnx" in manifest.extra else None,
+                 extra_files=None if history is None else {H.HISTORY_NAME: H.history_bytes(history)},
+                 hf_companions=companion_folder(bundle))
+    return {"output": str(out), "steps": steps, "kl_before": kl_before, "kl_after": kl_after,
+            **({"perplexity": report["distill"]["perplexity"]} if eval_ids is not None else {})}
+
+
+def _teacher(bundle: Path, manifest: Manifest, given: str | Path | None) -> Loaded:
+    if given is not None:
+        return load_checkpoint(given)
+    source = manifest.extra.get("source") or {}
+    name = source.get("path")
+    candidates = [where / name for where in (bundle.parent, Path.cwd())] if name else []
+    found = next((path for path in candidates if path.exists()), None)
+    if found is None:
+        raise CheckpointError(f"{bundle / MANIFEST_NAME}: the original checkpoint {name!r} is not beside the bundle "
+                              "nor in the working directory: pass --teacher PATH")
+    loaded = load_checkpoint(found)
+    if source.get("sha256") and loaded.sha256 != source["sha256"]:
+        raise CheckpointError(f"{found}: not the checkpoint this bundle was pruned from (its sha256 differs from "
+                              f"the manifest's source): pass --teacher PATH")
+    return loaded
+
+
+def _same_vocabulary(student: nn.Module, teacher: Loaded) -> None:
+    ours, theirs = vocabulary_size(student), vocabulary_size(teacher.model)
+    if ours is None or ours != theirs:
+        raise CheckpointError(f"--teacher {teacher.path}: embeds {theirs} token ids, the bundle's model {ours}: "
+                              "distillation compares their next-token distributions, which needs the same vocabulary")
