@@ -33,9 +33,8 @@ from .formats.spec import ModelRef, Spec, write_spec
 from .in_process import Given, Plan, resolve, soft
 from .layers.kinds import kind_of
 from .loading.bundle import check_files, load_bundle
-from .loading.checkpoint import Loaded, load_checkpoint
+from .loading.checkpoint import Loaded, companions_of, load_checkpoint
 from .loading.data import CalibrationData, data_inputs, load_data
-from .loading.hf_folder import companion_folder
 from .loading.in_memory import input_spec_of
 from .loading.memory import check_input, default_limit, guard_prune
 from .loading.request import requested_input, requested_model, requested_spec
@@ -225,7 +224,7 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
     manifest = build_manifest(model_ref=loaded.model_ref, args=recipe.args, resize=recipe.resize,
                               kept=kept_by_layer(plan), input_spec=input_spec, facts=facts, checkpoint=loaded.path,
                               checkpoint_sha256=loaded.sha256, spec_sha256=spec.sha256, previous=loaded.manifest)
-    output, companions = None, companion_folder(checkpoint)
+    output, companions = None, companions_of(checkpoint)
     if options.output is not None:
         clock("export")
         manifest = write_bundle(Path(options.output), rebuilt, manifest, report, inputs,
