@@ -29,6 +29,8 @@ DEFAULT_GROUP_REDUCE = "mean"
 GROUP_REDUCTIONS = ("mean", "sum", "max", "union")
 SCHEDULES = ("linear", "agp")
 MODES = ("structured", "unstructured")
+# --dtype: the floating dtype the model is loaded, scored, cut and saved in (models/dtype.py)
+DTYPES = ("bfloat16", "float16", "float32")
 DEFAULT_OPSET = 17
 DEFAULT_SEED = 0
 # auto (CAC and NetAdapt; docs/auto.md)
@@ -98,6 +100,8 @@ class PruneOptions:
     module: str | None = None  # trace and verify this submodule (spec "module"), e.g. a detector's backbone
     # depth: remove this many decoder layers (least block influence) before the width cut (cut/depth.py)
     drop_layers: int | None = None
+    # load, score, cut and save the weights in this dtype (DTYPES); None: as the checkpoint builds
+    dtype: str | None = None
 
     def check(self) -> None:
         """The options' own constraints (what needs the model or spec is checked where it is read)."""
@@ -111,6 +115,8 @@ class PruneOptions:
                             f"unstructured), got {self.rate}")
         _check_positive(self, "round_to", "min_channels", "latency_threads", "drop_layers")
         _check_round_mode(self)
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise SpecError(f"--dtype: expected one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.mode not in MODES:
             raise SpecError(f"--mode: expected structured or unstructured, got {self.mode!r}")
         if self.prune_bias and self.mode != "unstructured":

@@ -25,6 +25,7 @@ _OPTIONAL = ("criterion", "rate", "round_to", "min_channels", "group_reduce", "v
 _OPTIONAL += ("selection", "target", "sparsity", "data")
 _OPTIONAL += ("module",)  # prune --module: the submodule the input goes to (models/submodule.py)
 _OPTIONAL += ("round_mode",)  # only when not "up": older bundles and default runs have none
+_OPTIONAL += ("dtype",)  # prune --dtype, only when not float32: the weights' dtype, rebuilt in it (models/dtype.py)
 _OPTIONAL += ("drop_layers",)  # prune --drop-layers: the decoder layers removed, their block influence, the proof
 _FILE_NAMES = ("model.safetensors", "model.pt", "model.onnx", "report.json", "history.json", "history.png")
 HF_DIR = "hf"  # the folder stock from_pretrained loads (bundle/hf_folder.py)
