@@ -55,21 +55,30 @@ def gguf_path() -> Path:
 
 
 def timed(command: list[str], limit: float) -> dict:
-    """Wall seconds and peak RSS (MiB) of one child process (its own rusage), killed after ``limit``."""
-    start = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    while True:
-        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.perf_counter() - start > limit:
-            child.kill()
-            _, status, usage = os.wait4(child.pid, 0)
-            return {"status": f"did not finish in {limit:.0f} s (killed)", "wall_s": None,
-                    "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
-        time.sleep(0.2)
-    wall = time.perf_counter() - start
-    out, err = child.stdout.read().decode(errors="replace"), child.stderr.read().decode(errors="replace")
+    """Wall seconds and peak RSS (MiB) of one child process (its own rusage), killed after ``limit``;
+    its output goes to files (a progress bar could fill a pipe nobody reads while it runs)."""
+    with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
+        start = time.perf_counter()
+        child = subprocess.Popen(command, stdout=out_file, stderr=err_file)
+        killed = False
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - start > limit:
+                child.kill()
+                _, status, usage = os.wait4(child.pid, 0)
+                killed = True
+                break
+            time.sleep(0.2)
+        wall = time.perf_counter() - start
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read().decode(errors="replace"), err_file.read().decode(errors="replace")
+    if killed:
+        stages = [line[len("stage: "):] for line in err.splitlines() if line.startswith("stage: ")]
+        return {"status": f"did not finish in {limit:.0f} s (killed)", "wall_s": None,
+                "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "stages_reached": stages}
     code = os.waitstatus_to_exitcode(status)
     lines = [line for line in out.splitlines() if line.startswith("{")]
     row = {"status": "ok" if code == 0 else f"exit {code}: {(err.strip().splitlines() or [''])[-1][:300]}",
@@ -124,8 +133,14 @@ def tp_child(path: Path, rate: float) -> None:
     import torch_pruning as tp
 
     start = time.perf_counter()
+
+    def stage(name: str) -> None:  # what the parent reports when this process is killed at the limit
+        print(f"stage: {name} after {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+
+    stage("loading the GGUF")
     model, tokenizer = _load_gguf(path)
     loaded = time.perf_counter()
+    stage("building BasePruner (dependency graph)")
     before = _params(model)
     inputs = torch.tensor(tokenizer.encode("Hello world.")).unsqueeze(0)
     num_heads = {}
@@ -140,6 +155,7 @@ def tp_child(path: Path, rate: float) -> None:
         global_pruning=False, output_transform=lambda x: x.logits, pruning_ratio=rate, ignored_layers=[model.lm_head],
         num_heads=num_heads, prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=rate, round_to=4)
     built = time.perf_counter()
+    stage("pruner.step()")
     for group in pruner.step(interactive=True):
         group.prune()
     # the example's own attribute updates after pruning
@@ -158,6 +174,7 @@ def tp_child(path: Path, rate: float) -> None:
             module.hidden_size = module.gate_proj.in_features
             model.config.intermediate_size = module.gate_proj.out_features
     pruned = time.perf_counter()
+    stage("perplexity")
     after = _params(model)
     try:
         ppl = perplexity(model, tokenizer)
@@ -251,6 +268,8 @@ def main() -> None:
             ours["perplexity_status"] = quality["status"]
         progress.update(task, description=f"Torch-Pruning LLM example (limit {args.tp_limit:.0f} s)")
         theirs = timed([sys.executable, __file__, "--tp-child", str(path), str(RATE)], args.tp_limit)
+    if theirs.get("stages_reached"):
+        theirs["status"] += f", in: {theirs['stages_reached'][-1]}"
     rows = [{"tool": "prunectl", **ours}, {"tool": "torch_pruning", **theirs}]
     print_table(f"SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to float32), rate {RATE}",
                 ["tool", "status", "wall s", "peak RSS MiB", "params before", "params after", "ppl before",
