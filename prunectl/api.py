@@ -33,9 +33,8 @@ from .formats.spec import ModelRef, Spec
 from .in_process import Given, Plan, resolve, soft
 from .layers.kinds import kind_of
 from .loading.bundle import check_files, load_bundle
-from .loading.checkpoint import Loaded, load_checkpoint
+from .loading.checkpoint import Loaded, companions_of, load_checkpoint
 from .loading.data import CalibrationData, data_inputs
-from .loading.hf_folder import companion_folder
 from .loading.in_memory import input_spec_of
 from .loading.memory import check_input, default_limit, guard_prune
 from .loading.request import requested_input, requested_model, requested_spec
@@ -46,8 +45,9 @@ from .measure.latency import compare_latency
 from .measure.perplexity import before_and_after, eval_tokens, evaluate_perplexity
 from .measure.perplexity import evaluate_checkpoint as evaluate
 from .measure.size import count_macs, count_params, layer_widths, size_bytes
+from .models.dtype import DEFAULT_WEIGHT_DTYPE, weights_dtype
 from .models.forward import run
-from .models.inputs import lighter_inputs, make_inputs
+from .models.inputs import lighter_inputs, make_inputs, torch_dtype
 from .models.submodule import entry, submodule
 from .options import (
     DEFAULT_CRITERION,
@@ -154,11 +154,17 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
         check_output_path(Path(options.output))
     options.check()
     spec = requested_spec(options.spec, options)
-    loaded = (given.loaded_with(spec.model) if given.loaded else
-              load_checkpoint(checkpoint, requested_model(spec, options.model), options.trust_pickle))
+    if given.loaded and options.dtype is not None:
+        raise SpecError("--dtype: a model passed in memory is used as it is; cast it yourself "
+                        "(model.to(torch.bfloat16)) or pass a checkpoint file")
+    with weights_dtype(options.dtype):  # built in that dtype: the weights are cast as they are loaded
+        loaded = (given.loaded_with(spec.model) if given.loaded else
+                  load_checkpoint(checkpoint, requested_model(spec, options.model), options.trust_pickle))
     model = loaded.model.eval()
     input_spec = (input_spec_of(given.example) if given.example is not None and options.input_shape is None else
                   requested_input(spec, options.input_shape, loaded, spec_given=options.spec is not None))
+    if options.dtype is not None and torch_dtype(input_spec.dtype).is_floating_point:
+        input_spec = replace(input_spec, dtype=options.dtype)  # a float input in the weights' dtype
     module = options.module or spec.module
     target = model if module is None else submodule(model, module, "--module" if options.module else spec.source)
     guard_prune(target, loaded.model_ref if module is None else None, input_spec.shape, input_spec.dtype,
@@ -205,7 +211,8 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
 
     clock("verify")
     # the rebuilt model takes the hard model's tensors: nothing but the error path below reads it
-    recipe = make_recipe(spec, loaded.model_ref, hard, copy_weights=False)
+    with weights_dtype(options.dtype):
+        recipe = make_recipe(spec, loaded.model_ref, hard, copy_weights=False)
     rebuilt = recipe.model
     try:  # the model exactly as prunectl.load rebuilds it must compute what the masked original does
         comparison = soft_vs_hard(entry(soft, module), entry(rebuilt, module), proof, plan, list(spec.layer_names))
@@ -243,11 +250,13 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
                         "input_shapes": [list(x.shape) for x in proof],
                         **({"data_inputs": len(from_data)} if from_data else {})},
              **({"drop_layers": depth} if depth is not None else {}),
-             **({"calibration": data.details} if data is not None and data.details else {})}
+             **({"calibration": data.details} if data is not None and data.details else {}),
+             # only when not float32: default runs keep the bundle bytes they had before --dtype
+             **({"dtype": options.dtype} if options.dtype not in (None, DEFAULT_WEIGHT_DTYPE) else {})}
     manifest = build_manifest(model_ref=loaded.model_ref, args=recipe.args, resize=recipe.resize,
                               kept=kept_by_layer(plan), input_spec=input_spec, facts=facts, checkpoint=loaded.path,
                               checkpoint_sha256=loaded.sha256, spec_sha256=spec.sha256, previous=loaded.manifest)
-    output, companions = None, companion_folder(checkpoint)
+    output, companions = None, companions_of(checkpoint)
     if options.output is not None:
         clock("export")
         manifest = write_bundle(Path(options.output), rebuilt, manifest, report, inputs,

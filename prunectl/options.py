@@ -29,6 +29,8 @@ DEFAULT_GROUP_REDUCE = "mean"
 GROUP_REDUCTIONS = ("mean", "sum", "max", "union")
 SCHEDULES = ("linear", "agp")
 MODES = ("structured", "unstructured")
+# --dtype: the floating dtype the model is loaded, scored, cut and saved in (models/dtype.py)
+DTYPES = ("bfloat16", "float16", "float32")
 DEFAULT_OPSET = 17
 DEFAULT_SEED = 0
 # auto (CAC and NetAdapt; docs/auto.md)
@@ -121,6 +123,8 @@ class PruneOptions:
     rate_hidden: float | None = None
     # depth: remove this many decoder layers (least block influence) before the width cut (cut/depth.py)
     drop_layers: int | None = None
+    # load, score, cut and save the weights in this dtype (DTYPES); None: as the checkpoint builds
+    dtype: str | None = None
 
     def structure_rates(self) -> tuple[tuple[str, float], ...]:
         """``(structure, rate)`` for every --rate-STRUCTURE given."""
@@ -144,6 +148,8 @@ class PruneOptions:
                                       or not 0 <= value < 1):
                 raise SpecError(f"--rate-{structure}: expected a number in [0, 1), got {value!r}")
         _check_round_mode(self)
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise SpecError(f"--dtype: expected one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.mode not in MODES:
             raise SpecError(f"--mode: expected structured or unstructured, got {self.mode!r}")
         if self.prune_bias and self.mode != "unstructured":

@@ -9,7 +9,7 @@ heads: its head size is ``hidden_size / num_attention_heads``), fit no stock con
 ``hf/`` is written and the manifest says why. The folder is checked before it is kept: the
 stock model holding the pruned weights must give the pruned model's outputs bit for bit on the
 proof's first input. Tokenizer and generation files of an input folder (or of an input
-bundle's ``hf/``) are copied alongside.
+bundle's ``hf/``, or the tokenizer a GGUF input carries) are copied alongside.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from ..errors import PrunectlError, first_line
 from ..formats.manifest import HF_DIR
+from ..loading.gguf_file import save_tokenizer
 from ..loading.materialize import build_with_weights
 from ..loading.meta import meta_model
 from ..models import factory
@@ -59,10 +60,23 @@ def write_hf_folder(staging: Path, model: nn.Module, rebuild: dict[str, Any], ex
         if bars:
             hf_logging.enable_progress_bar()
     if companions is not None:
-        for name in COMPANION_FILES:  # the input's generation_config (its eos ids) beats the default one
-            if (companions / name).is_file():
-                shutil.copyfile(companions / name, folder / name)
+        _copy_companions(companions, folder, staging)
     return {"written": True, "config": type(stock.config).__name__}
+
+
+def _copy_companions(companions: Path, folder: Path, staging: Path) -> None:
+    """The tokenizer and generation files of ``companions`` into ``folder``; a GGUF file's
+    tokenizer is first saved into the staging directory (gone with it if the run fails)."""
+    written = None
+    if companions.is_file():
+        written = staging / ".gguf-tokenizer"
+        save_tokenizer(companions, written)
+        companions = written
+    for name in COMPANION_FILES:  # the input's generation_config (its eos ids) beats the default one
+        if (companions / name).is_file():
+            shutil.copyfile(companions / name, folder / name)
+    if written is not None:  # every file left in staging is sealed into the manifest
+        shutil.rmtree(written)
 
 
 def _stock_model(model: nn.Module, rebuild: dict[str, Any]) -> tuple[nn.Module | None, str]:

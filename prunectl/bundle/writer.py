@@ -16,6 +16,8 @@ from ..exporters.weights import portable_state_dict, write_pt, write_safetensors
 from ..formats.checksums import file_sha256
 from ..formats.manifest import HF_DIR, Manifest, write_manifest
 from ..formats.strict_json import dump_json
+from ..loading.bundle import bundle_dtype
+from ..models.dtype import weights_dtype
 from ..verification.onnx_check import check_onnx
 from ..version import __version__
 from .hf_folder import write_hf_folder
@@ -53,7 +55,8 @@ def write_bundle(out: Path, model: nn.Module, manifest: Manifest, report: dict, 
         for name, data in (extra_files or {}).items():
             (staging / name).write_bytes(data)
         extra = dict(manifest.extra)
-        hf = write_hf_folder(staging, model, manifest.rebuild, inputs[0], hf_companions)
+        with weights_dtype(bundle_dtype(manifest)):  # the stock model checked is built as prunectl.load builds it
+            hf = write_hf_folder(staging, model, manifest.rebuild, inputs[0], hf_companions)
         if hf is not None:
             extra[HF_DIR] = hf
         if opset is not None:

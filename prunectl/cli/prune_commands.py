@@ -7,7 +7,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from ..options import DEFAULT_EVAL_SEQ_LEN, MODES, SCHEDULES, PruneOptions
+from ..options import DEFAULT_EVAL_SEQ_LEN, DTYPES, MODES, SCHEDULES, PruneOptions
 from ..views import terminal
 from .app import cli
 from .handling import handle_errors, progress
@@ -63,6 +63,8 @@ from .run_config import config_option
 @click.option("--drop-layers", type=int, metavar="N",
               help="Remove N whole decoder layers (least block influence on the check inputs or --data), "
               "then cut widths; the config's layer count and per-layer lists follow.")
+@click.option("--dtype", type=click.Choice(DTYPES),
+              help="Load, score, cut and save the weights in this dtype (the proof still runs in float64).")
 @input_shape_option
 @bundle_output_option
 @onnx_option
@@ -80,7 +82,8 @@ from .run_config import config_option
 @output_options
 @handle_errors
 def prune(checkpoint: str, quiet: bool, as_json: bool, **options: Any) -> None:
-    """Prune CHECKPOINT (state_dict, {state_dict, model} dict, or bundle) and write a verified bundle.
+    """Prune CHECKPOINT (state_dict, {state_dict, model} dict, bundle, Hugging Face folder or GGUF) and write a
+    verified bundle.
 
     Example: prunectl prune ckpt.pt --spec spec.json --rate 0.5 -o out/ --onnx
     """

@@ -26,6 +26,7 @@ _OPTIONAL += ("selection", "target", "sparsity", "data")
 _OPTIONAL += ("module",)  # prune --module: the submodule the input goes to (models/submodule.py)
 _OPTIONAL += ("round_mode",)  # only when not "up": older bundles and default runs have none
 _OPTIONAL += ("structure_rates",)  # --rate-heads/-mlp/-hidden, when given
+_OPTIONAL += ("dtype",)  # prune --dtype, only when not float32: the weights' dtype, rebuilt in it (models/dtype.py)
 _OPTIONAL += ("drop_layers",)  # prune --drop-layers: the decoder layers removed, their block influence, the proof
 _OPTIONAL += ("calibration",)  # --data text.txt: how the text became windows of token ids (loading/text_data.py)
 _FILE_NAMES = ("model.safetensors", "model.pt", "model.onnx", "report.json", "history.json", "history.png")

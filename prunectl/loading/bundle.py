@@ -17,6 +17,7 @@ from ..formats.seal import check_seal
 from ..layers import kinds as L
 from ..layers.resize import apply_resize
 from ..models import factory
+from ..models.dtype import WEIGHT_DTYPES, weights_dtype
 from .materialize import build_with_weights
 from .memory import check_fits, safetensors_shapes
 from .meta import meta_model
@@ -52,6 +53,14 @@ def rebuild_model(manifest: Manifest, source: str = MANIFEST_NAME) -> nn.Module:
     return model
 
 
+def bundle_dtype(manifest: Manifest, source: Path | str = MANIFEST_NAME) -> str | None:
+    """The dtype a bundle's model is built in (manifest ``dtype``; None: as its factory builds it)."""
+    dtype = manifest.extra.get("dtype")
+    if dtype is not None and dtype not in WEIGHT_DTYPES:
+        raise CheckpointError(f"{source}: dtype: expected one of {', '.join(WEIGHT_DTYPES)}, got {dtype!r}")
+    return dtype
+
+
 def load_bundle(bundle: str | Path) -> tuple[nn.Module, Manifest]:
     """Rebuild a bundle's model from its manifest and safetensors weights; never unpickles."""
     bundle = Path(bundle)
@@ -67,9 +76,11 @@ def load_bundle(bundle: str | Path) -> tuple[nn.Module, Manifest]:
         state_dict = load_file(str(weights_path), device="cpu")
     except Exception as exc:
         raise CheckpointError(f"{weights_path}: not a readable safetensors file: {exc}") from None
-    model = build_with_weights(meta_model(manifest.rebuild["factory"], manifest.rebuild["args"], real_buffers=True),
-                               validate_state_dict(state_dict, weights_path), weights_path,
-                               lambda: rebuild_model(manifest, str(bundle / MANIFEST_NAME)), manifest.resize)
+    with weights_dtype(bundle_dtype(manifest, bundle / MANIFEST_NAME)):  # as it was pruned (prune --dtype)
+        model = build_with_weights(meta_model(manifest.rebuild["factory"], manifest.rebuild["args"],
+                                              real_buffers=True),
+                                   validate_state_dict(state_dict, weights_path), weights_path,
+                                   lambda: rebuild_model(manifest, str(bundle / MANIFEST_NAME)), manifest.resize)
     _check_kept(model, manifest, bundle / MANIFEST_NAME)
     # last, so that an edited manifest reports what is wrong with its content first; a manifest
     # that is still valid but differs from what was written fails here (exit 4)

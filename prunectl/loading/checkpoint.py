@@ -1,5 +1,6 @@
 """Reading checkpoints: state_dicts (.pt/.pth/.safetensors), the {"state_dict", "model"} form,
-prunectl bundles, Hugging Face model folders (hf_folder.py), and (only with ``trust_pickle``) whole pickled modules.
+prunectl bundles, Hugging Face model folders (hf_folder.py), GGUF files (gguf_file.py), and (only
+with ``trust_pickle``) whole pickled modules.
 
 Nothing here unpickles arbitrary objects unless the caller says ``trust_pickle=True``:
 ``torch.load(weights_only=True)`` refuses any global outside torch's tensor allowlist
@@ -18,10 +19,11 @@ import torch.nn as nn
 
 from ..errors import CheckpointError, SpecError, first_line
 from ..formats.checksums import file_sha256, sha256_soon
-from ..formats.manifest import MANIFEST_NAME, Manifest
+from ..formats.manifest import HF_DIR, MANIFEST_NAME, Manifest
 from ..formats.spec import ModelRef
 from ..models import factory
 from .bundle import load_bundle
+from .gguf_file import is_gguf, read_gguf
 from .hf_folder import CONFIG_NAME, is_hf_folder, read_hf_folder, with_tied
 from .materialize import build_with_weights
 from .memory import check_fits
@@ -42,6 +44,17 @@ class Loaded:
     @property
     def sha256(self) -> str:
         return self.digest if isinstance(self.digest, str) else self.digest.result()
+
+
+def companions_of(checkpoint: str | Path | None) -> Path | None:
+    """Where a run's tokenizer and generation files come from: the input folder, an input
+    bundle's ``hf/``, or a GGUF file (its tokenizer is written out with ``hf/``: bundle/hf_folder.py)."""
+    if checkpoint is None:
+        return None
+    path = Path(checkpoint)
+    if (path / HF_DIR).is_dir():
+        return path / HF_DIR
+    return path if is_hf_folder(path) or is_gguf(path) else None
 
 
 def read_checkpoint(path: str | Path, trust_pickle: bool = False, fold_masks: bool = True
@@ -123,6 +136,9 @@ def load_checkpoint(path: str | Path, model_ref: ModelRef | None = None, trust_p
                                   "bundle nor a Hugging Face model folder")
         stored_ref, files, digest = read_hf_folder(path)
         state_dict, module = _read_shards(files), None
+    elif is_gguf(path):
+        digest = sha256_soon(path)
+        (stored_ref, state_dict), module = read_gguf(path), None
     else:
         digest = sha256_soon(path) if path.is_file() else None  # read_checkpoint reports a missing file
         state_dict, stored_ref, module = read_checkpoint(path, trust_pickle)

@@ -19,7 +19,6 @@ import torch.nn as nn
 
 from ..errors import CheckpointError
 from ..formats.checksums import file_sha256
-from ..formats.manifest import HF_DIR
 from ..formats.spec import ModelRef
 from ..formats.strict_json import read_json
 
@@ -33,38 +32,33 @@ def is_hf_folder(path: Path) -> bool:
     return path.is_dir() and (path / CONFIG_NAME).is_file()
 
 
-def companion_folder(checkpoint: str | Path | None) -> Path | None:
-    """Where a run's tokenizer and generation files come from: the input folder, or an input
-    bundle's ``hf/``."""
-    if checkpoint is None:
-        return None
-    path = Path(checkpoint)
-    if (path / HF_DIR).is_dir():
-        return path / HF_DIR
-    return path if is_hf_folder(path) else None
-
-
 def read_hf_folder(path: Path) -> tuple[ModelRef, list[Path], str]:
     """(model ref, weight files, sha256 over config and weight files) of a Hugging Face folder;
     ``loading.checkpoint`` reads the weight files as it reads any state_dict file."""
     config = read_json(path / CONFIG_NAME, CheckpointError)
     if not isinstance(config, dict):
         raise CheckpointError(f"{path / CONFIG_NAME}: expected a JSON object of config fields")
-    ref = ModelRef(factory=f"hf:{_model_name(config, path)}",
-                   args={key: value for key, value in config.items() if key != "_name_or_path"})
+    ref = config_model_ref(config, path / CONFIG_NAME)
     files = _weight_files(path)
     digest = hashlib.sha256("".join(f"{f.name}:{file_sha256(f)}\n"
                                     for f in [path / CONFIG_NAME, *files]).encode()).hexdigest()
     return ref, files, digest
 
 
-def _model_name(config: dict[str, Any], path: Path) -> str:
+def config_model_ref(config: dict[str, Any], source: Path) -> ModelRef:
+    """``hf:<architectures[0]>`` (or the ``model_type``'s base model) with the config's fields as
+    args: how a config.json (or a GGUF's config, gguf_file.py) becomes a model ref."""
+    return ModelRef(factory=f"hf:{_model_name(config, source)}",
+                    args={key: value for key, value in config.items() if key != "_name_or_path"})
+
+
+def _model_name(config: dict[str, Any], source: Path) -> str:
     architectures = config.get("architectures")
     if isinstance(architectures, list) and architectures and isinstance(architectures[0], str):
         return architectures[0]
     if isinstance(config.get("model_type"), str):
         return config["model_type"]
-    raise CheckpointError(f"{path / CONFIG_NAME}: architectures: missing (and no model_type): cannot tell which "
+    raise CheckpointError(f"{source}: architectures: missing (and no model_type): cannot tell which "
                           "transformers model this is")
 
 
