@@ -18,7 +18,7 @@ import io
 import json
 from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -63,18 +63,22 @@ def read_gguf(path: Path) -> tuple[ModelRef, dict[str, torch.Tensor]]:
     return config_model_ref(config, path), model.state_dict()
 
 
-def save_tokenizer(path: Path, folder: Path) -> None:
-    """The GGUF's tokenizer as tokenizer files in ``folder`` (``save_pretrained``'s own files)."""
+def gguf_tokenizer(path: Path) -> Any:
+    """The transformers tokenizer the GGUF carries (its vocabulary, merges and chat template)."""
     _check_readable(path)
     from transformers import AutoTokenizer
 
     try:
         with _quiet():
-            tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+            return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path}: transformers cannot read the GGUF's tokenizer ({type(exc).__name__}: "
                               f"{first_line(exc)})") from None
-    tokenizer.save_pretrained(folder)
+
+
+def save_tokenizer(path: Path, folder: Path) -> None:
+    """The GGUF's tokenizer as tokenizer files in ``folder`` (``save_pretrained``'s own files)."""
+    gguf_tokenizer(path).save_pretrained(folder)
 
 
 @contextmanager

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError
-from .hf_folder import companion_folder
+from .checkpoint import companions_of
+from .gguf_file import gguf_tokenizer, is_gguf
 
 TOKENIZER_JSON = "tokenizer.json"
 
@@ -53,10 +54,12 @@ def as_tokenizer(value: Any) -> TextTokenizer:
 
 def find_tokenizer(explicit: Any, checkpoint: str | Path | None) -> TextTokenizer | None:
     """``--tokenizer`` if given (a path, or in the library a tokenizer object), else the one beside
-    the checkpoint (its folder or a bundle's hf/)."""
+    the checkpoint (its folder, a bundle's hf/, or the GGUF file's own)."""
     if explicit is not None:
         return as_tokenizer(explicit)
-    folder = companion_folder(checkpoint)
+    folder = companions_of(checkpoint)
+    if folder is not None and is_gguf(folder):  # the tokenizer the GGUF file carries
+        return TextTokenizer(gguf_tokenizer(folder), "GGUF tokenizer")
     if folder is None or not _has_tokenizer(folder):
         return None
     return load_tokenizer(folder)

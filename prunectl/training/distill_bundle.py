@@ -22,8 +22,7 @@ from ..formats import history as H
 from ..formats.manifest import MANIFEST_NAME, Manifest
 from ..formats.strict_json import read_json
 from ..loading.bundle import load_bundle
-from ..loading.checkpoint import Loaded, load_checkpoint
-from ..loading.hf_folder import companion_folder
+from ..loading.checkpoint import Loaded, companions_of, load_checkpoint
 from ..loading.text_data import is_text, load_calibration, vocabulary_size
 from ..loading.tokenizer import find_tokenizer
 from ..measure.perplexity import before_and_after, eval_tokens, evaluate_perplexity
@@ -71,7 +70,7 @@ def distill_bundle(bundle: str | Path, data: str | Path, steps: int, teacher: st
     write_bundle(out, rebuilt, manifest, report, inputs, manifest.extra["onnx"]["opset"]
                  if "onnx" in manifest.extra else None,
                  extra_files=None if history is None else {H.HISTORY_NAME: H.history_bytes(history)},
-                 hf_companions=companion_folder(bundle))
+                 hf_companions=companions_of(bundle))
     return {"output": str(out), "steps": steps, "kl_before": kl_before, "kl_after": kl_after,
             **({"perplexity": report["distill"]["perplexity"]} if eval_ids is not None else {})}
 
