@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..errors import SpecError
 from .base import Consumer, Criterion, LayerView
-from .observe import observe_readers
+from .observe import observe_readers, score_from_readers
 
 
 class Activation(Criterion):
@@ -36,18 +35,8 @@ class Activation(Criterion):
         self._sums, self._positions = observe_readers(model, layers, data, _channel_norms)
 
     def score(self, layer: LayerView) -> torch.Tensor | None:
-        if not layer.consumers:
-            return None
-        total = 0
-        for consumer in layer.consumers:
-            key = (consumer.name, consumer.offset)
-            if key not in self._sums:
-                raise SpecError(f"criterion 'activation': layer {consumer.name!r} (reading {layer.name!r}) got no "
-                                "input on the data; is it used in forward()?")
-            total = total + self._sums[key] / self._positions[key]
-        # one score per output row: a channel spanning several rows (a KV group's heads) shares it out
-        multiplier = layer.out_channels // total.numel()
-        return total.repeat_interleave(multiplier) / multiplier
+        return score_from_readers(self.name, layer, self._sums,
+                                  lambda reader, sums: sums / self._positions[(reader.name, reader.offset)])
 
 
 def _channel_norms(consumer: Consumer, features: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from ..errors import SpecError
 from .base import Consumer, LayerView
 
 
@@ -76,3 +77,21 @@ def observe_readers(model: nn.Module, layers: list[LayerView], data,
         handles.append(readers[0].module.register_forward_pre_hook(record, with_kwargs=True))
     forward_over(model, data, handles)
     return sums, positions
+
+
+def score_from_readers(criterion: str, layer: LayerView, observed: dict[tuple[str, int], torch.Tensor],
+                       value: Callable[[Consumer, torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
+    """One score per output row of ``layer``: ``value(reader, what was observed at it)`` summed over its
+    readers (None: no listed layer reads it). A channel spanning several rows (a KV group's query
+    heads) shares its score out over them."""
+    if not layer.consumers:
+        return None
+    total = 0
+    for consumer in layer.consumers:
+        key = (consumer.name, consumer.offset)
+        if key not in observed:
+            raise SpecError(f"criterion {criterion!r}: layer {consumer.name!r} (reading {layer.name!r}) got no "
+                            "input on the data; is it used in forward()?")
+        total = total + value(consumer, observed[key])
+    multiplier = layer.out_channels // total.numel()
+    return total.repeat_interleave(multiplier) / multiplier

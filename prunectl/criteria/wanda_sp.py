@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from ..errors import SpecError
 from .base import Consumer, Criterion, LayerView
-from .observe import observe_readers
+from .observe import observe_readers, score_from_readers
 
 
 class WandaSP(Criterion):
@@ -34,21 +34,14 @@ class WandaSP(Criterion):
         self._squares, _ = observe_readers(model, layers, data, _input_squares)
 
     def score(self, layer: LayerView) -> torch.Tensor | None:
-        if not layer.consumers:
-            return None
-        total = 0
-        for consumer in layer.consumers:
-            key = (consumer.name, consumer.offset)
-            if key not in self._squares:
-                raise SpecError(f"criterion 'wanda_sp': layer {consumer.name!r} (reading {layer.name!r}) got no "
-                                "input on the data; is it used in forward()?")
-            columns = consumer.power_per_input(1)
-            if columns.shape != self._squares[key].shape:
-                raise SpecError(f"criterion 'wanda_sp': layer {consumer.name!r} (reading {layer.name!r}) has "
-                                f"{columns.numel()} weight columns for {self._squares[key].numel()} inputs")
-            total = total + consumer.per_channel(columns * self._squares[key].sqrt())
-        multiplier = layer.out_channels // total.numel()
-        return total.repeat_interleave(multiplier) / multiplier
+        return score_from_readers(self.name, layer, self._squares, self._reader_score)
+
+    def _reader_score(self, consumer: Consumer, squares: torch.Tensor) -> torch.Tensor:
+        columns = consumer.power_per_input(1)
+        if columns.shape != squares.shape:
+            raise SpecError(f"criterion 'wanda_sp': layer {consumer.name!r} has {columns.numel()} weight columns "
+                            f"for {squares.numel()} inputs")
+        return consumer.per_channel(columns * squares.sqrt())
 
 
 def _input_squares(_consumer: Consumer, features: torch.Tensor) -> torch.Tensor:
