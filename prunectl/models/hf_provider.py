@@ -42,6 +42,9 @@ _SERIALISATION_KEYS = {"architectures", "transformers_version", "model_type", "_
 # fields a config class may lack but its modeling code reads (``getattr(config, "head_dim", ...)``):
 # prunectl writes head_dim explicitly so a pruned Qwen2 keeps RoPE's size (verification/arg_probe.py)
 _READ_BY_MODELING = {"head_dim"}
+# special-token ids older configs and GGUF headers carry for the tokenizer (SmolLM2's GGUF gives
+# LlamaConfig an unk_token_id): kept as attributes like any other, but nothing to warn about
+_TOKENIZER_IDS = {"unk_token_id", "sep_token_id", "cls_token_id", "mask_token_id"}
 
 
 def hf_factory(name: str, **args: Any) -> nn.Module:
@@ -143,7 +146,7 @@ def _config(config_cls: type, name: str, args: dict[str, Any]) -> Any:
             hint = f"did you mean {close[0]!r}? " if close and key not in _REFUSED_KEYS else ""
             raise SpecError(f"model factory 'hf:{name}': argument {key!r} is not a field of "
                             f"{config_cls.__name__}; {hint}see its documentation for the fields (hidden_size, ...)")
-        if key not in known and key not in _READ_BY_MODELING:
+        if key not in known and key not in _READ_BY_MODELING | _TOKENIZER_IDS:
             stale.append(key)
     if stale:
         # a config.json written by another transformers release carries fields this one dropped

@@ -200,3 +200,14 @@ def test_bert_classifier_prunes_its_residual_width_through_embeddings_and_layer_
     ids = torch.randint(0, 100, (2, 16))
     with torch.no_grad():
         assert torch.allclose(reloaded(ids).logits, result.model.eval()(ids).logits, atol=1e-5)
+
+
+def test_a_special_token_id_the_config_class_lacks_is_kept_without_a_warning() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # SmolLM2's GGUF gives LlamaConfig an unk_token_id
+        model = factories.build("hf:LlamaForCausalLM", {"vocab_size": 64, "hidden_size": 32, "intermediate_size": 48,
+                                                      "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                      "unk_token_id": 0})
+    assert model.config.unk_token_id == 0
