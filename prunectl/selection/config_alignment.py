@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from ..coupling.channel_spaces import ChannelGroup
-from .per_layer import SelectOptions, channel_step, select_width
+from .per_layer import SelectOptions, channel_step, rounded_to_step, select_width
 from .structures import input_embedding
 
 
@@ -67,14 +67,8 @@ def aligned(kept: list[torch.Tensor | None], groups: list[ChannelGroup], scores:
     group = groups[index]
     step = lcm(channel_step(options, group.blocks, group.unit), alignment.multiple(kept, groups))
     keep = len(kept[index])
-    below, above = keep // step * step, -(-keep // step) * step
-    if options.round_mode == "down" and below > 0:
-        width = below
-    elif options.round_mode == "nearest" and below > 0 and keep - below < above - keep:
-        width = below
-    else:
-        width = above
-    width = min(width, group.size)
+    # never below one step: a width rounded down to 0 goes up instead
+    width = min(rounded_to_step(keep, step, options.round_mode) or -(-keep // step) * step, group.size)
     if width == keep:
         return kept
     if notes is not None:

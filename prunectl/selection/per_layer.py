@@ -61,14 +61,17 @@ def kept_count(size: int, rate: float, options: SelectOptions, blocks: int = 1, 
     keep = max(keep, options.min_channels, 1)
     step = channel_step(options, blocks, unit)
     least = -(-max(options.min_channels, 1) // step) * step  # the narrowest aligned width allowed
+    return min(size, max(rounded_to_step(keep, step, options.round_mode), least))
+
+
+def rounded_to_step(keep: int, step: int, mode: str) -> int:
+    """``keep`` moved to a multiple of ``step``: up, down, or the nearest (ties up); may be 0 going down."""
     below, above = keep // step * step, -(-keep // step) * step
-    if options.round_mode == "down":
-        keep = below
-    elif options.round_mode == "nearest":
-        keep = below if keep - below < above - keep else above
-    else:
-        keep = above
-    return min(size, max(keep, least))
+    if mode == "down":
+        return below
+    if mode == "nearest":
+        return below if keep - below < above - keep else above
+    return above
 
 
 def top_indices(score: torch.Tensor, keep: int) -> torch.Tensor:

@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from ..errors import UnsupportedError, first_line
 from ..layers import kinds as L
+from ..layers.ties import tied_groups
 from ..models.hf_provider import is_hf_model
 from .graph import quiet_logs, symbolic_graph
 from .hf_export import hf_export, hf_kwargs
@@ -111,16 +112,13 @@ def export_capture(model: nn.Module, example: torch.Tensor) -> Captured:
 
 
 def _owners(model: nn.Module) -> dict[str, list[str]]:
-    """Parameter name -> every module holding that tensor as its ``weight``: torch.export lifts a
-    tied parameter (an LLM's embedding and lm_head) once, under one of its names."""
-    holders: dict[int, list[str]] = {}
-    names: dict[int, list[str]] = {}
-    for name, parameter in model.named_parameters(remove_duplicate=False):
-        names.setdefault(id(parameter), []).append(name)
-        module_name, _, attribute = name.rpartition(".")
-        if attribute == "weight":
-            holders.setdefault(id(parameter), []).append(module_name)
-    return {name: holders.get(key, []) for key, group in names.items() for name in group}
+    """Tied parameter name -> every module holding that tensor as its ``weight``: torch.export lifts
+    a tied parameter (an LLM's embedding and lm_head) once, under one of its names."""
+    owners: dict[str, list[str]] = {}
+    for group in tied_groups(model):
+        holders = [name.rpartition(".")[0] for name in group if name.rpartition(".")[2] == "weight"]
+        owners.update({name: holders for name in group})
+    return owners
 
 
 def _layer_of(node: fx.Node, parameter_of: dict[str, str], modules: dict[str, nn.Module],
@@ -137,7 +135,8 @@ def _layer_of(node: fx.Node, parameter_of: dict[str, str], modules: dict[str, nn
     if fqn is None or "." not in fqn:
         return None
     # the holder of that weight whose kind computes this op (a tied weight has several holders)
-    for module_name in owners.get(fqn, []):
+    own, _, attribute = fqn.rpartition(".")
+    for module_name in owners.get(fqn, [own] if attribute == "weight" else []):
         module = modules.get(module_name)
         if module is not None and op in _LAYER_OPS.get(L.kind_of(module), ()):
             return module_name

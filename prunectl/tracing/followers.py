@@ -28,7 +28,7 @@ from .graph import (
 )
 from .hf_export import hf_export
 from .rules import function_flow, op_name
-from .tables import carries_index, chain_to_parameter
+from .tables import carries_index, chain_to_parameter, view_sizes
 
 
 class ChannelFollowers:
@@ -53,15 +53,9 @@ class ChannelFollowers:
         name = str(held_node.target)
         if operand.shape[axis] != value.shape[flow.dim]:
             raise Touch(f"combines the channels with parameter {name} of shape {tuple(operand.shape)}")
-        if flow.composite:
-            raise Touch(f"combines a concatenation of pruned channels with parameter {name}")
-        if len(held_node.users) != 1 or name in self.first_inputs:
-            raise Touch(f"uses parameter {name}, which is also used elsewhere (it can follow one channel space)")
         if held_node is not operands[held[0]]:  # a view: the channels are the vector's one dim
             axis = next(i for i, size in enumerate(self.parameters[name].shape) if size != 1)
-        self.first_inputs[name] = flow.sources
-        self.walk.layers.append(TracedLayer(name, "parameter", flow.sources, dim=axis))
-        return flow.at(d)
+        return self._listed_parameter(name, flow, axis, d, shared=len(held_node.users) != 1)
 
     def _table_operand(self, node: Node, real_args: tuple, args: tuple, flowing: int, result: Any) -> Flow | None:
         """``scores + table[index].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)``: a per-head bias
@@ -88,12 +82,16 @@ class ChannelFollowers:
                    and carries_index(steps, source, table, axis, self.fetch_attr, fixed.dim(), axis_out)]
         if len(matches) != 1:
             return None
+        return self._listed_parameter(name, flow, matches[0], d)
+
+    def _listed_parameter(self, name: str, flow: Flow, axis: int, d: int, shared: bool = False) -> Flow:
+        """List parameter ``name`` as following ``flow``'s channels along ``axis``; the op's Flow."""
         if flow.composite:
             raise Touch(f"combines a concatenation of pruned channels with parameter {name}")
-        if name in self.first_inputs:
+        if shared or name in self.first_inputs:
             raise Touch(f"uses parameter {name}, which is also used elsewhere (it can follow one channel space)")
         self.first_inputs[name] = flow.sources
-        self.walk.layers.append(TracedLayer(name, "parameter", flow.sources, dim=matches[0]))
+        self.walk.layers.append(TracedLayer(name, "parameter", flow.sources, dim=axis))
         return flow.at(d)
 
     def _parameter_node(self, operand: Any) -> Node | None:
@@ -112,8 +110,7 @@ class ChannelFollowers:
         if sum(1 for size in parameter.shape if size != 1) != 1:
             return None  # only a vector's view has an unambiguous channel dim
         if op_name(operand.target) != "unsqueeze":
-            sizes = operand.args[1:]
-            sizes = list(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)) else list(sizes)
+            sizes = view_sizes(operand)
             if sizes.count(-1) != 1 or any(not isinstance(size, int) for size in sizes):
                 return None
         return source

@@ -35,7 +35,7 @@ def chain_to_parameter(operand: Any, parameters: set[str]) -> tuple[Node, list[N
         others = [a for a in flat_args((current.args[1:], tuple(current.kwargs.values()))) if isinstance(a, Node)]
         if not all(_is_constant(a, parameters) for a in others):
             return None  # an index computed from the input, or a second parameter
-        if op_name(current.target) in ("view", "reshape") and _sizes(current).count(-1) != 1:
+        if op_name(current.target) in ("view", "reshape") and view_sizes(current).count(-1) != 1:
             return None  # a literal size would not shrink with the cut: only -1 follows the kept count
         current = current.args[0]
     if not (steps and isinstance(current, Node) and current.op == "get_attr" and str(current.target) in parameters
@@ -44,7 +44,8 @@ def chain_to_parameter(operand: Any, parameters: set[str]) -> tuple[Node, list[N
     return current, steps[::-1]
 
 
-def _sizes(node: Node) -> list[Any]:
+def view_sizes(node: Node) -> list[Any]:
+    """A view/reshape node's size arguments as written (``x.view(1, -1)`` or ``x.view((1, -1))``)."""
     sizes = list(node.args[1:])
     return list(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)) else sizes
 
@@ -98,4 +99,4 @@ def carries_index(steps: list[Node], source: Node, table: torch.Tensor, axis: in
 
 
 
-__all__ = ["carries_index", "chain_to_parameter"]
+__all__ = ["carries_index", "chain_to_parameter", "view_sizes"]
