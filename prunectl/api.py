@@ -50,10 +50,10 @@ from .models.forward import run
 from .models.inputs import lighter_inputs, make_inputs, torch_dtype
 from .models.submodule import entry, submodule
 from .options import (
-    DEFAULT_CRITERION,
     DEFAULT_OPSET,
     DEFAULT_ROUND_MODE,
     PruneOptions,
+    default_criterion,
     spec_overrides,
 )
 from .selection.budget import Target
@@ -193,7 +193,7 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
                             "set input.shape in the spec or --input-shape") from None
 
     clock("score")
-    criterion = given.criterion or get_criterion(spec.criterion or DEFAULT_CRITERION)
+    criterion = given.criterion or get_criterion(spec.criterion or default_criterion(data is not None))
     select = SelectOptions.from_spec(spec, criterion)
     choice = _choose(spec, model, criterion, select, options, inputs[0], data)
     from_data = data_inputs(data, input_spec)  # the proof also sees the user's own data

@@ -18,6 +18,9 @@ from .errors import SpecError
 
 # the spec's defaults (a spec or an option may override each)
 DEFAULT_CRITERION = "l1"
+# with calibration data (``--data``) and no criterion asked for: magnitude is not reliably above
+# random on real weights, a data-aware criterion is (docs/decisions.md, "The default with data")
+DEFAULT_DATA_CRITERION = "activation"
 DEFAULT_RATE = 0.5
 DEFAULT_ROUND_TO = 1
 # which way --round-to aligns a width: up keeps more channels (the achieved rate is at most the
@@ -53,6 +56,13 @@ DEFAULT_CALIB_TOKENS = 16384
 DEFAULT_DISTILL_LR = 1e-4
 # perplexity (measure/perplexity.py): non-overlapping windows of 256 tokens
 DEFAULT_EVAL_SEQ_LEN = 256
+
+
+
+def default_criterion(with_data: bool) -> str:
+    """The criterion a run uses when neither the option nor the spec names one."""
+    return DEFAULT_DATA_CRITERION if with_data else DEFAULT_CRITERION
+
 
 # AutoOptions fields that are numbers however they are given (AutoOptions.__post_init__)
 _AUTO_FLOATS = ("max_drop", "target_macs", "target_params", "budget_minutes", "loss_margin", "step_fraction",

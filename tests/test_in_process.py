@@ -115,6 +115,18 @@ def test_a_criterion_instance_and_a_dataloader() -> None:
     assert taylor.manifest.extra["verify"]["data_inputs"] == 1  # the proof also ran on the user's data
 
 
+def test_the_default_criterion_is_data_aware_when_data_is_given() -> None:
+    torch.manual_seed(0)
+    inputs, targets = torch.randn(64, 12), torch.randint(0, 3, (64,))
+    loader = DataLoader(TensorDataset(inputs, targets), batch_size=16)
+    example = torch.randn(1, 12)
+    with_data = prunectl.prune(Tiny(), example_inputs=example, rate=0.5, data=loader)
+    assert with_data.manifest.extra["criterion"] == "activation"
+    assert prunectl.prune(Tiny(), example_inputs=example, rate=0.5).manifest.extra["criterion"] == "l1"
+    asked = prunectl.prune(Tiny(), example_inputs=example, rate=0.5, data=loader, criterion="l2")
+    assert asked.manifest.extra["criterion"] == "l2"
+
+
 @pytest.mark.parametrize(("call", "error", "fragment"), [
     (lambda: prunectl.prune([1, 2, 3]), SpecError, "expected a torch.nn.Module or a checkpoint path, got list"),
     (lambda: prunectl.prune(Tiny(), example_inputs=torch.randn(1, 12), rate=0.5, colour="red"), SpecError,
