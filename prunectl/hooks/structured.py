@@ -64,8 +64,8 @@ class KeepCut(Criterion):
             return raw  # scores in another numbering (fused parts): the superset check below decides
         # a live channel with a zero or negative score still ranks above every cut one
         floor = float(raw.abs().max()) * 1e-9 + 1e-30
-        alive = torch.zeros(len(raw), dtype=torch.bool)
-        alive[cut.out] = True
+        alive = torch.zeros(len(raw), dtype=torch.bool, device=raw.device)  # scores made on --device stay there
+        alive[cut.out.to(raw.device)] = True
         return torch.where(alive, raw.clamp_min(floor), torch.zeros_like(raw))
 
 
