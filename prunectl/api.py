@@ -175,7 +175,8 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
     data = given.data or (load_calibration(options.data, model, tokenizer, options.calib_seq_len,
                                            options.calib_tokens, options.seed) if options.data is not None else None)
     eval_ids = None if options.eval_data is None else eval_tokens(Path(options.eval_data), tokenizer, model)
-    before = None if eval_ids is None else evaluate_perplexity(model, eval_ids, source=str(options.eval_data))
+    before = None if eval_ids is None else evaluate_perplexity(model, eval_ids, source=str(options.eval_data),
+                                                               device=device)
     depth = None
     if options.drop_layers is not None:  # whole layers first: the width cut then runs on the smaller model
         loaded, depth = _drop_layers(loaded, options, module, input_spec, data)
@@ -237,7 +238,7 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
         report["module"] = module  # MACs are the submodule's, on its input
     if eval_ids is not None:
         clock("eval")
-        report["perplexity"] = before_and_after(before, evaluate_perplexity(rebuilt, eval_ids,
+        report["perplexity"] = before_and_after(before, evaluate_perplexity(rebuilt, eval_ids, device=device,
                                                                             source=str(options.eval_data)))
     if options.latency:
         clock("latency")

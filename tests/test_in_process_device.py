@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from device_paths import take_the_device_paths
 from torch.utils.data import DataLoader, TensorDataset
 
 import prunectl
@@ -72,3 +73,16 @@ def test_a_cuda_model_is_pruned_on_cuda_and_left_there(checkpoints, tmp_path: Pa
     weights = [(tmp_path / where / "model.safetensors").read_bytes() for where in ("api", "cli")]
     assert weights[0] == weights[1]
     assert prunectl.soft(model, result.plan).fc1.weight.device.type == "cuda"
+
+
+@pytest.mark.parametrize("criterion", ["taylor", "activation", "thinet", "wanda_sp", "apoz"])
+def test_the_device_paths_taken_on_the_cpu_change_nothing(criterion: str, monkeypatch) -> None:
+    generator = torch.Generator().manual_seed(1)
+    loader = DataLoader(TensorDataset(torch.randn(32, 64, generator=generator),
+                                      torch.randint(0, 10, (32,), generator=generator)), batch_size=8)
+    spec = FIXTURES["small_mlp"][2]
+    plain = prunectl.prune(make_model("small_mlp"), spec=spec, criterion=criterion, data=loader)
+    take_the_device_paths(monkeypatch)
+    moved = prunectl.prune(make_model("small_mlp"), spec=spec, criterion=criterion, data=loader, device="cpu")
+    assert moved.manifest.kept == plain.manifest.kept and moved.manifest.extra == plain.manifest.extra
+    assert all(torch.equal(a, b) for a, b in zip(plain.model.state_dict().values(), moved.model.state_dict().values()))

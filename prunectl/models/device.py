@@ -100,9 +100,10 @@ def _same(a: torch.device, b: torch.device) -> bool:
 
 
 def to_device(value: Any, device: torch.device | str | None) -> Any:
-    """Every tensor in ``value`` (tensors, tuples, lists, dicts of them) on ``device``."""
+    """Every tensor in ``value`` (tensors, tuples, lists, dicts of them) on ``device`` (None: the CPU)."""
     if is_cpu(device) and not _holds_other_device(value):
         return value
+    device = CPU if device is None else device
     if isinstance(value, torch.Tensor):
         return value.to(device)
     if isinstance(value, tuple):

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from device_paths import take_the_device_paths
 from torch.utils.data import DataLoader, TensorDataset
 
 pytest.importorskip("prunectl_digits")
@@ -93,6 +94,22 @@ def test_own_callables_with_device_cpu_are_the_run_without_it(digits) -> None:
     assert runs[0].history == runs[1].history
     assert all(torch.equal(a, b) for a, b in zip(runs[0].model.state_dict().values(),
                                                  runs[1].model.state_dict().values()))
+
+
+def test_the_device_paths_taken_on_the_cpu_change_nothing(digits, monkeypatch) -> None:
+    evaluate, train, val_loader = _own_callables()
+    runs = []
+    for forced in (False, True):
+        if forced:  # the task wrapped, the model fed through InputsOn, CAC's gradients and the proofs "moved"
+            take_the_device_paths(monkeypatch)
+        torch.manual_seed(0)
+        runs.append(prunectl.auto(_mlp(digits), evaluate=evaluate, train=train, val_loader=val_loader, max_drop=1.0,
+                                  epochs=1, max_steps=2, device="cpu").history)
+        torch.manual_seed(0)
+        train_loader = DataLoader(TensorDataset(*splits()["train"]), batch_size=64)
+        runs.append(prunectl.auto(_mlp(digits), train_loader=train_loader, val_loader=val_loader, target_params=0.7,
+                                  epochs=1, criterion="taylor", device="cpu").history)
+    assert runs[0] == runs[2] and runs[1] == runs[3]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
