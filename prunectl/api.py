@@ -45,6 +45,7 @@ from .measure.latency import compare_latency
 from .measure.perplexity import before_and_after, eval_tokens, evaluate_perplexity
 from .measure.perplexity import evaluate_checkpoint as evaluate
 from .measure.size import count_macs, count_params, layer_widths, size_bytes
+from .models.device import device_name, is_cpu, resolve_device
 from .models.dtype import DEFAULT_WEIGHT_DTYPE, weights_dtype
 from .models.forward import run
 from .models.inputs import lighter_inputs, make_inputs, torch_dtype
@@ -153,6 +154,7 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
     if options.output is not None:
         check_output_path(Path(options.output))
     options.check()
+    device = resolve_device(options.device)  # a device that is not here: exit 3 before anything is read
     spec = requested_spec(options.spec, options)
     if given.loaded and options.dtype is not None:
         raise SpecError("--dtype: a model passed in memory is used as it is; cast it yourself "
@@ -173,7 +175,8 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
     data = given.data or (load_calibration(options.data, model, tokenizer, options.calib_seq_len,
                                            options.calib_tokens, options.seed) if options.data is not None else None)
     eval_ids = None if options.eval_data is None else eval_tokens(Path(options.eval_data), tokenizer, model)
-    before = None if eval_ids is None else evaluate_perplexity(model, eval_ids, source=str(options.eval_data))
+    before = None if eval_ids is None else evaluate_perplexity(model, eval_ids, source=str(options.eval_data),
+                                                               device=device)
     depth = None
     if options.drop_layers is not None:  # whole layers first: the width cut then runs on the smaller model
         loaded, depth = _drop_layers(loaded, options, module, input_spec, data)
@@ -195,7 +198,7 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
     clock("score")
     criterion = given.criterion or get_criterion(spec.criterion or default_criterion(data is not None))
     select = SelectOptions.from_spec(spec, criterion)
-    choice = _choose(spec, model, criterion, select, options, inputs[0], data)
+    choice = _choose(spec, model, criterion, select, options, inputs[0], data, device)
     from_data = data_inputs(data, input_spec)  # the proof also sees the user's own data
     proof = lighter_inputs(entry(model, module), input_spec, options.seed) + from_data
     groups, kept = choice.groups, choice.kept
@@ -215,7 +218,8 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
         recipe = make_recipe(spec, loaded.model_ref, hard, copy_weights=False)
     rebuilt = recipe.model
     try:  # the model exactly as prunectl.load rebuilds it must compute what the masked original does
-        comparison = soft_vs_hard(entry(soft, module), entry(rebuilt, module), proof, plan, list(spec.layer_names))
+        comparison = soft_vs_hard(entry(soft, module), entry(rebuilt, module), proof, plan, list(spec.layer_names),
+                                  device)
     except VerificationError:
         mismatch = rebuild_mismatch(recipe, loaded.model_ref.factory, hard, inputs[0], module)
         if mismatch is not None:  # the masking and the surgery agree; the rebuild recipe is wrong
@@ -234,7 +238,7 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
         report["module"] = module  # MACs are the submodule's, on its input
     if eval_ids is not None:
         clock("eval")
-        report["perplexity"] = before_and_after(before, evaluate_perplexity(rebuilt, eval_ids,
+        report["perplexity"] = before_and_after(before, evaluate_perplexity(rebuilt, eval_ids, device=device,
                                                                             source=str(options.eval_data)))
     if options.latency:
         clock("latency")
@@ -252,7 +256,9 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
              **({"drop_layers": depth} if depth is not None else {}),
              **({"calibration": data.details} if data is not None and data.details else {}),
              # only when not float32: default runs keep the bundle bytes they had before --dtype
-             **({"dtype": options.dtype} if options.dtype not in (None, DEFAULT_WEIGHT_DTYPE) else {})}
+             **({"dtype": options.dtype} if options.dtype not in (None, DEFAULT_WEIGHT_DTYPE) else {}),
+             # likewise only off the CPU: where data-driven scores and the proof's numbers were computed
+             **({"device": device_name(device)} if not is_cpu(device) else {})}
     manifest = build_manifest(model_ref=loaded.model_ref, args=recipe.args, resize=recipe.resize,
                               kept=kept_by_layer(plan), input_spec=input_spec, facts=facts, checkpoint=loaded.path,
                               checkpoint_sha256=loaded.sha256, spec_sha256=spec.sha256, previous=loaded.manifest)
@@ -293,7 +299,7 @@ def _round_mode_fact(select: SelectOptions) -> dict[str, str]:
 
 
 def _choose(spec: Spec, model: nn.Module, criterion: Criterion, select: SelectOptions, options: PruneOptions,
-            example: torch.Tensor, data: CalibrationData | None) -> Choice:
+            example: torch.Tensor, data: CalibrationData | None, device: torch.device | None = None) -> Choice:
     """The selection stage, from the user's options: unstructured masks, or structured kept channels
     (per layer or global, toward a rate or a MACs/params target, in steps)."""
     exclude = tuple(options.exclude or ())
@@ -310,7 +316,7 @@ def _choose(spec: Spec, model: nn.Module, criterion: Criterion, select: SelectOp
     target = (Target("macs", options.target_macs) if options.target_macs is not None else
               Target("params", options.target_params) if options.target_params is not None else None)
     choose_options = ChooseOptions(select, options.global_ranking, exclude, target, options.steps,
-                                   options.schedule, options.seed, options.structure_rates())
+                                   options.schedule, options.seed, options.structure_rates(), device)
     choice = choose(spec, model, criterion, choose_options, data if criterion.needs_data else None, example)
     if options.data is not None:
         choice.report["data"] = str(options.data)

@@ -27,6 +27,7 @@ from .formats.spec import ModelRef
 from .loading.checkpoint import Loaded
 from .loading.data import CalibrationData
 from .loading.in_memory import calibration_batches, example_input, loaded_module
+from .models.device import resolve_device
 from .options import PruneOptions
 
 Plan = dict[str, ModuleCut]
@@ -63,6 +64,7 @@ def resolve(checkpoint: Any, options: PruneOptions | None, overrides: dict[str, 
         raise SpecError(f"prunectl.prune: unknown option {unknown[0]!r} (options: {', '.join(sorted(_OPTION_NAMES))})")
     criterion, data = overrides.pop("criterion", None), overrides.pop("data", None)
     options = replace(options or PruneOptions(), **overrides)
+    resolve_device(options.device)  # a device that is not here: refused before the model is copied
     criterion = criterion if criterion is not None else options.criterion
     if isinstance(criterion, Criterion):
         instance, options = criterion, replace(options, criterion=criterion.name)

@@ -35,6 +35,8 @@ MODES = ("structured", "unstructured")
 # --dtype: the floating dtype the model is loaded, scored, cut and saved in (models/dtype.py)
 DTYPES = ("bfloat16", "float16", "float32")
 DEFAULT_OPSET = 17
+# --device (models/device.py): where prunectl runs a model; the bundle is always written from CPU tensors
+DEFAULT_DEVICE = "cpu"
 DEFAULT_SEED = 0
 # auto (CAC and NetAdapt; docs/auto.md)
 DEFAULT_MAX_DROP = 0.5
@@ -87,6 +89,14 @@ def _check_positive(options: Any, *names: str) -> None:
             raise SpecError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
 
 
+def _device_text(options: Any) -> None:
+    """``device=torch.device("cuda", 1)`` is kept as its text, ``"cuda:1"`` (models/device.py parses it)."""
+    if options.device is None:
+        object.__setattr__(options, "device", DEFAULT_DEVICE)
+    elif not isinstance(options.device, str) and type(options.device).__name__ == "device":
+        object.__setattr__(options, "device", str(options.device))
+
+
 @dataclass(frozen=True)
 class PruneOptions:
     """Everything ``prune`` needs besides the checkpoint; ``None`` means "from the spec"."""
@@ -135,6 +145,11 @@ class PruneOptions:
     drop_layers: int | None = None
     # load, score, cut and save the weights in this dtype (DTYPES); None: as the checkpoint builds
     dtype: str | None = None
+    # where data-driven scoring and the proof run (models/device.py): cpu, cuda, cuda:N, mps
+    device: str = DEFAULT_DEVICE
+
+    def __post_init__(self) -> None:
+        _device_text(self)
 
     def structure_rates(self) -> tuple[tuple[str, float], ...]:
         """``(structure, rate)`` for every --rate-STRUCTURE given."""
@@ -204,8 +219,10 @@ class AutoOptions:
     seed: int = DEFAULT_SEED
     micro_batches: int | None = None  # default: the number of processes
     threads: int | None = 1  # one thread: bit-identical results, resumable byte for byte
+    device: str = DEFAULT_DEVICE  # where scoring, fine-tuning, the metric and the proof run (models/device.py)
 
     def __post_init__(self) -> None:
+        _device_text(self)
         # the library's max_drop=1 is the command line's --max-drop 1 (a float): same report bytes
         for name in _AUTO_FLOATS:
             value = getattr(self, name)

@@ -34,6 +34,7 @@ import torch.nn as nn
 
 from ..coupling.channel_spaces import ChannelGroup
 from ..layers import kinds as L
+from ..models.device import fed_on, on_device
 from ..tasks import Task
 from . import steps as S
 
@@ -41,8 +42,8 @@ ZERO_GRADIENT = 1e7  # CAC: a zero gradient counts as this, so 1/|g| stays finit
 NO_DIFF = 1e6  # CAC's marker for "no error difference recorded"
 
 
-def sensitivities(model: nn.Module, task: Task, groups: list[ChannelGroup], calc_iter: int
-                  ) -> tuple[float, list[float | None]]:
+def sensitivities(model: nn.Module, task: Task, groups: list[ChannelGroup], calc_iter: int,
+                  device: torch.device | None = None) -> tuple[float, list[float | None]]:
     """(mean loss, per-group sensitivity) over the first ``calc_iter`` validation batches; model left in eval.
 
     Validation, as CAC: the loss of a model on its own training data is near zero and would
@@ -52,21 +53,23 @@ def sensitivities(model: nn.Module, task: Task, groups: list[ChannelGroup], calc
     totals: list[float | None] = [0.0 if g.prunable else None for g in groups]
     loss_sum = 0.0
     model.eval()
-    for inputs, targets in batches:
+    with on_device(model, device):  # --device: the gradients are taken there, the sums read back as floats
+        fed = fed_on(model, device)
+        for inputs, targets in batches:
+            model.zero_grad(set_to_none=True)
+            loss = task.loss(fed(inputs), targets)
+            loss.backward()
+            loss_sum += float(loss.detach())
+            for index, group in enumerate(groups):
+                if not group.prunable:
+                    continue
+                for member in group.members:
+                    grad = L.weight_of(modules[member.module]).grad if member.scored else None
+                    if grad is not None:
+                        magnitude = grad.detach().double().abs()
+                        magnitude[magnitude == 0] = ZERO_GRADIENT
+                        totals[index] += float((1.0 / magnitude).sum())
         model.zero_grad(set_to_none=True)
-        loss = task.loss(model(inputs), targets)
-        loss.backward()
-        loss_sum += float(loss.detach())
-        for index, group in enumerate(groups):
-            if not group.prunable:
-                continue
-            for member in group.members:
-                grad = L.weight_of(modules[member.module]).grad if member.scored else None
-                if grad is not None:
-                    magnitude = grad.detach().double().abs()
-                    magnitude[magnitude == 0] = ZERO_GRADIENT
-                    totals[index] += float((1.0 / magnitude).sum())
-    model.zero_grad(set_to_none=True)
     count = max(len(batches), 1)
     return loss_sum / count, [None if t is None else t / count for t in totals]
 

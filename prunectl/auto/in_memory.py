@@ -21,6 +21,7 @@ from ..criteria.base import Criterion
 from ..errors import SpecError
 from ..formats.spec import ModelRef
 from ..loading.in_memory import calibration_batches, example_input, loaded_module
+from ..models.device import resolve_device
 from ..options import AutoOptions
 from .search import AutoResult, Given
 from .search import auto as search
@@ -56,6 +57,7 @@ def auto(model: nn.Module, *, evaluate: Evaluate | None = None, train: Train | N
     base = options or AutoOptions()
     options = replace(base, **overrides, task=task if task is not None else base.task,
                       criterion=instance.name if instance else criterion if criterion is not None else base.criterion)
+    resolve_device(options.device)  # a device that is not here: refused before the model is copied
     if factory_args is not None and not isinstance(factory_args, dict):
         raise SpecError(f"factory_args: expected a dict of constructor arguments, got {type(factory_args).__name__}")
     ref = (ModelRef(options.model, dict(factory_args or {})) if options.model else

@@ -90,13 +90,14 @@ def evaluate_proposals(ctx: S.Context, model: nn.Module, groups: list[ChannelGro
         kept[proposal["group"]] = proposal["kept"]
         candidate, error = S.cut(ctx, model, groups, kept)
         pruned_accuracy = float(task.metric(candidate))
-        options = FineTuneOptions(epochs=epochs, seed=mix_seed(ctx.seed, step, j), micro_batches=micro_batches, lr=lr)
+        options = FineTuneOptions(epochs=epochs, seed=mix_seed(ctx.seed, step, j), micro_batches=micro_batches, lr=lr,
+                                  device=ctx.device)
         on_event("candidate", {"layer": proposal["layer"], "width": proposal["width"]})
         log = fine_tune(candidate, task, options, Dist(), on_event)
         accuracy = float(task.metric(candidate))
         mine[j] = ({"index": j, "layer": proposal["layer"], "width": proposal["width"], "rate": proposal["rate"],
                     "resource": proposal["resource"], "pruned_accuracy": pruned_accuracy, "accuracy": accuracy,
-                    "validation_loss": S.validation_loss(candidate, task), "soft_vs_hard_max_abs": error,
+                    "validation_loss": S.validation_loss(candidate, task, ctx.device), "soft_vs_hard_max_abs": error,
                     "epochs": len(log)}, candidate)
     results = sorted((r for part in group.gather_objects([m[0] for m in mine.values()]) for r in part),
                      key=lambda r: r["index"])

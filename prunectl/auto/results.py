@@ -16,6 +16,7 @@ from ..bundle.writer import write_bundle
 from ..cut.plan import kept_by_layer, make_plan
 from ..formats.manifest import Manifest
 from ..loading.checkpoint import Loaded
+from ..models.device import device_name, is_cpu
 from ..options import DEFAULT_CALC_ITER, DEFAULT_OPSET, DEFAULT_ROUND_MODE, DEFAULT_SCALING_FACTOR
 from ..verification.precision import PROOF_TOLERANCE
 from ..verification.recipe import prove_recipe
@@ -51,7 +52,9 @@ def write_auto_bundle(run: Any, loaded: Loaded, checkpoint: str | Path, output: 
              "min_channels": ctx.select.min_channels,
              "group_reduce": ctx.select.group_reduce,
              "verify": {"soft_vs_hard_max_abs": state["worst_soft_vs_hard"], "tolerance": PROOF_TOLERANCE,
-                        "precision": "float64", "inputs": len(ctx.inputs), "seed": run.options.seed}}
+                        "precision": "float64", "inputs": len(ctx.inputs), "seed": run.options.seed},
+             # only off the CPU (CPU runs keep their bytes): where scores, training and the proofs ran
+             **({"device": device_name(ctx.device)} if not is_cpu(ctx.device) else {})}
     manifest = build_manifest(model_ref=loaded.model_ref, args=recipe.args, resize=recipe.resize,
                               kept=kept_by_layer(make_plan(ctx.original_groups, run.total)),
                               input_spec=run.input_spec,

@@ -50,7 +50,8 @@ class SearchRun:
                       "worst_soft_vs_hard": 0.0, "trials": [],
                       "history": [H.entry(0, sizes, accuracy, S.widths(self.ctx, self.model), "original")]}
         if self.kind is None:
-            loss, sens = cac.sensitivities(self.model, self.task, self.ctx.original_groups, self.options.calc_iter)
+            loss, sens = cac.sensitivities(self.model, self.task, self.ctx.original_groups, self.options.calc_iter,
+                                           self.ctx.device)
             self.state["cac"] = {"loss_before": loss, "loss_after": loss, "sensitivities": sens,
                                  "upper_bound": None, "limit": None, "last_accepted": False, "rejected": []}
 
@@ -129,7 +130,7 @@ class SearchRun:
                              pruned_accuracy=round(pruned_accuracy, 6))
                 st["loss_after"], st["sensitivities"] = cac.sensitivities(self.model, self.task,
                                                                           S.groups_of(ctx, self.model),
-                                                                          options.calc_iter)
+                                                                          options.calc_iter, ctx.device)
                 st["rejected"] = []
         trial["accepted"] = accepted
         diffs = [c.inc if accepted else c.dec for c, _ in live]
@@ -220,7 +221,7 @@ class SearchRun:
                 best.update(accuracy=entry["accuracy"], weights=S.weights_of(model))
             return False
 
-        options = FineTuneOptions(epochs, seed, self.micro, lr=self.options.lr)
+        options = FineTuneOptions(epochs, seed, self.micro, lr=self.options.lr, device=self.ctx.device)
         log = fine_tune(model, self.task, options, self.group, self.emit, stop_when=watch)
         if not best["stopped"]:
             model.load_state_dict(best["weights"])
@@ -232,7 +233,7 @@ class SearchRun:
         validation images tunes to them (on digits it lost held-out accuracy)."""
         before = float(self.task.metric(self.model))
         options = FineTuneOptions(self.options.final_epochs, mix_seed(self.options.seed, FINAL_SEED), self.micro,
-                                  lr=self.options.lr)
+                                  lr=self.options.lr, device=self.ctx.device)
         log = fine_tune(self.model, self.task, options, self.group, self.emit)
         accuracy = float(log[-1]["accuracy"]) if log else before
         self.state["final_done"] = True

@@ -33,12 +33,14 @@ from ..loading.checkpoint import Loaded, load_checkpoint
 from ..loading.data import CalibrationData, load_data
 from ..loading.in_memory import input_spec_of
 from ..loading.request import requested_input, requested_model, requested_spec
+from ..models.device import is_cpu, resolve_device
 from ..models.inputs import make_inputs
 from ..options import DEFAULT_CRITERION, AutoOptions, spec_overrides
 from ..selection.per_layer import SelectOptions
 from ..selection.strategy import pin_excluded
 from ..tasks import Task, get_task
 from ..tracing import trace_model
+from ..training.device_task import on_device_task
 from ..training.distributed import from_environment
 from . import steps as S
 from .results import write_auto_bundle
@@ -92,6 +94,8 @@ def _fingerprint(options: AutoOptions, checkpoint_sha: str, spec_sha: str | None
     kept = asdict(options)
     for volatile in ("output", "resume", "budget_minutes", "threads", "max_steps", "onnx"):
         kept.pop(volatile)
+    if is_cpu(resolve_device(kept["device"])):  # a CPU run's state reads as it did before --device
+        kept.pop("device")
     kept.update({"checkpoint_sha256": checkpoint_sha, "spec_sha256": spec_sha, "micro_batches": micro,
                  "spec": str(options.spec) if options.spec else None, "rates": list(options.rates),
                  "exclude": list(options.exclude)})  # as the state's JSON reads back
@@ -118,6 +122,7 @@ def _auto(checkpoint: str | Path | None, options: AutoOptions, events: Events | 
     started = time.perf_counter()
     emit = events or (lambda _kind, _info: None)
     options.check()
+    device = resolve_device(options.device)  # a device that is not here: exit 3 before anything is read
     group = from_environment()
     micro = options.micro_batches or group.world
     # a file's run always writes (NAME-auto by default); an in-memory one only when asked, else result.save
@@ -134,12 +139,13 @@ def _auto(checkpoint: str | Path | None, options: AutoOptions, events: Events | 
     if options.spec is None:
         spec = trace_model(original, input_spec.shape, dtype=input_spec.dtype,
                            model_ref=loaded.model_ref).spec.with_options(**spec_overrides(options))
-    task = given.task or get_task(options.task)
+    # the task's metric and training (a plugin's, or the caller's evaluate/train) run the model on the device
+    task = on_device_task(given.task or get_task(options.task), device)
     criterion = given.criterion or get_criterion(spec.criterion or DEFAULT_CRITERION)
     select = SelectOptions.from_spec(spec, criterion, rate=0.0)
     data = _calibration(options, task, given) if criterion.needs_data else None
     ctx = S.Context(spec, criterion, select, data, make_inputs(input_spec, options.seed, model=original), options.seed,
-                    exclude=tuple(options.exclude))
+                    exclude=tuple(options.exclude), device=device)
     ctx.original_groups = pin_excluded(build_groups(spec, original), ctx.exclude)
 
     spec_sha = spec.sha256

@@ -23,6 +23,7 @@ from ..cut.soft import soft_prune
 from ..formats.spec import Spec
 from ..layers import kinds as L
 from ..measure.size import count_macs, count_params
+from ..models.device import fed_on, on_device
 from ..selection.per_layer import SelectOptions, aligned_at_most, kept_count, select_group, select_width
 from ..selection.scoring import score_groups
 from ..selection.strategy import pin_excluded
@@ -43,6 +44,7 @@ class Context:
     seed: int
     exclude: tuple[str, ...] = ()  # --exclude globs: their groups are pinned for the whole run
     original_groups: list[ChannelGroup] = field(default_factory=list)
+    device: torch.device | None = None  # --device: scoring on data and the proofs run there (None: the CPU)
 
 
 def groups_of(ctx: Context, model: nn.Module) -> list[ChannelGroup]:
@@ -53,7 +55,7 @@ def groups_of(ctx: Context, model: nn.Module) -> list[ChannelGroup]:
 
 
 def scores_of(ctx: Context, model: nn.Module, groups: list[ChannelGroup]) -> list[list[torch.Tensor] | None]:
-    return score_groups(groups, model, ctx.criterion, ctx.data, ctx.seed)
+    return score_groups(groups, model, ctx.criterion, ctx.data, ctx.seed, ctx.device)
 
 
 def keep_for_rate(group: ChannelGroup, rate: float, select: SelectOptions) -> int:
@@ -97,7 +99,7 @@ def cut(ctx: Context, model: nn.Module, groups: list[ChannelGroup], kept: Kept) 
     plan = make_plan(groups, kept)
     hard, _ = hard_prune(model, plan)
     comparison = soft_vs_hard(soft_prune(model, plan), hard, ctx.inputs, plan,
-                              list(ctx.spec.layer_names))
+                              list(ctx.spec.layer_names), ctx.device)
     return hard.eval(), comparison.max_abs
 
 
@@ -120,14 +122,16 @@ def widths(ctx: Context, model: nn.Module) -> dict[str, int]:
             if name in modules and L.kind_of(modules[name]) != "norm"}
 
 
-def validation_loss(model: nn.Module, task: Any) -> float:
+def validation_loss(model: nn.Module, task: Any, device: torch.device | None = None) -> float:
     """The task's loss over its validation batches, per example: it breaks the ties of a
-    saturated metric (on 360 images, many candidates score the same accuracy)."""
+    saturated metric (on 360 images, many candidates score the same accuracy). On ``device``,
+    the outputs brought back to the CPU for the task's loss."""
     total, count = 0.0, 0
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), on_device(model, device):
+        fed = fed_on(model, device)
         for inputs, targets in task.validation_batches():
-            total += float(task.loss(model(inputs), targets)) * len(targets)
+            total += float(task.loss(fed(inputs), targets)) * len(targets)
             count += len(targets)
     return total / max(count, 1)
 

@@ -11,6 +11,7 @@ from .. import options as O
 from .app import cli
 from .handling import handle_errors
 from .options import (
+    device_option,
     exclude_option,
     lr_option,
     micro_batches_option,
@@ -65,6 +66,7 @@ from .run_config import config_option
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT.auto-state after an interruption.")
 @click.option("--seed", type=int, default=O.DEFAULT_SEED, show_default=True,
               help="Seed of every step (same seed, same bundle).")
+@device_option
 @micro_batches_option
 @click.option("--threads", type=int, default=O.AutoOptions.threads, show_default=True,
               help="Torch threads (1: bit-identical reruns).")
@@ -110,6 +112,7 @@ def auto_command(checkpoint: str, quiet: bool, as_json: bool, rates: str, **opti
               help="--distill: a .txt file: perplexity before and after into report.json.")
 @click.option("-o", "--output", type=click.Path(path_type=str), help="New bundle directory (default: replace BUNDLE).")
 @click.option("--seed", type=int, default=O.DEFAULT_SEED, show_default=True, help="Seed of the shuffling and dropout.")
+@device_option
 @micro_batches_option
 @output_options
 @handle_errors
@@ -130,8 +133,8 @@ def finetune_command(bundle: str, quiet: bool, as_json: bool, task: str | None, 
         from ..training.distill_bundle import distill_bundle
 
         lr = options["lr"] if options["lr"] is not None else O.DEFAULT_DISTILL_LR
-        result = distill_bundle(bundle, lr=lr, **{key: options[key] for key in (*distill_only, "output", "seed",
-                                                                                "calib_seq_len", "calib_tokens")})
+        passed = (*distill_only, "output", "seed", "device", "calib_seq_len", "calib_tokens")
+        result = distill_bundle(bundle, lr=lr, **{key: options[key] for key in passed})
         if as_json:
             click.echo(json.dumps(result, indent=2))
         elif not quiet:
@@ -148,7 +151,8 @@ def finetune_command(bundle: str, quiet: bool, as_json: bool, task: str | None, 
 
     with AutoProgress(quiet or as_json) as progress:
         result = finetune_bundle(bundle, task, events=progress, epochs=options["epochs"], output=options["output"],
-                                 seed=options["seed"], micro_batches=options["micro_batches"], lr=options["lr"])
+                                 seed=options["seed"], micro_batches=options["micro_batches"], lr=options["lr"],
+                                 device=options["device"])
     if as_json:
         click.echo(json.dumps(result, indent=2))
     elif not quiet:

@@ -13,6 +13,7 @@ from ..views import terminal
 from .app import cli
 from .handling import handle_errors
 from .options import (
+    device_option,
     input_shape_option,
     model_option,
     opset_option,
@@ -93,6 +94,7 @@ def info(path: str, quiet: bool, as_json: bool, **options: Any) -> None:
 @click.option("--seq-len", type=int, default=DEFAULT_EVAL_SEQ_LEN, show_default=True, help="Tokens per window.")
 @click.option("--stride", type=int, help="Tokens between window starts (default: --seq-len, no overlap).")
 @click.option("--max-tokens", type=int, help="Evaluate only the first N tokens of the text.")
+@device_option
 @model_option
 @trust_pickle_option
 @output_options

@@ -70,6 +70,10 @@ exclude_option = click.option("--exclude", multiple=True, metavar="PATTERN",
                               help="Never prune layers matching this glob (repeatable).")
 lr_option = click.option("--lr", type=float, help="Fine-tuning learning rate (default: the task optimizer's, "
                          f"else SGD's 0.01 with a cosine decay; with --distill AdamW's {O.DEFAULT_DISTILL_LR:g}).")
+device_option = click.option(
+    "--device", default=O.DEFAULT_DEVICE, show_default=True, metavar="cpu|cuda|cuda:N|mps",
+    help="Where the model runs for data-driven scoring, fine-tuning and the proof; the bundle is written from "
+    "CPU tensors (a device that is not here: exit 3).")
 micro_batches_option = click.option("--micro-batches", type=int,
                                     help="Split each batch in N parts (default: the number of processes).")
 

@@ -13,6 +13,7 @@ from .app import cli
 from .handling import handle_errors, progress
 from .options import (
     bundle_output_option,
+    device_option,
     exclude_option,
     input_shape_option,
     model_option,
@@ -63,6 +64,7 @@ from .run_config import config_option
 @click.option("--drop-layers", type=int, metavar="N",
               help="Remove N whole decoder layers (least block influence on the check inputs or --data), "
               "then cut widths; the config's layer count and per-layer lists follow.")
+@device_option
 @click.option("--dtype", type=click.Choice(DTYPES),
               help="Load, score, cut and save the weights in this dtype (the proof still runs in float64).")
 @input_shape_option

@@ -51,7 +51,8 @@ class ThiNet(Criterion):
         for consumer in consumers.values():
             def sample(_module, args, consumer=consumer) -> None:
                 sampled = _contributions(consumer, args[0].detach().double(), per_batch, generator)
-                rows[(consumer.name, consumer.offset)].append(sampled)
+                # sampled where the model runs (--device), searched on the CPU: the greedy loop is sequential
+                rows[(consumer.name, consumer.offset)].append(sampled.cpu())
             handles.append(consumer.module.register_forward_pre_hook(sample))
         forward_over(model, data, handles)
         for view in layers:
@@ -131,7 +132,7 @@ def _conv_contributions(module: nn.modules.conv._ConvNd, weight: torch.Tensor, x
                      in_per_block).double()  # [B, in_per_block, *positions]
         alone = alone.transpose(0, 1).reshape(in_per_block, -1).transpose(0, 1)
         picked = alone[torch.randint(alone.shape[0], (per_output,), generator=generator)]
-        full = torch.zeros(per_output, module.in_channels, dtype=x.dtype)
+        full = torch.zeros(per_output, module.in_channels, dtype=x.dtype, device=x.device)
         full[:, start:start + in_per_block] = picked
         rows.append(full)
     return torch.cat(rows)[:count]

@@ -28,6 +28,7 @@ _OPTIONAL += ("round_mode",)  # only when not "up": older bundles and default ru
 _OPTIONAL += ("structure_rates",)  # --rate-heads/-mlp/-hidden, when given
 _OPTIONAL += ("dtype",)  # prune --dtype, only when not float32: the weights' dtype, rebuilt in it (models/dtype.py)
 _OPTIONAL += ("drop_layers",)  # prune --drop-layers: the decoder layers removed, their block influence, the proof
+_OPTIONAL += ("device",)  # --device, only when not cpu: where data-driven scores and the proof were computed
 _OPTIONAL += ("calibration",)  # --data text.txt: how the text became windows of token ids (loading/text_data.py)
 _FILE_NAMES = ("model.safetensors", "model.pt", "model.onnx", "report.json", "history.json", "history.png")
 HF_DIR = "hf"  # the folder stock from_pretrained loads (bundle/hf_folder.py)

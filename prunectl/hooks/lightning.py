@@ -12,6 +12,10 @@ event. For the methods both have (L1, local or global, lottery ticket) the masks
 ``PrunerCallback(schedule, mode="structured", example_inputs=x)`` cuts channels, which
 ``ModelPruning`` cannot: the LightningModule trains on with channel masks, and when training
 ends ``callback.pruner.result`` holds the hard-pruned model (``result.save(dir)``: the bundle).
+
+Devices: nothing here moves the module or assumes CUDA. The Pruner's masks are made where the
+parameters are, and each structured event runs the pipeline on the module's device at that event
+(where the Trainer put it), or on ``PrunerCallback(..., device="cuda:1")``'s.
 """
 from __future__ import annotations
 

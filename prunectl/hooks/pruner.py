@@ -67,13 +67,20 @@ class Pruner:
     ``prune_options`` are more ``prunectl.prune`` keywords (``round_to``, ``exclude``,
     ``model``/``factory_args`` for a model its class does not rebuild). ``evaluate(model) ->
     float``: called after each event, its value logged in ``sparsity_log``.
+
+    Devices: the Pruner works where the model is and never moves it. Masks are made on each
+    parameter's own device; ``device`` (structured mode: ``cpu``, ``cuda``, ``cuda:N``, ``mps``) is
+    where each event's pipeline run scores channels on ``data`` and proves the cut, by default the
+    model's own device at the event (the pipeline itself works on a CPU copy, so the plan, and the
+    bundle of ``finish().save``, do not depend on it but through data-driven scores).
     """
 
     def __init__(self, model: nn.Module, schedule: list[Event] | None = None, *, parameters: Parameters = None,
                  criterion: str | Criterion = "l1", global_ranking: bool = False, prune_bias: bool = False,
                  rewind: str | int = "init", slimming: float = 0.0, seed: int = 0, mode: str = "unstructured",
                  example_inputs: Any = None, data: Any = None, loss: Callable | None = None,
-                 prune_options: dict[str, Any] | None = None, evaluate: Callable[[nn.Module], float] | None = None):
+                 prune_options: dict[str, Any] | None = None, evaluate: Callable[[nn.Module], float] | None = None,
+                 device: Any = None):
         if not isinstance(model, nn.Module):
             raise SpecError(f"Pruner: model must be a torch.nn.Module, got {type(model).__name__}")
         if mode not in MODES:
@@ -89,10 +96,12 @@ class Pruner:
         self.channels: ChannelPruning | None = None
         if mode == "structured":
             _check_structured(self.schedule, parameters, prune_bias)
-            self.channels = ChannelPruning.of(criterion, example_inputs, data, loss, global_ranking, prune_options)
+            self.channels = ChannelPruning.of(criterion, example_inputs, data, loss, global_ranking, prune_options,
+                                              device)
         else:
-            if example_inputs is not None or data is not None or prune_options is not None:
-                raise SpecError("Pruner: example_inputs, data and prune_options are for mode='structured'")
+            if example_inputs is not None or data is not None or prune_options is not None or device is not None:
+                raise SpecError("Pruner: example_inputs, data, prune_options and device are for mode='structured' "
+                                "(unstructured masks are made where the parameters are)")
             entry_criterion(criterion)  # an unknown or channel-only criterion fails here, not at the first event
             if global_ranking and criterion == "random":
                 raise SpecError("Pruner: random ranks per tensor; global ranking needs l1 or a criterion's entry "

@@ -25,11 +25,12 @@ from ..in_process import Plan
 from ..layers import kinds as L
 from ..loading.data import CalibrationData
 from ..loading.in_memory import calibration_batches, example_input
+from ..models.device import CPU, device_name, device_of, resolve_device
 from .channel_masks import apply_channel_masks
 
 # what the Pruner itself sets on every pipeline run; the user's prune_options may not
 _OWN_OPTIONS = frozenset({"rate", "criterion", "mode", "seed", "output", "global_ranking", "data", "loss",
-                          "example_inputs"})
+                          "example_inputs", "device"})
 
 
 class KeepCut(Criterion):
@@ -63,8 +64,8 @@ class KeepCut(Criterion):
             return raw  # scores in another numbering (fused parts): the superset check below decides
         # a live channel with a zero or negative score still ranks above every cut one
         floor = float(raw.abs().max()) * 1e-9 + 1e-30
-        alive = torch.zeros(len(raw), dtype=torch.bool)
-        alive[cut.out] = True
+        alive = torch.zeros(len(raw), dtype=torch.bool, device=raw.device)  # scores made on --device stay there
+        alive[cut.out.to(raw.device)] = True
         return torch.where(alive, raw.clamp_min(floor), torch.zeros_like(raw))
 
 
@@ -79,10 +80,13 @@ class ChannelPruning:
     options: dict[str, Any] = field(default_factory=dict)  # more prunectl.prune keywords
     plan: Plan = field(default_factory=dict)
     rate: float = 0.0
+    # where each event's pipeline run scores (data-driven criteria) and proves: None, the live
+    # model's own device at that event (a Lightning module is moved after the callback is set up)
+    device: torch.device | None = None
 
     @classmethod
     def of(cls, criterion: str | Criterion, example_inputs: Any, data: Any, loss: Any, global_ranking: bool,
-           options: dict[str, Any] | None) -> ChannelPruning:
+           options: dict[str, Any] | None, device: Any = None) -> ChannelPruning:
         if example_inputs is None:
             raise SpecError("Pruner: mode='structured' needs example_inputs= (a batch the model runs on: the "
                             "pipeline traces the model on it)")
@@ -102,7 +106,8 @@ class ChannelPruning:
         elif instance.needs_data:
             raise SpecError(f"Pruner: criterion {instance.name!r} scores channels from data: give data= (a "
                             "DataLoader or an iterable of (inputs, targets) batches)")
-        return cls(example, instance, global_ranking, batches, options)
+        where = None if device is None else resolve_device(device, "Pruner: device")
+        return cls(example, instance, global_ranking, batches, options, device=where)
 
     def cut(self, model: nn.Module, rate: float, seed: int) -> Plan:
         """Raise the cut to ``rate`` (of every group's channels) on the live ``model``; the new plan."""
@@ -125,8 +130,16 @@ class ChannelPruning:
     def _run(self, model: nn.Module, rate: float, criterion: KeepCut, seed: int) -> PruneResult:
         data = list(self.data.batches) if self.data is not None and criterion.needs_data else None
         loss = self.data.loss if data is not None else None
+        device = self.device if self.device is not None else pipeline_device(model)
         return prune(model, example_inputs=self.example_inputs, loss=loss, rate=rate, criterion=criterion,
-                     global_ranking=self.global_ranking, seed=seed, data=data, **self.options)
+                     global_ranking=self.global_ranking, seed=seed, data=data, device=device_name(device),
+                     **self.options)
+
+
+def pipeline_device(model: nn.Module) -> torch.device:
+    """The live model's device, where the pipeline can run (a model on ``meta`` or another backend: the CPU)."""
+    device = device_of(model)
+    return device if device.type in ("cuda", "mps") else CPU
 
 
 def _check_superset(previous: Plan, current: Plan) -> None:

@@ -24,6 +24,7 @@ from ..formats.spec import ModelRef
 from ..loading.checkpoint import load_checkpoint
 from ..loading.text_data import is_text, token_ids, vocabulary_size
 from ..loading.tokenizer import as_tokenizer, find_tokenizer
+from ..models.device import device_of, on_device, resolve_device
 from ..options import DEFAULT_EVAL_SEQ_LEN
 
 
@@ -57,10 +58,13 @@ def eval_tokens(path: Path, tokenizer: Any, model: nn.Module, option: str = "--e
 
 def evaluate_perplexity(model: nn.Module, tokens: Any, text: str | Path | None = None, *,
                         seq_len: int = DEFAULT_EVAL_SEQ_LEN, stride: int | None = None,
-                        max_tokens: int | None = None, source: str | None = None) -> Perplexity:
+                        max_tokens: int | None = None, source: str | None = None,
+                        device: torch.device | str | None = None) -> Perplexity:
     """Perplexity of ``model`` on token ids (``tokens``: a 1-D int tensor, or ``[1, N]``), or on
     ``text`` (a string, or a ``Path`` to a UTF-8 file) encoded with ``tokens`` as the tokenizer (a
-    tokenizer.json path or folder, a tokenizers ``Tokenizer``, a transformers tokenizer)."""
+    tokenizer.json path or folder, a tokenizers ``Tokenizer``, a transformers tokenizer).
+
+    ``device`` (``--device``): the model runs there for the evaluation and comes back; None: where it is."""
     stride = seq_len if stride is None else stride
     for name, value in (("--seq-len", seq_len), ("--stride", stride), ("--max-tokens", max_tokens)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -76,7 +80,7 @@ def evaluate_perplexity(model: nn.Module, tokens: Any, text: str | Path | None =
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), on_device(model, device if device is not None else device_of(model)):
             for begin in range(0, ids.numel(), stride):
                 end = min(begin + seq_len, ids.numel())
                 window = ids[begin:end]
@@ -99,12 +103,14 @@ def evaluate_perplexity(model: nn.Module, tokens: Any, text: str | Path | None =
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, tokenizer: str | Path | None = None,
                         seq_len: int = DEFAULT_EVAL_SEQ_LEN, stride: int | None = None, max_tokens: int | None = None,
-                        model: str | None = None, trust_pickle: bool = False) -> dict[str, Any]:
+                        model: str | None = None, trust_pickle: bool = False,
+                        device: str | torch.device | None = None) -> dict[str, Any]:
     """``prunectl eval``: perplexity of a checkpoint's, folder's or bundle's language model on a .txt file."""
+    where = resolve_device(device)  # a device that is not here: exit 3 before anything is read
     loaded = load_checkpoint(checkpoint, ModelRef(model, {}) if model else None, trust_pickle)
     ids = eval_tokens(Path(data), find_tokenizer(tokenizer, checkpoint), loaded.model, "--data")
     result = evaluate_perplexity(loaded.model.eval(), ids, seq_len=seq_len, stride=stride, max_tokens=max_tokens,
-                                 source=str(data))
+                                 source=str(data), device=where)
     return {"checkpoint": str(checkpoint), **result.to_json()}
 
 
@@ -131,6 +137,7 @@ def _ids(model: nn.Module, tokens: Any, text: str | Path | None, source: str | N
 
 def _window_nll(model: nn.Module, window: torch.Tensor) -> torch.Tensor:
     """NLL of tokens 1..n-1 of the window, each predicted from the ones before it, in float64."""
+    window = window.to(device_of(model))
     inputs = window.unsqueeze(0)
     output = model(input_ids=inputs, use_cache=False) if hasattr(model, "config") else model(inputs)
     logits = getattr(output, "logits", output)[0, :-1].double()

@@ -8,6 +8,8 @@ channels (or, for ``union``, CAC's union of each member's own top channels).
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
@@ -16,6 +18,8 @@ from ..coupling.channel_spaces import ChannelGroup, Member
 from ..criteria.base import Consumer, Criterion, LayerView
 from ..errors import SpecError
 from ..layers import kinds as L
+from ..loading.data import CalibrationData
+from ..models.device import is_cpu, on_device, to_device
 
 
 def layer_views(groups: list[ChannelGroup], model: nn.Module, seed: int = 0) -> dict[str, LayerView]:
@@ -82,16 +86,22 @@ def _is_next_norm(module: nn.Module | None, producer: nn.Module) -> bool:
 
 
 def score_groups(groups: list[ChannelGroup], model: nn.Module, criterion: Criterion, data=None,
-                 seed: int = 0) -> list[list[torch.Tensor] | None]:
-    """Member scores per group (None for pinned groups); data-driven criteria get ``data`` first."""
+                 seed: int = 0, device: torch.device | None = None) -> list[list[torch.Tensor] | None]:
+    """Member scores per group (None for pinned groups); data-driven criteria get ``data`` first.
+
+    ``device`` (``--device``): a data-driven criterion's pass over the data, and its ``score``
+    calls, run with the model and the batches there (the model comes back to where it was);
+    the scores come back to the CPU in float64. Data-free criteria read the weights where they are."""
     if criterion.needs_data and data is None:
         raise SpecError(f"criterion {criterion.name!r} needs data: pass --data FILE.pt|FILE.npz "
                         "(inputs, optional targets) or --data TASK (an installed task plugin)")
     if criterion.needs_data:
         _pin_attention_heads(groups, model, criterion)
     views = layer_views(groups, model, seed)
-    criterion.prepare(model, list(views.values()), data)
-    scores = [member_scores(group, model, criterion, views) if group.prunable else None for group in groups]
+    moved = criterion.needs_data and not is_cpu(device)
+    with on_device(model, device) if moved else nullcontext():
+        criterion.prepare(model, list(views.values()), data_on(data, device) if moved else data)
+        scores = [member_scores(group, model, criterion, views) if group.prunable else None for group in groups]
     unscored = [group for group, group_scores in zip(groups, scores) if group_scores is not None and not group_scores]
     for group in unscored:
         group.pinned_by.append(f"{group.name}: criterion {criterion.name!r}: {criterion.unscored_reason}")
@@ -99,6 +109,13 @@ def score_groups(groups: list[ChannelGroup], model: nn.Module, criterion: Criter
         warnings.warn(f"criterion {criterion.name!r} leaves {len(unscored)} group(s) unpruned, "
                       f"{criterion.unscored_reason}: {', '.join(g.name for g in unscored)}", stacklevel=2)
     return [group_scores or None for group_scores in scores]
+
+
+def data_on(data: CalibrationData | None, device: torch.device | None) -> CalibrationData | None:
+    """The calibration batches on ``device`` (their loss, source and details unchanged)."""
+    if data is None or is_cpu(device):
+        return data
+    return replace(data, batches=tuple((to_device(x, device), to_device(y, device)) for x, y in data.batches))
 
 
 def _pin_attention_heads(groups: list[ChannelGroup], model: nn.Module, criterion: Criterion) -> None:

@@ -44,6 +44,7 @@ class ChooseOptions:
     schedule: str = "linear"
     seed: int = 0
     structure_rates: tuple[tuple[str, float], ...] = ()  # --rate-heads/-mlp/-hidden (structures.py)
+    device: torch.device | None = None  # --device: where data-driven criteria run (scoring.score_groups)
 
 
 def schedule_fraction(step: int, steps: int, schedule: str) -> float:
@@ -86,7 +87,7 @@ def choose(spec: Spec, model: nn.Module, criterion: Criterion, options: ChooseOp
     for step in range(1, options.steps + 1):
         done = schedule_fraction(step, options.steps, options.schedule)
         groups = pin_excluded(build_groups(spec, current), options.exclude)
-        scores = score_groups(groups, current, criterion, data, options.seed)
+        scores = score_groups(groups, current, criterion, data, options.seed, options.device)
         for index, (source, group) in enumerate(zip(original, groups)):
             if source.prunable and not group.prunable:  # pinned while scoring (a layer bn_scale cannot score)
                 source.pinned_by.extend(group.pinned_by)  # the report's groups are the original ones

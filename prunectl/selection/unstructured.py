@@ -94,7 +94,8 @@ def random_mask(weight: torch.Tensor, rate: Amount, generator: torch.Generator,
     count = pruned_count(rate, size, where)
     if count:
         scores = torch.rand(weight.shape if left is None else (size,), generator=generator, dtype=weight.dtype)
-        cut = torch.topk(scores.view(-1), k=count).indices
+        # drawn on the CPU (the seeded generator's), applied where the weight is: the same mask on every device
+        cut = torch.topk(scores.view(-1), k=count).indices.to(weight.device)
         flat[cut if left is None else left[cut]] = 0
     return mask
 

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import SpecError
+from ..models.device import device_of, to_device
 from ..options import DEFAULT_DISTILL_LR
 from ..seeding import mix_seed
 
@@ -43,6 +44,8 @@ class DistillOptions:
 
 
 def logits_of(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """The model's logits on ``ids``, sent to the model's device first (``--device``: the batches stay on the CPU)."""
+    ids = to_device(ids, device_of(model))
     output = model(input_ids=ids, use_cache=False) if hasattr(model, "config") else model(ids)
     return getattr(output, "logits", output)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from ..bundle.staging import check_output_path
@@ -26,6 +27,7 @@ from ..loading.checkpoint import Loaded, companions_of, load_checkpoint
 from ..loading.text_data import is_text, load_calibration, vocabulary_size
 from ..loading.tokenizer import find_tokenizer
 from ..measure.perplexity import before_and_after, eval_tokens, evaluate_perplexity
+from ..models.device import device_name, is_cpu, on_device, resolve_device
 from ..models.inputs import make_inputs
 from ..options import DEFAULT_CALIB_SEQ_LEN, DEFAULT_CALIB_TOKENS, DEFAULT_DISTILL_LR
 from .distill import DistillOptions, Events, distill, mean_kl
@@ -36,7 +38,9 @@ def distill_bundle(bundle: str | Path, data: str | Path, steps: int, teacher: st
                    tokenizer: str | Path | None = None, output: str | Path | None = None, seed: int = 0,
                    lr: float = DEFAULT_DISTILL_LR, temperature: float = 1.0,
                    calib_seq_len: int = DEFAULT_CALIB_SEQ_LEN, calib_tokens: int = DEFAULT_CALIB_TOKENS,
-                   eval_data: str | Path | None = None, events: Events | None = None) -> dict[str, Any]:
+                   eval_data: str | Path | None = None, events: Events | None = None,
+                   device: str | torch.device | None = None) -> dict[str, Any]:
+    where = resolve_device(device)  # a device that is not here: exit 3 before anything is read
     bundle = Path(bundle)
     out = Path(output) if output is not None else bundle
     options = DistillOptions(steps, lr, temperature, seed)
@@ -52,9 +56,11 @@ def distill_bundle(bundle: str | Path, data: str | Path, steps: int, teacher: st
     batches = [ids for ids, _ in calibration.batches]
     eval_ids = None if eval_data is None else eval_tokens(Path(eval_data), tokens, model)
     before = None if eval_ids is None else evaluate_perplexity(model, eval_ids, source=str(eval_data))
-    kl_before = mean_kl(model, original.model, batches, temperature)
-    log = distill(model, original.model, batches, options, events)
-    kl_after = mean_kl(model, original.model, batches, temperature)
+    # student and teacher on the device for the three passes, back on the CPU for the rebuild and the bundle
+    with on_device(model, where), on_device(original.model, where):
+        kl_before = mean_kl(model, original.model, batches, temperature)
+        log = distill(model, original.model, batches, options, events)
+        kl_after = mean_kl(model, original.model, batches, temperature)
 
     inputs = make_inputs(manifest.input_spec, manifest.seed, model=model)
     rebuilt, worst = rebuilt_with(bundle, manifest, model, inputs)
@@ -62,6 +68,7 @@ def distill_bundle(bundle: str | Path, data: str | Path, steps: int, teacher: st
     report["distill"] = {"teacher": original.path.name, "data": calibration.details or str(data), "steps": steps,
                          "lr": lr, "temperature": temperature, "seed": seed, "kl_before": kl_before,
                          "kl_after": kl_after, "log": log, "rebuilt_max_abs": worst,
+                         **({"device": device_name(where)} if not is_cpu(where) else {}),
                          **({"perplexity": before_and_after(before, evaluate_perplexity(
                              rebuilt, eval_ids, source=str(eval_data)))} if eval_ids is not None else {})}
     history = H.read_history(bundle / H.HISTORY_NAME) if (bundle / H.HISTORY_NAME).is_file() else None

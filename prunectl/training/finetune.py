@@ -27,9 +27,11 @@ import torch
 import torch.nn as nn
 
 from ..errors import SpecError
+from ..models.device import fed_on, on_device
 from ..options import DEFAULT_FINETUNE_EPOCHS
 from ..seeding import mix_seed
 from ..tasks import Batch, Task
+from .device_task import on_device_task
 from .distributed import Dist
 
 DEFAULT_LR = 0.01
@@ -45,6 +47,7 @@ class FineTuneOptions:
     seed: int = 0
     micro_batches: int = 1  # parts per batch; torchrun ranks share them (see module docstring)
     lr: float | None = None  # None: DEFAULT_LR for prunectl's SGD, the task optimizer's own lr
+    device: torch.device | None = None  # --device: the model trains there (None: where it is, the CPU)
 
 
 def check_options(options: FineTuneOptions, group: Dist) -> None:
@@ -101,8 +104,18 @@ def fine_tune(model: nn.Module, task: Task, options: FineTuneOptions, group: Dis
     params = [p for p in model.parameters() if p.requires_grad]
     if options.epochs == 0 or not params:
         return []
-    if callable(getattr(task, "train_epoch", None)):
-        return _own_epochs(model, task, options, emit, stop_when)
+    task = on_device_task(task, options.device)
+    with on_device(model, options.device):  # back on the CPU afterwards: the bundle is written from there
+        if callable(getattr(task, "train_epoch", None)):
+            return _own_epochs(model, task, options, emit, stop_when)
+        return _own_loop(model, task, options, group, emit, stop_when)
+
+
+def _own_loop(model: nn.Module, task: Task, options: FineTuneOptions, group: Dist, emit: Events,
+              stop_when: Callable[[dict[str, Any]], bool] | None) -> list[dict[str, Any]]:
+    """prunectl's loop: the task's batches (CPU tensors, fed to the model where it is), its loss."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    fed = fed_on(model, options.device)
     per_epoch = len(training_batches(task, 0, options.seed))
     optimizer, scheduler = make_optimizer(task, params, per_epoch * options.epochs, options.lr)
     log: list[dict[str, Any]] = []
@@ -113,7 +126,7 @@ def fine_tune(model: nn.Module, task: Task, options: FineTuneOptions, group: Dis
         lr = float(optimizer.param_groups[0]["lr"])
         loss_sum, seen = 0.0, 0
         for index, (inputs, targets) in enumerate(batches):
-            loss_sum += _accumulate(model, task, params, inputs, targets, options.micro_batches, group,
+            loss_sum += _accumulate(fed, task, params, inputs, targets, options.micro_batches, group,
                                     mix_seed(options.seed, epoch, index))
             seen += len(targets)
             optimizer.step()
@@ -170,8 +183,9 @@ def _accumulate(model: nn.Module, task: Task, params: list[nn.Parameter], inputs
         torch.manual_seed(mix_seed(seed, part))
         loss = task.loss(model(x), y)
         (loss * (len(y) / size)).backward()
-        grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).double() for p in params]
-        rows.append(torch.cat(grads + [loss.detach().double().reshape(1) * len(y)]))
+        # gathered and summed on the CPU in float64 whatever the device (the order fixed as above)
+        grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).double().cpu() for p in params]
+        rows.append(torch.cat(grads + [loss.detach().double().cpu().reshape(1) * len(y)]))
         if part == 0 and parts > 1:
             first_buffers = [b.detach().clone() for b in buffers]
     mine = torch.stack(rows)
@@ -187,6 +201,6 @@ def _accumulate(model: nn.Module, task: Task, params: list[nn.Parameter], inputs
         group.broadcast_tensors(buffers, src=0)
     offset = 0
     for p in params:
-        p.grad = total[offset:offset + p.numel()].view_as(p).to(p.dtype)
+        p.grad = total[offset:offset + p.numel()].view_as(p).to(p.device, p.dtype)
         offset += p.numel()
     return float(total[-1])

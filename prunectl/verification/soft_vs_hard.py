@@ -7,10 +7,16 @@ model widened at a time keeps the peak memory at one float64 copy), recording on
 every listed layer and the multiply-accumulates the report needs. When the two disagree, forward
 hooks find the first listed layer whose kept outputs differ, so the error names where the spec or
 the surgery went wrong.
+
+On another device (``--device cuda``, ``mps``) the proof runs there with the same bound. Both models
+still run in float64, which TF32 never touches (it is switched off for the proof anyway, for a
+model's own float32 paths); the GPU's float64 sums are taken in another order than the CPU's, a
+few ulps (~1e-15 relative) apart, six orders of magnitude inside 1e-9. MPS has no float64, and a
+float32 proof would not be one (precision.py): with ``--device mps`` the proof runs on the CPU.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -22,6 +28,7 @@ from ..errors import VerificationError
 from ..layers import kinds as L
 from ..layers.attention import unfused_attention
 from ..measure.size import mac_counter, macs_of
+from ..models.device import exact_float32, is_cpu, on_device, to_device
 from ..models.forward import run
 from .compare import Comparison, compare
 from .precision import PROOF_TOLERANCE, float64_proof, proof_inputs
@@ -48,36 +55,53 @@ def run_and_count(model: nn.Module, x: torch.Tensor, what: str) -> tuple[list[to
     return outputs, macs_of(counter)
 
 
-def _record(model: nn.Module, inputs: list[torch.Tensor], layer_order: list[str], what: str) -> _Runs:
+def _record(model: nn.Module, inputs: list[torch.Tensor], layer_order: list[str], what: str,
+            device: torch.device | None = None) -> _Runs:
+    """One model's runs; on ``device`` (the model moved there for the block and back, the inputs
+    sent one at a time, every output and tap brought back to the CPU), in float64 either way."""
     runs = _Runs()
-    with float64_proof(model):
+    device = proof_device(device)
+    moved = not is_cpu(device)
+    with on_device(model, device) if moved else nullcontext(), exact_float32(device), float64_proof(model):
         for index, x in enumerate(inputs):
+            x = to_device(x, device) if moved else x
             try:
                 if index == 0:
                     with _taps(model, layer_order) as runs.layers:
                         outputs, runs.macs = run_and_count(model, x, what)
+                    if moved:
+                        runs.layers = {name: tensor.cpu() for name, tensor in runs.layers.items()}
                 else:
                     outputs = run(model, x, what)
             except VerificationError as exc:
                 runs.failure = exc
                 break
-            runs.outputs.append(outputs)
+            runs.outputs.append([output.cpu() for output in outputs] if moved else outputs)
     return runs
 
 
+def proof_device(device: torch.device | None) -> torch.device | None:
+    """Where the float64 proof runs when asked for ``device``: there, but MPS (no float64) -> the CPU."""
+    return None if device is None or torch.device(device).type == "mps" else torch.device(device)
+
+
 def soft_vs_hard(soft: nn.Module, hard: nn.Module, inputs: list[torch.Tensor], plan: dict[str, ModuleCut],
-                 layer_order: list[str]) -> Comparison:
+                 layer_order: list[str], device: torch.device | None = None) -> Comparison:
     """Worst comparison over all inputs (float64); raises VerificationError naming the first bad layer.
 
     Besides the model output, every listed layer's kept outputs are compared on the first input
     relative to that layer's own magnitude: with random weights a deep network's output can vanish
     (1e-20), and ``max(1, ...)`` would then pass anything.
+
+    ``device`` (``--device``): both models run there, one after the other, with TF32 off; the
+    bound is the same 1e-9 (module docstring). The search for the first diverging layer, on a
+    failure, runs on the CPU.
     """
     wide = proof_inputs(inputs)
-    soft_runs = _record(soft, wide, layer_order, "soft-pruned model")
+    soft_runs = _record(soft, wide, layer_order, "soft-pruned model", device)
     if soft_runs.failure is not None:
         raise soft_runs.failure  # the masked original itself cannot run: not a question of pruning
-    hard_runs = _record(hard, wide, layer_order, "hard-pruned model")
+    hard_runs = _record(hard, wide, layer_order, "hard-pruned model", device)
     worst = Comparison(0.0, 0.0, PROOF_TOLERANCE, precision="float64")
     modules = dict(soft.named_modules())
     for index, x in enumerate(wide):
