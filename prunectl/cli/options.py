@@ -80,7 +80,8 @@ micro_batches_option = click.option("--micro-batches", type=int,
 # how channels are chosen: what a spec may also set (the option wins)
 selection_options = _stack(
     click.option("--criterion", help=f"Channel importance criterion (default: the spec's, else "
-                 f"{O.DEFAULT_CRITERION}, or {O.DEFAULT_DATA_CRITERION} when prune is given --data; see `prunectl criteria`)."),
+                 f"{O.DEFAULT_CRITERION}, or {O.DEFAULT_DATA_CRITERION} when prune is given --data; "
+                 "see `prunectl criteria`)."),
     click.option("--round-to", type=int, help="Kept channel counts are multiples of this."),
     click.option("--round-mode", type=click.Choice(O.ROUND_MODES),
                  help="Which multiple of --round-to a width goes to: up (default, keep more), down "
