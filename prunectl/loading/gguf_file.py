@@ -24,6 +24,7 @@ import torch
 
 from ..errors import CheckpointError, UnsupportedError, first_line
 from ..formats.spec import ModelRef
+from .gguf_header import check_dequantised_fits
 from .hf_folder import config_model_ref
 
 GGUF_SUFFIX = ".gguf"
@@ -45,6 +46,7 @@ def is_gguf(path: Path) -> bool:
 def read_gguf(path: Path) -> tuple[ModelRef, dict[str, torch.Tensor]]:
     """(model ref, float32 state_dict) of a GGUF file, through ``from_pretrained(gguf_file=...)``."""
     _check_readable(path)
+    check_dequantised_fits(path)  # before transformers allocates the float32 copies
     from transformers import AutoModelForCausalLM
 
     try:
