@@ -26,7 +26,7 @@ from .bundle import load_bundle
 from .gguf_file import is_gguf, read_gguf
 from .hf_folder import CONFIG_NAME, is_hf_folder, read_hf_folder, with_tied
 from .materialize import build_with_weights
-from .memory import check_fits
+from .memory import check_fits, return_freed_memory
 from .meta import meta_model
 from .state_dict import validate_state_dict
 
@@ -160,6 +160,8 @@ def load_checkpoint(path: str | Path, model_ref: ModelRef | None = None, trust_p
     if path.is_dir():  # save_pretrained leaves tied weights out of the files
         state_dict = with_tied(state_dict, skeleton)
     model = build_with_weights(skeleton, state_dict, path, build)
+    state_dict = None  # the file's tensors (a GGUF's dequantised copy): copied into the model, dropped
+    return_freed_memory()  # what reading and building freed (a GGUF's float32 copies) goes back
     return Loaded(model.eval(), ref, path, digest)
 
 

@@ -19,6 +19,8 @@ starts (``/proc/meminfo`` MemAvailable, else ``os.sysconf``).
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import os
 import re
@@ -53,6 +55,27 @@ def available_memory() -> int | None:
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
+        return None
+
+
+def return_freed_memory() -> None:
+    """Give the C heap's free pages back to the kernel (glibc's ``malloc_trim``; a no-op elsewhere).
+
+    glibc serves allocations below its mmap threshold from its heap, and that threshold rises to
+    32 MiB after the first large block is freed, so most of a model's tensors (a few MiB each) live
+    there; freeing them keeps the pages in the process. Without a trim after loading and after
+    each float64 proof, the peak RSS of a prune counts every copy ever made, not the copies held.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
         return None
 
 
