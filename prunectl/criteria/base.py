@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from .. import registry
 from ..errors import SpecError
-from ..layers.kinds import weight_of
+from ..layers.kinds import in_dim, linear_form, weight_of
 from ..seeding import named_generator
 
 if TYPE_CHECKING:
@@ -51,8 +51,8 @@ class Consumer:
             groups = getattr(self.module, "groups", 1)
             per_group = weight.view(groups, weight.shape[0] // groups, weight.shape[1], -1)
             per_input = per_group.sum(dim=(1, 3)).flatten()  # input i = block * (in/g) + column
-        else:  # linear [out, in]
-            per_input = weight.sum(0)
+        else:  # linear [out, in] (transformers' Conv1D: [in, out])
+            per_input = weight.sum(1 - in_dim(self.module))
         return per_input
 
     def per_channel(self, per_input: torch.Tensor) -> torch.Tensor:
@@ -99,8 +99,9 @@ class LayerView:
     def out_channel_weights(self) -> torch.Tensor:
         """Weights as ``[out_channels, fan_in]`` in float64 (ConvTranspose stores them transposed)."""
         weight = self.weight.double()
-        if isinstance(self.module, nn.Embedding):  # [num_embeddings, embedding_dim]: channels are columns
-            weight = weight.t()
+        form = linear_form(self.module)
+        if isinstance(self.module, nn.Embedding) or (form is not None and form.out_axis == 1):
+            weight = weight.t()  # [num_embeddings, embedding_dim], Conv1D's [in, out]: channels are columns
         if self.parts > 1:  # [parts * C, ...]: channel j's filter is rows j, C + j, 2C + j, ... together
             weight = weight.reshape(self.parts, -1, *weight.shape[1:]).transpose(0, 1)
         if isinstance(self.module, nn.modules.conv._ConvTransposeNd):

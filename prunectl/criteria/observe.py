@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import SpecError
+from ..layers.kinds import kind_of
 from .base import Consumer, LayerView
 
 
@@ -29,14 +30,14 @@ def observed_module(view: LayerView) -> nn.Module:
 
 def channels_first(output: torch.Tensor, producer: nn.Module) -> torch.Tensor:
     """``[channels, everything else]``: Linear and Embedding put channels last, convolutions at dim 1."""
-    if isinstance(producer, (nn.Linear, nn.Embedding)):  # channels last
+    if kind_of(producer) == "linear" or isinstance(producer, nn.Embedding):  # channels last (Conv1D too)
         return output.reshape(-1, output.shape[-1]).transpose(0, 1)
     return output.transpose(0, 1).reshape(output.shape[1], -1)
 
 
 def per_example_channel_means(values: torch.Tensor, producer: nn.Module) -> torch.Tensor:
     """``[batch, channels]``: each example's mean over its positions (spatial or sequence)."""
-    if isinstance(producer, (nn.Linear, nn.Embedding)):  # channels last
+    if kind_of(producer) == "linear" or isinstance(producer, nn.Embedding):  # channels last
         return values.reshape(values.shape[0], -1, values.shape[-1]).mean(dim=1)
     return values.reshape(values.shape[0], values.shape[1], -1).mean(dim=2)
 

@@ -6,6 +6,7 @@ surgery and the manifest's ``resize`` all go through it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,6 +30,28 @@ def _qualified(module: nn.Module) -> str:
     return f"{type(module).__module__}.{type(module).__qualname__}"
 
 
+@dataclass(frozen=True)
+class LinearForm:
+    """A layer of kind 'linear': ``y = x @ W.T + b`` (nn.Linear) or ``y = x @ W + b`` (transformers'
+    ``Conv1D``, GPT-2's). Which attribute holds each width and which axis of ``weight`` is which; every
+    function below reads the form instead of branching on the class."""
+    out_attr: str
+    in_attr: str
+    out_axis: int  # the axis of ``weight`` indexed by output channel
+    in_axis: int
+
+
+_TORCH_LINEAR = LinearForm("out_features", "in_features", out_axis=0, in_axis=1)
+# weight (nx, nf), bias (nf,), forward addmm(bias, x, weight): transformers/pytorch_utils.py
+_LINEAR_FORMS = {"transformers.pytorch_utils.Conv1D": LinearForm("nf", "nx", out_axis=1, in_axis=0)}
+
+
+def linear_form(module: nn.Module) -> LinearForm | None:
+    if isinstance(module, nn.Linear):
+        return _TORCH_LINEAR
+    return _LINEAR_FORMS.get(_qualified(module))
+
+
 def kind_of(module: nn.Module) -> str:
     """'conv', 'linear', 'norm', 'embedding', 'attention' or 'other'.
 
@@ -41,7 +64,7 @@ def kind_of(module: nn.Module) -> str:
         return "attention"
     if isinstance(module, _CONV):
         return "conv"
-    if isinstance(module, nn.Linear):
+    if linear_form(module) is not None:
         return "linear"
     if isinstance(module, (*_NORM, nn.GroupNorm)) or statistic(module) in ("layer", "rms"):
         return "norm"
@@ -83,7 +106,7 @@ def statistic(module: nn.Module) -> str | None:
 
 def channel_dim(module: nn.Module, ndim: int) -> int:
     """The dimension of the module's input and output tensors that holds its channels."""
-    if isinstance(module, (nn.Linear, nn.Embedding)):
+    if linear_form(module) is not None or isinstance(module, nn.Embedding):
         return ndim - 1
     if statistic(module) == "layer" and _qualified(module) in _LAYER_NORMS_LAST:
         return ndim - 1
@@ -119,7 +142,7 @@ def out_width(module: nn.Module) -> int:
     if kind == "conv":
         return module.out_channels
     if kind == "linear":
-        return module.out_features
+        return getattr(module, linear_form(module).out_attr)
     if kind == "norm":
         return _norm_width(module)
     if kind == "embedding":
@@ -150,7 +173,7 @@ def in_width(module: nn.Module) -> int:
     if kind == "conv":
         return module.in_channels
     if kind == "linear":
-        return module.in_features
+        return getattr(module, linear_form(module).in_attr)
     if kind == "norm":
         return _norm_width(module)
     if kind == "attention":
@@ -168,7 +191,8 @@ def out_dims(module: nn.Module) -> dict[str, int]:
         return {"weight": 1}  # [num_embeddings, embedding_dim]: the channels are the columns
     if kind == "attention":
         return {name: 0 for name in ("in_proj_weight", "in_proj_bias") if getattr(module, name) is not None}
-    dims = {"weight": 1 if is_transposed(module) else 0}
+    form = linear_form(module)
+    dims = {"weight": form.out_axis if form is not None else 1 if is_transposed(module) else 0}
     if getattr(module, "bias", None) is not None:
         dims["bias"] = 0
     return dims
@@ -176,6 +200,9 @@ def out_dims(module: nn.Module) -> dict[str, int]:
 
 def in_dim(module: nn.Module) -> int:
     """Dimension of ``weight`` indexed by (per-group) input channel."""
+    form = linear_form(module)
+    if form is not None:
+        return form.in_axis
     return 0 if is_transposed(module) else 1
 
 
@@ -185,7 +212,8 @@ def shape_attrs(module: nn.Module) -> dict[str, int]:
     if kind == "conv":
         return {"in_channels": module.in_channels, "out_channels": module.out_channels, "groups": module.groups}
     if kind == "linear":
-        return {"in_features": module.in_features, "out_features": module.out_features}
+        form = linear_form(module)
+        return {form.in_attr: in_width(module), form.out_attr: out_width(module)}
     if kind == "norm":
         return {_width_attr(module): _norm_width(module),
                 **({"num_groups": module.num_groups} if isinstance(module, nn.GroupNorm) else {})}
@@ -240,10 +268,11 @@ def resized_attrs(module: nn.Module, new_out: int | None, new_in: int | None) ->
                 attrs["groups"] = new_in
             attrs["in_channels"] = new_in
     elif kind == "linear":
+        form = linear_form(module)
         if new_out is not None:
-            attrs["out_features"] = new_out
+            attrs[form.out_attr] = new_out
         if new_in is not None:
-            attrs["in_features"] = new_in
+            attrs[form.in_attr] = new_in
     elif kind == "norm" and new_out is not None:
         if isinstance(module, nn.GroupNorm) and module.num_groups == module.num_channels:
             attrs["num_groups"] = new_out  # one channel per group: the groups go with the channels
@@ -280,8 +309,11 @@ def apply_attrs(module: nn.Module, attrs: dict[str, Any], where: str) -> None:
         _realloc(module, "weight", shape)
         _realloc(module, "bias", (module.out_channels,))
     elif kind == "linear":
-        _realloc(module, "weight", (module.out_features, module.in_features))
-        _realloc(module, "bias", (module.out_features,))
+        shape = [0, 0]
+        form = linear_form(module)
+        shape[form.out_axis], shape[form.in_axis] = out_width(module), in_width(module)
+        _realloc(module, "weight", tuple(shape))
+        _realloc(module, "bias", (out_width(module),))
     elif kind == "norm":
         if isinstance(module, nn.GroupNorm) and module.num_channels % module.num_groups:
             raise SpecError(f"{where}: {module.num_channels} channels not divisible by num_groups={module.num_groups}")

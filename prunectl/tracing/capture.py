@@ -34,7 +34,7 @@ from .hf_export import hf_export, hf_kwargs
 _LAYER_OPS = {
     "conv": {"conv1d": 1, "conv2d": 1, "conv3d": 1, "conv_transpose1d": 1, "conv_transpose2d": 1,
              "conv_transpose3d": 1, "convolution": 1},
-    "linear": {"linear": 1},
+    "linear": {"linear": 1, "addmm": 2},  # addmm(bias, x, weight): transformers' Conv1D (GPT-2)
     "norm": {"batch_norm": 1, "layer_norm": 2, "group_norm": 2, "rms_norm": 2},
     "embedding": {"embedding": 0},
 }

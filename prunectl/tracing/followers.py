@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 from torch.fx.node import Node
 
+from ..layers import kinds as L
 from ..layers.attention import self_attention_problem
 from ..layers.params import count_attributes
 from ..models.hf_provider import is_hf_model
@@ -173,8 +174,20 @@ class ChannelFollowers:
         if isinstance(entry, int) and not isinstance(entry, bool) and self._same_layout(flow, moved) \
                 and self._count_attribute(node, entry, flow):
             return
+        if moved.dim == result.dim() - 1 and self._own_width(node, entry):
+            return
         raise Touch(f"reshapes pruned channels to a channel count fixed in the model's code "
                     f"({result.shape[moved.dim]}); the pruned model would need it smaller")
+
+    def _own_width(self, node: Node, entry: Any) -> bool:
+        """A linear layer's own reshapes around its matmul (transformers' Conv1D: ``x.view(-1, nx)``,
+        then ``view(..., nf)``; torch.export writes ``x.size(-1)`` as a number): the cut resizes the
+        layer, and with it the widths its code reads."""
+        try:
+            owner = self.root.get_submodule(module_path(node))
+        except AttributeError:
+            return False
+        return L.linear_form(owner) is not None and entry in (L.in_width(owner), L.out_width(owner))
 
     def _same_layout(self, flow: Flow, moved: Flow) -> bool:
         """The reshape keeps each channel's span, or merges attention heads back with their

@@ -19,8 +19,10 @@ import torch.nn as nn
 from ..layers import kinds as L
 from ..loading.meta import meta_model
 
-# config fields transformers computes from others when they are absent (hf: factories only)
-_DERIVED_FIELDS = ("head_dim",)
+# config fields transformers computes from others when they are absent (hf: factories only), and the
+# value an absent one means where neither the config nor the modules hold it (None: no such rule);
+# GPT-2's n_inner None is 4 * n_embd (GPT2MLP)
+_DERIVED_FIELDS = {"head_dim": None, "n_inner": lambda config: 4 * config.n_embd}
 
 
 def _widths(model: nn.Module) -> dict[tuple[str, str], int]:
@@ -39,13 +41,15 @@ def probed_args(factory: str, args: dict[str, Any], built: nn.Module, hard: nn.M
     updated, built_now = {**args, **explicit}, built
     # passes until nothing moves: one arg may fit only once another has (Llama's hidden_size must be
     # a multiple of num_attention_heads, which comes after it)
-    pending = [key for key, value in args.items()
+    # (a field only a rule derives, GPT-2's n_inner, is probed like a given arg once made explicit)
+    probed = {**args, **{key: value for key, value in explicit.items() if _DERIVED_FIELDS[key] is not None}}
+    pending = [key for key, value in probed.items()
                if key not in named and not isinstance(value, bool) and isinstance(value, int) and value >= 1]
     progress = True
     while pending and progress:
         progress = False
         for key in list(pending):
-            moved_to = _moved(factory, key, args[key], updated, built_now, current, target)
+            moved_to = _moved(factory, key, probed[key], updated, built_now, current, target)
             if moved_to is not None:
                 width, candidate = moved_to
                 updated[key], current, built_now = width, _widths(candidate), candidate
@@ -114,6 +118,8 @@ def _derived_made_explicit(factory: str, args: dict[str, Any], built: nn.Module)
         if not isinstance(value, int):  # the modules' own copy (every attention's head_dim)
             held = {getattr(module, key) for module in built.modules() if isinstance(getattr(module, key, None), int)}
             value = held.pop() if len(held) == 1 else None
+        if value is None and _DERIVED_FIELDS[key] is not None and key in vars(config):
+            value = _DERIVED_FIELDS[key](config)
         if not isinstance(value, int) or value < 1:
             continue
         if key not in type(config)().to_dict():

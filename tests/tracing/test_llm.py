@@ -11,7 +11,7 @@ import torch
 import prunectl
 from prunectl.models import factory
 from prunectl.tracing import trace_model
-from tests.support.llm_families import LLM_FAMILIES
+from tests.support.llm_families import FUSED_LLM_FAMILIES, LLM_FAMILIES
 
 pytest.importorskip("transformers")
 
@@ -102,3 +102,39 @@ def test_fewer_kv_heads_and_a_narrower_hidden_width_are_a_stock_config(family: s
             "config requires hidden_size to be a multiple of num_attention_heads)"]
     else:  # Mistral and Qwen do not ask it; Llama's widths already fit
         assert "aligned" not in result.report["selection"]
+
+
+@pytest.mark.parametrize("family", sorted(FUSED_LLM_FAMILIES))
+def test_a_fused_attention_traces_to_its_split_and_no_further(family: str) -> None:
+    name, args = FUSED_LLM_FAMILIES[family]
+    with pytest.raises(prunectl.UnsupportedError, match=r"attn:split \(split\) splits the channel dim"):
+        trace_model(factory.build(name, args), (1, 16), dtype="int64")
+
+
+@pytest.mark.parametrize("family", sorted(FUSED_LLM_FAMILIES))
+def test_gpt2s_mlp_is_cut_proven_and_a_stock_folder(family: str, tmp_path: Path) -> None:
+    """Conv1D layers cut like Linear ones; n_inner (None: 4 * n_embd) is made explicit at the cut width,
+    so hf/ is a stock GPT2Config folder; the fused c_attn stays whole (--skip-unsupported)."""
+    from transformers import AutoModelForCausalLM
+
+    name, args = FUSED_LLM_FAMILIES[family]
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "gpt2.pt"
+    torch.save({"state_dict": factory.build(name, args).state_dict(), "model": {"factory": name, "args": args}},
+               checkpoint)
+    result = prunectl.prune(checkpoint, prunectl.PruneOptions(rate=0.5, output=tmp_path / "out",
+                                                              skip_unsupported=True))
+    manifest = result.manifest.to_json()
+    assert manifest["verify"]["soft_vs_hard_max_abs"] <= 1e-9 * max(1.0, manifest["verify"]["reference_max_abs"])
+    for block in result.model.transformer.h:
+        assert block.mlp.c_fc.nf == block.mlp.c_proj.nx == block.mlp.c_fc.weight.shape[1] < 4 * args["n_embd"]
+        assert block.attn.c_attn.nf == 3 * args["n_embd"]  # the fused q/k/v: not cut yet
+    assert manifest["rebuild"]["args"]["n_inner"] == result.model.transformer.h[0].mlp.c_fc.nf
+    assert manifest["hf"]["written"], manifest["hf"]
+    stock = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "hf").eval()
+    ids = torch.randint(0, args["vocab_size"], (1, 12))
+    with torch.no_grad():
+        assert torch.equal(stock(ids).logits, prunectl.load(tmp_path / "out").eval()(ids).logits)
+        cached = stock.generate(ids, max_new_tokens=3, do_sample=False, use_cache=True)
+        uncached = stock.generate(ids, max_new_tokens=3, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
