@@ -9,7 +9,8 @@ drawn, nothing allocated twice.
 
 The shortcut is only taken when it gives the same model as building and loading:
 - the constructor must run on meta (one that reads tensor values cannot);
-- no parameter or buffer may be shared between modules (assignment would untie them);
+- no buffer may be shared between modules, and tied parameters (an LLM's embedding and lm_head)
+  must be given one value: they are assigned and then made one tensor again (``layers/ties.py``);
 - after loading, nothing may be left on meta: non-persistent buffers and tensors kept as plain
   attributes are computed by the constructor and are not in the weights.
 Otherwise the model is built and loaded the ordinary way.
@@ -24,6 +25,7 @@ import torch.nn as nn
 
 from ..errors import PrunectlError
 from ..layers.resize import apply_resize
+from ..layers.ties import retie, tied_groups
 from .meta import has_meta
 from .state_dict import load_weights, with_metadata
 
@@ -36,8 +38,10 @@ def build_with_weights(skeleton: nn.Module | None, state_dict: Mapping[str, torc
     ``skeleton``: the model built on the meta device (``meta.meta_model``), not yet
     resized, or None; ``build``: the ordinary way (a built and resized model, weights not
     loaded), used when the skeleton cannot be; ``resize``: the bundle's module surgery."""
-    if skeleton is not None and _assignable(skeleton, resize):
+    ties = tied_groups(skeleton) if skeleton is not None else []
+    if skeleton is not None and _assignable(skeleton, resize, ties, state_dict):
         load_weights(skeleton, _owned_like(state_dict, skeleton), source, assign=True)
+        retie(skeleton, ties)
         if not has_meta(skeleton):
             return skeleton
     model = build()
@@ -45,15 +49,30 @@ def build_with_weights(skeleton: nn.Module | None, state_dict: Mapping[str, torc
     return model
 
 
-def _assignable(skeleton: nn.Module, resize: Mapping[str, Mapping[str, int]] | None) -> bool:
+def _assignable(skeleton: nn.Module, resize: Mapping[str, Mapping[str, int]] | None,
+                ties: list[tuple[str, ...]], state_dict: Mapping[str, torch.Tensor]) -> bool:
     if resize:
         try:
             apply_resize(skeleton, dict(resize))
         except PrunectlError:
             return False  # the ordinary path reports it, with its own wording
-    tensors = [t for _, t in chain(skeleton.named_parameters(remove_duplicate=False),
-                                   skeleton.named_buffers(remove_duplicate=False))]
-    return len({id(t) for t in tensors}) == len(tensors)
+    tied = {name for group in ties for name in group}
+    tensors = [t for name, t in chain(skeleton.named_parameters(remove_duplicate=False),
+                                      skeleton.named_buffers(remove_duplicate=False)) if name not in tied]
+    if len({id(t) for t in tensors}) != len(tensors):
+        return False  # a shared buffer, or a parameter shared with a buffer: the ordinary way
+    return all(_one_value(group, state_dict) for group in ties)
+
+
+def _one_value(group: tuple[str, ...], state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """Whether the weights give a tied group's names one value (an LLM's embedding and lm_head
+    saved once, or twice alike): then assigning and retying is the strict load into one tensor."""
+    if not all(name in state_dict for name in group):
+        return False
+    first = state_dict[group[0]]
+    return all(state_dict[name] is first or (state_dict[name].shape == first.shape and
+                                             state_dict[name].dtype == first.dtype and
+                                             torch.equal(state_dict[name], first)) for name in group[1:])
 
 
 def _owned_like(state_dict: Mapping[str, torch.Tensor], skeleton: nn.Module) -> Mapping[str, torch.Tensor]:

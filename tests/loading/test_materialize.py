@@ -59,11 +59,31 @@ def test_meta_build_equals_ordinary_build_and_load() -> None:
     assert all(p.requires_grad for p in model.parameters())
 
 
-def test_tied_weights_stay_tied() -> None:
+def test_tied_weights_stay_tied_and_are_assigned_not_copied() -> None:
     source = Tied()
-    model = _materialize(Tied, {k: v.clone() for k, v in source.state_dict().items()})
-    assert model.head.weight is model.embed.weight
+    state = source.state_dict()  # both names, one tensor: as an LLM's embedding and lm_head are saved
+    built: list[nn.Module] = []
+
+    def build() -> nn.Module:
+        built.append(Tied())
+        return built[-1]
+
+    with torch.device("meta"):
+        skeleton = Tied()
+    model = build_with_weights(skeleton, state, "weights.pt", build)
+    assert model.head.weight is model.embed.weight and not built  # no second model drawn and copied into
+    assert model.embed.weight.data_ptr() == state["embed.weight"].data_ptr()
     assert torch.equal(model.embed.weight, source.embed.weight)
+
+
+def test_tied_names_given_two_values_load_as_a_strict_load_does() -> None:
+    source = Tied()
+    state = {"embed.weight": source.embed.weight.detach().clone(), "head.weight": torch.randn(10, 4)}
+    model = _materialize(Tied, state)
+    reference = Tied()
+    reference.load_state_dict(state)
+    assert model.head.weight is model.embed.weight
+    assert torch.equal(model.embed.weight, reference.embed.weight)
 
 
 def test_constructor_computed_buffers_are_kept() -> None:
