@@ -336,17 +336,31 @@ def _plot(rows: list[dict], original: float) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.8))
-    styles = {"prunectl": ("o", "#2a7ab9"), "prunectl --drop-layers": ("s", "#55a868"),
-              "drop last layers": ("v", "#8172b2"), "torch_pruning": ("x", "#c44e52")}
-    for method, (marker, color) in styles.items():
+    fig, ax = plt.subplots(figsize=(9, 5.2))
+    styles = {"prunectl activation": ("o", "#2a7ab9"), "prunectl wanda_sp": ("D", "#dd8452"),
+              "prunectl l1": ("^", "#937860"), "prunectl --drop-layers": ("s", "#55a868"),
+              "drop last layers": ("v", "#8172b2"), "torch_pruning": ("x", "#c44e52"), "original": ("*", "black")}
+
+    def style_of(row: dict) -> str:
+        return f"prunectl {row['criterion']}" if row.get("criterion") else row["method"]
+
+    for name, (marker, color) in styles.items():
         for distilled in (False, True):
-            points = [(row["params"] / 1e6, row["perplexity"]) for row in rows
-                      if row.get("method") == method and isinstance(row.get("perplexity"), float)
+            chosen = [row for row in rows if style_of(row) == name and isinstance(row.get("perplexity"), float)
                       and row["stage"].startswith("distilled") == distilled]
-            if points:
-                ax.scatter(*zip(*points), marker=marker, color=color if distilled or marker == "x" else "none",
-                           edgecolors=color, s=45, label=f"{method}{', distilled' if distilled else ', one-shot'}")
+            if not chosen:
+                continue
+            ax.scatter([row["params"] / 1e6 for row in chosen], [row["perplexity"] for row in chosen],
+                       marker=marker, color=color if distilled or marker in "x*" else "none", edgecolors=color,
+                       s=45, label=f"{name}{', distilled' if distilled else ''}")
+            for row in chosen:
+                label = row.get("mix", "") + (" kd" if distilled else "")
+                ax.annotate(label, (row["params"] / 1e6, row["perplexity"]), fontsize=6, xytext=(4, 2),
+                            textcoords="offset points")
+    missing = [row for row in rows if row.get("method") == "torch_pruning" and row["status"] != "ok"]
+    if missing:
+        ax.text(0.01, 0.98, "Torch-Pruning: " + missing[0]["status"][:70] + " (no point)", transform=ax.transAxes,
+                fontsize=7, va="top", color="#c44e52")
     for factor, style in ((1, "-"), (1.5, ":"), (3, "--")):
         ax.axhline(original * factor, color="grey", linestyle=style, linewidth=0.8)
         ax.text(ax.get_xlim()[0], original * factor, f" original x{factor:g}", va="bottom", fontsize=7,
