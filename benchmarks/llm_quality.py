@@ -383,6 +383,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=STEPS, help="distillation steps (8 x 128 tokens each)")
     parser.add_argument("--distill-rates", type=lambda text: [float(x) for x in text.split(",")],
                         help="distil only at these rates (e.g. 0.2,0.3; default: every rate)")
+    parser.add_argument("--report-only", action="store_true", help="write the results of the cached rows only")
     parser.add_argument("--all-criteria", action="store_true", help="l1 at every rate, not only the first")
     parser.add_argument("--tp-limit", type=float, default=300.0, help="seconds before Torch-Pruning is killed")
     parser.add_argument("--limit", type=float, default=1200.0, help="seconds before a prunectl prune is killed")
@@ -421,7 +422,11 @@ def main() -> None:
         original = run.cached("original") or run.store({"id": "original", "method": "original",
                                                          "stage": "-", "target_removed": 0.0, "status": "ok",
                                                          **run.measure(run.original)})
-        rows = [original, *rows_for(run, args, progress, task)]
+        if args.report_only:  # the cached rows as they are, nothing run
+            rows = [original, *(json.loads(path.read_text()) for path in sorted((run.dir / "rows").glob("*.json"))
+                                if path.stem != "original")]
+        else:
+            rows = [original, *rows_for(run, args, progress, task)]
     base = original["perplexity"]
     print_table(f"SmolLM2-135M-Instruct: perplexity on held-out pydoc topics (original {base})",
                 ["row", "stage", "status", "params", "params w/o emb", "ppl", "x original", "wall s",
