@@ -88,12 +88,13 @@ def timed(command: list[str], limit: float) -> dict:
     return row
 
 
-def english_text() -> str:
-    """Prose paragraphs of Python's documentation (no code examples), in a fixed order."""
+def english_text(keep=lambda name: True) -> str:
+    """Prose paragraphs of Python's documentation (no code examples), in a fixed order: the topics
+    (``pydoc_data.topics``, sorted by name) for which ``keep(name)`` is true."""
     import pydoc_data.topics
 
     paragraphs = []
-    for name in sorted(pydoc_data.topics.topics):
+    for name in filter(keep, sorted(pydoc_data.topics.topics)):
         for paragraph in pydoc_data.topics.topics[name].split("\n\n"):
             text = re.sub(r"\s+", " ", paragraph).strip()
             if len(text.split()) >= 30 and text.isascii() and ">>>" not in text and not text.startswith(" "):
@@ -101,15 +102,16 @@ def english_text() -> str:
     return "\n\n".join(paragraphs)
 
 
-def perplexity(model, tokenizer) -> float:
-    """exp(mean next-token loss) over PPL_WINDOWS windows of PPL_TOKENS tokens of english_text()."""
+def perplexity(model, tokenizer, text: str | None = None, windows: int = PPL_WINDOWS) -> float:
+    """exp(mean next-token loss) over ``windows`` windows of PPL_TOKENS tokens spread evenly over
+    ``text`` (default: english_text()), each scored by the model's own ``labels=`` loss."""
     import torch
 
-    ids = tokenizer(english_text(), return_tensors="pt").input_ids[0]
-    step = max(PPL_TOKENS, (len(ids) - PPL_TOKENS) // PPL_WINDOWS)
+    ids = tokenizer(english_text() if text is None else text, return_tensors="pt").input_ids[0]
+    step = max(PPL_TOKENS, (len(ids) - PPL_TOKENS) // windows)
     losses = []
     with torch.no_grad():
-        for start in range(0, step * PPL_WINDOWS, step):
+        for start in range(0, step * windows, step):
             window = ids[start:start + PPL_TOKENS].unsqueeze(0)
             losses.append(float(model(window, labels=window, use_cache=False).loss))
     return round(math.exp(sum(losses) / len(losses)), 3)
@@ -127,8 +129,9 @@ def _params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def tp_child(path: Path, rate: float) -> None:
-    """Torch-Pruning's LLM pruning as its examples/LLMs/prune_llm.py sets it up (on CPU)."""
+def tp_child(path: Path, rate: float, text: str | None = None, windows: int = PPL_WINDOWS, load=None) -> None:
+    """Torch-Pruning's LLM pruning as its examples/LLMs/prune_llm.py sets it up (on CPU); the
+    perplexity after is perplexity()'s on ``text``; ``load(path)`` -> (model, tokenizer), the GGUF's by default."""
     import torch
     import torch_pruning as tp
 
@@ -137,8 +140,8 @@ def tp_child(path: Path, rate: float) -> None:
     def stage(name: str) -> None:  # what the parent reports when this process is killed at the limit
         print(f"stage: {name} after {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
 
-    stage("loading the GGUF")
-    model, tokenizer = _load_gguf(path)
+    stage("loading the model")
+    model, tokenizer = (load or _load_gguf)(path)
     loaded = time.perf_counter()
     stage("building BasePruner (dependency graph)")
     before = _params(model)
@@ -177,7 +180,7 @@ def tp_child(path: Path, rate: float) -> None:
     stage("perplexity")
     after = _params(model)
     try:
-        ppl = perplexity(model, tokenizer)
+        ppl = perplexity(model, tokenizer, text, windows)
     except Exception as exc:  # the example's attribute updates do not fit every pruned shape
         ppl = f"forward failed: {type(exc).__name__}: {str(exc)[:200]}"
     print(json.dumps({"load_s": round(loaded - start, 2), "pruner_build_s": round(built - loaded, 2),

@@ -38,7 +38,9 @@ _INPUT_DTYPES = {"input_ids": "int64", "pixel_values": "float32", "input_values"
                  "input_features": "float32"}
 DEFAULT_TOKEN_SHAPE = (1, 16)
 # what save_pretrained writes into config.json besides the fields: a whole config.json may be the args
-_SERIALISATION_KEYS = {"architectures", "transformers_version", "model_type", "_name_or_path", "_commit_hash"}
+# (``_model_name_or_path``: a GGUF's general.name, in the config.json of a model loaded from a GGUF)
+_SERIALISATION_KEYS = {"architectures", "transformers_version", "model_type", "_name_or_path", "_commit_hash",
+                       "_model_name_or_path"}
 # fields a config class may lack but its modeling code reads (``getattr(config, "head_dim", ...)``):
 # prunectl writes head_dim explicitly so a pruned Qwen2 keeps RoPE's size (verification/arg_probe.py)
 _READ_BY_MODELING = {"head_dim"}

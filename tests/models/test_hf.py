@@ -80,6 +80,15 @@ def test_a_config_json_from_another_transformers_release_builds_like_from_pretra
     assert model.config.hidden_size == BERT_ARGS["hidden_size"]
 
 
+def test_the_config_json_of_a_model_read_from_a_gguf_builds() -> None:
+    # save_pretrained after from_pretrained(gguf_file=...) writes the GGUF's general.name as
+    # _model_name_or_path (SmolLM2's: "Smollm2 135M 8k Lc100K Mix1 Ep2"); it was exit 3, not a field
+    config_json = {**BERT_ARGS, "_model_name_or_path": "Smollm2 135M 8k Lc100K Mix1 Ep2",
+                   "architectures": ["BertModel"], "model_type": "bert", "transformers_version": "5.24.0"}
+    model = factories.build("hf:BertModel", config_json)
+    assert model.config.hidden_size == BERT_ARGS["hidden_size"]
+
+
 def test_without_transformers_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "transformers", None)  # what `import transformers` sees when absent
     with pytest.raises(SpecError) as info:
