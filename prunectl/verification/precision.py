@@ -10,11 +10,8 @@ the wrong channels, an input column left uncut) moves the output by far more tha
 
 ``float64_proof(model)`` casts a model's floating parameters and buffers to float64 for the
 block and puts the very same tensor objects back afterwards (ties and sharing kept, nothing
-rounded). A tensor whose storage nothing else shares is emptied while its float64 copy exists and
-refilled from it afterwards (exactly: float32 -> float64 -> float32 is the identity), so the
-proof holds one float64 copy of the model instead of that plus the model. While it runs, the
-model's own downcasts (``x.float()``, ``.to(torch.float32)``, ``dtype=torch.float16``, torch's
-default dtype) stay float64 too, so that a norm computing its
+rounded). While it runs, the model's own downcasts (``x.float()``, ``.to(torch.float32)``,
+``dtype=torch.float16``, torch's default dtype) stay float64 too, so that a norm computing its
 statistic "in float32" (Llama's RMSNorm) does not round the proof back to float32.
 
 torch has no fast float64 kernel for grouped convolutions: it loops over the groups, so a
@@ -50,49 +47,28 @@ def float64_proof(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` with every floating parameter and buffer in float64 while the block runs."""
     originals: list[tuple[dict, str, torch.Tensor]] = []
     cast: dict[int, torch.Tensor] = {}  # id of an original -> its float64 copy: tied tensors stay tied
-    released: list[tuple[torch.Tensor, torch.Tensor]] = []  # (original emptied, its float64 copy)
+    for module in model.modules():
+        for store in (module._parameters, module._buffers):
+            for key, tensor in store.items():
+                if tensor is None or not tensor.is_floating_point() or tensor.dtype == PROOF_DTYPE:
+                    continue
+                if id(tensor) not in cast:
+                    wide = tensor.detach().to(PROOF_DTYPE)
+                    cast[id(tensor)] = nn.Parameter(wide, requires_grad=False) if isinstance(
+                        tensor, nn.Parameter) else wide
+                originals.append((store, key, tensor))
+                store[key] = cast[id(tensor)]
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(PROOF_DTYPE)
     try:
-        for module in model.modules():
-            for store in (module._parameters, module._buffers):
-                for key, tensor in store.items():
-                    if tensor is None or not tensor.is_floating_point() or tensor.dtype == PROOF_DTYPE:
-                        continue
-                    if id(tensor) not in cast:
-                        wide = tensor.detach().to(PROOF_DTYPE)
-                        cast[id(tensor)] = nn.Parameter(wide, requires_grad=False) if isinstance(
-                            tensor, nn.Parameter) else wide
-                        if _sole_owner(tensor):
-                            released.append((tensor, wide))
-                            tensor.data = torch.empty(0, dtype=tensor.dtype, device=tensor.device)
-                    originals.append((store, key, tensor))
-                    store[key] = cast[id(tensor)]
-        default = torch.get_default_dtype()
-        torch.set_default_dtype(PROOF_DTYPE)
-        try:
-            with _HoldFloat64():
-                yield model
-        finally:
-            torch.set_default_dtype(default)
+        with _HoldFloat64():
+            yield model
     finally:
-        for tensor, wide in released:  # narrowing back is exact: every value came from that dtype
-            tensor.data = wide.to(tensor.dtype)
+        torch.set_default_dtype(default)
         for store, key, tensor in originals:
             store[key] = tensor
         cast.clear()
         return_freed_memory()  # the float64 copies: the next proof's peak must not count them
-
-
-def _sole_owner(tensor: torch.Tensor) -> bool:
-    """Whether no other tensor shares ``tensor``'s storage (a view, a tie by another object, a
-    caller's reference to the data): only then does emptying it for the proof free memory, so that
-    the narrow copy and the float64 one are not held together (the proof's peak: one float64 copy
-    of the model, not that plus the model). torch counts a storage's owners only in a private
-    function; without it nothing is released (the proof is the same, it only holds more memory)."""
-    use_count = getattr(torch._C, "_storage_Use_Count", None)
-    if use_count is None or tensor.device.type == "meta":
-        return False
-    storage = tensor.untyped_storage()
-    return use_count(storage._cdata) <= 2  # this tensor and the ``storage`` object just taken
 
 
 class _HoldFloat64(TorchFunctionMode):
