@@ -17,18 +17,11 @@ from fixtures.make_checkpoints import FIXTURES, make_model
 from prunectl.cli import cli
 from prunectl.criteria.base import Criterion
 from prunectl.errors import SpecError, UnsupportedError
-from prunectl.formats.seal import SEAL_KEY
 from prunectl.models.inputs import make_inputs
+from tests.support.helpers import manifest_without_source
 
 INPUTS = {"mlp": (1, 784), "small_mlp": (1, 64), "alexnet": (1, 3, 32, 32), "vgg11_bn": (1, 3, 32, 32),
           "resnet18": (1, 3, 32, 32), "dwsep": (1, 3, 32, 32), "conv1d": (1, 3, 64), "normnet": (1, 3, 32, 32)}
-
-
-def _manifest_without_source(bundle: Path) -> dict:
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest.pop(SEAL_KEY)
-    manifest.pop("source")
-    return manifest
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURES))
@@ -43,7 +36,7 @@ def test_the_bundle_equals_the_cli_one_byte_for_byte(name: str, checkpoints, tmp
     result.save(tmp_path / "api")
     for file in ("model.safetensors", "model.pt", "report.json"):
         assert (tmp_path / "api" / file).read_bytes() == (tmp_path / "cli" / file).read_bytes(), file
-    assert _manifest_without_source(tmp_path / "api") == _manifest_without_source(tmp_path / "cli")
+    assert manifest_without_source(tmp_path / "api") == manifest_without_source(tmp_path / "cli")
     # the user's model is untouched (the pipeline masks its own copy)
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
     x = make_inputs(result.manifest.input_spec, 5, count=1, model=model)[0]

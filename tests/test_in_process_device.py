@@ -2,7 +2,6 @@
 the same inputs; a device that is not here is a SpecError before the model is even copied."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,9 @@ import prunectl
 from fixtures.make_checkpoints import FIXTURES, make_model
 from prunectl.cli import cli
 from prunectl.errors import SpecError
-from prunectl.formats.seal import SEAL_KEY
+from tests.support.helpers import manifest_without_source
 
 MISSING = "mps" if torch.cuda.is_available() else "cuda"
-
-
-def _manifest_without_source(bundle: Path) -> dict:
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest.pop(SEAL_KEY)
-    manifest.pop("source")
-    return manifest
 
 
 @pytest.mark.parametrize("device", ["cpu", torch.device("cpu")])
@@ -36,7 +28,7 @@ def test_device_cpu_in_process_gives_the_cli_bundle(device, checkpoints, tmp_pat
     result.save(tmp_path / "api")
     for file in ("model.safetensors", "model.pt", "report.json"):
         assert (tmp_path / "api" / file).read_bytes() == (tmp_path / "cli" / file).read_bytes(), file
-    assert _manifest_without_source(tmp_path / "api") == _manifest_without_source(tmp_path / "cli")
+    assert manifest_without_source(tmp_path / "api") == manifest_without_source(tmp_path / "cli")
 
 
 def test_a_users_loader_on_device_cpu_scores_as_without_it() -> None:

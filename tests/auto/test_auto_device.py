@@ -18,9 +18,9 @@ pytest.importorskip("prunectl_digits")
 import prunectl  # noqa: E402
 from prunectl.cli import cli  # noqa: E402
 from prunectl.errors import SpecError  # noqa: E402
-from prunectl.formats.seal import SEAL_KEY  # noqa: E402
 from prunectl_digits.models import DigitsMLP  # noqa: E402
 from prunectl_digits.task import splits  # noqa: E402
+from tests.support.helpers import manifest_without_source  # noqa: E402
 
 MISSING = "mps" if torch.cuda.is_available() else "cuda"
 ARGS = ["--max-drop", "1", "--epochs", "1", "--max-steps", "2"]
@@ -30,13 +30,6 @@ def _mlp(digits: Path) -> DigitsMLP:
     model = DigitsMLP()
     model.load_state_dict(torch.load(digits / "mlp.pt", weights_only=True)["state_dict"])
     return model
-
-
-def _manifest_without_source(bundle: Path) -> dict:
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest.pop(SEAL_KEY)
-    manifest.pop("source")
-    return manifest
 
 
 def _cli(digits: Path, out: Path, *extra: str) -> None:
@@ -55,7 +48,7 @@ def test_device_cpu_gives_the_bytes_of_no_device_on_the_cli_and_in_process(digit
         assert (tmp_path / "plain" / name).read_bytes() == (tmp_path / "cpu" / name).read_bytes(), name
     for name in ("model.safetensors", "report.json", "history.json"):
         assert (tmp_path / "api" / name).read_bytes() == (tmp_path / "cpu" / name).read_bytes(), name
-    assert _manifest_without_source(tmp_path / "api") == _manifest_without_source(tmp_path / "cpu")
+    assert manifest_without_source(tmp_path / "api") == manifest_without_source(tmp_path / "cpu")
 
 
 def test_a_device_that_is_not_here_is_refused_before_anything_runs(digits, tmp_path: Path) -> None:

@@ -17,22 +17,15 @@ pytest.importorskip("prunectl_digits")
 import prunectl  # noqa: E402
 from prunectl.cli import cli  # noqa: E402
 from prunectl.errors import SpecError  # noqa: E402
-from prunectl.formats.seal import SEAL_KEY  # noqa: E402
 from prunectl_digits.models import DigitsMLP  # noqa: E402
 from prunectl_digits.task import splits  # noqa: E402
+from tests.support.helpers import manifest_without_source  # noqa: E402
 
 
 def _mlp(digits: Path) -> DigitsMLP:
     model = DigitsMLP()
     model.load_state_dict(torch.load(digits / "mlp.pt", weights_only=True)["state_dict"])
     return model
-
-
-def _manifest_without_source(bundle: Path) -> dict:
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest.pop(SEAL_KEY)
-    manifest.pop("source")
-    return manifest
 
 
 def test_a_named_task_gives_the_cli_bundle_bytes(digits, tmp_path):
@@ -44,7 +37,7 @@ def test_a_named_task_gives_the_cli_bundle_bytes(digits, tmp_path):
     result.save(tmp_path / "api")
     for name in ("model.safetensors", "report.json", "history.json"):
         assert (tmp_path / "api" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes(), name
-    assert _manifest_without_source(tmp_path / "api") == _manifest_without_source(tmp_path / "cli")
+    assert manifest_without_source(tmp_path / "api") == manifest_without_source(tmp_path / "cli")
 
 
 def _loaders():

@@ -11,6 +11,7 @@ import torch
 
 import prunectl
 from fixtures.make_checkpoints import FIXTURES
+from prunectl.formats.seal import SEAL_KEY
 from prunectl.models import factory as factories
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
@@ -41,6 +42,15 @@ def prune_case(tmp_path: Path, factory: str, layers: dict[str, Any], input_shape
                args: dict[str, Any] | None = None, **options: Any) -> prunectl.PruneResult:
     ckpt, spec = write_case(tmp_path, factory, layers, input_shape, args)
     return prunectl.prune(ckpt, prunectl.PruneOptions(spec=spec, **options))
+
+
+def manifest_without_source(bundle: Path) -> dict[str, Any]:
+    """A bundle's manifest without what names where it came from (the source file and the seal
+    over it): what two runs on the same model and options must agree on byte for byte."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest.pop(SEAL_KEY)
+    manifest.pop("source")
+    return manifest
 
 
 def machine_paths(tmp: Path) -> list[bytes]:
