@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import FIXTURE_NAMES, ROOT
+from helpers import FIXTURE_NAMES, ROOT, assert_clean_failure, invoke
 
 import prunectl
 from prunectl import __version__
@@ -19,20 +19,6 @@ from prunectl.cli import cli
 SPECS = ROOT / "fixtures" / "specs"
 
 
-def invoke(*args: str):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_clean_failure(result, code: int, *fragments: str, out: Path | None = None) -> None:
-    assert result.exit_code == code, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    if out is not None:
-        assert not out.exists()
-        assert not list(out.parent.glob(f".{out.name}.tmp-*"))
 
 
 def test_version_and_help_with_examples() -> None:

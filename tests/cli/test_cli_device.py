@@ -10,32 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
-from helpers import ROOT
+from helpers import ROOT, assert_clean_failure, invoke
 
 import prunectl
-from prunectl.cli import cli
 
 SPECS = ROOT / "fixtures" / "specs"
 NO_CUDA = not torch.cuda.is_available()
 MISSING = "mps" if torch.cuda.is_available() else "cuda"  # a device this machine lacks (CPU CI: cuda)
 
 
-def invoke(*args) -> object:
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
 def _files(bundle: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(bundle.iterdir()) if path.is_file()}
-
-
-def _one_line(result, code: int, *fragments: str) -> None:
-    assert result.exit_code == code, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture()
@@ -70,7 +55,7 @@ def test_prune_on_a_device_that_is_not_here_is_exit_3_and_writes_nothing(device:
     out = tmp_path / "out"
     result = invoke("prune", checkpoints["small_mlp"], "--spec", SPECS / "small_mlp.json", "--device", device,
                     "-o", out)
-    _one_line(result, 3, *fragments)
+    assert_clean_failure(result, 3, *fragments)
     assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
 
 
@@ -78,21 +63,21 @@ def test_auto_finetune_and_eval_refuse_it_the_same_way(checkpoints, tmp_path: Pa
     out = tmp_path / "out"
     auto = invoke("auto", checkpoints["small_mlp"], "--spec", SPECS / "small_mlp.json", "--task", "digits",
                   "--device", MISSING, "-o", out)
-    _one_line(auto, 3, f"--device {MISSING}: ", "not available here")
+    assert_clean_failure(auto, 3, f"--device {MISSING}: ", "not available here")
     assert not out.exists() and not list(tmp_path.glob("*auto-state*"))
     bundle = tmp_path / "bundle"
     assert invoke("prune", checkpoints["small_mlp"], "--spec", SPECS / "small_mlp.json", "-o", bundle,
                   "-q").exit_code == 0
     before = _files(bundle)
     tuned = invoke("finetune", bundle, "--task", "digits", "--device", "nonsense", "-o", out)
-    _one_line(tuned, 3, "--device: expected cpu, cuda, cuda:N or mps")
+    assert_clean_failure(tuned, 3, "--device: expected cpu, cuda, cuda:N or mps")
     distilled = invoke("finetune", bundle, "--distill", "--data", tmp_path / "x.txt", "--steps", "1",
                        "--device", MISSING, "-o", out)
-    _one_line(distilled, 3, f"--device {MISSING}: ")
+    assert_clean_failure(distilled, 3, f"--device {MISSING}: ")
     assert not out.exists() and _files(bundle) == before  # the source bundle is not touched either
     text = tmp_path / "x.txt"
     text.write_text("some words " * 50)
-    _one_line(invoke("eval", bundle, "--data", text, "--device", MISSING), 3, f"--device {MISSING}: ")
+    assert_clean_failure(invoke("eval", bundle, "--data", text, "--device", MISSING), 3, f"--device {MISSING}: ")
 
 
 def test_the_help_of_every_command_names_the_option() -> None:

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from click.testing import CliRunner
 
 import prunectl
 from fixtures.make_checkpoints import FIXTURES
+from prunectl.cli import cli
 from prunectl.formats.seal import SEAL_KEY
 from prunectl.models import factory as factories
 
@@ -42,6 +44,25 @@ def prune_case(tmp_path: Path, factory: str, layers: dict[str, Any], input_shape
                args: dict[str, Any] | None = None, **options: Any) -> prunectl.PruneResult:
     ckpt, spec = write_case(tmp_path, factory, layers, input_shape, args)
     return prunectl.prune(ckpt, prunectl.PruneOptions(spec=spec, **options))
+
+
+def invoke(*args: Any):
+    """``prunectl ARGS`` through click's runner (arguments may be paths)."""
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def assert_clean_failure(result, code: int, *fragments: str, out: Path | None = None) -> None:
+    """The CLI failed as docs/formats.md promises: exit ``code``, one ``error:`` line holding every
+    fragment, no traceback, and (``out``) nothing left at the output path or beside it."""
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    if out is not None:
+        assert not out.exists()
+        assert not list(out.parent.glob(f".{out.name}.tmp-*"))
 
 
 def manifest_without_source(bundle: Path) -> dict[str, Any]:
