@@ -63,6 +63,15 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def figure_png(fig: Any, dpi: int = 110) -> bytes:
+    """A matplotlib figure as PNG bytes (what ``write_results`` writes beside the JSON)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
 def write_results(name: str, payload: dict[str, Any], png: bytes | None, quick: bool) -> Path:
     """docs/results/bench/<name>.json (+ .png); quick runs get a ``-quick`` suffix so they never
     overwrite the full results that the README quotes."""

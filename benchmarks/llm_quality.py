@@ -52,7 +52,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, print_table, write_results  # noqa: E402
+from _common import ROOT, figure_png, print_table, write_results  # noqa: E402
 from llm_speed import PPL_TOKENS, _load_gguf, _params, english_text, gguf_path, perplexity, timed  # noqa: E402
 
 RATES = (0.2, 0.3, 0.5)
@@ -329,7 +329,6 @@ def _load_folder(folder: Path):
 
 
 def _plot(rows: list[dict], original: float) -> bytes:
-    import io
 
     import matplotlib
 
@@ -371,9 +370,7 @@ def _plot(rows: list[dict], original: float) -> bytes:
     ax.set_title("SmolLM2-135M: perplexity on held-out pydoc topics vs params", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
+    return figure_png(fig)
 
 
 def main() -> None:

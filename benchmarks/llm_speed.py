@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, write_results  # noqa: E402
+from _common import figure_png, print_table, write_results  # noqa: E402
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 RATE = 0.3
@@ -203,7 +203,6 @@ def ppl_child(path: Path, bundle: Path) -> None:
 
 
 def _plot(rows: list[dict], limit: float) -> bytes:
-    import io
 
     import matplotlib
 
@@ -224,9 +223,7 @@ def _plot(rows: list[dict], limit: float) -> bytes:
         ax.set_ylabel(label)
     fig.suptitle(f"SmolLM2-135M (GGUF, dequantised), rate {RATE}: prunectl prune vs Torch-Pruning LLM example")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
+    return figure_png(fig)
 
 
 def main() -> None:
