@@ -304,6 +304,8 @@ def _choose(spec: Spec, model: nn.Module, criterion: Criterion, select: SelectOp
     (per layer or global, toward a rate or a MACs/params target, in steps)."""
     exclude = tuple(options.exclude or ())
     if options.mode == "unstructured":
+        if options.only:
+            raise SpecError("--only: with --mode unstructured, give the layers to leave whole with --exclude")
         if options.target_macs is not None or options.target_params is not None or options.steps != 1:
             raise SpecError("--mode unstructured keeps every shape: --target-macs/--target-params/--steps "
                             "apply to structured pruning only")
@@ -316,7 +318,8 @@ def _choose(spec: Spec, model: nn.Module, criterion: Criterion, select: SelectOp
     target = (Target("macs", options.target_macs) if options.target_macs is not None else
               Target("params", options.target_params) if options.target_params is not None else None)
     choose_options = ChooseOptions(select, options.global_ranking, exclude, target, options.steps,
-                                   options.schedule, options.seed, options.structure_rates(), device)
+                                   options.schedule, options.seed, options.structure_rates(), device,
+                                   tuple(options.only or ()))
     choice = choose(spec, model, criterion, choose_options, data if criterion.needs_data else None, example)
     if options.data is not None:
         choice.report["data"] = str(options.data)

@@ -117,6 +117,7 @@ class PruneOptions:
     eval_data: str | Path | None = None  # a .txt file: perplexity before and after, into report.json
     global_ranking: bool = False
     exclude: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()  # layer globs: cut only the groups holding a matching layer (--only)
     target_macs: float | None = None
     target_params: float | None = None
     steps: int = 1

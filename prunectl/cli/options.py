@@ -68,6 +68,9 @@ bundle_output_option = click.option("-o", "--output", type=click.Path(path_type=
 task_option = click.option("--task", required=True, help="Task plugin giving data, loss, metric (e.g. digits).")
 exclude_option = click.option("--exclude", multiple=True, metavar="PATTERN",
                               help="Never prune layers matching this glob (repeatable).")
+only_option = click.option("--only", multiple=True, metavar="PATTERN",
+                           help="Prune only the channel groups holding a layer matching this glob (repeatable; "
+                           "the layers coupled with it are cut with it).")
 lr_option = click.option("--lr", type=float, help="Fine-tuning learning rate (default: the task optimizer's, "
                          f"else SGD's 0.01 with a cosine decay; with --distill AdamW's {O.DEFAULT_DISTILL_LR:g}).")
 device_option = click.option(

@@ -18,6 +18,7 @@ from .options import (
     input_shape_option,
     model_option,
     module_option,
+    only_option,
     onnx_option,
     opset_option,
     output_options,
@@ -52,6 +53,7 @@ from .run_config import config_option
 @click.option("--global", "global_ranking", is_flag=True,
               help="Rank channels across all layers (normalised scores; --min-channels floors every layer).")
 @exclude_option
+@only_option
 @click.option("--target-macs", type=float, help="Search the cut until this fraction of the MACs is kept (within 1%).")
 @click.option("--target-params", type=float, help="Search the cut until this fraction of the params is kept.")
 @click.option("--steps", type=int, default=PruneOptions.steps, show_default=True,

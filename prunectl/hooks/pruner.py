@@ -95,7 +95,7 @@ class Pruner:
         self.criterion = criterion
         self.channels: ChannelPruning | None = None
         if mode == "structured":
-            _check_structured(self.schedule, parameters, prune_bias)
+            _check_structured(self.schedule, parameters, prune_bias, global_ranking, prune_options)
             self.channels = ChannelPruning.of(criterion, example_inputs, data, loss, global_ranking, prune_options,
                                               device)
         else:
@@ -178,7 +178,8 @@ class Pruner:
         structured mode: also the plan so far (plain lists) and its rate."""
         state: dict[str, Any] = {"done": sorted(self.done), "rewind_state": self.rewind_state}
         if self.channels is not None:
-            state["channels"] = {"rate": self.channels.rate, "plan": _plain_plan(self.channels.plan)}
+            state["channels"] = {"rate": self.channels.rate, "plan": _plain_plan(self.channels.plan),
+                                 "layers": list(self.channels.layers)}
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -191,6 +192,7 @@ class Pruner:
         if self.channels is not None:
             self.channels.rate = float(state["channels"]["rate"])
             self.channels.plan = _module_cuts(state["channels"]["plan"])
+            self.channels.layers = tuple(state["channels"].get("layers", ()))  # absent in a state saved before
             install_statistics(self.model, self.channels.plan)
 
     # -- inside ----------------------------------------------------------------------------------
@@ -198,12 +200,16 @@ class Pruner:
         layers = {key.rsplit(".", 1)[0] for key in self.targets}
         for event in self.schedule:
             for name in event.layers or ():
-                if name not in layers:
-                    raise SpecError(f"Pruner: schedule names layer {name!r}, which has no pruned parameter "
-                                    f"(pruned layers: {', '.join(sorted(layers)) or 'none'})")
+                if not any(in_block(layer, (name,)) for layer in layers):
+                    raise SpecError(f"Pruner: schedule names layer {name!r}, which is no pruned layer and holds "
+                                    f"none (pruned layers: {', '.join(sorted(layers)) or 'none'})")
 
     def _apply(self, index: int, event: Event) -> None:
-        if self.channels is not None:
+        if self.channels is not None and event.layers is not None:
+            # layer by layer: the event's layers (or blocks) join those cut before, at the one rate
+            self.channels.cut(self.model, float(event.target), self.seed + index,
+                              block_patterns(event.layers, {key.rsplit(".", 1)[0] for key in self.targets}))
+        elif self.channels is not None:
             rate = (max(self.channels.rate, float(event.target)) if event.target is not None else
                     1 - (1 - self.channels.rate) * (1 - float(event.of_remaining)))
             if rate > self.channels.rate:  # an AGP schedule's first event is 0: nothing to cut yet
@@ -228,7 +234,7 @@ class Pruner:
     @torch.no_grad()
     def _apply_unstructured(self, index: int, event: Event) -> None:
         keys = [key for key in self.targets
-                if event.layers is None or key.rsplit(".", 1)[0] in event.layers]
+                if event.layers is None or in_block(key.rsplit(".", 1)[0], event.layers)]
         tensors = {key: _tensor(*self.targets[key]).detach() for key in keys}
         alive = {key: _alive(self.targets[key]) for key in keys}
         modules = {key: self.targets[key][0] for key in keys}
@@ -257,14 +263,38 @@ class Pruner:
         refresh_masked(self.model)  # the cached weight = orig * mask, as a forward would
 
 
-def _check_structured(schedule: list[Event], parameters: Parameters, prune_bias: bool) -> None:
+def _check_structured(schedule: list[Event], parameters: Parameters, prune_bias: bool, global_ranking: bool,
+                      options: dict[str, Any] | None) -> None:
     if parameters is not None or prune_bias:
         raise SpecError("Pruner: parameters and prune_bias are unstructured options; in mode='structured' a channel "
                         "takes its filter, bias and readers together (leave layers whole with "
                         "prune_options={'exclude': [...]})")
-    if any(event.layers is not None for event in schedule):
-        raise SpecError("Pruner: layer-by-layer schedules are unstructured only (in mode='structured' a cut channel "
-                        "reaches into its coupled layers)")
+    by_layer = [event for event in schedule if event.layers is not None]
+    if not by_layer:
+        return
+    # each layer event cuts its layers' groups and re-cuts the earlier ones at the same per-group rate
+    # (their cut channels score 0, so the same ones go): one rate keeps every earlier cut as it was
+    if len(by_layer) != len(schedule) or any(event.target is None for event in by_layer):
+        raise SpecError("Pruner: in mode='structured' a layer-by-layer schedule is all layer events with a target "
+                        "(prunectl.hooks.layer_by_layer), not mixed with whole-model or lottery events")
+    if len({event.target for event in by_layer}) != 1:
+        raise SpecError("Pruner: in mode='structured' every layer event cuts the same fraction of its groups' "
+                        f"channels; the schedule has {sorted({event.target for event in by_layer})}")
+    if global_ranking:
+        raise SpecError("Pruner: a layer-by-layer schedule ranks each layer's channels on their own; "
+                        "global_ranking is for whole-model schedules")
+    if options and options.get("only"):
+        raise SpecError("Pruner: prune_options 'only' is set by a layer-by-layer schedule (its layers)")
+
+
+def in_block(layer: str, names: Iterable[str]) -> bool:
+    """``layer`` is one of ``names`` or inside one of them (a block: ``layer1`` holds ``layer1.0.conv1``)."""
+    return any(layer == name or layer.startswith(name + ".") for name in names)
+
+
+def block_patterns(names: Iterable[str], layers: set[str]) -> tuple[str, ...]:
+    """``--only`` globs for the schedule's names: a pruned layer itself, a block what it holds."""
+    return tuple(name if name in layers else f"{name}.*" for name in names)
 
 
 def _plain_plan(plan: dict[str, ModuleCut]) -> dict[str, dict[str, Any]]:

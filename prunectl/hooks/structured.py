@@ -7,6 +7,12 @@ channel an earlier event cut scores 0 through ``KeepCut``, below every live chan
 higher rate cuts a superset, and the new plan is checked to be one. ``finish`` runs the
 pipeline once more with the survivors as the scores (1 alive, 0 cut) at the last rate: the
 same plan, now hard-pruned, verified soft == hard, and a bundle away (``result.save``).
+
+Layer by layer (MaskImpt's ``pre_layer``), each event adds its layers to the ones cut so far and
+runs the pipeline with ``only`` those (``--only``): the groups holding them are cut at the one
+rate, an earlier group is cut again at that rate (its cut channels score 0: the same ones go),
+every other group is pinned. A group is cut as a whole, so a layer brings in the layers its
+channels are coupled with (a residual stream's convolutions go with the first of them named).
 """
 from __future__ import annotations
 
@@ -80,6 +86,7 @@ class ChannelPruning:
     options: dict[str, Any] = field(default_factory=dict)  # more prunectl.prune keywords
     plan: Plan = field(default_factory=dict)
     rate: float = 0.0
+    layers: tuple[str, ...] = ()  # layer by layer: --only globs of the layers cut so far (empty: all)
     # where each event's pipeline run scores (data-driven criteria) and proves: None, the live
     # model's own device at that event (a Lightning module is moved after the callback is set up)
     device: torch.device | None = None
@@ -109,31 +116,36 @@ class ChannelPruning:
         where = None if device is None else resolve_device(device, "Pruner: device")
         return cls(example, instance, global_ranking, batches, options, device=where)
 
-    def cut(self, model: nn.Module, rate: float, seed: int) -> Plan:
-        """Raise the cut to ``rate`` (of every group's channels) on the live ``model``; the new plan."""
-        result = self._run(model, rate, KeepCut(self.criterion, self.plan, self.criterion.name), seed)
+    def cut(self, model: nn.Module, rate: float, seed: int, layers: tuple[str, ...] = ()) -> Plan:
+        """Raise the cut to ``rate`` (of every group's channels) on the live ``model``; the new plan.
+        ``layers`` (layer by layer): globs of the layers this event adds; only the groups holding
+        them or the layers of earlier events are cut."""
+        active = self.layers + tuple(pattern for pattern in layers if pattern not in self.layers)
+        result = self._run(model, rate, KeepCut(self.criterion, self.plan, self.criterion.name), seed, active)
         _check_superset(self.plan, result.plan)
         apply_channel_masks(model, result.plan)
-        self.plan, self.rate = result.plan, rate
+        self.plan, self.rate, self.layers = result.plan, rate, active
         return result.plan
 
     def finish(self, model: nn.Module, seed: int) -> PruneResult:
         """The hard-pruned model of the current plan (soft == hard verified by the pipeline)."""
         with warnings.catch_warnings():  # the groups left whole were warned about at the events already
             warnings.filterwarnings("ignore", message="criterion .* leaves .* unpruned")
-            result = self._run(model, self.rate, KeepCut(None, self.plan, self.criterion.name), seed)
+            result = self._run(model, self.rate, KeepCut(None, self.plan, self.criterion.name), seed, self.layers)
         if kept_by_layer(result.plan) != kept_by_layer(self.plan):
             raise VerificationError("Pruner.finish: the final pipeline run kept other channels than the masks "
                                     "(the rate, rounding or exclusions changed since the last event?)")
         return result
 
-    def _run(self, model: nn.Module, rate: float, criterion: KeepCut, seed: int) -> PruneResult:
+    def _run(self, model: nn.Module, rate: float, criterion: KeepCut, seed: int,
+             layers: tuple[str, ...]) -> PruneResult:
         data = list(self.data.batches) if self.data is not None and criterion.needs_data else None
         loss = self.data.loss if data is not None else None
         device = self.device if self.device is not None else pipeline_device(model)
+        options = {**self.options, "only": layers} if layers else self.options
         return prune(model, example_inputs=self.example_inputs, loss=loss, rate=rate, criterion=criterion,
                      global_ranking=self.global_ranking, seed=seed, data=data, device=device_name(device),
-                     **self.options)
+                     **options)
 
 
 def pipeline_device(model: nn.Module) -> torch.device:

@@ -45,6 +45,7 @@ class ChooseOptions:
     seed: int = 0
     structure_rates: tuple[tuple[str, float], ...] = ()  # --rate-heads/-mlp/-hidden (structures.py)
     device: torch.device | None = None  # --device: where data-driven criteria run (scoring.score_groups)
+    only: tuple[str, ...] = ()  # --only globs: every group holding none of their layers is pinned
 
 
 def schedule_fraction(step: int, steps: int, schedule: str) -> float:
@@ -54,14 +55,22 @@ def schedule_fraction(step: int, steps: int, schedule: str) -> float:
     return step / steps
 
 
-def pin_excluded(groups: list[ChannelGroup], patterns: tuple[str, ...]) -> list[ChannelGroup]:
-    """Pin every group holding a layer whose name matches a glob of ``--exclude``."""
+def pin_excluded(groups: list[ChannelGroup], patterns: tuple[str, ...],
+                 only: tuple[str, ...] = ()) -> list[ChannelGroup]:
+    """Pin every group holding a layer whose name matches a glob of ``--exclude``, and with
+    ``--only`` every group holding no layer that matches one of its globs (a channel group is cut
+    as a whole: a matching layer brings in the layers its channels are coupled with)."""
     check_patterns(patterns, (layer for group in groups for layer in group.layers))
+    check_patterns(only, (layer for group in groups for layer in group.layers), "--only")
     for pattern in patterns:
         for group in groups:
             for layer in group.layers:
                 if is_excluded(layer, (pattern,)):
                     group.pinned_by.append(f"{layer}: --exclude {pattern}")
+    if only:
+        for group in groups:
+            if not any(is_excluded(layer, only) for layer in group.layers):
+                group.pinned_by.append(f"{group.layers[0]}: not in --only")
     return groups
 
 
@@ -76,7 +85,7 @@ def choose(spec: Spec, model: nn.Module, criterion: Criterion, options: ChooseOp
            example: torch.Tensor | None = None) -> Choice:
     """Kept channels per group of ``model`` (original numbering), by steps, toward the rate or target."""
     check_options(options)
-    original = pin_excluded(build_groups(spec, model), options.exclude)
+    original = pin_excluded(build_groups(spec, model), options.exclude, options.only)
     apply_structure_rates(original, model, dict(options.structure_rates))
     alignment = heads_multiple(original, model)  # a stock config's hidden width (config_alignment.py)
     aligned_notes: list[str] = []
@@ -86,7 +95,7 @@ def choose(spec: Spec, model: nn.Module, criterion: Criterion, options: ChooseOp
     history = []
     for step in range(1, options.steps + 1):
         done = schedule_fraction(step, options.steps, options.schedule)
-        groups = pin_excluded(build_groups(spec, current), options.exclude)
+        groups = pin_excluded(build_groups(spec, current), options.exclude, options.only)
         scores = score_groups(groups, current, criterion, data, options.seed, options.device)
         for index, (source, group) in enumerate(zip(original, groups)):
             if source.prunable and not group.prunable:  # pinned while scoring (a layer bn_scale cannot score)
@@ -120,7 +129,8 @@ def choose(spec: Spec, model: nn.Module, criterion: Criterion, options: ChooseOp
         history.append({"step": step, "done": round(done, 6), **entry})
     report: dict[str, Any] = {"selection": {
         "mode": "global" if options.global_ranking else "per-layer", "steps": options.steps,
-        "schedule": options.schedule, "exclude": list(options.exclude)}}
+        "schedule": options.schedule, "exclude": list(options.exclude),
+        **({"only": list(options.only)} if options.only else {})}}  # absent: the bytes of runs before --only
     if options.steps > 1 or options.target:
         report["selection"]["history"] = history
     if aligned_notes:

@@ -142,6 +142,46 @@ def test_a_resumed_run_keeps_the_plan_and_the_masks(tmp_path: Path) -> None:
                for name in pruner.channels.plan if pruner.channels.plan[name].out is not None)
 
 
+def test_layer_by_layer_cuts_one_layer_per_event_with_training_in_between(tmp_path: Path) -> None:
+    schedule = layer_by_layer(0.5, ["conv1", "conv2", "fc1"], start=1, every=2)
+    model, pruner, plans = _fit({}, schedule, epochs=7)
+    assert len(plans) == 3
+    # each event cuts its layer's group and leaves the later ones whole; an earlier cut stays as it was
+    assert [sorted(name for name in CONVS if name in plan) for plan in plans] == [
+        ["conv1"], ["conv1", "conv2"], ["conv1", "conv2", "fc1"]]  # a layer left whole is not in the plan
+    assert plans[0]["bn1"] == plans[0]["conv1"]
+    assert plans[1]["conv1"] == plans[0]["conv1"] and plans[2]["conv2"] == plans[1]["conv2"]
+    # the user's training between events moved the weights the later layers were scored on
+    assert {name: len(plans[-1][name]) for name in CONVS} == {"conv1": 8, "conv2": 16, "fc1": 32}
+    inputs = splits()["test"][0]
+    with torch.no_grad():
+        masked = model.eval()(inputs)
+    small = pruner.finish()
+    assert _widths(small) == {"conv1": 8, "conv2": 16, "fc1": 32}
+    with torch.no_grad():
+        torch.testing.assert_close(small(inputs), masked, rtol=1e-4, atol=1e-4)
+    assert pruner.result.report["selection"]["only"] == ["conv1", "conv2", "fc1"]
+    assert _accuracy(small) > 0.8
+    reloaded = prunectl.load(pruner.result.save(tmp_path / "bundle"))
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(inputs), small(inputs), rtol=0, atol=0)
+
+
+def test_layer_by_layer_resumes_from_its_state(tmp_path: Path) -> None:
+    schedule = layer_by_layer(0.5, ["conv1", "conv2"], start=0)
+    model, pruner, _ = _fit({}, schedule, epochs=1)  # conv1 cut, conv2 still to come
+    torch.save({"model": model.state_dict(), "pruner": pruner.state_dict()}, tmp_path / "mid.pt")
+    saved = torch.load(tmp_path / "mid.pt", weights_only=True)
+    fresh = DigitsCNN()
+    resumed = Pruner(fresh, schedule, mode="structured", example_inputs=_example())
+    fresh.load_state_dict(saved["model"])
+    resumed.load_state_dict(saved["pruner"])
+    assert resumed.channels.layers == ("conv1",)
+    assert resumed.step(1) is True
+    assert kept_by_layer(resumed.channels.plan)["conv1"] == kept_by_layer(pruner.channels.plan)["conv1"]
+    assert len(kept_by_layer(resumed.channels.plan)["conv2"]) == 16
+
+
 def test_bad_input_is_one_spec_error_line() -> None:
     with pytest.raises(SpecError, match="must be a torch.nn.Module, got str"):
         Pruner("model.pt", one_shot(0.5), mode="structured", example_inputs=_example())
@@ -149,8 +189,17 @@ def test_bad_input_is_one_spec_error_line() -> None:
         Pruner(DigitsCNN(), one_shot(0.5), mode="structured")
     with pytest.raises(SpecError, match="mode must be one of unstructured, structured, got 'channels'"):
         Pruner(DigitsCNN(), one_shot(0.5), mode="channels")
-    with pytest.raises(SpecError, match="layer-by-layer schedules are unstructured only"):
-        Pruner(DigitsCNN(), layer_by_layer(0.5, ["conv1"]), mode="structured", example_inputs=_example())
+    mixed = layer_by_layer(0.5, ["conv1"]) + one_shot(0.5, at=3)
+    with pytest.raises(SpecError, match="all layer events with a target"):
+        Pruner(DigitsCNN(), mixed, mode="structured", example_inputs=_example())
+    uneven = layer_by_layer(0.5, ["conv1"]) + layer_by_layer(0.25, ["conv2"], start=1)
+    with pytest.raises(SpecError, match=r"the same fraction .* has \[0.25, 0.5\]"):
+        Pruner(DigitsCNN(), uneven, mode="structured", example_inputs=_example())
+    with pytest.raises(SpecError, match="global_ranking is for whole-model schedules"):
+        Pruner(DigitsCNN(), layer_by_layer(0.5, ["conv1"]), mode="structured", example_inputs=_example(),
+               global_ranking=True)
+    with pytest.raises(SpecError, match="names layer 'conv9', which is no pruned layer and holds none"):
+        Pruner(DigitsCNN(), layer_by_layer(0.5, ["conv9"]), mode="structured", example_inputs=_example())
     with pytest.raises(SpecError, match="'rate' is set by the Pruner"):
         Pruner(DigitsCNN(), one_shot(0.5), mode="structured", example_inputs=_example(), prune_options={"rate": 0.2})
     with pytest.raises(SpecError, match="scores channels from data: give data="):

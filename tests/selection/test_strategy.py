@@ -1,11 +1,13 @@
-"""Ways to choose what to cut: global ranking, --exclude, steps and schedules (targets: test_budget.py)."""
+"""Ways to choose what to cut: global ranking, --exclude, --only, steps and schedules (targets: test_budget.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 import prunectl
 from fixtures.make_checkpoints import FIXTURES, make_model
+from prunectl.cli import cli
 from prunectl.coupling.groups import build_groups
 from prunectl.criteria import get_criterion
 from prunectl.errors import SpecError
@@ -59,6 +61,27 @@ def test_exclude_pins_matching_groups_and_rejects_patterns_matching_nothing(chec
     assert after["layer1.0.conv1"] < 16
     with pytest.raises(SpecError, match="no listed layer"):
         prunectl.prune(checkpoints["resnet18"], prunectl.PruneOptions(spec=RESNET, exclude=("nothing*",)))
+
+
+def test_only_cuts_the_groups_holding_a_matching_layer_and_their_coupled_layers(checkpoints, tmp_path) -> None:
+    result = prunectl.prune(checkpoints["resnet18"], prunectl.PruneOptions(spec=RESNET, rate=0.5,
+                                                                          only=("layer2.*.conv1",)))
+    cut = {name for name, layer in ((layer["name"], layer) for layer in result.report["layers"])
+           if layer["after"] < layer["before"]}
+    assert cut == {"layer2.0.conv1", "layer2.0.bn1", "layer2.1.conv1", "layer2.1.bn1"}  # each conv with its bn
+    assert result.report["selection"]["only"] == ["layer2.*.conv1"]
+    # a residual stream is one group: naming one of its convolutions cuts them all
+    stream = prunectl.prune(checkpoints["resnet18"], prunectl.PruneOptions(spec=RESNET, rate=0.5,
+                                                                          only=("layer3.0.conv2",)))
+    cut = {layer["name"] for layer in stream.report["layers"] if layer["after"] < layer["before"]}
+    assert {"layer3.0.conv2", "layer3.1.conv2", "layer3.0.shortcut.0"} <= cut
+    assert not any(name.startswith(("layer1.", "layer2.", "layer4.")) for name in cut)
+    with pytest.raises(SpecError, match="--only 'layer9.\\*': matches no listed layer"):
+        prunectl.prune(checkpoints["resnet18"], prunectl.PruneOptions(spec=RESNET, only=("layer9.*",)))
+    runner = CliRunner()
+    failed = runner.invoke(cli, ["prune", str(checkpoints["resnet18"]), "--spec", str(RESNET), "--rate", "0.5",
+                                 "--only", "nothing", "-o", str(tmp_path / "out")])
+    assert failed.exit_code == 3 and "--only 'nothing'" in failed.output and not (tmp_path / "out").exists()
 
 
 def test_schedules() -> None:
