@@ -56,6 +56,10 @@ DEFAULT_CALIB_SEQ_LEN = 128
 DEFAULT_CALIB_TOKENS = 16384
 # finetune --distill (training/distill.py): AdamW's rate
 DEFAULT_DISTILL_LR = 1e-4
+# finetune --distill's state every K steps (training/distill_state.py): a small LLM step takes ~15 s on
+# 2 CPU cores, so a kill loses at most a few minutes, and writing weights + AdamW's two moments
+# (3x the weights) every 10 steps costs well under a step
+DEFAULT_DISTILL_CHECKPOINT_EVERY = 10
 # perplexity (measure/perplexity.py): non-overlapping windows of 256 tokens
 DEFAULT_EVAL_SEQ_LEN = 256
 
