@@ -81,7 +81,8 @@ def finetune_command(bundle: str, quiet: bool, as_json: bool, task: str | None, 
 def _distill(bundle: str, quiet: bool, as_json: bool, task: str | None, options: dict[str, Any]) -> None:
     if (options["data"] is None) == (task is None):
         raise click.UsageError("--distill needs --data FILE --steps N (a language model) or --task TASK")
-    shared = {"output": options["output"], "seed": options["seed"], "teacher": options["teacher"],
+    shared = {"events": None if quiet or as_json else _said_on_stderr, "output": options["output"],
+              "seed": options["seed"], "teacher": options["teacher"],
               "device": options["device"], "micro_batches": options["micro_batches"],
               "temperature": 1.0 if options["temperature"] is None else options["temperature"],
               "task_loss_weight": options["task_loss_weight"] or 0.0,
@@ -116,3 +117,8 @@ def _distill(bundle: str, quiet: bool, as_json: bool, task: str | None, options:
     elif not quiet:
         Console().print(f"[green]ok[/green] {result['output']}: KL to the teacher {result['kl_before']:.4g} -> "
                         f"{result['kl_after']:.4g} after {result['steps']} steps{shown}")
+
+
+def _said_on_stderr(kind: str, info: dict[str, Any]) -> None:
+    if kind == "resumed":
+        click.echo(f"resuming at step {info['step']} of {info['steps']} from {info['state']}", err=True)

@@ -89,5 +89,7 @@ def resumable_distill(student: nn.Module, teacher: nn.Module, batches: PassBatch
     back onto its parameters' device."""
     training = make_training([p for p in student.parameters() if p.requires_grad])
     start, log = checkpoints.resume(saved, student, training) if saved is not None else (0, [])
+    if saved is not None and events is not None and checkpoints.group.is_writer:
+        events("resumed", {"step": start, "steps": options.steps, "state": str(checkpoints.directory)})
     return distill(student, teacher, batches, training, options, label_loss, checkpoints.group, events,
                    start, log, checkpoints.after_step(student, training))
