@@ -96,7 +96,6 @@ def _distill(bundle: str, quiet: bool, as_json: bool, task: str | None, options:
 
         result = distill_task_bundle(bundle, task, steps=options["steps"], epochs=options["epochs"],
                                      lr=options["lr"], **shared)
-        shown = f", validation {result['accuracy_before']:.2f} -> {result['accuracy_after']:.2f}"
     else:
         if options["steps"] is None:
             raise click.UsageError("--distill --data needs --steps N")
@@ -108,10 +107,11 @@ def _distill(bundle: str, quiet: bool, as_json: bool, task: str | None, options:
         text = {key: options[key] for key in ("data", "steps", "tokenizer", "eval_data", "calib_seq_len",
                                               "calib_tokens")}
         result = distill_bundle(bundle, lr=lr, **text, **shared)
-        perplexity = result.get("perplexity")
-        shown = f", perplexity {perplexity['before']:.4g} -> {perplexity['after']:.4g}" if perplexity else ""
     if result["kl_before"] is None:  # a torchrun rank other than 0: rank 0 reports
         return
+    perplexity = result.get("perplexity")
+    shown = (f", validation {result['accuracy_before']:.2f} -> {result['accuracy_after']:.2f}" if task is not None
+             else f", perplexity {perplexity['before']:.4g} -> {perplexity['after']:.4g}" if perplexity else "")
     if as_json:
         click.echo(json.dumps(result, indent=2))
     elif not quiet:
