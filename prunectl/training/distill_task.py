@@ -66,8 +66,7 @@ def distill_task_bundle(bundle: str | Path, task_name: str, steps: int | None = 
     saved = checkpoints.saved()  # a state from other arguments: exit 3 before any work
 
     validation = [x for x, _ in task.validation_batches()]
-    if group.is_writer:
-        accuracy_before = float(task.metric(model))
+    accuracy_before = float(task.metric(model)) if group.is_writer else None  # rank 0 reports
     with on_device(model, where), on_device(original.model, where):
         kl_before = mean_kl(model, original.model, validation, temperature) if group.is_writer else None
         log = resumable_distill(model, original.model, batches,
