@@ -99,7 +99,10 @@ def shuffled_each_pass(batches: list[Batch], seed: int) -> Callable[[int], list[
 def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model's logits on ``x``, sent to the model's device first (``--device``: the batches stay on the CPU)."""
     x = to_device(x, device_of(model))
-    output = model(input_ids=x, use_cache=False) if hasattr(model, "config") else model(x)
+    # token ids into a transformers language model by name (no KV cache to build); images (a CNN,
+    # timm's or transformers' ViT, whose first argument is pixel_values) positionally
+    language_model = hasattr(model, "config") and not x.is_floating_point()
+    output = model(input_ids=x, use_cache=False) if language_model else model(x)
     return getattr(output, "logits", output)
 
 

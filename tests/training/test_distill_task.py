@@ -2,7 +2,8 @@
 original's logits (found from the manifest's source) gets closer to it, deterministically, with
 a temperature and a task loss weight recorded; a teacher with other outputs, or none to be found,
 is one line and exit 5 with nothing written; SIGKILLed mid-run and rerun, and under torchrun with 2
-processes, it writes the bytes of one uninterrupted process (BatchNorm's statistics included)."""
+processes, it writes the bytes of one uninterrupted process (BatchNorm's statistics included); a
+pruned timm ViT on the same task is distilled the same way."""
 from __future__ import annotations
 
 import json
@@ -122,3 +123,23 @@ def test_torchrun_two_processes_write_the_bytes_of_one(pruned: Path, tmp_path: P
                          timeout=300)
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert _bundle_bytes(spread) == _bundle_bytes(single)
+
+
+def test_a_pruned_vit_is_distilled_the_same_way(tmp_path: Path) -> None:
+    pytest.importorskip("timm")
+    from prunectl_digits.task import DigitsTask
+    from tests.support.attention_models import DigitsTimmViT
+
+    torch.manual_seed(0)
+    teacher = DigitsTask().train(DigitsTimmViT(), epochs=2, lr=1e-3)
+    checkpoint = tmp_path / "vit.pt"
+    torch.save({"state_dict": teacher.state_dict(),
+                "model": {"factory": "tests.support.attention_models:DigitsTimmViT", "args": {}}}, checkpoint)
+    result = invoke("prune", checkpoint, "--input-shape", "1,1,8,8", "--rate", "0.5", "-o", tmp_path / "pruned", "-q")
+    assert result.exit_code == 0, result.output
+    result = invoke(*_args(tmp_path / "pruned", tmp_path / "kd", "--steps", "17", "--json"))
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["kl_after"] < shown["kl_before"] and shown["accuracy_after"] > shown["accuracy_before"]
+    assert json.loads((tmp_path / "kd" / "report.json").read_text())["distill"]["teacher"] == "vit.pt"
+    assert prunectl.verify(tmp_path / "kd")["checksums"] == "ok"
