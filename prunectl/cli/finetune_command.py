@@ -82,12 +82,11 @@ def _distill(bundle: str, quiet: bool, as_json: bool, task: str | None, options:
     if (options["data"] is None) == (task is None):
         raise click.UsageError("--distill needs --data FILE --steps N (a language model) or --task TASK")
     shared = {"events": None if quiet or as_json else _said_on_stderr, "output": options["output"],
-              "seed": options["seed"], "teacher": options["teacher"],
-              "device": options["device"], "micro_batches": options["micro_batches"],
-              "temperature": 1.0 if options["temperature"] is None else options["temperature"],
-              "task_loss_weight": options["task_loss_weight"] or 0.0,
-              "checkpoint_every": (O.DEFAULT_DISTILL_CHECKPOINT_EVERY if options["checkpoint_every"] is None
-                                   else options["checkpoint_every"])}
+              "seed": options["seed"], "teacher": options["teacher"], "device": options["device"],
+              "micro_batches": options["micro_batches"],
+              # the library's defaults where the option is not given
+              **{key: options[key] for key in ("temperature", "task_loss_weight", "checkpoint_every")
+                 if options[key] is not None}}
     if task is not None:
         given = [f"--{key.replace('_', '-')}" for key in ("tokenizer", "eval_data") if options[key] is not None]
         if given:
