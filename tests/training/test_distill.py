@@ -14,21 +14,13 @@ from helpers import assert_clean_failure, invoke
 
 import prunectl
 from prunectl.cli import cli
-from tests.support.text_models import llama_folder, tiny_llama, words
+from tests.support.text_models import llama_folder, pruned_llama, tiny_llama, words
 
 pytest.importorskip("transformers")
 
 
-def _pruned(tmp_path: Path) -> tuple[Path, Path]:
-    folder = llama_folder(tmp_path / "original")
-    text = tmp_path / "calib.txt"
-    text.write_text(words(1200), encoding="utf-8")
-    prunectl.prune(folder, prunectl.PruneOptions(rate=0.3, output=tmp_path / "pruned"))
-    return tmp_path / "pruned", text
-
-
 def test_distillation_brings_the_pruned_model_closer_to_the_original_deterministically(tmp_path: Path) -> None:
-    bundle, text = _pruned(tmp_path)
+    bundle, text = pruned_llama(tmp_path)
     runner = CliRunner()
     outputs = []
     for run in ("a", "b"):
@@ -48,7 +40,7 @@ def test_distillation_brings_the_pruned_model_closer_to_the_original_determinist
 
 
 def test_a_teacher_of_another_vocabulary_or_none_found_is_exit_5(tmp_path: Path) -> None:
-    bundle, text = _pruned(tmp_path)
+    bundle, text = pruned_llama(tmp_path)
     other = tiny_llama(vocab_size=100)
     other.save_pretrained(tmp_path / "other")
     runner = CliRunner()
@@ -65,7 +57,7 @@ def test_a_teacher_of_another_vocabulary_or_none_found_is_exit_5(tmp_path: Path)
 
 
 def test_text_shorter_than_a_window_or_without_a_tokenizer_is_one_line_exit_3(tmp_path: Path) -> None:
-    bundle, _ = _pruned(tmp_path)
+    bundle, _ = pruned_llama(tmp_path)
     short = tmp_path / "short.txt"
     short.write_text(words(10), encoding="utf-8")
     out = tmp_path / "out"

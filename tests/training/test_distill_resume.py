@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,18 +19,10 @@ from helpers import ROOT, assert_clean_failure, invoke  # noqa: E402
 
 import prunectl  # noqa: E402
 from prunectl.training.run_state import load_state  # noqa: E402
-from tests.support.text_models import llama_folder, words  # noqa: E402
+from tests.support.processes import BIN, assert_torchrun_writes_one_process_bytes, bundle_bytes, one_thread_env  # noqa: E402,E501
+from tests.support.text_models import pruned_llama  # noqa: E402
 
-BIN = Path(sys.executable).parent
 STEPS = 40
-
-
-def _pruned(tmp_path: Path) -> tuple[Path, Path]:
-    folder = llama_folder(tmp_path / "original")
-    text = tmp_path / "calib.txt"
-    text.write_text(words(1200), encoding="utf-8")
-    prunectl.prune(folder, prunectl.PruneOptions(rate=0.3, output=tmp_path / "pruned"))
-    return tmp_path / "pruned", text
 
 
 def _args(bundle: Path, text: Path, out: Path, *extra: str, quiet: bool = True) -> list[str]:
@@ -40,23 +31,15 @@ def _args(bundle: Path, text: Path, out: Path, *extra: str, quiet: bool = True) 
             *(["-q"] if quiet else []), *extra]
 
 
-def _bundle_bytes(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}  # what torchrun gives each process: the same kernels everywhere
-
-
 def test_a_killed_distillation_resumes_to_the_uninterrupted_bytes(tmp_path: Path) -> None:
-    bundle, text = _pruned(tmp_path)
+    bundle, text = pruned_llama(tmp_path)
     reference = tmp_path / "reference"
-    subprocess.run([str(BIN / "prunectl"), *_args(bundle, text, reference)], check=True, cwd=ROOT, env=_env())
+    subprocess.run([str(BIN / "prunectl"), *_args(bundle, text, reference)], check=True, cwd=ROOT, env=one_thread_env())
     assert not (tmp_path / "reference.distill-state").exists()
 
     killed = tmp_path / "killed"
     state = tmp_path / "killed.distill-state"
-    process = subprocess.Popen([str(BIN / "prunectl"), *_args(bundle, text, killed)], cwd=ROOT, env=_env())
+    process = subprocess.Popen([str(BIN / "prunectl"), *_args(bundle, text, killed)], cwd=ROOT, env=one_thread_env())
     deadline = time.monotonic() + 180
     while not (state / "state.pt").exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -73,9 +56,9 @@ def test_a_killed_distillation_resumes_to_the_uninterrupted_bytes(tmp_path: Path
     assert (state / "state.pt").read_bytes() == before  # the refused run left the state as it was
 
     resumed = subprocess.run([str(BIN / "prunectl"), *_args(bundle, text, killed, quiet=False)], check=True,
-                             cwd=ROOT, env=_env(), capture_output=True, text=True)
+                             cwd=ROOT, env=one_thread_env(), capture_output=True, text=True)
     assert f"resuming at step {saved.data['step']} of {STEPS} from {state}" in resumed.stderr
-    assert _bundle_bytes(killed) == _bundle_bytes(reference)
+    assert bundle_bytes(killed) == bundle_bytes(reference)
     assert not state.exists()
     prunectl.load(killed)
 
@@ -83,18 +66,8 @@ def test_a_killed_distillation_resumes_to_the_uninterrupted_bytes(tmp_path: Path
 @pytest.mark.skipif(shutil.which("torchrun", path=str(BIN)) is None, reason="torchrun not installed")
 def test_torchrun_two_processes_write_the_bytes_of_one(tmp_path: Path) -> None:
     pytest.importorskip("torch.distributed")
-    import torch.distributed as dist
-
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
-    bundle, text = _pruned(tmp_path)
-    single = tmp_path / "single"
-    subprocess.run([str(BIN / "prunectl"), *_args(bundle, text, single, "--micro-batches", "2")], check=True,
-                   cwd=ROOT, env=_env())
-    spread = tmp_path / "spread"
-    ran = subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "prunectl",
-                          *_args(bundle, text, spread)], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                         timeout=300)
-    assert ran.returncode == 0, ran.stderr[-3000:]
-    assert _bundle_bytes(spread) == _bundle_bytes(single)
+    bundle, text = pruned_llama(tmp_path)
+    single, spread = tmp_path / "single", tmp_path / "spread"
+    assert_torchrun_writes_one_process_bytes(_args(bundle, text, single, "--micro-batches", "2"),
+                                             _args(bundle, text, spread), single, spread)
     assert not (tmp_path / "spread.distill-state").exists()

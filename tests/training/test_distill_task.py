@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,8 +24,7 @@ from helpers import ROOT, assert_clean_failure, invoke  # noqa: E402
 import prunectl  # noqa: E402
 from prunectl.formats.history import read_history  # noqa: E402
 from prunectl_digits.models import DigitsCNN  # noqa: E402
-
-BIN = Path(sys.executable).parent
+from tests.support.processes import BIN, assert_torchrun_writes_one_process_bytes, bundle_bytes, one_thread_env  # noqa: E402,E501
 
 
 @pytest.fixture
@@ -44,14 +42,6 @@ def _args(bundle: Path, out: Path, *extra: str) -> list[str]:
             "0.5", "-o", str(out), *extra]
 
 
-def _bundle_bytes(path: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
 def test_the_pruned_cnn_gets_closer_to_its_original_deterministically(pruned: Path, tmp_path: Path) -> None:
     outputs = []
     for run in ("a", "b"):
@@ -65,7 +55,7 @@ def test_the_pruned_cnn_gets_closer_to_its_original_deterministically(pruned: Pa
     assert report["temperature"] == 4 and report["task_loss_weight"] == 0.5 and report["steps"] == 34
     assert report["accuracy_after"] == shown["accuracy_after"] and report["log"][-1]["step"] == 34
     assert "loss" in report["log"][0]  # the KL plus the weighted task loss
-    assert _bundle_bytes(outputs[0]) == _bundle_bytes(outputs[1])
+    assert bundle_bytes(outputs[0]) == bundle_bytes(outputs[1])
     assert (outputs[0] / "model.safetensors").read_bytes() != (pruned / "model.safetensors").read_bytes()
     history = read_history(outputs[0] / "history.json")
     assert [h["phase"] for h in history] == ["original", "distill"]
@@ -92,37 +82,28 @@ def test_a_teacher_with_other_outputs_or_none_found_is_exit_5(pruned: Path, tmp_
 def test_killed_and_rerun_it_writes_the_uninterrupted_bytes(pruned: Path, tmp_path: Path) -> None:
     args = ("--steps", "300", "--checkpoint-every", "5", "-q")
     reference = tmp_path / "reference"
-    subprocess.run([str(BIN / "prunectl"), *_args(pruned, reference, *args)], check=True, cwd=ROOT, env=_env())
+    subprocess.run([str(BIN / "prunectl"), *_args(pruned, reference, *args)], check=True, cwd=ROOT,
+                   env=one_thread_env())
     killed = tmp_path / "killed"
     state = tmp_path / "killed.distill-state" / "state.pt"
-    process = subprocess.Popen([str(BIN / "prunectl"), *_args(pruned, killed, *args)], cwd=ROOT, env=_env())
+    process = subprocess.Popen([str(BIN / "prunectl"), *_args(pruned, killed, *args)], cwd=ROOT, env=one_thread_env())
     deadline = time.monotonic() + 120
     while not state.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert state.exists() and not killed.exists(), "the run finished before it could be killed"
-    subprocess.run([str(BIN / "prunectl"), *_args(pruned, killed, *args)], check=True, cwd=ROOT, env=_env())
-    assert _bundle_bytes(killed) == _bundle_bytes(reference)
+    subprocess.run([str(BIN / "prunectl"), *_args(pruned, killed, *args)], check=True, cwd=ROOT, env=one_thread_env())
+    assert bundle_bytes(killed) == bundle_bytes(reference)
     assert not state.parent.exists()
 
 
 @pytest.mark.skipif(shutil.which("torchrun", path=str(BIN)) is None, reason="torchrun not installed")
 def test_torchrun_two_processes_write_the_bytes_of_one(pruned: Path, tmp_path: Path) -> None:
-    import torch.distributed as dist
-
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
     args = ("--epochs", "1", "-q")
-    single = tmp_path / "single"
-    subprocess.run([str(BIN / "prunectl"), *_args(pruned, single, *args, "--micro-batches", "2")], check=True,
-                   cwd=ROOT, env=_env())
-    spread = tmp_path / "spread"
-    ran = subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "prunectl",
-                          *_args(pruned, spread, *args)], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                         timeout=300)
-    assert ran.returncode == 0, ran.stderr[-3000:]
-    assert _bundle_bytes(spread) == _bundle_bytes(single)
+    single, spread = tmp_path / "single", tmp_path / "spread"
+    assert_torchrun_writes_one_process_bytes(_args(pruned, single, *args, "--micro-batches", "2"),
+                                             _args(pruned, spread, *args), single, spread)
 
 
 def test_a_pruned_vit_is_distilled_the_same_way(tmp_path: Path) -> None:
