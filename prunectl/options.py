@@ -119,6 +119,9 @@ class PruneOptions:
     calib_seq_len: int = DEFAULT_CALIB_SEQ_LEN
     calib_tokens: int = DEFAULT_CALIB_TOKENS
     eval_data: str | Path | None = None  # a .txt file: perplexity before and after, into report.json
+    # FLAP: every cut input's mean contribution (over --data) into its reader's bias
+    # (selection/bias_compensation.py)
+    bias_compensation: bool = False
     global_ranking: bool = False
     exclude: tuple[str, ...] = ()
     only: tuple[str, ...] = ()  # layer globs: cut only the groups holding a matching layer (--only)
@@ -182,6 +185,9 @@ class PruneOptions:
             raise SpecError(f"--dtype: expected one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.mode not in MODES:
             raise SpecError(f"--mode: expected structured or unstructured, got {self.mode!r}")
+        if self.bias_compensation and self.mode == "unstructured":
+            raise SpecError("--bias-compensation: unstructured pruning removes no input channel; use it with "
+                            "--mode structured")
         if self.prune_bias and self.mode != "unstructured":
             raise SpecError("--prune-bias: biases are pruned entry by entry, with --mode unstructured only")
         if self.module is not None and (self.target_macs is not None or self.target_params is not None

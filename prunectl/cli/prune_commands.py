@@ -47,6 +47,9 @@ from .run_config import config_option
 @click.option("--data", help="Data for data-driven criteria: a .pt/.npz file (inputs, targets), a task name, or "
               "a .txt file for a language model (tokenised with its own tokenizer).")
 @text_data_options
+@click.option("--bias-compensation", is_flag=True,
+              help="FLAP: add each cut input's mean contribution over --data to the bias of the layer reading it "
+              "(Llama's config gains mlp_bias/attention_bias; needs --data).")
 @click.option("--eval-data", type=click.Path(dir_okay=False, path_type=str),
               help="A .txt file: perplexity before and after pruning into report.json (windows of "
               f"{DEFAULT_EVAL_SEQ_LEN} tokens, no overlap).")
