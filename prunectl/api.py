@@ -154,10 +154,7 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
     clock("load")
     if options.output is not None:
         check_output_path(Path(options.output))
-    options.check()
-    if options.bias_compensation and options.data is None and given.data is None:
-        raise SpecError("--bias-compensation: needs --data (the removed inputs' means are taken over calibration "
-                        "data)")
+    options.check(data_given=given.data is not None)
     device = resolve_device(options.device)  # a device that is not here: exit 3 before anything is read
     spec = requested_spec(options.spec, options)
     if given.loaded and options.dtype is not None:
@@ -213,9 +210,7 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
     compensation = None
     if options.bias_compensation:  # on the original, before masking: soft and hard then share the new biases
         compensation = compensate_biases(choice.model, groups, kept, data, loaded.model_ref, device)
-        if compensation.args:  # the rebuild (and hf/'s config) builds the biases the readers now have
-            loaded = replace(loaded, model_ref=replace(loaded.model_ref,
-                                                       args={**loaded.model_ref.args, **compensation.args}))
+        loaded = replace(loaded, model_ref=compensation.model_ref)  # the rebuild (and hf/) builds the new biases
     # the hard model shares the tensors of every layer the plan leaves alone with the original,
     # which is then masked in place: masking writes only to the layers the plan cuts, and the
     # original is not needed again (choice.model: the masked copy in unstructured mode)
@@ -242,8 +237,7 @@ def _prune(checkpoint: str | Path | None, options: PruneOptions, progress: Progr
                           macs=(comparison.soft_macs, comparison.hard_macs))
     report.update(choice.report)
     report.update(language_model_sizes(soft, rebuilt))
-    if compensation is not None:
-        report["bias_compensation"] = compensation.report
+    report.update({"bias_compensation": compensation.report} if compensation is not None else {})
     if traced is not None:
         report["traced"] = {"pinned": traced.pinned, "tracer": traced.tracer}
     if module is not None:

@@ -164,8 +164,9 @@ class PruneOptions:
         return tuple((structure, getattr(self, f"rate_{structure}")) for structure in ("heads", "mlp", "hidden")
                      if getattr(self, f"rate_{structure}") is not None)
 
-    def check(self) -> None:
-        """The options' own constraints (what needs the model or spec is checked where it is read)."""
+    def check(self, data_given: bool = False) -> None:
+        """The options' own constraints (what needs the model or spec is checked where it is read);
+        ``data_given``: calibration data came as objects (``prunectl.prune(data=loader)``)."""
         if self.rate is not None and (isinstance(self.rate, bool) or not isinstance(self.rate, (int, float))):
             raise SpecError(f"--rate: expected a number, got {type(self.rate).__name__} {self.rate!r}")
         if isinstance(self.rate, int) and not isinstance(self.rate, bool) and self.mode == "unstructured":
@@ -185,6 +186,8 @@ class PruneOptions:
             raise SpecError(f"--dtype: expected one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.mode not in MODES:
             raise SpecError(f"--mode: expected structured or unstructured, got {self.mode!r}")
+        if self.bias_compensation and self.data is None and not data_given:
+            raise SpecError("--bias-compensation: needs --data (the removed inputs' means are taken over it)")
         if self.bias_compensation and self.mode == "unstructured":
             raise SpecError("--bias-compensation: unstructured pruning removes no input channel; use it with "
                             "--mode structured")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -46,10 +46,10 @@ from .scoring import data_on
 
 @dataclass(frozen=True)
 class Compensation:
-    """What compensating changed besides the biases: the factory args that build the new biases
-    (``{"mlp_bias": True}``), and report.json's ``bias_compensation``."""
+    """What compensating changed besides the biases: the model's factory and args, with the flags
+    that build the new biases (``"mlp_bias": True``), and report.json's ``bias_compensation``."""
 
-    args: dict[str, Any]
+    model_ref: ModelRef | None
     report: dict[str, Any]
 
 
@@ -192,7 +192,8 @@ def compensate_biases(model: nn.Module, groups: list[ChannelGroup], kept: list[t
     report = {"readers": compensated,
               "uncompensated": [{"layer": name, "reason": left[name]} for name in sorted(left)],
               **({"args": {flag: True for flag in chosen}} if chosen else {})}
-    return Compensation({flag: True for flag in chosen}, report)
+    flagged = {flag: True for flag in chosen}
+    return Compensation(replace(model_ref, args={**model_ref.args, **flagged}) if flagged else model_ref, report)
 
 
 def _input_means(model: nn.Module, readers: dict[str, torch.Tensor], data: CalibrationData,
