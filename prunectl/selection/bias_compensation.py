@@ -54,11 +54,13 @@ class Compensation:
 
 
 def removed_inputs(groups: list[ChannelGroup], kept: list[torch.Tensor | None], model: nn.Module
-                   ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, str], dict[str, str]]:
     """Per reader of a cut channel (a Linear or conv taking the channels as input): the input
-    indices the cut removes, ascending; and the readers that cannot be compensated, with why."""
+    indices the cut removes, ascending; the readers left by design (behind a norm), and those
+    that cannot be compensated (a grouped conv, another kind), each with why."""
     modules = dict(model.named_modules())
     removed: dict[str, list[torch.Tensor]] = {}
+    normalised: dict[str, str] = {}
     refused: dict[str, str] = {}
     for group, indices in zip(groups, kept):
         if indices is None or len(indices) == group.size:
@@ -74,11 +76,12 @@ def removed_inputs(groups: list[ChannelGroup], kept: list[torch.Tensor | None], 
             if why == "":
                 continue  # a depthwise conv: its removed inputs feed only removed outputs
             if why is not None:
-                refused.setdefault(member.module, why)
+                (normalised if norm is not None else refused).setdefault(member.module, why)
                 continue
             removed.setdefault(member.module, []).append(member.offset + expand(dropped, member.factor))
-    return ({name: torch.cat(parts).sort().values for name, parts in removed.items() if name not in refused},
-            refused)
+    left = {**normalised, **refused}
+    return ({name: torch.cat(parts).sort().values for name, parts in removed.items() if name not in left},
+            normalised, refused)
 
 
 def _complement(size: int, kept: torch.Tensor) -> torch.Tensor:
@@ -152,8 +155,7 @@ def compensate_biases(model: nn.Module, groups: list[ChannelGroup], kept: list[t
                       device: torch.device | None = None) -> Compensation:
     """Add every cut input's mean contribution to its reader's bias, in ``model`` (the original,
     before masking); the args and report entry that go with it."""
-    removed, by_design = removed_inputs(groups, kept, model)
-    refused: dict[str, str] = {}
+    removed, by_design, refused = removed_inputs(groups, kept, model)
     modules = dict(model.named_modules())
     flags = bias_flags(model_ref, model) if any(modules[n].bias is None for n in removed) else {}
     chosen: dict[str, frozenset[str]] = {}
@@ -184,15 +186,15 @@ def compensate_biases(model: nn.Module, groups: list[ChannelGroup], kept: list[t
         module.bias.add_(shift.to(dtype=module.bias.dtype, device=module.bias.device))
         compensated.append({"layer": name, "inputs_removed": len(index), "positions": positions[name],
                             "max_abs_shift": float(shift.abs().max())})
-    if refused:  # the hidden width's readers are left by design, these for want of a bias: say so
+    if refused:  # the hidden width's readers are left by design; these could not be compensated: say so
         first = sorted(refused)[0]
         warnings.warn(f"--bias-compensation: {len(refused)} reader(s) left uncompensated, e.g. {first!r}: "
                       f"{refused[first]}", stacklevel=2)
     left = {**by_design, **refused}
+    flagged = {flag: True for flag in chosen}
     report = {"readers": compensated,
               "uncompensated": [{"layer": name, "reason": left[name]} for name in sorted(left)],
-              **({"args": {flag: True for flag in chosen}} if chosen else {})}
-    flagged = {flag: True for flag in chosen}
+              **({"args": flagged} if flagged else {})}
     return Compensation(replace(model_ref, args={**model_ref.args, **flagged}) if flagged else model_ref, report)
 
 
