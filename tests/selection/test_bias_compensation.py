@@ -18,9 +18,12 @@ from click.testing import CliRunner
 import prunectl
 from fixtures.models import AlexNet
 from prunectl.cli import cli
+from prunectl.formats.spec import ModelRef
 from prunectl.loading.text_data import load_calibration
 from prunectl.loading.tokenizer import find_tokenizer
 from prunectl.models import factory
+from prunectl.selection.bias_compensation import bias_flags
+from tests.support.bias_models import BiasFlagMLP, NoBiasMLP
 from tests.support.llm_families import LLM_FAMILIES
 from tests.support.text_models import llama_folder, tiny_llama, words
 
@@ -161,3 +164,34 @@ def test_bad_bias_compensation_options_are_one_line_and_exit_3(tmp_path: Path, e
     assert result.output.strip().splitlines() == [f"error: {result.output.strip()[7:]}"]
     assert message in result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("family, flags", [("llama", {"attention_bias", "mlp_bias"}), ("gemma2", {"attention_bias"}),
+                                           ("qwen2", set()), ("mistral", set())])
+def test_the_bias_flags_a_config_offers_are_found_by_building_it(family: str, flags: set) -> None:
+    name, args = LLM_FAMILIES[family]
+    model = factory.build(name, args)
+    config = model.config.to_dict()
+    full = {**args, **{key: value for key, value in config.items() if "bias" in key}}  # what a config.json holds
+    found = bias_flags(ModelRef(name, full), model)
+    assert set(found) == flags
+    if "mlp_bias" in found:
+        assert found["mlp_bias"] == {f"model.layers.{i}.mlp.{p}_proj" for i in (0, 1) for p in ("gate", "up", "down")}
+
+
+def test_a_user_class_with_a_bias_argument_is_rebuilt_with_the_compensated_bias(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    batches = [(torch.randn(16, 8, generator=torch.Generator().manual_seed(i)), None) for i in range(4)]
+    result = prunectl.prune(BiasFlagMLP(), factory_args={"hidden": 16}, example_inputs=batches[0][0][:1],
+                            data=batches, rate=0.5, bias_compensation=True, output=tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    # the constructor's own default (bias=False), found from its signature, turned on in the rebuild args
+    assert manifest["rebuild"]["args"] == {"hidden": 8, "bias": True} and manifest["resize"] == {}
+    loaded = prunectl.load(tmp_path / "out")
+    assert loaded.fc2.bias is not None and float(loaded.fc2.bias.detach().abs().max()) > 0
+    assert result.report["bias_compensation"]["readers"][0]["layer"] == "fc2"
+    with pytest.warns(UserWarning, match="'fc2': has no bias, and no argument of .*NoBiasMLP builds it"):
+        left = prunectl.prune(NoBiasMLP(), factory_args={"hidden": 16}, example_inputs=batches[0][0][:1],
+                              data=batches, rate=0.5, bias_compensation=True)
+    assert [entry["layer"] for entry in left.report["bias_compensation"]["uncompensated"]] == ["fc2"]
+    assert left.model.fc2.bias is None
