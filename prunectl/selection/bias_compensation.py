@@ -113,6 +113,9 @@ def bias_flags(model_ref: ModelRef | None, model: nn.Module) -> dict[str, frozen
         return {}
     candidates = {key for key, value in model_ref.args.items() if value is False and "bias" in key.lower()}
     candidates |= _false_bias_defaults(model_ref)
+    config = getattr(model, "config", None)
+    if hasattr(config, "to_dict"):  # transformers: args may be part of a config, the rest its defaults
+        candidates |= {key for key, value in config.to_dict().items() if value is False and "bias" in key.lower()}
     if not candidates:
         return {}
     base = meta_model(model_ref.factory, model_ref.args)
