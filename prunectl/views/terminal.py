@@ -57,6 +57,12 @@ def prune_summary(console: Console, report: dict[str, Any], manifest: dict[str, 
                            f"{timed['before']['median_ms']:.3g} -> {timed['after']['median_ms']:.3g} ms, "
                            f"x{timed['speedup']:.2f} (median of {timed['after']['runs']}, "
                            f"{report['latency']['threads']} thread(s))")
+    compensation = report.get("bias_compensation")
+    if compensation is not None:  # --bias-compensation: how many readers took the removed inputs' means
+        flags = ", ".join(f"{flag}: true" for flag in compensation.get("args", {}))
+        totals.add_row("bias compensation", f"{len(compensation['readers'])} readers"
+                       f"{f' ({flags} in the config)' if flags else ''}, {len(compensation['uncompensated'])} "
+                       "left (report.json says why)")
     pinned = report.get("traced", {}).get("pinned", {})
     if pinned:  # a traced spec: which layers keep every channel, and why (the first few)
         shown = "; ".join(f"{name}: {reason}" for name, reason in list(pinned.items())[:3])
