@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+import weakref
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
@@ -162,17 +163,26 @@ def compensate_biases(model: nn.Module, groups: list[ChannelGroup], kept: list[t
     modules = dict(model.named_modules())
     flags = bias_flags(model_ref, model) if any(modules[n].bias is None for n in removed) else {}
     chosen: dict[str, frozenset[str]] = {}
+    into_norm: dict[str, str] = {}  # a bias-free reader whose output goes straight into a BatchNorm
     for name in sorted(removed):
         if modules[name].bias is not None or any(name in owners for owners in chosen.values()):
             continue
         flag = next((flag for flag, owners in flags.items() if name in owners), None)
-        if flag is None:
+        norm = _batch_norm_after(name, groups, modules) if flag is None else None
+        if flag is not None:
+            chosen[flag] = flags[flag]
+        elif norm is not None:
+            into_norm[name] = norm
+        else:
             refused[name] = (f"has no bias, and no argument of {model_ref.factory if model_ref else 'its factory'} "
                              "builds it with one")
-        else:
-            chosen[flag] = flags[flag]
     removed = {name: index for name, index in removed.items() if name not in refused}
-    means, positions = _input_means(model, removed, data, device)
+    means, positions, straight = _input_means(model, removed, data, device, into_norm)
+    for name, norm in into_norm.items():
+        if not straight.get(name):
+            refused[name] = (f"has no bias, no argument builds it with one, and {norm!r} after it does not take its "
+                             "output as it is")
+            del removed[name]
     for owners in chosen.values():  # the biases the flag builds: zeros, then the compensated ones below
         for owner in sorted(owners):
             weight = L.weight_of(modules[owner])
@@ -184,15 +194,19 @@ def compensate_biases(model: nn.Module, groups: list[ChannelGroup], kept: list[t
             setattr(config, flag, True)
     compensated = []
     for name, index in sorted(removed.items()):
-        module = modules[name]
-        shift = _lost_contribution(module, index, means[name])
-        module.bias.add_(shift.to(dtype=module.bias.dtype, device=module.bias.device))
-        compensated.append({"layer": name, "inputs_removed": len(index), "positions": positions[name],
+        shift = _lost_contribution(modules[name], index, means[name])
+        if name in into_norm:  # eval-mode BN(y + s) with running mean m is BN(y) with running mean m - s
+            target, into = modules[into_norm[name]].running_mean, f"{into_norm[name]}.running_mean"
+            shift = -shift
+        else:
+            target, into = modules[name].bias, f"{name}.bias"
+        target.add_(shift.to(dtype=target.dtype, device=target.device))
+        compensated.append({"layer": name, "into": into, "inputs_removed": len(index), "positions": positions[name],
                             "max_abs_shift": float(shift.abs().max())})
     if refused:  # the hidden width's readers are left by design; these could not be compensated: say so
         first = sorted(refused)[0]
         warnings.warn(f"--bias-compensation: {len(refused)} reader(s) left uncompensated, e.g. {first!r}: "
-                      f"{refused[first]}", stacklevel=2)
+                      f"{refused[first]}", stacklevel=3)  # past torch.no_grad's wrapper: the caller
     left = {**by_design, **refused}
     flagged = {flag: True for flag in chosen}
     report = {"readers": compensated,
@@ -201,25 +215,59 @@ def compensate_biases(model: nn.Module, groups: list[ChannelGroup], kept: list[t
     return Compensation(replace(model_ref, args={**model_ref.args, **flagged}) if flagged else model_ref, report)
 
 
+def _batch_norm_after(name: str, groups: list[ChannelGroup], modules: dict[str, nn.Module]) -> str | None:
+    """The BatchNorm (with running statistics) the spec lists right after ``name``'s outputs, as
+    wide as they are: the shift a bias would take can go into its running mean instead."""
+    for group in groups:
+        for position, member in enumerate(group.members[:-1]):
+            after = group.members[position + 1]
+            norm = modules.get(after.module)
+            if (member.module == name and member.side == "out" and after.side == "out" and member.offset == 0
+                    and after.offset == 0 and isinstance(norm, nn.modules.batchnorm._BatchNorm)
+                    and norm.running_mean is not None and norm.num_features == L.out_width(modules[name])):
+                return after.module
+    return None
+
+
 def _input_means(model: nn.Module, readers: dict[str, torch.Tensor], data: CalibrationData,
-                 device: torch.device | None) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+                 device: torch.device | None, into_norm: dict[str, str]
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, int], dict[str, bool]]:
     """Each reader's signed mean input per input feature over every position of the data, float64;
-    and how many positions (tokens, pixels) each mean is over."""
+    how many positions (tokens, pixels) each mean is over; and, for each reader of ``into_norm``,
+    whether its BatchNorm took the reader's very output tensor every time (not a sum with another
+    branch, not the output of an activation between them: only then is the shift exact)."""
     if not readers:
-        return {}, {}
+        return {}, {}, {}
     modules = dict(model.named_modules())
     views = [LayerView(name, modules[name], consumers=(Consumer(name, modules[name]),)) for name in sorted(readers)]
+    straight: dict[str, bool] = {}
+    handles = []
+    for name, norm in into_norm.items():
+        last: dict[str, weakref.ref] = {}  # a weak reference: no activation is kept alive by it
+
+        def remember(module: nn.Module, args: tuple, output: Any, last=last) -> None:
+            if isinstance(output, torch.Tensor):
+                last["output"] = weakref.ref(output)
+
+        def compare(module: nn.Module, args: tuple, last=last, name=name) -> None:
+            seen = last.pop("output", None)
+            straight[name] = straight.get(name, True) and seen is not None and bool(args) and seen() is args[0]
+        handles += [modules[name].register_forward_hook(remember), modules[norm].register_forward_pre_hook(compare)]
     moved = not is_cpu(device)
-    with on_device(model, device) if moved else nullcontext():
-        sums, positions = observe_readers(model, views, data_on(data, device) if moved else data,
-                                          lambda consumer, features: features.sum(0))
+    try:
+        with on_device(model, device) if moved else nullcontext():
+            sums, positions = observe_readers(model, views, data_on(data, device) if moved else data,
+                                              lambda consumer, features: features.sum(0))
+    finally:
+        for handle in handles:
+            handle.remove()
     means, counts = {}, {}
     for name in readers:
         if (name, 0) not in sums:
             raise SpecError(f"--bias-compensation: layer {name!r} got no input on the data; is it used in forward()?")
         means[name] = sums[(name, 0)].cpu() / positions[(name, 0)]
         counts[name] = positions[(name, 0)]
-    return means, counts
+    return means, counts, straight
 
 
 def _lost_contribution(module: nn.Module, removed: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:

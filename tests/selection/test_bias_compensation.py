@@ -16,14 +16,14 @@ import torch
 from click.testing import CliRunner
 
 import prunectl
-from fixtures.models import AlexNet
+from fixtures.models import VGG11BN, AlexNet
 from prunectl.cli import cli
 from prunectl.formats.spec import ModelRef
 from prunectl.loading.text_data import load_calibration
 from prunectl.loading.tokenizer import find_tokenizer
 from prunectl.models import factory
 from prunectl.selection.bias_compensation import bias_flags
-from tests.support.bias_models import BiasFlagMLP, NoBiasMLP
+from tests.support.bias_models import ActivationBeforeNorm, BiasFlagMLP, NoBiasMLP
 from tests.support.llm_families import LLM_FAMILIES
 from tests.support.text_models import llama_folder, tiny_llama, words
 
@@ -197,3 +197,54 @@ def test_a_user_class_with_a_bias_argument_is_rebuilt_with_the_compensated_bias(
                               data=batches, rate=0.5, bias_compensation=True)
     assert [entry["layer"] for entry in left.report["bias_compensation"]["uncompensated"]] == ["fc2"]
     assert left.model.fc2.bias is None
+
+
+def _images(count: int = 4) -> list:
+    generator = torch.Generator().manual_seed(0)
+    return [(torch.randn(8, 3, 32, 32, generator=generator), None) for _ in range(count)]
+
+
+def test_a_bias_free_conv_before_a_batch_norm_shifts_its_running_mean(tmp_path: Path) -> None:
+    args = {f"out_ch_conv{i}": 16 for i in range(1, 9)} | {"out_ch_fc1": 32}
+    batches = _images()
+    errors, inputs = {}, []
+    for compensate in (False, True):
+        torch.manual_seed(0)
+        model = VGG11BN(**args).eval()
+        for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # statistics as trained
+            norm.running_mean.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+            norm.running_var.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(2))
+        original = VGG11BN(**args).eval()
+        original.load_state_dict(model.state_dict())
+        result = prunectl.prune(model, factory_args=args, example_inputs=batches[0][0][:1], data=batches, rate=0.5,
+                                bias_compensation=compensate)
+        with torch.no_grad():
+            errors[compensate] = sum(float((result.model(x) - original(x)).pow(2).mean()) for x, _ in batches)
+    verify = result.manifest.extra["verify"]
+    assert verify["soft_vs_hard_max_abs"] <= verify["tolerance"] * max(1.0, verify["reference_max_abs"])
+    assert errors[True] < errors[False] / 4  # measured: 5x closer
+    into = {entry["layer"]: entry["into"] for entry in result.report["bias_compensation"]["readers"]}
+    assert into["conv3"] == "bn3.running_mean" and into["fc1"] == "fc1.bias"
+    handle = original.conv3.register_forward_pre_hook(lambda module, x: inputs.append(x[0].double()))
+    with torch.no_grad():
+        for x, _ in batches:
+            original(x)
+    handle.remove()
+    mean = torch.cat(inputs).mean((0, 2, 3))
+    removed = torch.tensor(sorted(set(range(16)) - set(result.plan["conv3"].inp.tolist())))
+    shift = original.conv3.weight.double()[:, removed].sum((2, 3)) @ mean[removed]
+    expected = (original.bn3.running_mean.double() - shift)[result.plan["conv3"].out]
+    assert torch.allclose(result.model.bn3.running_mean.double(), expected, atol=1e-6)
+
+
+def test_a_batch_norm_that_reads_an_activation_is_not_shifted() -> None:
+    batches = _images(2)
+    torch.manual_seed(0)
+    model = ActivationBeforeNorm()
+    before = model.bn2.running_mean.clone()
+    with pytest.warns(UserWarning, match="'conv2': has no bias.*'bn2' after it does not take its output as it is"):
+        result = prunectl.prune(model.eval(), factory_args={}, example_inputs=batches[0][0][:1], data=batches,
+                                rate=0.5, bias_compensation=True)
+    assert [entry["layer"] for entry in result.report["bias_compensation"]["uncompensated"]] == ["conv2"]
+    kept = result.plan["bn2"].out
+    assert torch.equal(result.model.bn2.running_mean, before[kept])

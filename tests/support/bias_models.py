@@ -26,3 +26,22 @@ class NoBiasMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+
+class ActivationBeforeNorm(nn.Module):
+    """conv -> ReLU -> BatchNorm: the spec lists bn2 right after conv2, but bn2 reads the ReLU's
+    output, so a shift of conv2's output cannot go into bn2's running mean."""
+
+    def __init__(self, out_ch_conv1: int = 16, out_ch_conv2: int = 16) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, out_ch_conv1, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch_conv1)
+        self.conv2 = nn.Conv2d(out_ch_conv1, out_ch_conv2, 3, padding=1, bias=False)
+        self.act = nn.ReLU()
+        self.bn2 = nn.BatchNorm2d(out_ch_conv2)
+        self.fc = nn.Linear(out_ch_conv2, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn1(self.conv1(x)))
+        x = self.bn2(self.act(self.conv2(x)))
+        return self.fc(x.mean((2, 3)))
