@@ -5,9 +5,10 @@ outputs from the original's on the calibration data the means came from, and on 
 
 - the tests' tiny Llama (random init; `--train-steps N`: after N AdamW steps on the text first),
   word-level text from tests/support/text_models.py, 1,024 calibration tokens in windows of 32;
-- the AlexNet fixture (random init, widths 8-32), 32 random images as data, 8 others held out.
+- the AlexNet, VGG11BN and ResNet18 fixtures (random init, BatchNorm statistics drawn as a trained
+  model's), 32 random images as data, 8 others held out.
 
-    .venv/bin/python benchmarks/bias_compensation.py                  # ~1 min on one core
+    .venv/bin/python benchmarks/bias_compensation.py                  # ~2 min on one core
     .venv/bin/python benchmarks/bias_compensation.py --train-steps 150
 
 Writes docs/results/bench/bias_compensation.json (no plot: a handful of numbers, in docs/llm.md).
@@ -79,23 +80,36 @@ def llama_rows(train_steps: int) -> list[dict[str, Any]]:
     return rows
 
 
-def alexnet_rows() -> list[dict[str, Any]]:
-    import prunectl
-    from fixtures.models import AlexNet
+CNNS = {"AlexNet fixture": ("AlexNet", {"out_ch_conv1": 8, "out_ch_conv2": 16, "out_ch_conv3": 16, "out_ch_conv4": 16,
+                                         "out_ch_conv5": 16, "out_ch_fc1": 32, "out_ch_fc2": 32}),
+        # convs without bias, each before a BatchNorm: the shift goes into its running mean
+        "VGG11BN fixture": ("VGG11BN", {**{f"out_ch_conv{i}": 16 for i in range(1, 9)}, "out_ch_fc1": 32}),
+        "ResNet18 fixture": ("ResNet18", {})}
 
-    args = {"out_ch_conv1": 8, "out_ch_conv2": 16, "out_ch_conv3": 16, "out_ch_conv4": 16, "out_ch_conv5": 16,
-            "out_ch_fc1": 32, "out_ch_fc2": 32}
+
+def _with_statistics(model: torch.nn.Module) -> torch.nn.Module:
+    """BatchNorm running statistics as a trained model has them (fresh ones are 0 and 1)."""
+    for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        norm.running_mean.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+        norm.running_var.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(2))
+    return model
+
+
+def cnn_rows() -> list[dict[str, Any]]:
+    import prunectl
+    from fixtures import models
+
     generator = torch.Generator().manual_seed(0)
     batches = [(torch.randn(8, 3, 32, 32, generator=generator), torch.randint(0, 10, (8,), generator=generator))
                for _ in range(4)]
     held = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(9))
     rows = []
-    for rate in (0.3, 0.5):
-        row: dict[str, Any] = {"model": "AlexNet fixture", "cut": f"--rate {rate}"}
+    for (label, (name, args)), rate in [(item, rate) for item in CNNS.items() for rate in (0.3, 0.5)]:
+        row: dict[str, Any] = {"model": label, "cut": f"--rate {rate}"}
         for compensate in (False, True):
             torch.manual_seed(0)
-            model = AlexNet(**args).eval()
-            original = AlexNet(**args).eval()
+            model = _with_statistics(getattr(models, name)(**args).eval())
+            original = getattr(models, name)(**args).eval()
             original.load_state_dict(model.state_dict())
             pruned = prunectl.prune(model, factory_args=args, example_inputs=batches[0][0][:1], data=batches,
                                     rate=rate, bias_compensation=compensate).model
@@ -112,7 +126,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=0, help="Train the tiny Llama this many steps first.")
     options = parser.parse_args()
     warnings.simplefilter("ignore")  # the hidden width's readers are reported, not compensated
-    rows = llama_rows(options.train_steps) + alexnet_rows()
+    rows = llama_rows(options.train_steps) + cnn_rows()
     print_table("output RMS difference from the original (lower is closer)",
                 ["model", "cut", "calib without", "calib with", "held-out without", "held-out with"],
                 [[r["model"], r["cut"], *(f"{r[k]:.5f}" for k in ("calib_without", "calib_with", "held_without",

@@ -14,8 +14,9 @@ model's (a compensated down_proj would otherwise shift what the next layer's rea
 
 A reader without a bias gets one only where the factory's own arguments can build it with one
 (``bias_flags``: a config flag such as Llama's ``mlp_bias``, which also gives gate/up biases,
-written as zeros); else it is left uncompensated with a warning and a report entry
-(docs/decisions.md, "Bias compensation"). Channels normalised by a norm whose statistic spans
+written as zeros), or, when its output goes straight into a BatchNorm (a VGG/ResNet conv), the
+shift goes into that norm's running mean; else it is left uncompensated with a warning and a
+report entry (docs/decisions.md, "Bias compensation"). Channels normalised by a norm whose statistic spans
 them (an LLM's hidden width: RMSNorm; a ViT's: LayerNorm) get none: the masked norm rescales the
 kept channels, so their removed inputs' mean is not what the cut takes away.
 """
