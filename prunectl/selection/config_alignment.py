@@ -9,6 +9,12 @@ such widths, the hidden width is aligned once every group has its kept count: to
 the kept query heads of every attention (and of round-to), in the direction of --round-mode,
 keeping its best channels. Where the hidden width is pinned the bundle still proves and
 reloads; it only gets no hf/ folder, with the reason (bundle/hf_folder.py).
+
+Some modeling code reads ``hidden_size`` as a number, not as a width: Gemma 2/3 scale the
+embeddings by ``sqrt(hidden_size)`` (the buffer ``embed_scale``). A stock config with the cut width
+would rescale them, and no weight change compensates bit for bit (the embedding is tied to the
+lm_head, which would then compute other logits). There the hidden width is kept whole
+(``pin_value_hidden``) and the report's ``selection.aligned`` says why; heads and MLP are cut.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from ..coupling.channel_spaces import ChannelGroup
+from ..loading.meta import meta_build
 from .per_layer import SelectOptions, channel_step, rounded_to_step, select_width
 from .structures import input_embedding
 
@@ -77,6 +84,46 @@ def aligned(kept: list[torch.Tensor | None], groups: list[ChannelGroup], scores:
     return [select_width(group, scores[index], width, options) if i == index else k for i, k in enumerate(kept)]
 
 
+def hidden_size_as_value(model: nn.Module) -> str | None:
+    """The buffer whose value (not shape) a build with another ``hidden_size`` changes (Gemma's
+    ``embed_scale``), or None: then a stock config can hold a cut hidden width."""
+    config = getattr(model, "config", None)
+    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
+    if not (isinstance(hidden, int) and isinstance(heads, int)) or input_embedding(model) is None:
+        return None
+    # twice the width keeps every divisibility rule; head_dim explicit so RoPE's buffers stay as they are
+    fields = {**config.to_dict(), "hidden_size": 2 * hidden}
+    fields.setdefault("head_dim", getattr(config, "head_dim", None) or hidden // heads)
+    try:
+        variant_config = type(config).from_dict(fields)
+    except Exception:  # transformers raises its own validation error types
+        return None
+    variant = meta_build(lambda: type(model)(variant_config), real_buffers=True)
+    if variant is None:
+        return None
+    own = dict(model.named_buffers())
+    for name, buffer in variant.named_buffers():
+        other = own.get(name)
+        if other is not None and other.shape == buffer.shape and not (buffer.is_meta or other.is_meta) \
+                and not torch.equal(buffer, other.to(buffer.dtype)):
+            return name
+    return None
+
+
+def pin_value_hidden(groups: list[ChannelGroup], model: nn.Module, buffer: str | None) -> str | None:
+    """Pin the hidden group when ``buffer`` (``hidden_size_as_value``) holds the hidden size as a
+    value; the note the report gives (None: nothing pinned)."""
+    name = input_embedding(model)
+    group = next((g for g in groups if g.prunable and any(m.module == name and m.side == "out" for m in g.members)),
+                 None) if buffer is not None else None
+    if group is None:
+        return None
+    why = (f"{type(model).__name__} reads hidden_size as a value ({buffer} = f(hidden_size)), so a stock "
+           "config cannot hold a cut hidden width")
+    group.pinned_by.append(f"{name}: {why}")
+    return f"{name}: hidden width kept whole ({why})"
+
+
 def _validates_heads(config: object, hidden: int, heads: int) -> bool:
     """Whether the config class refuses a hidden size that is not a multiple of the head count."""
     fields = {**config.to_dict(), "hidden_size": hidden * heads + 1}
@@ -88,4 +135,4 @@ def _validates_heads(config: object, hidden: int, heads: int) -> bool:
     return False
 
 
-__all__ = ["HeadsMultiple", "aligned", "heads_multiple"]
+__all__ = ["HeadsMultiple", "aligned", "heads_multiple", "hidden_size_as_value", "pin_value_hidden"]
