@@ -17,7 +17,7 @@ from ..errors import SpecError, UnsupportedError
 from ..formats.spec import LayerSpec, Spec
 from ..layers import kinds as L
 from ..layers.params import count_attribute_of, parameter_of
-from .attention_groups import as_heads, check_heads_reader, connect_attention, source_is_fixed
+from .attention_groups import as_heads, as_parts, check_heads_reader, connect_attention, source_is_fixed
 from .channel_spaces import Cat, ChannelGroup, Member, Ref, Spaces, constrain_blocks, expect_width, lcm, parts_of
 
 
@@ -82,6 +82,8 @@ def build_groups(spec: Spec, model: nn.Module) -> list[ChannelGroup]:
             ref = _connect_producer(layer.name, module, kind, source, spaces, key)
         if layer.heads is not None:
             ref = as_heads(layer, module, ref, spaces, key)
+        elif layer.parts is not None:
+            ref = as_parts(layer, module, ref, spaces, key)
         _record(layer, ref, spaces)
         output_of[layer.name] = ref
         last = ref

@@ -15,6 +15,14 @@ embeddings by ``sqrt(hidden_size)`` (the buffer ``embed_scale``). A stock config
 would rescale them, and no weight change compensates bit for bit (the embedding is tied to the
 lm_head, which would then compute other logits). There the hidden width is kept whole
 (``pin_value_hidden``) and the report's ``selection.aligned`` says why; heads and MLP are cut.
+
+GPT-2's config has no head size: ``head_dim = n_embd // n_head`` and the attention is as wide as the
+residual stream (``c_attn = Conv1D(3 * n_embd, n_embd)``). A stock config then holds cut heads only
+with the hidden width equal to the kept heads times head_dim, the same head count in every layer
+(``TiedAttention``): every attention keeps the most heads any layer keeps, and the hidden width
+becomes that many heads' width, its best channels (a whole hidden width keeps every head). Decoders
+only: an encoder's rates are compared channel for channel with Torch-Pruning's (BERT keeps its
+documented behaviour: cut heads, no ``hf/``).
 """
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from ..coupling.channel_spaces import ChannelGroup
+from ..layers import kinds as L
 from ..loading.meta import meta_build
 from .per_layer import SelectOptions, channel_step, rounded_to_step, select_width
 from .structures import input_embedding
@@ -41,6 +50,88 @@ class HeadsMultiple:
     def multiple(self, kept: list[torch.Tensor | None], groups: list[ChannelGroup]) -> int:
         counts = [(groups[i].size if kept[i] is None else len(kept[i])) * per for i, per in self.heads]
         return lcm(*counts) if counts else 1
+
+
+@dataclass(frozen=True)
+class TiedAttention:
+    """The attentions' widths follow the hidden width (GPT-2): the groups at ``heads`` keep one
+    head count k and the group at ``hidden`` keeps ``k * head_dim`` channels."""
+
+    hidden: int
+    heads: tuple[int, ...]
+    head_dim: int
+
+
+@dataclass(frozen=True)
+class StockWidths:
+    """What a stock config asks of the kept widths (either may be None)."""
+
+    multiple: HeadsMultiple | None
+    tied: TiedAttention | None
+
+
+def stock_widths(groups: list[ChannelGroup], model: nn.Module) -> StockWidths:
+    return StockWidths(heads_multiple(groups, model), tied_attention(groups, model))
+
+
+def tied_attention(groups: list[ChannelGroup], model: nn.Module) -> TiedAttention | None:
+    """The tie of GPT-2-like decoders (a build with twice the hidden size, head_dim given, has wider
+    head projections), or None."""
+    config = getattr(model, "config", None)
+    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
+    generates = getattr(model, "can_generate", None)
+    if not (isinstance(hidden, int) and isinstance(heads, int) and callable(generates) and generates()):
+        return None
+    name = input_embedding(model)
+    hidden_index = next((i for i, group in enumerate(groups) if any(
+        member.module == name and member.side == "out" for member in group.members)), None)
+    head_groups = tuple(i for i, group in enumerate(groups) if group.heads)
+    units = {groups[i].unit for i in head_groups}
+    if hidden_index is None or not head_groups or len(units) != 1 or \
+            groups[hidden_index].size != heads * next(iter(units)):
+        return None
+    key = type(config).attribute_map.get("hidden_size", "hidden_size")
+    fields = {**config.to_dict(), key: 2 * hidden}
+    fields.setdefault("head_dim", getattr(config, "head_dim", None) or hidden // heads)
+    try:
+        wider_config = type(config).from_dict(fields)
+    except Exception:  # transformers raises its own validation error types
+        return None
+    wider = meta_build(lambda: type(model)(wider_config))
+    if wider is None:
+        return None
+    producers = {member.module for i in head_groups for member in groups[i].members
+                 if member.side == "out" and not member.count and member.axis is None}
+    own, built = dict(model.named_modules()), dict(wider.named_modules())
+    if all(name in built and L.out_width(built[name]) == L.out_width(own[name]) for name in producers):
+        return None
+    return TiedAttention(hidden_index, head_groups, next(iter(units)))
+
+
+def _tied_widths(kept: list[torch.Tensor | None], groups: list[ChannelGroup], scores: list, tied: TiedAttention,
+                 options: SelectOptions, notes: list[str] | None) -> list[torch.Tensor | None]:
+    sizes = {groups[i].size for i in tied.heads}
+    hidden = groups[tied.hidden]
+    if len(sizes) != 1:
+        return kept
+    counts = [len(kept[i]) for i in tied.heads if kept[i] is not None]
+    whole = kept[tied.hidden] is None or len(counts) < len(tied.heads)
+    heads = next(iter(sizes)) if whole or not counts else max(counts)
+    width = min(heads * tied.head_dim, hidden.size)
+    out = list(kept)
+    moved = [i for i in tied.heads if kept[i] is not None and len(kept[i]) != heads]
+    for i in moved:
+        out[i] = select_width(groups[i], scores[i], heads, options)
+    if kept[tied.hidden] is not None and len(kept[tied.hidden]) != width:
+        if notes is not None:
+            notes.append(f"{hidden.name}: {len(kept[tied.hidden])} -> {width} channels and {heads} heads in every "
+                         f"attention ({heads} x head_dim {tied.head_dim}: the config derives head_dim from the "
+                         "hidden size over the head count)")
+        out[tied.hidden] = select_width(hidden, scores[tied.hidden], width, options)
+    elif moved and notes is not None:
+        notes.append(f"{hidden.name}: {heads} heads in every attention ({width} hidden channels: the config "
+                     "derives head_dim from the hidden size over the head count)")
+    return out
 
 
 def heads_multiple(groups: list[ChannelGroup], model: nn.Module) -> HeadsMultiple | None:
@@ -64,10 +155,14 @@ def heads_multiple(groups: list[ChannelGroup], model: nn.Module) -> HeadsMultipl
 
 
 def aligned(kept: list[torch.Tensor | None], groups: list[ChannelGroup], scores: list,
-            alignment: HeadsMultiple | None, options: SelectOptions, notes: list[str] | None = None
+            widths: StockWidths, options: SelectOptions, notes: list[str] | None = None
             ) -> list[torch.Tensor | None]:
-    """``kept`` with the hidden group's width moved to the nearest allowed multiple (``round_mode``);
-    what was moved is appended to ``notes`` (the report's ``selection.aligned``)."""
+    """``kept`` with the hidden group's width moved to the nearest allowed multiple (``round_mode``),
+    or to the kept heads' width where the attention follows it; what was moved is appended to
+    ``notes`` (the report's ``selection.aligned``)."""
+    if widths.tied is not None:
+        return _tied_widths(kept, groups, scores, widths.tied, options, notes)
+    alignment = widths.multiple
     index = None if alignment is None else alignment.hidden
     if index is None or kept[index] is None or scores[index] is None:
         return kept
@@ -135,4 +230,5 @@ def _validates_heads(config: object, hidden: int, heads: int) -> bool:
     return False
 
 
-__all__ = ["HeadsMultiple", "aligned", "heads_multiple", "hidden_size_as_value", "pin_value_hidden"]
+__all__ = ["HeadsMultiple", "StockWidths", "TiedAttention", "aligned", "heads_multiple", "stock_widths",
+           "tied_attention", "hidden_size_as_value", "pin_value_hidden"]

@@ -26,7 +26,7 @@ from ..formats.spec import Spec
 from ..options import SCHEDULES
 from .budget import CostModel, SearchResult, Target, measure, search
 from .choice import Choice
-from .config_alignment import aligned, heads_multiple, hidden_size_as_value, pin_value_hidden
+from .config_alignment import aligned, hidden_size_as_value, pin_value_hidden, stock_widths
 from .exclude import check_patterns, is_excluded
 from .global_ranking import floor_of, global_select, prunable_channels, remove_more
 from .per_layer import SelectOptions, group_rate, kept_count, select_per_layer
@@ -89,7 +89,7 @@ def choose(spec: Spec, model: nn.Module, criterion: Criterion, options: ChooseOp
     value_buffer = hidden_size_as_value(model)  # Gemma: the hidden width stays whole (config_alignment.py)
     value_note = pin_value_hidden(original, model, value_buffer)
     apply_structure_rates(original, model, dict(options.structure_rates))
-    alignment = heads_multiple(original, model)  # a stock config's hidden width (config_alignment.py)
+    alignment = stock_widths(original, model)  # a stock config's hidden width and heads (config_alignment.py)
     aligned_notes: list[str] = [value_note] if value_note else []
     total_kept = [None if not g.prunable else torch.arange(g.size) for g in original]
     baseline = measure(model, example, options.target.kind) if options.target else None

@@ -55,6 +55,7 @@ def probed_args(factory: str, args: dict[str, Any], built: nn.Module, hard: nn.M
                 updated[key], current, built_now = width, _widths(candidate), candidate
                 pending.remove(key)
                 progress = True
+    updated, built_now = _heads_for_head_dim(factory, updated, built_now, hard)
     # a derived field stays explicit once any arg moved (issue 17: the config says head_dim
     # outright, so a later cut of hidden_size or the head counts cannot change it), and only
     # where the build with it is the one proven here
@@ -98,6 +99,36 @@ def _moved(factory: str, key: str, value: int, updated: dict[str, Any], built_no
             _same_buffers(candidate, built_now):
         return width, candidate
     return None
+
+
+def _head_dims(model: nn.Module) -> dict[str, int]:
+    return {name: module.head_dim for name, module in model.named_modules()
+            if L.kind_of(module) == "other" and isinstance(getattr(module, "head_dim", None), int)}
+
+
+def _heads_for_head_dim(factory: str, updated: dict[str, Any], built_now: nn.Module,
+                        hard: nn.Module) -> tuple[dict[str, Any], nn.Module]:
+    """GPT-2 derives ``head_dim = n_embd // n_head``: a moved hidden width with the head count left
+    as it was has the pruned widths but another head size (and softmax scale). The head count is
+    then the hidden width over the pruned model's head_dim, where that build has every width and
+    head size of the pruned model."""
+    wanted, now = _head_dims(hard), _head_dims(built_now)
+    config = getattr(built_now, "config", None)
+    if not wanted or wanted == now or config is None or len(set(wanted.values())) != 1:
+        return updated, built_now
+    attribute_map = getattr(type(config), "attribute_map", {})
+    heads_key = attribute_map.get("num_attention_heads", "num_attention_heads")
+    hidden_key = attribute_map.get("hidden_size", "hidden_size")
+    if not (isinstance(updated.get(heads_key), int) and isinstance(updated.get(hidden_key), int)):
+        return updated, built_now
+    head_dim = next(iter(wanted.values()))
+    if updated[hidden_key] % head_dim:
+        return updated, built_now
+    candidate_args = {**updated, heads_key: updated[hidden_key] // head_dim}
+    candidate = meta_model(factory, candidate_args, real_buffers=True)
+    if candidate is None or _widths(candidate) != _widths(built_now) or _head_dims(candidate) != wanted:
+        return updated, built_now
+    return candidate_args, candidate
 
 
 def _derived_made_explicit(factory: str, args: dict[str, Any], built: nn.Module) -> dict[str, Any]:
