@@ -136,6 +136,9 @@ def _connect_parameter(layer: LayerSpec, modules: dict[str, nn.Module], spaces: 
         # an attribute counting heads (num_heads), not their head_dim outputs (attn_dim); a table
         # with one entry per head (Swin's relative position bias)
         factor = 1
+    elif attribute is not None and group.heads and width % group.size == 0 and width != group.size * ref.factor:
+        # a head count over KV groups (Phi-3's config.num_attention_heads: g query heads per channel)
+        factor = width // group.size
     else:
         expect_width(key, width, spaces, source, what)
     spaces.group(ref.space).members.append(Member(layer.name, "out", factor, axis=layer.dim,

@@ -222,6 +222,12 @@ class ChannelFollowers:
             code = getattr(inspect.unwrap(getattr(type(owner), "forward", None)), "__code__", None)  # past decorators
             read = set(code.co_names if code is not None else ())
             names = [key for key in names if key in read]
+            config = getattr(owner, "config", None)
+            if not names and "config" in read and type(config).__name__.endswith("Config"):
+                # Phi-3's self.config.num_attention_heads (the module's own attribute first: its
+                # num_key_value_heads and the config's have one name)
+                names += [f"config.{key}" for key, held in count_attributes(config).items() if held == value
+                          and key in read]
         else:
             names = [key for key in names if self._reads_attribute(node, owner, key)]
         if len(names) != 1:

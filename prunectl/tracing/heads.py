@@ -64,6 +64,12 @@ class HeadFollowers:
         entries = _shape_entries(node, real_args)
         entry = entries[head_axis] if head_axis < len(entries) else None
         self._set_heads(source, heads, head_dim)
+        if part is not None:
+            try:
+                self._sliced_heads(source, heads, flow)
+            except Touch:
+                self._set_heads(source, None, None)
+                raise
         if entry != -1:
             try:
                 if not (isinstance(entry, int) and self._count_attribute(node, heads, flow)):

@@ -14,10 +14,16 @@ joined them all: the same kept channels at every part's offset (the spec's ``hea
 ``producer#i`` is the producer again. Parts read apart (a GhostNet-style split), or only some
 of them split into heads, are an incident: the producer keeps its outputs.
 
+Phi-3 slices its fused ``qkv_proj`` instead (``qkv[..., :query_pos]``, then k, then v): consecutive
+slices of a layer's output that only slices read, tiling it in order, are its parts the same way.
+
 The pruned model must split its smaller output the same way: ``chunk(n)`` and ``tensor_split(x,
 n)`` size the parts from the tensor; ``split(size)`` reads a size, which must be an int
 attribute of the module (GPT-2's ``split_size``), listed as an attribute entry so that the cut
-sets it to the kept width. A re-trace with that attribute changed cannot run (the split would
+sets it to the kept width. A slice's bounds are literals of the graph: every part but the last
+must be heads whose count is an int attribute the module reads (Phi-3's ``num_key_value_heads``
+and ``config.num_attention_heads``), listed the same way; the bounds computed from them shrink.
+A re-trace with that attribute changed cannot run (the split would
 no longer give three parts), so the attribute is the one of that value which the module's own
 ``forward`` reads by name; a wrong one would make the hard model differ, which the proof reports.
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch.fx.node import Node
 
 from .flow import Flow, Touch, normalise_dim
@@ -49,6 +56,9 @@ class SplitFollowers:
     """Methods of ``walk._Walker`` (it provides ``walk``, ``_straight_from`` and ``_count_attribute``)."""
 
     splits: dict[str, int]  # producer -> how many parts its output was split into
+    slices: dict[str, list[tuple[int, int, int]]]  # producer -> (start, stop, width) of each sliced part
+    slice_nodes: dict[str, str]  # slice node name -> its part source
+    counted_slices: set[str]  # sliced parts whose bound an attribute entry follows
     part_heads: dict[str, dict[int, tuple[int, Any]]]  # producer -> part -> (heads, head_dim)
     split_nodes: dict[str, str]  # split node name -> producer
 
@@ -84,8 +94,58 @@ class SplitFollowers:
         self.split_nodes[node.name] = producer
         return parts
 
+    def _slice_part(self, node: Node, real_args: tuple, real_kwargs: dict, args: tuple, result: Any) -> Flow | None:
+        """The part Flow of one of the consecutive slices of a listed layer's outputs (None: not one)."""
+        flow = args[0] if args else None
+        if op_name(node.target) != "slice" or not isinstance(flow, Flow) or flow.factor != 1 or flow.composite \
+                or flow.parts_dim is not None or len(flow.sources) != 1 or not isinstance(result, torch.Tensor):
+            return None
+        producer, value = next(iter(flow.sources)), real_args[0]
+        dim = normalise_dim(int(real_args[1] if len(real_args) > 1 else real_kwargs.get("dim", 0)), value.dim())
+        bounds = [real_args[i] if len(real_args) > i else real_kwargs.get(key, default)
+                  for i, key, default in ((2, "start", None), (3, "end", None), (4, "step", 1))]
+        width = value.shape[dim]
+        start, stop, step = slice(*bounds).indices(width)
+        layer = self._listed(producer)
+        if dim != flow.dim or step != 1 or (start, stop) == (0, width) or producer_of(producer)[1] is not None \
+                or layer is None or layer.kind not in ("conv", "linear") or layer.heads is not None \
+                or producer in self.splits or not self._only_sliced(node.args[0], producer):
+            return None
+        cuts = self.slices.setdefault(producer, [])
+        if start != (cuts[-1][1] if cuts else 0):
+            raise Touch(f"slices the outputs of {producer} out of order or leaving a gap ({start}:{stop})")
+        cuts.append((start, stop, width))
+        source = part_source(producer, len(cuts) - 1)
+        self.slice_nodes[node.name] = source
+        return Flow(frozenset({source}), dim)
+
+    def _only_sliced(self, value: Any, producer: str) -> bool:
+        """``value`` is the producer's own output and everything but shape reads slices it."""
+        if not isinstance(value, Node) or not (value.op == "call_module" and str(value.target) == producer
+                                               or self.layer_nodes.get(value.name) == producer):
+            return False
+        return all(op_name(user.target) in ("slice", "size") or op_name(user.target) == "getattr"
+                   for user in value.users)
+
+    def _sliced_heads(self, source: str, heads: int, flow: Flow) -> None:
+        """A sliced part split into heads: its bound must follow the kept heads (``_slice_part``)."""
+        node_name = next((name for name, part in self.slice_nodes.items() if part == source), None)
+        producer, index = producer_of(source)
+        if node_name is None:
+            return
+        start, stop, width = self.slices[producer][index]
+        if stop == width:
+            return  # the last part runs to the end: its bound is the tensor's own
+        node = next(n for n in self.module.graph.nodes if n.name == node_name)
+        if not self._count_attribute(node, heads, flow, by_name=True):
+            raise Touch(f"slices the outputs of {producer} at {stop}, a bound fixed in the model's code that no "
+                        "int attribute holding the head count gives; the pruned model would need it smaller")
+        self.counted_slices.add(source)
+
     def _part_of_split(self, value: Node, producer: str) -> bool:
         """``value`` is part ``producer`` (``name#i``) taken out of its split (``split[i]``)."""
+        if self.slice_nodes.get(value.name) == producer:
+            return True
         if op_name(value.target) != "getitem" or len(value.args) != 2 or not isinstance(value.args[0], Node):
             return False
         owner = self.split_nodes.get(value.args[0].name)
@@ -116,9 +176,18 @@ class SplitFollowers:
                                                  heads, head_dim, layer.parts)
 
 
-def settle_parts(walk: Walk, splits: dict[str, int], part_heads: dict[str, dict[int, tuple[int, Any]]]) -> None:
+def settle_parts(walk: Walk, splits: dict[str, int], part_heads: dict[str, dict[int, tuple[int, Any]]],
+                 slices: dict[str, list[tuple[int, int, int]]] | None = None, counted: set[str] = frozenset()) -> None:
     """Every part source becomes its producer again: one channel space with heads or parts where the
     readers joined all its parts, else an incident (the producer keeps its outputs)."""
+    splits = dict(splits)
+    unfollowed: dict[str, str] = {}
+    for producer, cuts in (slices or {}).items():
+        splits[producer] = len(cuts)
+        if cuts[-1][1] != cuts[-1][2] or len(cuts) < 2:
+            unfollowed[producer] = "slices its outputs into parts that leave some outputs unread"
+        elif any(part_source(producer, i) not in counted for i in range(len(cuts) - 1)):
+            unfollowed[producer] = "slices its outputs at bounds fixed in the model's code that no head count gives"
     if not splits:
         return
     parent: dict[str, str] = {}
@@ -136,8 +205,10 @@ def settle_parts(walk: Walk, splits: dict[str, int], part_heads: dict[str, dict[
     for producer, count in splits.items():
         names = [part_source(producer, i) for i in range(count)]
         heads = [part_heads.get(producer, {}).get(i) for i in range(count)]
-        problem = None
-        if len({find(name) for name in names}) > 1:
+        problem = unfollowed.get(producer)
+        if problem is not None:
+            pass
+        elif len({find(name) for name in names}) > 1:
             problem = "splits its outputs into parts that no listed layer reads together"
         elif any(h is None for h in heads) and any(h is not None for h in heads):
             problem = "splits its outputs into parts of which only some are attention heads"

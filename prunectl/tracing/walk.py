@@ -43,7 +43,9 @@ class _Walker(ChannelFollowers, HeadFollowers, SplitFollowers, WindowAttentionFo
         self.walk = Walk()
         self.first_inputs: dict[str, frozenset[str] | None] = {}
         self.parameters = dict(graph_module.named_parameters())
-        self.splits, self.part_heads, self.split_nodes = {}, {}, {}  # split producers (split_producers.py)
+        # split producers (split_producers.py)
+        self.splits, self.part_heads, self.split_nodes, self.slices, self.slice_nodes = {}, {}, {}, {}, {}
+        self.counted_slices: set[str] = set()
 
     def run_node(self, node: Node) -> Any:
         result = super().run_node(node)
@@ -101,7 +103,8 @@ class _Walker(ChannelFollowers, HeadFollowers, SplitFollowers, WindowAttentionFo
                 flow = self._grouped_attention(op_name(node.target), real_args, real_kwargs, args, kwargs, result)
                 if flow is not None:
                     return flow
-            parts = self._split_parts(node, real_args, real_kwargs, args, result)
+            parts = self._split_parts(node, real_args, real_kwargs, args, result) or \
+                self._slice_part(node, real_args, real_kwargs, args, result)
             if parts is not None:
                 return parts
             if op_name(node.target) in ("cat", "concat", "concatenate") and isinstance(args[0], (list, tuple)):
@@ -178,6 +181,6 @@ def walk_graph(graph_module: fx.GraphModule, example: torch.Tensor, root: nn.Mod
     walker = _Walker(graph_module, root, layer_nodes, modules, example)
     with torch.no_grad():
         walker.run(*(args if args is not None else (example,)))
-    settle_parts(walker.walk, walker.splits, walker.part_heads)
+    settle_parts(walker.walk, walker.splits, walker.part_heads, walker.slices, walker.counted_slices)
     walker.walk.incidents += walker.walk.untied()
     return walker.walk

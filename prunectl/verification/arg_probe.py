@@ -55,6 +55,8 @@ def probed_args(factory: str, args: dict[str, Any], built: nn.Module, hard: nn.M
                 updated[key], current, built_now = width, _widths(candidate), candidate
                 pending.remove(key)
                 progress = True
+    if pending and any(target.get(where) != width for where, width in current.items()):
+        updated, built_now = _moved_together(factory, pending, updated, built_now, current, target)
     updated, built_now = _heads_for_head_dim(factory, updated, built_now, hard)
     # a derived field stays explicit once any arg moved (issue 17: the config says head_dim
     # outright, so a later cut of hidden_size or the head counts cannot change it), and only
@@ -99,6 +101,42 @@ def _moved(factory: str, key: str, value: int, updated: dict[str, Any], built_no
             _same_buffers(candidate, built_now):
         return width, candidate
     return None
+
+
+def _moved_together(factory: str, pending: list[str], updated: dict[str, Any], built_now: nn.Module,
+                    current: dict, target: dict) -> tuple[dict[str, Any], nn.Module]:
+    """Args no one of which can move alone: Phi-3's ``qkv_proj`` is ``(num_attention_heads + 2 *
+    num_key_value_heads) * head_dim`` wide. Each width is taken as linear in the args (a build with
+    each arg one step up gives its slope), the args solving every pruned width exactly are taken
+    where one build with all of them has exactly the pruned widths."""
+    slopes: dict[str, dict[tuple[str, str], float]] = {}
+    for key in pending:
+        step = updated[key] + 1
+        moved = meta_model(factory, {**updated, key: step}) or \
+            meta_model(factory, {**updated, key: (step := 2 * updated[key])})
+        widths = None if moved is None else _widths(moved)
+        if widths is None or set(widths) != set(current):
+            continue  # another architecture (a layer count), or no build
+        column = {where: (widths[where] - width) / (step - updated[key]) for where, width in current.items()
+                  if widths[where] != width}
+        if column:
+            slopes[key] = column
+    wheres = sorted({where for column in slopes.values() for where in column})
+    if not slopes or any(target.get(where) is None for where in wheres):
+        return updated, built_now
+    keys = sorted(slopes)
+    matrix = torch.tensor([[slopes[key].get(where, 0.0) for key in keys] for where in wheres], dtype=torch.float64)
+    wanted = torch.tensor([float(target[where] - current[where]) for where in wheres], dtype=torch.float64)
+    change = torch.linalg.lstsq(matrix, wanted[:, None]).solution[:, 0]
+    values = {key: updated[key] + round(float(delta)) for key, delta in zip(keys, change)}
+    if any(value < 1 for value in values.values()) or all(values[key] == updated[key] for key in keys):
+        return updated, built_now
+    candidate_args = {**updated, **values}
+    candidate = meta_model(factory, candidate_args, real_buffers=True)
+    if candidate is None or any(_widths(candidate).get(where) != target.get(where) for where in current) or \
+            not _same_buffers(candidate, built_now):
+        return updated, built_now
+    return candidate_args, candidate
 
 
 def _head_dims(model: nn.Module) -> dict[str, int]:
