@@ -108,6 +108,31 @@ def tied_attention(groups: list[ChannelGroup], model: nn.Module) -> TiedAttentio
     return TiedAttention(hidden_index, head_groups, next(iter(units)))
 
 
+def _one_shared_count(kept: list[torch.Tensor | None], groups: list[ChannelGroup], scores: list,
+                      options: SelectOptions, notes: list[str] | None) -> list[torch.Tensor | None]:
+    """Groups whose kept count one field of the shared config holds (Phi-3 slices q at
+    ``config.num_attention_heads * head_dim`` in every layer) keep one count: the most any keeps,
+    every channel where one of them is pinned."""
+    fields: dict[str, list[int]] = {}
+    for index, group in enumerate(groups):
+        for member in group.members:
+            if member.count and ".config." in member.module:
+                fields.setdefault(member.module.rpartition(".config.")[2], []).append(index)
+    out = list(kept)
+    for field, indices in sorted(fields.items()):
+        counts = {groups[i].size if out[i] is None else len(out[i]) for i in indices}
+        if len(counts) <= 1:
+            continue
+        count = max(groups[i].size for i in indices) if any(out[i] is None for i in indices) else max(counts)
+        for i in indices:
+            if out[i] is not None and len(out[i]) != count:
+                out[i] = select_width(groups[i], scores[i], count, options)
+        if notes is not None:
+            notes.append(f"{groups[indices[0]].name} and {len(indices) - 1} more: {count} channels each (one "
+                         f"config field, {field}, holds their kept count in every layer)")
+    return out
+
+
 def _tied_widths(kept: list[torch.Tensor | None], groups: list[ChannelGroup], scores: list, tied: TiedAttention,
                  options: SelectOptions, notes: list[str] | None) -> list[torch.Tensor | None]:
     sizes = {groups[i].size for i in tied.heads}
@@ -160,6 +185,7 @@ def aligned(kept: list[torch.Tensor | None], groups: list[ChannelGroup], scores:
     """``kept`` with the hidden group's width moved to the nearest allowed multiple (``round_mode``),
     or to the kept heads' width where the attention follows it; what was moved is appended to
     ``notes`` (the report's ``selection.aligned``)."""
+    kept = _one_shared_count(kept, groups, scores, options, notes)
     if widths.tied is not None:
         return _tied_widths(kept, groups, scores, widths.tied, options, notes)
     alignment = widths.multiple
