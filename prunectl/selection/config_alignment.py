@@ -147,15 +147,13 @@ def _tied_widths(kept: list[torch.Tensor | None], groups: list[ChannelGroup], sc
     moved = [i for i in tied.heads if kept[i] is not None and len(kept[i]) != heads]
     for i in moved:
         out[i] = select_width(groups[i], scores[i], heads, options)
-    if kept[tied.hidden] is not None and len(kept[tied.hidden]) != width:
-        if notes is not None:
-            notes.append(f"{hidden.name}: {len(kept[tied.hidden])} -> {width} channels and {heads} heads in every "
-                         f"attention ({heads} x head_dim {tied.head_dim}: the config derives head_dim from the "
-                         "hidden size over the head count)")
+    hidden_kept = hidden.size if kept[tied.hidden] is None else len(kept[tied.hidden])
+    if kept[tied.hidden] is not None and hidden_kept != width:
         out[tied.hidden] = select_width(hidden, scores[tied.hidden], width, options)
-    elif moved and notes is not None:
-        notes.append(f"{hidden.name}: {heads} heads in every attention ({width} hidden channels: the config "
-                     "derives head_dim from the hidden size over the head count)")
+    if notes is not None and (heads < next(iter(sizes)) or moved or hidden_kept != width):
+        shown = f"{hidden_kept} -> {width}" if hidden_kept != width else f"{width}"
+        notes.append(f"{hidden.name}: hidden width {shown} = {heads} heads x head_dim {tied.head_dim}, {heads} heads "
+                     "in every attention (the config derives head_dim from the hidden size over the head count)")
     return out
 
 

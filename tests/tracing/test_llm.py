@@ -166,6 +166,10 @@ def test_every_family_at_0_3_proves_decodes_with_the_cache_and_is_a_stock_folder
     if family == "gpt2":  # heads and hidden cut together: n_embd = n_head x the unchanged head_dim
         config = json.loads((tmp_path / "out" / "hf" / "config.json").read_text())
         assert config["n_head"] < args["n_head"] and config["n_embd"] == config["n_head"] * 16
+        assert result.report["selection"]["aligned"] == [  # the summary's "aligned" row says what was done
+            f"transformer.wte: hidden width {config['n_embd']} = {config['n_head']} heads x head_dim 16, "
+            f"{config['n_head']} heads in every attention (the config derives head_dim from the hidden size over "
+            "the head count)"]
     if family == "phi3":  # 0.3 of 2 KV groups keeps both; the hidden width and gate/up are cut
         attention = result.model.model.layers[0].self_attn
         assert attention.qkv_proj.in_features < args["hidden_size"] and attention.num_key_value_heads == 2
@@ -198,4 +202,27 @@ def test_phi3_at_0_5_cuts_whole_kv_groups_of_its_sliced_qkv_and_a_stock_config_s
     assert result.model.config.num_attention_heads == 2  # the slice bound every layer reads
     rebuild = result.manifest.rebuild["args"]
     assert (rebuild["num_attention_heads"], rebuild["num_key_value_heads"], rebuild["head_dim"]) == (2, 1, 16)
+    assert result.manifest.extra["hf"]["written"]
+
+
+def test_phi3_layers_keep_one_kv_group_count_since_one_config_field_sizes_every_layers_slice(tmp_path: Path) -> None:
+    """config.num_attention_heads bounds the q slice of every layer: a layer asked to keep fewer KV groups
+    (its own rate) keeps as many as the others, and the report says why."""
+    from dataclasses import replace
+
+    from prunectl.formats.spec import write_spec
+
+    name, args = FUSED_LLM_FAMILIES["phi3"]
+    torch.manual_seed(0)
+    model = factory.build(name, args).eval()
+    spec = trace_model(model, (1, 16), dtype="int64").spec
+    qkv = "model.layers.0.self_attn.qkv_proj"
+    spec = replace(spec, layers=tuple(replace(layer, rate=0.5) if layer.name == qkv else layer
+                                      for layer in spec.layers))
+    write_spec(spec, tmp_path / "spec.json")
+    torch.save({"state_dict": model.state_dict(), "model": {"factory": name, "args": args}}, tmp_path / "phi3.pt")
+    result = prunectl.prune(tmp_path / "phi3.pt", prunectl.PruneOptions(spec=tmp_path / "spec.json", rate=0.3,
+                                                                        output=tmp_path / "out"))
+    assert [layer.self_attn.num_key_value_heads for layer in result.model.model.layers] == [2, 2]
+    assert any("num_attention_heads" in note for note in result.report["selection"]["aligned"])
     assert result.manifest.extra["hf"]["written"]
