@@ -165,7 +165,7 @@ def heads_multiple(groups: list[ChannelGroup], model: nn.Module) -> HeadsMultipl
     if not (isinstance(heads, int) and isinstance(hidden, int)) or not _validates_heads(config, hidden, heads):
         return None
     name = input_embedding(model)
-    hidden_index = next((i for i, group in enumerate(groups) if group.prunable and any(
+    hidden_index = next((i for i, group in enumerate(groups) if any(
         member.module == name and member.side == "out" for member in group.members)), None)
     if hidden_index is None:
         return None
@@ -188,6 +188,8 @@ def aligned(kept: list[torch.Tensor | None], groups: list[ChannelGroup], scores:
         return _tied_widths(kept, groups, scores, widths.tied, options, notes)
     alignment = widths.multiple
     index = None if alignment is None else alignment.hidden
+    if index is not None and (kept[index] is None or not groups[index].prunable):
+        return _heads_dividing(kept, groups, scores, alignment, options, notes)
     if index is None or kept[index] is None or scores[index] is None:
         return kept
     group = groups[index]
@@ -201,6 +203,41 @@ def aligned(kept: list[torch.Tensor | None], groups: list[ChannelGroup], scores:
         notes.append(f"{group.name}: {keep} -> {width} channels, a multiple of {step} (round-to and the kept "
                      "query heads: the config requires hidden_size to be a multiple of num_attention_heads)")
     return [select_width(group, scores[index], width, options) if i == index else k for i, k in enumerate(kept)]
+
+
+def _heads_dividing(kept: list[torch.Tensor | None], groups: list[ChannelGroup], scores: list,
+                    alignment: HeadsMultiple, options: SelectOptions, notes: list[str] | None
+                    ) -> list[torch.Tensor | None]:
+    """The hidden width stays whole (Gemma's, pinned): each attention's kept query heads move instead,
+    to the nearest count (``round_mode``) that divides it (128 hidden channels, 8 query heads on 4 KV
+    heads cut at 0.3: 3 KV groups are 6 query heads, which 128 is no multiple of; 4 groups are kept)."""
+    hidden = groups[alignment.hidden].size
+    out = list(kept)
+    moves: dict[tuple[int, int, int], list[str]] = {}
+    for index, per in alignment.heads:
+        group = groups[index]
+        if kept[index] is None or scores[index] is None:
+            continue
+        keep = len(kept[index])
+        fits = [count for count in range(1, group.size + 1) if hidden % (count * per) == 0]
+        if not fits or keep in fits:
+            continue
+        above = [count for count in fits if count > keep]
+        below = [count for count in fits if count < keep]
+        if options.round_mode == "down" and below or not above:
+            count = below[-1]
+        elif options.round_mode == "nearest" and below and keep - below[-1] < above[0] - keep:
+            count = below[-1]
+        else:
+            count = above[0]
+        out[index] = select_width(group, scores[index], count, options)
+        moves.setdefault((keep, count, per), []).append(group.name)
+    for (keep, count, per), names in moves.items():
+        if notes is not None:
+            more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+            notes.append(f"{names[0]}{more}: {keep} -> {count} KV groups ({count * per} query heads: the config "
+                         f"requires hidden_size, kept whole at {hidden}, to be a multiple of num_attention_heads)")
+    return out
 
 
 def hidden_size_as_value(model: nn.Module) -> str | None:
