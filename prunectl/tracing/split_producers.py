@@ -217,7 +217,12 @@ def settle_parts(walk: Walk, splits: dict[str, int], part_heads: dict[str, dict[
         layer = walk.layers[position[producer]]
         if problem is not None:
             failed.add(producer)
-            walk.incidents.append(Incident(producer, "split", problem, frozenset({producer})))
+            # what its parts were summed with keeps its channels too (before split producers, the
+            # split itself pinned the producer, and an add of its untracked part pinned the rest)
+            together = {producer_of(source)[0] for other in walk.layers for source in other.inputs or ()
+                        if any(producer_of(s)[0] == producer and producer_of(s)[1] is not None
+                               for s in other.inputs or ())}
+            walk.incidents.append(Incident(producer, "split", problem, frozenset({producer} | together)))
             continue
         if all(h is not None for h in heads):
             dims = tuple(h[1] for h in heads)
