@@ -140,7 +140,8 @@ def _tied_widths(kept: list[torch.Tensor | None], groups: list[ChannelGroup], sc
     if len(sizes) != 1:
         return kept
     counts = [len(kept[i]) for i in tied.heads if kept[i] is not None]
-    whole = kept[tied.hidden] is None or len(counts) < len(tied.heads)
+    # a hidden width kept whole (pinned, or --rate-hidden 0) keeps every head, and the other way round
+    whole = kept[tied.hidden] is None or len(kept[tied.hidden]) == hidden.size or len(counts) < len(tied.heads)
     heads = next(iter(sizes)) if whole or not counts else max(counts)
     width = min(heads * tied.head_dim, hidden.size)
     out = list(kept)
