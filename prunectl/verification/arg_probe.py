@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..layers import kinds as L
+from ..layers.params import count_attributes
 from ..loading.meta import meta_model
 
 # config fields transformers computes from others when they are absent (hf: factories only), and the
@@ -56,7 +57,7 @@ def probed_args(factory: str, args: dict[str, Any], built: nn.Module, hard: nn.M
                 pending.remove(key)
                 progress = True
     if pending and any(target.get(where) != width for where, width in current.items()):
-        updated, built_now = _moved_together(factory, pending, updated, built_now, current, target)
+        updated, built_now = _moved_together(factory, pending, updated, built_now, current, target, hard)
     updated, built_now = _heads_for_head_dim(factory, updated, built_now, hard)
     # a derived field stays explicit once any arg moved (issue 17: the config says head_dim
     # outright, so a later cut of hidden_size or the head counts cannot change it), and only
@@ -104,11 +105,13 @@ def _moved(factory: str, key: str, value: int, updated: dict[str, Any], built_no
 
 
 def _moved_together(factory: str, pending: list[str], updated: dict[str, Any], built_now: nn.Module,
-                    current: dict, target: dict) -> tuple[dict[str, Any], nn.Module]:
+                    current: dict, target: dict, hard: nn.Module) -> tuple[dict[str, Any], nn.Module]:
     """Args no one of which can move alone: Phi-3's ``qkv_proj`` is ``(num_attention_heads + 2 *
     num_key_value_heads) * head_dim`` wide. Each width is taken as linear in the args (a build with
     each arg one step up gives its slope), the args solving every pruned width exactly are taken
-    where one build with all of them has exactly the pruned widths."""
+    where one build with all of them has exactly the pruned widths and keeps every int attribute
+    that already was the pruned model's (BERT's ``attention_head_size``: a hidden size moved with
+    the head count left has the widths but another head size)."""
     slopes: dict[str, dict[tuple[str, str], float]] = {}
     for key in pending:
         step = updated[key] + 1
@@ -136,7 +139,16 @@ def _moved_together(factory: str, pending: list[str], updated: dict[str, Any], b
     if candidate is None or any(_widths(candidate).get(where) != target.get(where) for where in current) or \
             not _same_buffers(candidate, built_now):
         return updated, built_now
+    pruned, before, after = _counts(hard), _counts(built_now), _counts(candidate)
+    if any(before.get(key) == value and after.get(key) != value for key, value in pruned.items()):
+        return updated, built_now
     return candidate_args, candidate
+
+
+def _counts(model: nn.Module) -> dict[tuple[str, str], int]:
+    """The int attributes of every module that is not a layer (head sizes, head counts)."""
+    return {(name, key): value for name, module in model.named_modules() if L.kind_of(module) == "other"
+            for key, value in count_attributes(module).items()}
 
 
 def _head_dims(model: nn.Module) -> dict[str, int]:
