@@ -176,8 +176,19 @@ class SplitFollowers:
                                                  heads, head_dim, layer.parts)
 
 
+def _parts_problem(joined: bool, heads: list[tuple[int, Any] | None]) -> str | None:
+    """Why a producer's parts are not one channel space (None: they are)."""
+    if not joined:
+        return "splits its outputs into parts that no listed layer reads together"
+    if any(h is None for h in heads) and any(h is not None for h in heads):
+        return "splits its outputs into parts of which only some are attention heads"
+    if all(h is not None for h in heads) and len({h[0] for h in heads}) > 1:
+        return "splits its outputs into parts with different head counts"
+    return None
+
+
 def settle_parts(walk: Walk, splits: dict[str, int], part_heads: dict[str, dict[int, tuple[int, Any]]],
-                 slices: dict[str, list[tuple[int, int, int]]] | None = None, counted: set[str] = frozenset()) -> None:
+                 slices: dict[str, list[tuple[int, int, int]]] | None = None, counted: set[str] | None = None) -> None:
     """Every part source becomes its producer again: one channel space with heads or parts where the
     readers joined all its parts, else an incident (the producer keeps its outputs)."""
     splits = dict(splits)
@@ -186,7 +197,7 @@ def settle_parts(walk: Walk, splits: dict[str, int], part_heads: dict[str, dict[
         splits[producer] = len(cuts)
         if cuts[-1][1] != cuts[-1][2] or len(cuts) < 2:
             unfollowed[producer] = "slices its outputs into parts that leave some outputs unread"
-        elif any(part_source(producer, i) not in counted for i in range(len(cuts) - 1)):
+        elif any(part_source(producer, i) not in (counted or set()) for i in range(len(cuts) - 1)):
             unfollowed[producer] = "slices its outputs at bounds fixed in the model's code that no head count gives"
     if not splits:
         return
@@ -205,15 +216,7 @@ def settle_parts(walk: Walk, splits: dict[str, int], part_heads: dict[str, dict[
     for producer, count in splits.items():
         names = [part_source(producer, i) for i in range(count)]
         heads = [part_heads.get(producer, {}).get(i) for i in range(count)]
-        problem = unfollowed.get(producer)
-        if problem is not None:
-            pass
-        elif len({find(name) for name in names}) > 1:
-            problem = "splits its outputs into parts that no listed layer reads together"
-        elif any(h is None for h in heads) and any(h is not None for h in heads):
-            problem = "splits its outputs into parts of which only some are attention heads"
-        elif all(h is not None for h in heads) and len({h[0] for h in heads}) > 1:
-            problem = "splits its outputs into parts with different head counts"
+        problem = unfollowed.get(producer) or _parts_problem(len({find(name) for name in names}) == 1, heads)
         layer = walk.layers[position[producer]]
         if problem is not None:
             failed.add(producer)
