@@ -234,7 +234,7 @@ def _whole_process(models: list[tuple[str, int]], repeats: int, quick: bool) -> 
              _fmt(r["torch_pruning"], "peak_rss_mb", "MB"), r["memory_ratio_prunectl_over_tp"]] for r in results]
     print_table(f"Whole process, checkpoint in, pruned weights out, rate {RATE}, median of {repeats} interleaved runs",
                 ["model", "prunectl", "Torch-Pruning", "time ratio", "prunectl peak RSS", "TP peak RSS", "mem ratio"],
-                rows, note="prunectl's process also traces the model, proves soft == hard in float64 on 3 inputs and "
+                rows, note="prunectl's process also traces the model, proves soft == hard in float64 on 2-3 inputs and "
                            "writes a bundle (safetensors, pt, manifest, report); Torch-Pruning's saves a state_dict.")
     png = plots.grouped_bars([r["model"] for r in results],
                              {"prunectl": [r["prunectl"].get("wall_s", float("nan")) for r in results],

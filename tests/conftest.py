@@ -8,6 +8,7 @@ modules are imported as ``tests.support.NAME`` so that their factory strings
 """
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,3 +34,12 @@ def _run_from_repo_root(monkeypatch):
     # factories such as "fixtures.models:AlexNet" resolve from the working directory
     monkeypatch.chdir(ROOT)
 
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory) -> Path:
+    """mlp.pt/mlp.json and cnn.pt/cnn.json of the digits plugin, trained briefly and deterministically."""
+    pytest.importorskip("prunectl_digits")
+    out = tmp_path_factory.mktemp("digits")
+    subprocess.run([sys.executable, "-m", "prunectl_digits.train", str(out), "--epochs", "12"], check=True,
+                   capture_output=True)
+    return out

@@ -42,6 +42,7 @@ from ..tasks import Task, get_task
 from ..tracing import trace_model
 from ..training.device_task import on_device_task
 from ..training.distributed import from_environment
+from ..training.run_state import first_difference
 from . import steps as S
 from .results import write_auto_bundle
 from .run import Events, SearchRun
@@ -159,8 +160,10 @@ def _auto(checkpoint: str | Path | None, options: AutoOptions, events: Events | 
     run.input_spec = input_spec
     if saved is not None:
         state, weights = saved
-        if state["fingerprint"] != fingerprint:
-            raise SpecError(f"{state_dir}: was started with other inputs or options; remove it to start over")
+        differs = first_difference(state["fingerprint"], fingerprint)
+        if differs is not None:
+            raise SpecError(f"{state_dir}: was started with other inputs or options ({differs}); "
+                            "remove it to start over")
         run.resume(state, weights)
     else:
         run.start(fingerprint)

@@ -1,4 +1,4 @@
-"""``prunectl auto`` (CAC or NetAdapt, retraining as it goes) and ``prunectl finetune``."""
+"""``prunectl auto``: CAC or NetAdapt, retraining as it goes."""
 from __future__ import annotations
 
 import json
@@ -21,7 +21,6 @@ from .options import (
     selection_options,
     spec_option,
     task_option,
-    text_data_options,
 )
 from .run_config import config_option
 
@@ -93,68 +92,3 @@ def auto_command(checkpoint: str, quiet: bool, as_json: bool, rates: str, **opti
                               indent=2))
     elif not quiet and result.output is not None:
         auto_summary(Console(), result)
-
-
-@cli.command("finetune")
-@click.argument("bundle", type=click.Path(path_type=str))
-@config_option
-@click.option("--task", help="Task plugin giving data, loss, metric (e.g. digits); or --distill.")
-@lr_option
-@click.option("--epochs", type=int, help=f"Epochs (default: the task's, else {O.DEFAULT_FINETUNE_EPOCHS}).")
-@click.option("--distill", is_flag=True,
-              help="Language models: train toward the original's logits (KL) on --data instead of a task.")
-@click.option("--data", help="--distill: a .txt file (or token ids .pt) to distil on.")
-@click.option("--steps", type=int, help="--distill: optimizer steps.")
-@click.option("--teacher", type=click.Path(exists=True, path_type=str),
-              help="--distill: the original model (default: the manifest's source, beside the bundle).")
-@text_data_options
-@click.option("--eval-data", type=click.Path(dir_okay=False, path_type=str),
-              help="--distill: a .txt file: perplexity before and after into report.json.")
-@click.option("-o", "--output", type=click.Path(path_type=str), help="New bundle directory (default: replace BUNDLE).")
-@click.option("--seed", type=int, default=O.DEFAULT_SEED, show_default=True, help="Seed of the shuffling and dropout.")
-@device_option
-@micro_batches_option
-@output_options
-@handle_errors
-def finetune_command(bundle: str, quiet: bool, as_json: bool, task: str | None, distill: bool,
-                     **options: Any) -> None:
-    """Fine-tune BUNDLE's pruned model on a task, or distil the original into it, and write a new
-    verified bundle.
-
-    Example: prunectl finetune out/ --task digits --epochs 10 -o out-ft/
-    or: prunectl finetune out/ --distill --data calib.txt --steps 200 -o out-kd/
-    """
-    if distill == (task is not None):
-        raise click.UsageError("give --task TASK, or --distill --data FILE --steps N")
-    distill_only = ("data", "steps", "teacher", "tokenizer", "eval_data")
-    if distill:
-        if options["data"] is None or options["steps"] is None:
-            raise click.UsageError("--distill needs --data FILE and --steps N")
-        from ..training.distill_bundle import distill_bundle
-
-        lr = options["lr"] if options["lr"] is not None else O.DEFAULT_DISTILL_LR
-        passed = (*distill_only, "output", "seed", "device", "calib_seq_len", "calib_tokens")
-        result = distill_bundle(bundle, lr=lr, **{key: options[key] for key in passed})
-        if as_json:
-            click.echo(json.dumps(result, indent=2))
-        elif not quiet:
-            perplexity = result.get("perplexity")
-            shown = f", perplexity {perplexity['before']:.4g} -> {perplexity['after']:.4g}" if perplexity else ""
-            Console().print(f"[green]ok[/green] {result['output']}: KL to the teacher {result['kl_before']:.4g} -> "
-                            f"{result['kl_after']:.4g} after {result['steps']} steps{shown}")
-        return
-    given = [f"--{key.replace('_', '-')}" for key in distill_only if options[key] is not None]
-    if given:
-        raise click.UsageError(f"{', '.join(given)}: with --distill only")
-    from ..training.finetune_bundle import finetune_bundle
-    from ..views.auto_progress import AutoProgress
-
-    with AutoProgress(quiet or as_json) as progress:
-        result = finetune_bundle(bundle, task, events=progress, epochs=options["epochs"], output=options["output"],
-                                 seed=options["seed"], micro_batches=options["micro_batches"], lr=options["lr"],
-                                 device=options["device"])
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-    elif not quiet:
-        Console().print(f"[green]ok[/green] {result['output']}: validation {result['accuracy_before']:.2f} -> "
-                        f"{result['accuracy_after']:.2f} after {result['epochs']} epochs")

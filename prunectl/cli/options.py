@@ -72,7 +72,8 @@ only_option = click.option("--only", multiple=True, metavar="PATTERN",
                            help="Prune only the channel groups holding a layer matching this glob (repeatable; "
                            "the layers coupled with it are cut with it).")
 lr_option = click.option("--lr", type=float, help="Fine-tuning learning rate (default: the task optimizer's, "
-                         f"else SGD's 0.01 with a cosine decay; with --distill AdamW's {O.DEFAULT_DISTILL_LR:g}).")
+                         "else SGD's 0.01 with a cosine decay; with --distill --data AdamW's "
+                         f"{O.DEFAULT_DISTILL_LR:g}).")
 device_option = click.option(
     "--device", default=O.DEFAULT_DEVICE, show_default=True, metavar="cpu|cuda|cuda:N|mps",
     help="Where the model runs for data-driven scoring, fine-tuning and the proof; the bundle is written from "

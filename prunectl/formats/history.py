@@ -2,9 +2,9 @@
 
 A JSON list, step 0 the original model. Required: ``step``, ``params``, ``macs`` (integers) and
 ``accuracy`` (a number, the task metric, any scale). Optional: ``widths`` (layer -> output width),
-``phase`` ("original", "cac", "cac-fine", "netadapt", "final-finetune", "finetune"), ``iteration`` (the search
-step it came from), ``epochs`` (fine-tune epochs run), ``pruned_accuracy`` (right after the cut,
-before fine-tuning), ``rates`` (CAC: the rate each layer was cut by in this step) or ``layer`` +
+``phase`` ("original", "cac", "cac-fine", "netadapt", "final-finetune", "finetune", "distill"),
+``iteration`` (the search step it came from), ``epochs`` (fine-tune epochs run), ``pruned_accuracy``
+(right after the cut, before fine-tuning), ``rates`` (CAC: the rate each layer was cut by in this step) or ``layer`` +
 ``rate`` (NetAdapt: the one layer cut, by what fraction of its width), and ``note``. Other keys
 are errors. Rejected proposals are not steps; they are listed in report.json's ``auto.trials``.
 Nothing time-dependent is recorded, so identical runs give identical files (docs/formats.md).

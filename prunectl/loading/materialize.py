@@ -75,9 +75,18 @@ def _one_value(group: tuple[str, ...], state_dict: Mapping[str, torch.Tensor]) -
                                              torch.equal(state_dict[name], first)) for name in group[1:])
 
 
+_ALIGNMENT = 64  # bytes: torch's CPU allocator's (c10::gAlignment)
+
+
 def _owned_like(state_dict: Mapping[str, torch.Tensor], skeleton: nn.Module) -> Mapping[str, torch.Tensor]:
-    """The weights in the dtypes the model declares (a strict load casts), and none sharing
-    memory with another (assignment would make them one tensor)."""
+    """The weights in the dtypes the model declares (a strict load casts), none sharing memory
+    with another (assignment would make them one tensor), each at an address torch's own
+    allocator would give.
+
+    safetensors' ``load_file`` returns tensors at 8- or 16-byte-aligned addresses; on AMD EPYC
+    MKL's float32 matmul then rounds differently than on the 64-byte-aligned tensors of the model
+    the bundle was written from (2e-8 apart on the mlp fixture), so ``prunectl.load`` would not
+    compute bit for bit what ``prunectl.prune`` returned. A misaligned tensor is copied once."""
     expected = skeleton.state_dict()
     owned: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
@@ -85,7 +94,7 @@ def _owned_like(state_dict: Mapping[str, torch.Tensor], skeleton: nn.Module) -> 
         if key in expected and value.dtype != expected[key].dtype:
             value = value.to(expected[key].dtype)
         storage = value.untyped_storage().data_ptr() if value.numel() else None
-        if storage is not None and storage in seen:
+        if storage is not None and (storage in seen or value.data_ptr() % _ALIGNMENT):
             value = value.clone()
         elif storage is not None:
             seen.add(storage)

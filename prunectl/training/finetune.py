@@ -126,8 +126,8 @@ def _own_loop(model: nn.Module, task: Task, options: FineTuneOptions, group: Dis
         lr = float(optimizer.param_groups[0]["lr"])
         loss_sum, seen = 0.0, 0
         for index, (inputs, targets) in enumerate(batches):
-            loss_sum += _accumulate(fed, task, params, inputs, targets, options.micro_batches, group,
-                                    mix_seed(options.seed, epoch, index))
+            loss_sum += accumulate_gradients(fed, _task_loss(task), params, inputs, targets, options.micro_batches,
+                                             group, mix_seed(options.seed, epoch, index))
             seen += len(targets)
             optimizer.step()
             if scheduler is not None:
@@ -164,9 +164,19 @@ def _own_epochs(model: nn.Module, task: Task, options: FineTuneOptions, emit: Ev
     return log
 
 
-def _accumulate(model: nn.Module, task: Task, params: list[nn.Parameter], inputs: torch.Tensor,
-                targets: torch.Tensor, parts: int, group: Dist, seed: int) -> float:
-    """Set every ``param.grad`` to the batch gradient, summed part by part; the batch's summed loss."""
+PartLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _task_loss(task: Task) -> PartLoss:
+    return lambda model, x, y: task.loss(model(x), y)
+
+
+def accumulate_gradients(model: nn.Module, loss_of: PartLoss, params: list[nn.Parameter], inputs: torch.Tensor,
+                         targets: torch.Tensor, parts: int, group: Dist, seed: int) -> float:
+    """Set every ``param.grad`` to the batch gradient, summed part by part; the batch's summed loss.
+
+    ``loss_of(model, x, y)`` is a part's mean loss; each part weighs by its share of the batch's rows
+    (samples, or token windows of one length), so the parts add up to the whole batch's mean."""
     size = len(targets)
     chunks = list(zip(torch.tensor_split(inputs, parts), torch.tensor_split(targets, parts)))
     width = sum(p.numel() for p in params) + 1  # the last column carries the part's summed loss
@@ -181,7 +191,7 @@ def _accumulate(model: nn.Module, task: Task, params: list[nn.Parameter], inputs
         for p in params:
             p.grad = None
         torch.manual_seed(mix_seed(seed, part))
-        loss = task.loss(model(x), y)
+        loss = loss_of(model, x, y)
         (loss * (len(y) / size)).backward()
         # gathered and summed on the CPU in float64 whatever the device (the order fixed as above)
         grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).double().cpu() for p in params]

@@ -92,6 +92,16 @@ def test_existing_state_without_resume_is_refused(digits, tmp_path):
     assert result.exit_code == 3 and "--resume" in result.output
 
 
+def test_a_state_from_other_options_is_refused_naming_the_difference(digits, tmp_path):
+    from prunectl.auto.state import save_state
+
+    save_state(tmp_path / "out.auto-state", {"fingerprint": {"max_drop": 2.0}, "step": 1}, {})
+    result = CliRunner().invoke(cli, ["auto", str(digits / "mlp.pt"), "--spec", str(digits / "mlp.json"),
+                                      "--task", "digits", "--resume", "-o", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 3, result.output
+    assert "(calc_iter: None when the run started, 8 now)" in " ".join(result.output.split())
+
+
 def _auto_args(digits: Path, out: Path) -> list[str]:
     return ["auto", str(digits / "cnn.pt"), "--spec", str(digits / "cnn.json"), "--task", "digits",
             "--max-drop", "1", "--epochs", "2", "--max-steps", "6", "-o", str(out), "-q"]

@@ -18,18 +18,13 @@ pytest.importorskip("prunectl_digits")
 import prunectl  # noqa: E402
 from prunectl.cli import cli  # noqa: E402
 from prunectl.errors import SpecError  # noqa: E402
-from prunectl_digits.models import DigitsMLP  # noqa: E402
 from prunectl_digits.task import splits  # noqa: E402
+from tests.support.digits import mlp_of  # noqa: E402
 from tests.support.helpers import manifest_without_source  # noqa: E402
 
 MISSING = "mps" if torch.cuda.is_available() else "cuda"
 ARGS = ["--max-drop", "1", "--epochs", "1", "--max-steps", "2"]
 
-
-def _mlp(digits: Path) -> DigitsMLP:
-    model = DigitsMLP()
-    model.load_state_dict(torch.load(digits / "mlp.pt", weights_only=True)["state_dict"])
-    return model
 
 
 def _cli(digits: Path, out: Path, *extra: str) -> None:
@@ -41,7 +36,7 @@ def _cli(digits: Path, out: Path, *extra: str) -> None:
 def test_device_cpu_gives_the_bytes_of_no_device_on_the_cli_and_in_process(digits, tmp_path: Path) -> None:
     _cli(digits, tmp_path / "plain")
     _cli(digits, tmp_path / "cpu", "--device", "cpu")
-    result = prunectl.auto(_mlp(digits), task="digits", spec=digits / "mlp.json", max_drop=1, epochs=1, max_steps=2,
+    result = prunectl.auto(mlp_of(digits), task="digits", spec=digits / "mlp.json", max_drop=1, epochs=1, max_steps=2,
                            device=torch.device("cpu"))
     result.save(tmp_path / "api")
     for name in ("model.safetensors", "report.json", "history.json", "manifest.json"):
@@ -54,7 +49,7 @@ def test_device_cpu_gives_the_bytes_of_no_device_on_the_cli_and_in_process(digit
 def test_a_device_that_is_not_here_is_refused_before_anything_runs(digits, tmp_path: Path) -> None:
     calls = []
     with pytest.raises(SpecError, match=f"^--device {MISSING}: .*not available here"):
-        prunectl.auto(_mlp(digits), evaluate=lambda model: calls.append(1) or 0.0, device=MISSING,
+        prunectl.auto(mlp_of(digits), evaluate=lambda model: calls.append(1) or 0.0, device=MISSING,
                       output=tmp_path / "out")
     assert not calls and not (tmp_path / "out").exists()
 
@@ -82,7 +77,7 @@ def test_own_callables_with_device_cpu_are_the_run_without_it(digits) -> None:
     for device in (None, "cpu"):
         torch.manual_seed(0)
         options = {} if device is None else {"device": device}
-        runs.append(prunectl.auto(_mlp(digits), evaluate=evaluate, train=train, val_loader=val_loader, max_drop=1.0,
+        runs.append(prunectl.auto(mlp_of(digits), evaluate=evaluate, train=train, val_loader=val_loader, max_drop=1.0,
                                   epochs=1, max_steps=2, **options))
     assert runs[0].history == runs[1].history
     assert all(torch.equal(a, b) for a, b in zip(runs[0].model.state_dict().values(),
@@ -96,11 +91,11 @@ def test_the_device_paths_taken_on_the_cpu_change_nothing(digits, monkeypatch) -
         if forced:  # the task wrapped, the model fed through InputsOn, CAC's gradients and the proofs "moved"
             take_the_device_paths(monkeypatch)
         torch.manual_seed(0)
-        runs.append(prunectl.auto(_mlp(digits), evaluate=evaluate, train=train, val_loader=val_loader, max_drop=1.0,
+        runs.append(prunectl.auto(mlp_of(digits), evaluate=evaluate, train=train, val_loader=val_loader, max_drop=1.0,
                                   epochs=1, max_steps=2, device="cpu").history)
         torch.manual_seed(0)
         train_loader = DataLoader(TensorDataset(*splits()["train"]), batch_size=64)
-        runs.append(prunectl.auto(_mlp(digits), train_loader=train_loader, val_loader=val_loader, target_params=0.7,
+        runs.append(prunectl.auto(mlp_of(digits), train_loader=train_loader, val_loader=val_loader, target_params=0.7,
                                   epochs=1, criterion="taylor", device="cpu").history)
     assert runs[0] == runs[2] and runs[1] == runs[3]
 
@@ -108,7 +103,7 @@ def test_the_device_paths_taken_on_the_cpu_change_nothing(digits, monkeypatch) -
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_own_callables_run_on_cuda_and_the_bundle_is_written_from_the_cpu(digits, tmp_path: Path) -> None:
     evaluate, train, val_loader = _own_callables()
-    result = prunectl.auto(_mlp(digits), evaluate=evaluate, train=train, val_loader=val_loader, max_drop=1.0,
+    result = prunectl.auto(mlp_of(digits), evaluate=evaluate, train=train, val_loader=val_loader, max_drop=1.0,
                            epochs=1, max_steps=2, device="cuda")
     assert next(result.model.parameters()).device.type == "cpu"
     bundle = result.save(tmp_path / "out")

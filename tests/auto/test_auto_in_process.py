@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,22 +16,16 @@ pytest.importorskip("prunectl_digits")
 import prunectl  # noqa: E402
 from prunectl.cli import cli  # noqa: E402
 from prunectl.errors import SpecError  # noqa: E402
-from prunectl_digits.models import DigitsMLP  # noqa: E402
 from prunectl_digits.task import splits  # noqa: E402
+from tests.support.digits import mlp_of  # noqa: E402
 from tests.support.helpers import manifest_without_source  # noqa: E402
-
-
-def _mlp(digits: Path) -> DigitsMLP:
-    model = DigitsMLP()
-    model.load_state_dict(torch.load(digits / "mlp.pt", weights_only=True)["state_dict"])
-    return model
 
 
 def test_a_named_task_gives_the_cli_bundle_bytes(digits, tmp_path):
     args = ["--max-drop", "1", "--epochs", "1", "--max-steps", "2"]
     assert CliRunner().invoke(cli, ["auto", str(digits / "mlp.pt"), "--spec", str(digits / "mlp.json"), "--task",
                                     "digits", *args, "-o", str(tmp_path / "cli"), "-q"]).exit_code == 0
-    result = prunectl.auto(_mlp(digits), task="digits", spec=digits / "mlp.json", max_drop=1, epochs=1, max_steps=2)
+    result = prunectl.auto(mlp_of(digits), task="digits", spec=digits / "mlp.json", max_drop=1, epochs=1, max_steps=2)
     assert result.output is None and not (tmp_path / "api").exists()  # nothing written until save
     result.save(tmp_path / "api")
     for name in ("model.safetensors", "report.json", "history.json"):
@@ -62,7 +55,7 @@ def test_own_evaluate_and_train_drive_the_cac_search(digits, tmp_path):
             F.cross_entropy(model(x), y).backward()
             optimizer.step()
 
-    original = _mlp(digits)
+    original = mlp_of(digits)
     result = prunectl.auto(original, evaluate=evaluate, train=train, val_loader=val_loader, max_drop=1.0, epochs=2,
                            max_steps=3)
     history = result.history
@@ -81,7 +74,7 @@ def test_own_evaluate_and_train_drive_the_cac_search(digits, tmp_path):
 
 def test_loaders_alone_drive_the_netadapt_search(digits):
     train_loader, val_loader, _, _ = _loaders()
-    result = prunectl.auto(_mlp(digits), train_loader=train_loader, val_loader=val_loader, target_params=0.6,
+    result = prunectl.auto(mlp_of(digits), train_loader=train_loader, val_loader=val_loader, target_params=0.6,
                            epochs=1)
     assert result.stopped_because.startswith("target reached")
     assert result.history[-1]["params"] <= 0.6 * result.history[0]["params"]
@@ -92,7 +85,7 @@ def test_loaders_alone_drive_the_netadapt_search(digits):
 def test_a_bad_evaluate_is_one_line_naming_it(digits, returned, said):
     _, val_loader, _, _ = _loaders()
     with pytest.raises(SpecError, match=said) as caught:
-        prunectl.auto(_mlp(digits), evaluate=lambda model: returned, val_loader=val_loader, epochs=0)
+        prunectl.auto(mlp_of(digits), evaluate=lambda model: returned, val_loader=val_loader, epochs=0)
     assert "evaluate" in str(caught.value) and "\n" not in str(caught.value)
 
 
@@ -112,11 +105,11 @@ def test_a_bad_evaluate_is_one_line_naming_it(digits, returned, said):
 def test_bad_input_is_a_one_line_error(digits, call, said):
     _, val_loader, _, _ = _loaders()
     with pytest.raises(SpecError, match=said):
-        call(_mlp(digits), val_loader)
+        call(mlp_of(digits), val_loader)
 
 
 def test_output_writes_the_bundle_at_once(digits, tmp_path):
-    result = prunectl.auto(_mlp(digits), task="digits", spec=digits / "mlp.json", max_steps=1, epochs=1,
+    result = prunectl.auto(mlp_of(digits), task="digits", spec=digits / "mlp.json", max_steps=1, epochs=1,
                            output=tmp_path / "o")
     assert result.output == tmp_path / "o" and prunectl.verify(tmp_path / "o")["checksums"] == "ok"
     assert not (tmp_path / "o.auto-state").exists()

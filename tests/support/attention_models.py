@@ -117,3 +117,13 @@ class ComputedShapeHeads(SplitHeads):
         context = (weights @ v).permute(0, 2, 1, 3).contiguous()
         context = context.view(context.size()[:-2] + (self.all_head_size,))
         return self.head((x + self.out(context)).mean(1))
+
+
+class DigitsTimmViT(nn.Module):
+    """timm's VisionTransformer for the digits task's 1x8x8 images (one block of 3 heads of 64, patches of 4)."""
+
+    def __new__(cls) -> nn.Module:
+        import timm
+
+        return timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, img_size=8, patch_size=4,
+                                 in_chans=1, num_classes=10)

@@ -42,3 +42,14 @@ def llama_folder(path: Path, model: torch.nn.Module | None = None, tokenizer: bo
     if tokenizer:
         word_tokenizer().save(str(path / "tokenizer.json"))
     return path
+
+
+def pruned_llama(tmp_path: Path) -> tuple[Path, Path]:
+    """A tiny Llama folder pruned at 0.3 into ``tmp_path/pruned``, and 1200 words of text beside it."""
+    import prunectl
+
+    folder = llama_folder(tmp_path / "original")
+    text = tmp_path / "calib.txt"
+    text.write_text(words(1200), encoding="utf-8")
+    prunectl.prune(folder, prunectl.PruneOptions(rate=0.3, output=tmp_path / "pruned"))
+    return tmp_path / "pruned", text
