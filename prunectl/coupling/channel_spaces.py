@@ -45,8 +45,15 @@ class ChannelGroup:
         return min(layers or [member.factor for member in self.members if not member.count], default=1)
 
     def parts(self, module: str) -> int:
-        """How many blocks of this group's channels ``module`` outputs (a fused q/k/v: 3)."""
-        return sum(1 for member in self.members if member.module == module and member.side == "out") or 1
+        """How many equal blocks of this group's channels ``module`` outputs (a fused q/k/v: 3); 1 where
+        the blocks differ in width (Phi-3's grouped q, k, v: ``part_members`` says where each is)."""
+        outs = self.part_members(module)
+        return len(outs) if len({member.factor for member in outs}) == 1 else 1
+
+    def part_members(self, module: str) -> list[Member]:
+        """``module``'s output members, one per block of this group's channels, by offset."""
+        return sorted((m for m in self.members if m.module == module and m.side == "out"), key=lambda m: m.offset) \
+            or []
 
     @property
     def name(self) -> str:

@@ -17,7 +17,7 @@ from ..errors import SpecError, UnsupportedError
 from ..formats.spec import LayerSpec, Spec
 from ..layers import kinds as L
 from ..layers.params import count_attribute_of, parameter_of
-from .attention_groups import as_heads, check_heads_reader, connect_attention, source_is_fixed
+from .attention_groups import as_heads, as_parts, check_heads_reader, connect_attention, source_is_fixed
 from .channel_spaces import Cat, ChannelGroup, Member, Ref, Spaces, constrain_blocks, expect_width, lcm, parts_of
 
 
@@ -82,6 +82,8 @@ def build_groups(spec: Spec, model: nn.Module) -> list[ChannelGroup]:
             ref = _connect_producer(layer.name, module, kind, source, spaces, key)
         if layer.heads is not None:
             ref = as_heads(layer, module, ref, spaces, key)
+        elif layer.parts is not None:
+            ref = as_parts(layer, module, ref, spaces, key)
         _record(layer, ref, spaces)
         output_of[layer.name] = ref
         last = ref
@@ -134,6 +136,9 @@ def _connect_parameter(layer: LayerSpec, modules: dict[str, nn.Module], spaces: 
         # an attribute counting heads (num_heads), not their head_dim outputs (attn_dim); a table
         # with one entry per head (Swin's relative position bias)
         factor = 1
+    elif attribute is not None and group.heads and width % group.size == 0 and width != group.size * ref.factor:
+        # a head count over KV groups (Phi-3's config.num_attention_heads: g query heads per channel)
+        factor = width // group.size
     else:
         expect_width(key, width, spaces, source, what)
     spaces.group(ref.space).members.append(Member(layer.name, "out", factor, axis=layer.dim,

@@ -22,7 +22,7 @@ _TOP_KEYS = {
     "prunectl_spec", "model", "input", "criterion", "rate", "round_to", "round_mode", "min_channels",
     "group_reduce", "layers", "module",
 }
-_LAYER_KEYS = {"arg", "prev", "prune", "rate", "cat", "dim", "count", "heads", "head_dim"}
+_LAYER_KEYS = {"arg", "prev", "prune", "rate", "cat", "dim", "count", "heads", "head_dim", "parts"}
 MAX_DIM = 1 << 20
 
 
@@ -70,8 +70,13 @@ class LayerSpec:
     count: bool = False
     # a conv/linear whose outputs are attention heads (a q/k/v projection, or a fused qkv: parts
     # of ``heads`` heads each): channels are whole heads of ``head_dim`` outputs
+    # (a producer split into parts of different head widths, Phi-3's q, k and v of a grouped-query
+    # attention: one head_dim per part, part i being ``heads * head_dim[i]`` outputs)
     heads: int | None = None
-    head_dim: int | None = None
+    head_dim: int | tuple[int, ...] | None = None
+    # a producer whose outputs are ``parts`` equal consecutive blocks of the same channels (Phi-3's
+    # gate_up_proj, chunked into gate and up): channel c is output c of every block
+    parts: int | None = None
 
     @property
     def prunable(self) -> bool:
@@ -94,7 +99,10 @@ class LayerSpec:
         if self.count:
             out["count"] = True
         if self.heads is not None:
-            out["heads"], out["head_dim"] = self.heads, self.head_dim
+            out["heads"] = self.heads
+            out["head_dim"] = list(self.head_dim) if isinstance(self.head_dim, tuple) else self.head_dim
+        if self.parts is not None:
+            out["parts"] = self.parts
         return out
 
 
@@ -155,6 +163,10 @@ class Spec:
     @classmethod
     def from_json(cls, data: Any, source: str = "<spec>") -> Spec:
         return _SpecParser(source).parse(data)
+
+
+def _positive(number: Any) -> bool:
+    return isinstance(number, int) and not isinstance(number, bool) and number >= 1
 
 
 def read_spec(path: str | Path) -> Spec:
@@ -289,10 +301,18 @@ class _SpecParser:
             count = options.get("count", False)
             if count is not False and (count is not True or dim is not None or "arg" in options or cat is not None):
                 raise self.fail(f"{where}.count", "expected true, on an attribute entry without dim, arg or cat")
-            heads, head_dim = options.get("heads"), options.get("head_dim")
-            for key, number in (("heads", heads), ("head_dim", head_dim)):
-                if number is not None and (not isinstance(number, int) or isinstance(number, bool) or number < 1):
+            heads, head_dim, parts = options.get("heads"), options.get("head_dim"), options.get("parts")
+            if isinstance(head_dim, list):  # one per part: the parts' heads are of different widths
+                if len(head_dim) < 2 or not all(_positive(n) for n in head_dim):
+                    raise self.fail(f"{where}.head_dim", f"expected a positive integer or a list of two or more "
+                                    f"(one per part), got {head_dim!r}")
+                head_dim = tuple(head_dim)
+            for key, number in (("heads", heads), ("head_dim", head_dim), ("parts", parts)):
+                if number is not None and not isinstance(number, tuple) and not _positive(number):
                     raise self.fail(f"{where}.{key}", f"expected a positive integer, got {number!r}")
+            if parts is not None and (parts < 2 or heads is not None or dim is not None or count):
+                raise self.fail(f"{where}.parts", "expected 2 or more, on a conv or linear layer entry without heads "
+                                "(heads say their parts through head_dim)")
             if (heads is None) != (head_dim is None):
                 raise self.fail(f"{where}.{'head_dim' if head_dim is None else 'heads'}",
                                 "heads and head_dim go together (the layer's outputs are heads of head_dim channels)")
@@ -300,7 +320,7 @@ class _SpecParser:
                 raise self.fail(f"{where}.heads", "only a conv or linear layer entry has heads")
             layers.append(LayerSpec(name=name, arg=arg, has_arg="arg" in options, prev=prev,
                                     prune=prune, rate=self.rate(options.get("rate"), f"{where}.rate"), cat=cat,
-                                    dim=dim, count=count, heads=heads, head_dim=head_dim))
+                                    dim=dim, count=count, heads=heads, head_dim=head_dim, parts=parts))
             seen.add(name)
         return tuple(layers)
 

@@ -9,6 +9,8 @@ bundle's ``resize`` records the new size as ``{"dim_0": 72}``.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 
@@ -25,17 +27,24 @@ def parameter_of(modules: dict[str, nn.Module], name: str) -> tuple[nn.Module, s
     return None if parameter is None else (owner, attr, parameter)
 
 
-def count_attribute_of(modules: dict[str, nn.Module], name: str) -> tuple[nn.Module, str, int] | None:
-    """(owner module, attribute, value) for an int attribute holding a channel count, or None."""
+def count_attribute_of(modules: dict[str, nn.Module], name: str) -> tuple[Any, str, int] | None:
+    """(owner, attribute, value) for an int attribute holding a channel count, or None. The owner
+    is a module, or the transformers config a module reads (``self_attn.config.num_attention_heads``:
+    Phi-3 slices its fused q/k/v at ``config.num_attention_heads * head_dim``; the config is the
+    model's one, shared by every layer)."""
     owner_name, _, attr = name.rpartition(".")
-    owner = modules.get(owner_name)
+    owner: Any = modules.get(owner_name)
+    holder, _, field = owner_name.rpartition(".")
+    if owner is None and field == "config" and holder in modules:
+        owner = getattr(modules[holder], "config", None)
+        owner = owner if type(owner).__name__.endswith("Config") else None
     value = None if owner is None else vars(owner).get(attr)
     if not attr or not isinstance(value, int) or isinstance(value, bool):
         return None
     return owner, attr, value
 
 
-def count_attributes(module: nn.Module) -> dict[str, int]:
+def count_attributes(module: Any) -> dict[str, int]:
     """A module's own int attributes (not bools): where a model may keep a channel count."""
     return {key: value for key, value in vars(module).items()
             if isinstance(value, int) and not isinstance(value, bool) and not key.startswith("_")}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
 from itertools import chain
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 import torch.nn as nn
@@ -23,10 +23,15 @@ from ..models.factory import build as factory_build
 def meta_model(factory: str, args: Mapping[str, Any], real_buffers: bool = False) -> nn.Module | None:
     """The model with shapes but no storage (``real_buffers``: its buffers real), or None when its
     constructor can't run so."""
+    return meta_build(lambda: factory_build(factory, dict(args)), real_buffers)
+
+
+def meta_build(constructor: Callable[[], nn.Module], real_buffers: bool = False) -> nn.Module | None:
+    """``constructor()`` with shapes but no storage, as ``meta_model`` builds a factory's model."""
     try:
         with (nullcontext() if real_buffers else torch.device("meta")), _parameters_on_meta(real_buffers), \
                 _SkipInitOnMeta():
-            return factory_build(factory, dict(args))
+            return constructor()
     except Exception:  # the real build reports real problems; this is only an estimate
         return None
 

@@ -144,8 +144,16 @@ def member_scores(group: ChannelGroup, model: nn.Module, criterion: Criterion,
             continue
         expected = group.size * member.factor
         parts = group.parts(member.module)
+        blocks = group.part_members(member.module)
         if parts > 1 and isinstance(raw, torch.Tensor) and raw.shape == (parts * expected,):
             raw = raw.view(parts, expected).sum(0)  # observed per q/k/v output: a head's channel sums them
+        elif len(blocks) > 1 and isinstance(raw, torch.Tensor) and \
+                raw.shape == (sum(group.size * block.factor for block in blocks),):
+            # blocks of different widths (a grouped q, k, v): a channel sums its rows in every block,
+            # spread over this member's span so that the sum below gives that total per channel
+            total = sum(raw[block.offset:block.offset + group.size * block.factor].reshape(group.size, block.factor)
+                        .sum(1) for block in blocks)
+            raw = (total / member.factor).repeat_interleave(member.factor)
         if not isinstance(raw, torch.Tensor) or raw.shape != (expected,):
             shape = tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
             raise SpecError(f"criterion {criterion.name!r} returned {shape} for {member.module!r}; "

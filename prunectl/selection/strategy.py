@@ -26,7 +26,7 @@ from ..formats.spec import Spec
 from ..options import SCHEDULES
 from .budget import CostModel, SearchResult, Target, measure, search
 from .choice import Choice
-from .config_alignment import aligned, heads_multiple
+from .config_alignment import aligned, hidden_size_as_value, pin_value_hidden, stock_widths
 from .exclude import check_patterns, is_excluded
 from .global_ranking import floor_of, global_select, prunable_channels, remove_more
 from .per_layer import SelectOptions, group_rate, kept_count, select_per_layer
@@ -86,9 +86,11 @@ def choose(spec: Spec, model: nn.Module, criterion: Criterion, options: ChooseOp
     """Kept channels per group of ``model`` (original numbering), by steps, toward the rate or target."""
     check_options(options)
     original = pin_excluded(build_groups(spec, model), options.exclude, options.only)
+    value_buffer = hidden_size_as_value(model)  # Gemma: the hidden width stays whole (config_alignment.py)
+    value_note = pin_value_hidden(original, model, value_buffer)
     apply_structure_rates(original, model, dict(options.structure_rates))
-    alignment = heads_multiple(original, model)  # a stock config's hidden width (config_alignment.py)
-    aligned_notes: list[str] = []
+    alignment = stock_widths(original, model)  # a stock config's hidden width and heads (config_alignment.py)
+    aligned_notes: list[str] = [value_note] if value_note else []
     total_kept = [None if not g.prunable else torch.arange(g.size) for g in original]
     baseline = measure(model, example, options.target.kind) if options.target else None
     current = model
@@ -96,6 +98,7 @@ def choose(spec: Spec, model: nn.Module, criterion: Criterion, options: ChooseOp
     for step in range(1, options.steps + 1):
         done = schedule_fraction(step, options.steps, options.schedule)
         groups = pin_excluded(build_groups(spec, current), options.exclude, options.only)
+        pin_value_hidden(groups, current, value_buffer)
         scores = score_groups(groups, current, criterion, data, options.seed, options.device)
         for index, (source, group) in enumerate(zip(original, groups)):
             if source.prunable and not group.prunable:  # pinned while scoring (a layer bn_scale cannot score)

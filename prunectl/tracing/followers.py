@@ -5,6 +5,7 @@ and self-attention reading the residual stream. A mixin of the walk's interprete
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -176,6 +177,14 @@ class ChannelFollowers:
             return
         if moved.dim == result.dim() - 1 and self._own_width(node, entry):
             return
+        sizes = [size for size in flat_args(real_args[1:]) if isinstance(size, int)]
+        if tuple(result.shape) == tuple(real_args[0].shape) and entry == result.shape[moved.dim] \
+                and sizes.count(-1) <= 1 and moved.factor == flow.factor:
+            # the same shape (GPT-2's ``view((-1,) + input_shape[1:] + (x.size(-1),))``, a literal in the
+            # exported graph): read from the tensor it is the identity; a literal that would not shrink
+            # makes the hard model's view fail or give another shape (the inferred dim takes the
+            # missing channels), which the proof reports, never a silent change
+            return
         raise Touch(f"reshapes pruned channels to a channel count fixed in the model's code "
                     f"({result.shape[moved.dim]}); the pruned model would need it smaller")
 
@@ -194,12 +203,13 @@ class ChannelFollowers:
         head_dim (timm's ``reshape(B, N, self.attn_dim)``: the attribute counts head_dim per head)."""
         if moved.factor == flow.factor:
             return True
-        heads = {layer.name: layer.head_dim for layer in self.walk.layers if layer.heads is not None}
-        return flow.factor == 1 and all(heads.get(name) == moved.factor for name in flow.sources)
+        return flow.factor == 1 and all(self._heads_of(name)[1] == moved.factor for name in flow.sources)
 
-    def _count_attribute(self, node: Node, value: int, flow: Flow) -> bool:
+    def _count_attribute(self, node: Node, value: int, flow: Flow, by_name: bool = False) -> bool:
         """A reshape to a fixed channel count that the running module keeps in exactly one int
-        attribute (ViT's ``self.hidden_dim``): list that attribute, so the hard model gets it smaller."""
+        attribute (ViT's ``self.hidden_dim``): list that attribute, so the hard model gets it smaller.
+        ``by_name``: the op cannot run with the attribute changed (a split's size), so the attribute is
+        the one of that value the module's forward reads by name (split_producers.py)."""
         path = module_path(node)
         try:
             owner = self.root.get_submodule(path)
@@ -208,16 +218,26 @@ class ChannelFollowers:
         # several attributes may hold the number (BERT's layer_idx 4 and num_attention_heads 4):
         # the one the re-trace shows the reshape reading is it
         names = [key for key, held in count_attributes(owner).items() if held == value]
-        names = [key for key in names if self._reads_attribute(node, owner, key)]
+        if by_name:
+            code = getattr(inspect.unwrap(getattr(type(owner), "forward", None)), "__code__", None)  # past decorators
+            read = set(code.co_names if code is not None else ())
+            names = [key for key in names if key in read]
+            config = getattr(owner, "config", None)
+            if not names and "config" in read and type(config).__name__.endswith("Config"):
+                # Phi-3's self.config.num_attention_heads (the module's own attribute first: its
+                # num_key_value_heads and the config's have one name)
+                names += [f"config.{key}" for key, held in count_attributes(config).items() if held == value
+                          and key in read]
+        else:
+            names = [key for key in names if self._reads_attribute(node, owner, key)]
         if len(names) != 1:
             return False
         name = f"{path}.{names[0]}" if path else names[0]
         if name in self.first_inputs:
             earlier = self.first_inputs[name] or frozenset()
             if earlier != flow.sources:
-                heads = {layer.name: (layer.heads, layer.head_dim) for layer in self.walk.layers}
-                if len({heads.get(source) for source in earlier | flow.sources} - {(None, None)}) != 1 or \
-                        any(heads.get(source, (None,))[0] is None for source in earlier | flow.sources):
+                heads = {source: self._heads_of(source) for source in earlier | flow.sources}
+                if len(set(heads.values()) - {(None, None)}) != 1 or any(h[0] is None for h in heads.values()):
                     raise Touch(f"sizes two different channel spaces with the attribute {name}")
                 # BERT's num_attention_heads sizes q, k and v: fine if they meet (attention) later
                 self.walk.ties.append(Incident(node_where(node), node_description(node),

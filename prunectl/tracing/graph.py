@@ -37,7 +37,8 @@ class TracedLayer:
     cat: tuple[frozenset[str], ...] | None = None  # its input is this channel concatenation
     dim: int | None = None  # a parameter: the axis that holds the channels
     heads: int | None = None  # a projection into attention heads: heads per part, and their width
-    head_dim: int | None = None
+    head_dim: int | tuple[int, ...] | None = None  # one per part where the parts' heads differ (Phi-3)
+    parts: int | None = None  # outputs split into this many equal parts of the same channels (gate, up)
 
 
 @dataclass(frozen=True)

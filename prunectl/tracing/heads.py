@@ -25,7 +25,6 @@ a key/value head with its query heads and ``head_dim`` never changes (RoPE rotat
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from math import prod
 from typing import Any
 
@@ -33,15 +32,17 @@ import torch
 from torch.fx.node import Node
 
 from .flow import Flow, Touch, merge, normalise_dim
-from .graph import flat_args
+from .graph import flat_args, module_path
 from .rules import ELEMENTWISE, PASS_MODULES, function_flow, op_name
+from .split_producers import producer_of
 
 # ops that may move or take apart a fused projection's parts dim; anything else on it is refused
 _PARTS_OPS = {"permute", "transpose", "swapaxes", "swapdims", "unbind", "getitem", "select", "contiguous", "clone"}
 
 
 class HeadFollowers:
-    """Methods of ``walk._Walker`` (it provides ``walk``, ``first_inputs``, ``_count_attribute``)."""
+    """Methods of ``walk._Walker`` (it provides ``walk``, ``first_inputs``, ``_count_attribute`` and the
+    split producers' ``_listed``, ``_heads_of``, ``_set_heads``, ``_part_of_split``)."""
 
     def _heads_split(self, node: Node, args: Any, real_args: tuple, result: Any) -> Flow | None:
         """The Flow after a reshape that splits a projection's outputs into heads (None: not one)."""
@@ -50,25 +51,32 @@ class HeadFollowers:
                 or len(flow.sources) != 1 or not isinstance(result, torch.Tensor):
             return None
         layout = _split_layout(flow.dim, tuple(real_args[0].shape), tuple(result.shape))
-        producer = next(iter(flow.sources))
-        position = next((i for i, layer in enumerate(self.walk.layers) if layer.name == producer), None)
-        if layout is None or position is None or not self._straight_from(node.args[0], producer):
+        source = next(iter(flow.sources))  # a listed layer, or a part of one's split output (split_producers.py)
+        producer, part = producer_of(source)
+        layer = self._listed(producer)
+        if layout is None or layer is None or not self._straight_from(node.args[0], source):
             return None
         start, parts, heads, head_dim = layout
-        layer = self.walk.layers[position]
-        if layer.kind not in ("conv", "linear") or layer.heads is not None:
+        if layer.kind not in ("conv", "linear") or self._heads_of(source)[0] is not None or \
+                (part is not None and parts > 1):
             return None
         head_axis = start + (1 if parts > 1 else 0)
         entries = _shape_entries(node, real_args)
         entry = entries[head_axis] if head_axis < len(entries) else None
-        self.walk.layers[position] = replace(layer, heads=heads, head_dim=head_dim)
+        self._set_heads(source, heads, head_dim)
+        if part is not None:
+            try:
+                self._sliced_heads(source, heads, flow)
+            except Touch:
+                self._set_heads(source, None, None)
+                raise
         if entry != -1:
             try:
                 if not (isinstance(entry, int) and self._count_attribute(node, heads, flow)):
                     raise Touch(f"splits the outputs of {producer} into {heads} heads with a head count fixed in "
                                 "the model's code; the pruned model would need it smaller")
             except Touch:
-                self.walk.layers[position] = layer
+                self._set_heads(source, None, None)
                 raise
         return Flow(flow.sources, head_axis, parts_dim=start if parts > 1 else None)
 
@@ -77,10 +85,12 @@ class HeadFollowers:
         the way (its shape may be read: a channel count read there is followed by the Size rules)."""
         while isinstance(value, Node) and sum(1 for user in value.users if not _reads_shape(user)) == 1:
             if value.op == "call_module" and str(value.target) == producer or \
-                    self.layer_nodes.get(value.name) == producer:
+                    self.layer_nodes.get(value.name) == producer or self._part_of_split(value, producer):
                 return True
+            # a layer's own reshapes around its matmul (transformers' Conv1D) are still its output
+            own_view = op_name(value.target) in ("view", "reshape") and module_path(value) == producer
             elementwise = isinstance(self.submodules.get(value.target), PASS_MODULES) \
-                if value.op == "call_module" else op_name(value.target) in ELEMENTWISE
+                if value.op == "call_module" else op_name(value.target) in ELEMENTWISE or own_view
             if not elementwise or not value.args:
                 return False
             value = value.args[0]
@@ -105,16 +115,15 @@ class HeadFollowers:
         if not kv_heads or heads % kv_heads:
             return None
         group = heads // kv_heads
-        producer = next(iter(query.sources)) if len(query.sources) == 1 else None
-        position = next((i for i, layer in enumerate(self.walk.layers) if layer.name == producer), None)
-        if group <= 1 or position is None or any(f.dim != query.dim for f in key_flows) or \
-                values[0].dim() != result.dim():
+        source = next(iter(query.sources)) if len(query.sources) == 1 else None
+        if group <= 1 or source is None or self._listed(producer_of(source)[0]) is None or \
+                any(f.dim != query.dim for f in key_flows) or values[0].dim() != result.dim():
             return None
-        layer = self.walk.layers[position]
-        if layer.heads != heads or heads % group or layer.head_dim is None:
+        query_heads, head_dim = self._heads_of(source)
+        if query_heads != heads or heads % group or not isinstance(head_dim, int):
             raise Touch(f"attends with {heads} query heads in groups of {group} that are not the outputs of "
                         "one projection split into heads")
-        self.walk.layers[position] = replace(layer, heads=heads // group, head_dim=group * layer.head_dim)
+        self._set_heads(source, heads // group, group * head_dim)
         return merge([query.at(query.dim, group)] + [flow.at(query.dim, group) for flow in key_flows], query.dim)
 
 

@@ -152,7 +152,8 @@ def _spec(walk: Walk, pinned: dict[str, str], model_ref: ModelRef | None, input_
             tuple(sorted(part, key=position.__getitem__)) for part in layer.cat)
         layers.append(LayerSpec(name=layer.name, prev=None if cat else _prev(layer, previous, position),
                                 prune=layer.name not in pinned, cat=cat, dim=layer.dim,
-                                count=layer.kind == "count", heads=layer.heads, head_dim=layer.head_dim))
+                                count=layer.kind == "count", heads=layer.heads, head_dim=layer.head_dim,
+                                parts=layer.parts))
         previous = layer.name
     return Spec(layers=tuple(layers), model=model_ref, input=input_spec, source=source)
 

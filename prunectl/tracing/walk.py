@@ -24,12 +24,13 @@ from .followers import ChannelFollowers
 from .graph import Incident, Size, TracedLayer, Walk, has_tensor, leaves, node_description, node_where
 from .heads import HeadFollowers, parts_flow
 from .rules import PARAMETER_OPS, function_flow, module_flow, op_name
+from .split_producers import SplitFollowers, settle_parts
 from .window_attention import WindowAttentionFollower
 
 __all__ = ["walk_graph"]
 
 
-class _Walker(ChannelFollowers, HeadFollowers, WindowAttentionFollower, fx.Interpreter):
+class _Walker(ChannelFollowers, HeadFollowers, SplitFollowers, WindowAttentionFollower, fx.Interpreter):
     def __init__(self, graph_module: fx.GraphModule, root: nn.Module | None = None,
                  layer_nodes: dict[str, str] | None = None, modules: dict[str, nn.Module] | None = None,
                  example: torch.Tensor | None = None):
@@ -42,6 +43,9 @@ class _Walker(ChannelFollowers, HeadFollowers, WindowAttentionFollower, fx.Inter
         self.walk = Walk()
         self.first_inputs: dict[str, frozenset[str] | None] = {}
         self.parameters = dict(graph_module.named_parameters())
+        # split producers (split_producers.py)
+        self.splits, self.part_heads, self.split_nodes, self.slices, self.slice_nodes = {}, {}, {}, {}, {}
+        self.counted_slices: set[str] = set()
 
     def run_node(self, node: Node) -> Any:
         result = super().run_node(node)
@@ -99,6 +103,10 @@ class _Walker(ChannelFollowers, HeadFollowers, WindowAttentionFollower, fx.Inter
                 flow = self._grouped_attention(op_name(node.target), real_args, real_kwargs, args, kwargs, result)
                 if flow is not None:
                     return flow
+            parts = self._split_parts(node, real_args, real_kwargs, args, result) or \
+                self._slice_part(node, real_args, real_kwargs, args, result)
+            if parts is not None:
+                return parts
             if op_name(node.target) in ("cat", "concat", "concatenate") and isinstance(args[0], (list, tuple)):
                 flow = self._parameter_in_cat(node, real_args, real_kwargs, args, result)
                 if flow is not None:
@@ -173,5 +181,6 @@ def walk_graph(graph_module: fx.GraphModule, example: torch.Tensor, root: nn.Mod
     walker = _Walker(graph_module, root, layer_nodes, modules, example)
     with torch.no_grad():
         walker.run(*(args if args is not None else (example,)))
+    settle_parts(walker.walk, walker.splits, walker.part_heads, walker.slices, walker.counted_slices)
     walker.walk.incidents += walker.walk.untied()
     return walker.walk

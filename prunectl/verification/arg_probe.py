@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..layers import kinds as L
+from ..layers.params import count_attributes
 from ..loading.meta import meta_model
 
 # config fields transformers computes from others when they are absent (hf: factories only), and the
@@ -55,6 +56,9 @@ def probed_args(factory: str, args: dict[str, Any], built: nn.Module, hard: nn.M
                 updated[key], current, built_now = width, _widths(candidate), candidate
                 pending.remove(key)
                 progress = True
+    if pending and any(target.get(where) != width for where, width in current.items()):
+        updated, built_now = _moved_together(factory, pending, updated, built_now, current, target, hard)
+    updated, built_now = _heads_for_head_dim(factory, updated, built_now, hard)
     # a derived field stays explicit once any arg moved (issue 17: the config says head_dim
     # outright, so a later cut of hidden_size or the head counts cannot change it), and only
     # where the build with it is the one proven here
@@ -98,6 +102,83 @@ def _moved(factory: str, key: str, value: int, updated: dict[str, Any], built_no
             _same_buffers(candidate, built_now):
         return width, candidate
     return None
+
+
+def _moved_together(factory: str, pending: list[str], updated: dict[str, Any], built_now: nn.Module,
+                    current: dict, target: dict, hard: nn.Module) -> tuple[dict[str, Any], nn.Module]:
+    """Args no one of which can move alone: Phi-3's ``qkv_proj`` is ``(num_attention_heads + 2 *
+    num_key_value_heads) * head_dim`` wide. Each width is taken as linear in the args (a build with
+    each arg one step up gives its slope), the args solving every pruned width exactly are taken
+    where one build with all of them has exactly the pruned widths and keeps every int attribute
+    that already was the pruned model's (BERT's ``attention_head_size``: a hidden size moved with
+    the head count left has the widths but another head size)."""
+    slopes: dict[str, dict[tuple[str, str], float]] = {}
+    for key in pending:
+        step = updated[key] + 1
+        moved = meta_model(factory, {**updated, key: step}) or \
+            meta_model(factory, {**updated, key: (step := 2 * updated[key])})
+        widths = None if moved is None else _widths(moved)
+        if widths is None or set(widths) != set(current):
+            continue  # another architecture (a layer count), or no build
+        column = {where: (widths[where] - width) / (step - updated[key]) for where, width in current.items()
+                  if widths[where] != width}
+        if column:
+            slopes[key] = column
+    wheres = sorted({where for column in slopes.values() for where in column})
+    if not slopes or any(target.get(where) is None for where in wheres):
+        return updated, built_now
+    keys = sorted(slopes)
+    matrix = torch.tensor([[slopes[key].get(where, 0.0) for key in keys] for where in wheres], dtype=torch.float64)
+    wanted = torch.tensor([float(target[where] - current[where]) for where in wheres], dtype=torch.float64)
+    change = torch.linalg.lstsq(matrix, wanted[:, None]).solution[:, 0]
+    values = {key: updated[key] + round(float(delta)) for key, delta in zip(keys, change)}
+    if any(value < 1 for value in values.values()) or all(values[key] == updated[key] for key in keys):
+        return updated, built_now
+    candidate_args = {**updated, **values}
+    candidate = meta_model(factory, candidate_args, real_buffers=True)
+    if candidate is None or any(_widths(candidate).get(where) != target.get(where) for where in current) or \
+            not _same_buffers(candidate, built_now):
+        return updated, built_now
+    pruned, before, after = _counts(hard), _counts(built_now), _counts(candidate)
+    if any(before.get(key) == value and after.get(key) != value for key, value in pruned.items()):
+        return updated, built_now
+    return candidate_args, candidate
+
+
+def _counts(model: nn.Module) -> dict[tuple[str, str], int]:
+    """The int attributes of every module that is not a layer (head sizes, head counts)."""
+    return {(name, key): value for name, module in model.named_modules() if L.kind_of(module) == "other"
+            for key, value in count_attributes(module).items()}
+
+
+def _head_dims(model: nn.Module) -> dict[str, int]:
+    return {name: module.head_dim for name, module in model.named_modules()
+            if L.kind_of(module) == "other" and isinstance(getattr(module, "head_dim", None), int)}
+
+
+def _heads_for_head_dim(factory: str, updated: dict[str, Any], built_now: nn.Module,
+                        hard: nn.Module) -> tuple[dict[str, Any], nn.Module]:
+    """GPT-2 derives ``head_dim = n_embd // n_head``: a moved hidden width with the head count left
+    as it was has the pruned widths but another head size (and softmax scale). The head count is
+    then the hidden width over the pruned model's head_dim, where that build has every width and
+    head size of the pruned model."""
+    wanted, now = _head_dims(hard), _head_dims(built_now)
+    config = getattr(built_now, "config", None)
+    if not wanted or wanted == now or config is None or len(set(wanted.values())) != 1:
+        return updated, built_now
+    attribute_map = getattr(type(config), "attribute_map", {})
+    heads_key = attribute_map.get("num_attention_heads", "num_attention_heads")
+    hidden_key = attribute_map.get("hidden_size", "hidden_size")
+    if not (isinstance(updated.get(heads_key), int) and isinstance(updated.get(hidden_key), int)):
+        return updated, built_now
+    head_dim = next(iter(wanted.values()))
+    if updated[hidden_key] % head_dim:
+        return updated, built_now
+    candidate_args = {**updated, heads_key: updated[hidden_key] // head_dim}
+    candidate = meta_model(factory, candidate_args, real_buffers=True)
+    if candidate is None or _widths(candidate) != _widths(built_now) or _head_dims(candidate) != wanted:
+        return updated, built_now
+    return candidate_args, candidate
 
 
 def _derived_made_explicit(factory: str, args: dict[str, Any], built: nn.Module) -> dict[str, Any]:

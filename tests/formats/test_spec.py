@@ -94,6 +94,10 @@ def test_invalid_spec_message_names_file_and_key(name: str) -> None:
     ('{"layers": {"a": {}}, "rate": 0.5}', "prunectl_spec: missing"),
     ('[1, 2]', "expected a JSON object, got a list"),
     ('{"prunectl_spec": 1, "layers": {"a": {}}, "group_reduce": "median"}', "group_reduce: expected one of"),
+    ('{"prunectl_spec": 1, "layers": {"a": {"heads": 2, "head_dim": [32]}}}', "layers.a.head_dim: expected a positive"),
+    ('{"prunectl_spec": 1, "layers": {"a": {"heads": 2, "head_dim": [32, 0]}}}', "layers.a.head_dim"),
+    ('{"prunectl_spec": 1, "layers": {"a": {"parts": 1}}}', "layers.a.parts: expected 2 or more"),
+    ('{"prunectl_spec": 1, "layers": {"a": {"parts": 2, "heads": 2, "head_dim": 8}}}', "layers.a.parts"),
 ])
 def test_invalid_inline_specs(tmp_path: Path, text: str, fragment: str) -> None:
     path = tmp_path / "spec.json"
@@ -112,3 +116,11 @@ def test_with_options_overrides_only_given_values() -> None:
 def test_missing_spec_file_is_a_spec_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="cannot read"):
         read_spec(tmp_path / "nope.json")
+
+
+def test_parts_of_different_head_widths_and_equal_parts_round_trip() -> None:
+    data = {"prunectl_spec": 1, "layers": {"qkv": {"heads": 2, "head_dim": [32, 16, 16]}, "o": {"prev": ["qkv"]},
+                                           "gate_up": {"parts": 2}, "down": {}}}
+    spec = Spec.from_json(data)
+    assert spec.layer("qkv").head_dim == (32, 16, 16) and spec.layer("gate_up").parts == 2
+    assert spec.to_json() == data and Spec.from_json(spec.to_json()) == spec

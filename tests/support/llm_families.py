@@ -21,9 +21,10 @@ LLM_FAMILIES: dict[str, tuple[str, dict]] = {
     "gemma3": ("hf:Gemma3ForCausalLM", {**_BASE, "head_dim": 24, "sliding_window": 8}),
 }
 
-# Families whose fused projections prunectl cannot split yet (issue 17: a "split producer"), pruned with
-# --skip-unsupported: the fused layer is kept whole, the rest is cut. GPT-2: transformers' Conv1D, one
-# c_attn giving q, k and v through .split(split_size, dim=2); only the MLP width is cut today.
+# Families with fused projections (a "split producer", docs/decisions.md): GPT-2's Conv1D c_attn gives
+# q, k and v through .split(split_size, dim=2); Phi-3's qkv_proj is sliced into a grouped q, k and v,
+# its gate_up_proj chunked into gate and up.
 FUSED_LLM_FAMILIES: dict[str, tuple[str, dict]] = {
     "gpt2": ("hf:GPT2LMHeadModel", {"vocab_size": 128, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 64}),
+    "phi3": ("hf:Phi3ForCausalLM", {**_BASE, "pad_token_id": 0}),
 }

@@ -149,3 +149,32 @@ class SlicedConcat(nn.Module):
 
 def truncating_concat() -> SlicedConcat:
     return SlicedConcat(out=12)
+
+
+class GatedHalves(nn.Module):
+    """A fused gate/up projection: ``fc``'s output chunked in two halves multiplied together (Phi-3's
+    gate_up_proj): one channel space, cut at the same indices in both halves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 16)
+        self.down = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.fc(x).chunk(2, dim=-1)
+        return self.down(torch.relu(gate) * up)
+
+
+class HalvesReadApart(nn.Module):
+    """``fc``'s halves read by two layers that never see them together (GhostNet-style): not one space."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 16)
+        self.a = nn.Linear(8, 4)
+        self.b = nn.Linear(8, 4)
+        self.out = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first, second = self.fc(x).chunk(2, dim=1)
+        return self.out(self.a(first) + self.b(second))

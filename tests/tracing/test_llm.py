@@ -3,6 +3,9 @@ the default use_cache=True, whole KV groups, MLP and hidden width cut, soft == h
 decoding equal to uncached."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,37 +107,122 @@ def test_fewer_kv_heads_and_a_narrower_hidden_width_are_a_stock_config(family: s
         assert "aligned" not in result.report["selection"]
 
 
-@pytest.mark.parametrize("family", sorted(FUSED_LLM_FAMILIES))
-def test_a_fused_attention_traces_to_its_split_and_no_further(family: str) -> None:
-    name, args = FUSED_LLM_FAMILIES[family]
-    with pytest.raises(prunectl.UnsupportedError, match=r"attn:split \(split\) splits the channel dim"):
-        trace_model(factory.build(name, args), (1, 16), dtype="int64")
+def test_gpt2s_fused_c_attn_is_split_into_q_k_v_heads_with_its_split_size_following() -> None:
+    name, args = FUSED_LLM_FAMILIES["gpt2"]
+    traced = trace_model(factory.build(name, args), (1, 16), dtype="int64")  # strict
+    layers = {layer.name: layer for layer in traced.spec.layers}
+    prefix = "transformer.h.1.attn"
+    # one channel space of whole heads at the offsets of q, k and v (3 parts of 4 heads x 16)
+    assert (layers[f"{prefix}.c_attn"].heads, layers[f"{prefix}.c_attn"].head_dim) == (4, 16)
+    assert layers[f"{prefix}.split_size"].count  # .split(self.split_size) shrinks with the kept heads
+    assert layers[f"{prefix}.c_proj"].prev == (f"{prefix}.c_attn",)
+    assert layers["transformer.ln_f"].prune and layers["transformer.h.0.ln_1"].prune  # the residual stream too
+    assert set(traced.pinned) == {"lm_head"}
 
 
-@pytest.mark.parametrize("family", sorted(FUSED_LLM_FAMILIES))
-def test_gpt2s_mlp_is_cut_proven_and_a_stock_folder(family: str, tmp_path: Path) -> None:
-    """Conv1D layers cut like Linear ones; n_inner (None: 4 * n_embd) is made explicit at the cut width,
-    so hf/ is a stock GPT2Config folder; the fused c_attn stays whole (--skip-unsupported)."""
-    from transformers import AutoModelForCausalLM
+def test_phi3s_sliced_qkv_and_chunked_gate_up_are_parts_of_one_channel_space() -> None:
+    name, args = FUSED_LLM_FAMILIES["phi3"]
+    traced = trace_model(factory.build(name, args), (1, 16), dtype="int64")  # strict
+    layers = {layer.name: layer for layer in traced.spec.layers}
+    prefix = "model.layers.1"
+    # 2 KV groups: each channel is 2 query heads (32 rows of q), one key head and one value head (16 each)
+    qkv = layers[f"{prefix}.self_attn.qkv_proj"]
+    assert (qkv.heads, qkv.head_dim) == (2, (32, 16, 16))
+    # the slice bounds (config.num_attention_heads * head_dim, ... + num_key_value_heads * head_dim) follow
+    assert layers[f"{prefix}.self_attn.config.num_attention_heads"].count
+    assert layers[f"{prefix}.self_attn.num_key_value_heads"].count
+    assert layers[f"{prefix}.mlp.gate_up_proj"].parts == 2  # gate and up keep the same channels
+    assert layers[f"{prefix}.mlp.down_proj"].prev is None  # reads gate * up, the previous layer's space
+    assert set(traced.pinned) == {"lm_head"}
 
-    name, args = FUSED_LLM_FAMILIES[family]
+
+FRESH = """
+import sys, torch, transformers
+model = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
+with torch.no_grad():
+    torch.save(model(torch.load(sys.argv[2])).logits, sys.argv[3])
+"""
+
+
+@pytest.mark.parametrize("family", sorted({**LLM_FAMILIES, **FUSED_LLM_FAMILIES}))
+def test_every_family_at_0_3_proves_decodes_with_the_cache_and_is_a_stock_folder(family: str,
+                                                                               tmp_path: Path) -> None:
+    """Fused projections (GPT-2, Phi-3) cut like the others; Gemma keeps its hidden width (its embeddings
+    are scaled by sqrt(hidden_size)), so every family's hf/ loads with stock from_pretrained in a fresh
+    process and gives prunectl.load's logits."""
+    name, args = {**LLM_FAMILIES, **FUSED_LLM_FAMILIES}[family]
     torch.manual_seed(0)
-    checkpoint = tmp_path / "gpt2.pt"
-    torch.save({"state_dict": factory.build(name, args).state_dict(), "model": {"factory": name, "args": args}},
-               checkpoint)
-    result = prunectl.prune(checkpoint, prunectl.PruneOptions(rate=0.5, output=tmp_path / "out",
-                                                              skip_unsupported=True))
+    model = factory.build(name, args).eval()
+    checkpoint = tmp_path / "llm.pt"
+    torch.save({"state_dict": model.state_dict(), "model": {"factory": name, "args": args}}, checkpoint)
+    result = prunectl.prune(checkpoint, prunectl.PruneOptions(rate=0.3, output=tmp_path / "out"))
     manifest = result.manifest.to_json()
     assert manifest["verify"]["soft_vs_hard_max_abs"] <= 1e-9 * max(1.0, manifest["verify"]["reference_max_abs"])
-    for block in result.model.transformer.h:
-        assert block.mlp.c_fc.nf == block.mlp.c_proj.nx == block.mlp.c_fc.weight.shape[1] < 4 * args["n_embd"]
-        assert block.attn.c_attn.nf == 3 * args["n_embd"]  # the fused q/k/v: not cut yet
-    assert manifest["rebuild"]["args"]["n_inner"] == result.model.transformer.h[0].mlp.c_fc.nf
+    assert result.report["params"]["after"] < result.report["params"]["before"]
     assert manifest["hf"]["written"], manifest["hf"]
-    stock = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "hf").eval()
+    if family.startswith("gemma"):
+        assert result.model.model.embed_tokens.embedding_dim == args["hidden_size"]
+        assert "hidden width kept whole" in result.report["selection"]["aligned"][0]
+    if family == "gpt2":  # heads and hidden cut together: n_embd = n_head x the unchanged head_dim
+        config = json.loads((tmp_path / "out" / "hf" / "config.json").read_text())
+        assert config["n_head"] < args["n_head"] and config["n_embd"] == config["n_head"] * 16
+        assert result.report["selection"]["aligned"] == [  # the summary's "aligned" row says what was done
+            f"transformer.wte: hidden width {config['n_embd']} = {config['n_head']} heads x head_dim 16, "
+            f"{config['n_head']} heads in every attention (the config derives head_dim from the hidden size over "
+            "the head count)"]
+    if family == "phi3":  # 0.3 of 2 KV groups keeps both; the hidden width and gate/up are cut
+        attention = result.model.model.layers[0].self_attn
+        assert attention.qkv_proj.in_features < args["hidden_size"] and attention.num_key_value_heads == 2
+        assert result.model.model.layers[0].mlp.gate_up_proj.out_features == \
+            2 * result.model.model.layers[0].mlp.down_proj.in_features < 2 * args["intermediate_size"]
+    reloaded = prunectl.load(tmp_path / "out").eval()
     ids = torch.randint(0, args["vocab_size"], (1, 12))
     with torch.no_grad():
-        assert torch.equal(stock(ids).logits, prunectl.load(tmp_path / "out").eval()(ids).logits)
-        cached = stock.generate(ids, max_new_tokens=3, do_sample=False, use_cache=True)
-        uncached = stock.generate(ids, max_new_tokens=3, do_sample=False, use_cache=False)
+        logits = reloaded(ids).logits
+        assert torch.equal(result.model.eval()(ids).logits, logits)
+        cached = reloaded.generate(ids, max_new_tokens=3, do_sample=False, use_cache=True)
+        uncached = reloaded.generate(ids, max_new_tokens=3, do_sample=False, use_cache=False)
     assert torch.equal(cached, uncached)
+    torch.save(ids, tmp_path / "ids.pt")
+    subprocess.run([sys.executable, "-c", FRESH, str(tmp_path / "out" / "hf"), str(tmp_path / "ids.pt"),
+                    str(tmp_path / "stock.pt")], check=True, capture_output=True)
+    assert torch.equal(torch.load(tmp_path / "stock.pt"), logits)
+
+
+def test_phi3_at_0_5_cuts_whole_kv_groups_of_its_sliced_qkv_and_a_stock_config_says_so(tmp_path: Path) -> None:
+    name, args = FUSED_LLM_FAMILIES["phi3"]
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "phi3.pt"
+    torch.save({"state_dict": factory.build(name, args).state_dict(), "model": {"factory": name, "args": args}},
+               checkpoint)
+    result = prunectl.prune(checkpoint, prunectl.PruneOptions(rate=0.5, output=tmp_path / "out"))
+    for layer in result.model.model.layers:  # 1 of 2 KV groups: 2 query heads, 1 key, 1 value head of 16
+        assert layer.self_attn.qkv_proj.out_features == (2 + 2 * 1) * 16 and layer.self_attn.num_key_value_heads == 1
+        assert layer.self_attn.o_proj.in_features == 2 * 16
+    assert result.model.config.num_attention_heads == 2  # the slice bound every layer reads
+    rebuild = result.manifest.rebuild["args"]
+    assert (rebuild["num_attention_heads"], rebuild["num_key_value_heads"], rebuild["head_dim"]) == (2, 1, 16)
+    assert result.manifest.extra["hf"]["written"]
+
+
+def test_phi3_layers_keep_one_kv_group_count_since_one_config_field_sizes_every_layers_slice(tmp_path: Path) -> None:
+    """config.num_attention_heads bounds the q slice of every layer: a layer asked to keep fewer KV groups
+    (its own rate) keeps as many as the others, and the report says why."""
+    from dataclasses import replace
+
+    from prunectl.formats.spec import write_spec
+
+    name, args = FUSED_LLM_FAMILIES["phi3"]
+    torch.manual_seed(0)
+    model = factory.build(name, args).eval()
+    spec = trace_model(model, (1, 16), dtype="int64").spec
+    qkv = "model.layers.0.self_attn.qkv_proj"
+    spec = replace(spec, layers=tuple(replace(layer, rate=0.5) if layer.name == qkv else layer
+                                      for layer in spec.layers))
+    write_spec(spec, tmp_path / "spec.json")
+    torch.save({"state_dict": model.state_dict(), "model": {"factory": name, "args": args}}, tmp_path / "phi3.pt")
+    result = prunectl.prune(tmp_path / "phi3.pt", prunectl.PruneOptions(spec=tmp_path / "spec.json", rate=0.3,
+                                                                        output=tmp_path / "out"))
+    assert [layer.self_attn.num_key_value_heads for layer in result.model.model.layers] == [2, 2]
+    assert any("num_attention_heads" in note for note in result.report["selection"]["aligned"])
+    assert result.manifest.extra["hf"]["written"]

@@ -207,3 +207,28 @@ def test_a_slice_keeping_every_channel_of_a_concatenation_is_followed(tmp_path: 
         model="tests.support.trace_models:SlicedConcat", rate=0.5, round_to=1, input_shape=(1, 3, 8, 8),
         output=tmp_path / "out"))
     assert prunectl.load(tmp_path / "out").head.in_channels == 8
+
+
+def test_a_chunked_output_whose_halves_meet_is_one_channel_space_cut_in_both(tmp_path: Path) -> None:
+    from tests.support.trace_models import GatedHalves
+
+    layers = {layer.name: layer for layer in trace_model(GatedHalves(), (2, 8)).spec.layers}
+    assert layers["fc"].parts == 2 and layers["down"].prev is None
+    torch.manual_seed(0)
+    torch.save(GatedHalves().state_dict(), tmp_path / "gated.pt")
+    result = prunectl.prune(tmp_path / "gated.pt", prunectl.PruneOptions(
+        model="tests.support.trace_models:GatedHalves", rate=0.5, round_to=1, input_shape=(2, 8),
+        output=tmp_path / "out"))
+    kept = result.manifest.kept["fc"]
+    assert len(kept) == 8 and kept[4:] == [index + 8 for index in kept[:4]]  # the same channels in both halves
+    assert prunectl.load(tmp_path / "out").down.in_features == 4
+
+
+def test_a_chunked_output_whose_halves_are_read_apart_keeps_its_channels() -> None:
+    from tests.support.trace_models import HalvesReadApart
+
+    with pytest.raises(UnsupportedError, match="fc \\(split\\) splits its outputs into parts that no listed layer "
+                                               "reads together"):
+        trace_model(HalvesReadApart(), (2, 8))
+    traced = trace_model(HalvesReadApart(), (2, 8), skip_unsupported=True)
+    assert not traced.spec.layer("fc").prune and traced.spec.layer("a").prev == ()
