@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,12 +22,7 @@ from helpers import ROOT  # noqa: E402
 import prunectl  # noqa: E402
 from prunectl.cli import cli  # noqa: E402
 from prunectl.formats.history import read_history  # noqa: E402
-
-BIN = Path(sys.executable).parent
-
-
-def _bundle_bytes(path: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+from tests.support.processes import BIN, assert_torchrun_writes_one_process_bytes, bundle_bytes  # noqa: E402
 
 
 def test_auto_accuracy_mode_writes_a_verified_bundle_with_history(digits, tmp_path):
@@ -126,23 +120,17 @@ def test_resume_after_sigkill_ends_byte_identical(digits, tmp_path):
     saved, _ = load_state(state.parent)
     assert 1 <= saved["step"] < 6
     subprocess.run([str(BIN / "prunectl"), *_auto_args(digits, killed), "--resume"], check=True, cwd=ROOT)
-    assert _bundle_bytes(killed) == _bundle_bytes(reference)
+    assert bundle_bytes(killed) == bundle_bytes(reference)
     assert not state.parent.exists()
 
 
 @pytest.mark.skipif(shutil.which("torchrun", path=str(BIN)) is None, reason="torchrun not installed")
 def test_torchrun_two_processes_match_one_process(digits, tmp_path):
-    args = ["--spec", str(digits / "mlp.json"), "--task", "digits", "--max-drop", "1", "--epochs", "2",
-            "--max-steps", "3", "-q"]
-    single = tmp_path / "single"
-    subprocess.run([str(BIN / "prunectl"), "auto", str(digits / "mlp.pt"), *args, "--micro-batches", "2",
-                    "-o", str(single)], check=True, cwd=ROOT)
-    spread = tmp_path / "spread"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "prunectl", "auto",
-                    str(digits / "mlp.pt"), *args, "-o", str(spread)], check=True, cwd=ROOT, env=env,
-                   capture_output=True, timeout=300)
-    assert _bundle_bytes(spread) == _bundle_bytes(single)
+    args = ["auto", str(digits / "mlp.pt"), "--spec", str(digits / "mlp.json"), "--task", "digits", "--max-drop", "1",
+            "--epochs", "2", "--max-steps", "3", "-q"]
+    single, spread = tmp_path / "single", tmp_path / "spread"
+    assert_torchrun_writes_one_process_bytes([*args, "--micro-batches", "2", "-o", str(single)],
+                                             [*args, "-o", str(spread)], single, spread)
 
 
 def test_spent_budget_stops_before_the_first_step(digits, tmp_path):
