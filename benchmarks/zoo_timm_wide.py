@@ -1,0 +1,309 @@
+"""Broad timm sweep: one small model of every timm architecture, pruned strictly, side by side with
+Torch-Pruning 1.6 on the same list.
+
+    .venv/bin/python benchmarks/zoo_timm_wide.py [NAME ...]   # -> docs/results/zoo_timm_wide.md / .json
+    make zoo ZOO_MODELS=--timm-wide
+
+Which models (``select_models``, written down so the list can be regenerated): every name of
+``timm.list_models()`` is grouped by its architecture, the timm module that defines it plus the
+leading letters of its name (``resnet.py``'s ``resnet``, ``seresnet``, ``resnext``, ...), each built
+on the meta device to count its parameters at its default config; the smallest of each group with
+at most ``MAX_PARAMS`` stands for it, and each module gives its two smallest architectures. The
+list is cached in the JSON (same timm version) so a rerun does not rebuild 1,300 models.
+
+Each model runs in its own subprocess with a time limit (``TIMEOUT_S``, a timeout costs one row):
+random init, zero weights given small values, BatchNorm statistics from one batch (zoo.py's
+helpers), input 1x3x64x64 where the model runs at 64, else its default size. prunectl: ``prune``
+strict (no ``skip_unsupported``) at rate 0.3, soft == hard proven, ONNX checked by onnxruntime
+(atol 1e-4, prunectl's own check), the bundle reloaded (``prunectl.load``) and its output compared
+with the pruned model's; when the strict run is refused (exit 6, the op named), again with
+``skip_unsupported``. Torch-Pruning, in another subprocess on the same input: ``MetaPruner`` with
+``MagnitudeImportance(p=1)`` at the same rate, the classifier ignored, ``num_heads`` for timm's
+attention modules, ``step()``, a forward pass (finite, the classifier's width), ``torch.onnx.export``
+and onnxruntime against torch within 1e-4. Torch-Pruning has no soft-vs-hard proof.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from zoo import _calibrate_batch_norms, _escape, _first_input_that_runs, _m, _randomise_zero_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT_JSON = ROOT / "docs" / "results" / "zoo_timm_wide.json"
+RATE = 0.3
+MAX_PARAMS = 30_000_000
+TIMEOUT_S = 120
+ONNX_ATOL = 1e-4
+SMALL_SHAPE = (1, 3, 64, 64)
+
+
+def select_models() -> list[str]:
+    """Per timm module (a family: ``resnet.py``, ``byobnet.py``, ...), the smallest model of each of
+    its two smallest architectures (<= MAX_PARAMS at the default config; timm's own ``test_*``
+    models left out: they are not architectures anyone prunes)."""
+    import timm
+    import torch
+    from timm.models._registry import _model_to_module
+
+    smallest: dict[tuple[str, str], tuple[int, str]] = {}
+    for name in timm.list_models():
+        if name.startswith("test_"):
+            continue
+        group = (_model_to_module[name], re.match(r"[a-z]+", name).group(0))
+        try:
+            with torch.device("meta"):
+                params = sum(p.numel() for p in timm.create_model(name).parameters())
+        except Exception:
+            continue  # cannot be built without downloads or real tensors: not a candidate
+        if params <= MAX_PARAMS and (group not in smallest or params < smallest[group][0]):
+            smallest[group] = (params, name)
+    per_module: dict[str, list[tuple[int, str]]] = {}
+    for (module, _), entry in smallest.items():
+        per_module.setdefault(module, []).append(entry)
+    return sorted(name for entries in per_module.values() for _, name in sorted(entries)[:2])
+
+
+def input_shape(model) -> tuple[int, ...]:
+    """1x3x64x64 where the model runs there (most CNNs), else its default input size."""
+    default = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))
+    return _first_input_that_runs(model, (SMALL_SHAPE, (1, *default)))
+
+
+def run_prunectl(name: str) -> dict:
+    import torch
+
+    import prunectl
+    from prunectl.errors import PrunectlError
+    from prunectl.models.factory import build
+
+    row: dict = {"model": name, "rate": RATE}
+    torch.manual_seed(0)
+    model = build(f"timm:{name}", {}).eval()
+    _randomise_zero_weights(model)
+    shape = input_shape(model)
+    _calibrate_batch_norms(model, shape)
+    row["input"] = list(shape)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / f"{name}.pt"
+        torch.save(model.state_dict(), ckpt)
+        del model
+        for skip in (False, True):
+            start = time.perf_counter()
+            out = Path(tmp) / f"out-{skip}"
+            try:
+                result = prunectl.prune(ckpt, prunectl.PruneOptions(
+                    model=f"timm:{name}", rate=RATE, input_shape=shape, output=out, onnx=True,
+                    skip_unsupported=skip))
+            except PrunectlError as exc:
+                key = "strict_error" if not skip else "error"
+                row[key] = f"{type(exc).__name__} (exit {exc.exit_code}): {exc}"[:600]
+                row["status"] = "fail"
+                continue
+            row.update(_facts(result, out), seconds=round(time.perf_counter() - start, 2),
+                       status="strict" if not skip else "skip-unsupported")
+            break
+    return row
+
+
+def _facts(result, out: Path) -> dict:
+    """What the row records of a finished prune: sizes, the proofs, the reload."""
+    import prunectl
+
+    report, manifest = result.report, result.manifest.to_json()
+    reloaded = prunectl.load(out)
+    with __import__("torch").no_grad():
+        expected, got = result.model(*result.inputs[:1]), reloaded(*result.inputs[:1])
+    pinned = report.get("traced", {}).get("pinned", {})
+    return {
+        "params_before": report["params"]["before"], "params_after": report["params"]["after"],
+        "macs_before": report["macs"]["before"], "macs_after": report["macs"]["after"],
+        "soft_vs_hard": manifest["verify"]["soft_vs_hard_max_abs"],
+        "output_max_abs": manifest["verify"].get("reference_max_abs"),
+        "onnx_max_abs": manifest.get("onnx", {}).get("max_abs"),
+        "reload_max_abs": float((expected - got).abs().max()),
+        "layers": len(report["layers"]), "pinned_layers": len(pinned),
+        "tracer": report.get("traced", {}).get("tracer", "torch.fx"),
+    }
+
+
+def run_torch_pruning(name: str, shape: tuple[int, ...]) -> dict:
+    import onnxruntime
+    import torch
+    import torch_pruning as tp
+
+    from prunectl.models.factory import build
+
+    torch.manual_seed(0)
+    model = build(f"timm:{name}", {}).eval()
+    _randomise_zero_weights(model)
+    _calibrate_batch_norms(model, shape)
+    example = torch.randn(shape)
+    params_before = sum(p.numel() for p in model.parameters())
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    ignored = [classifier] if isinstance(classifier, torch.nn.Module) else []
+    heads = {m.qkv: m.num_heads for m in model.modules()
+             if isinstance(getattr(m, "qkv", None), torch.nn.Linear) and isinstance(getattr(m, "num_heads", None), int)}
+    try:
+        pruner = tp.pruner.MetaPruner(model, example, tp.importance.MagnitudeImportance(p=1), pruning_ratio=RATE,
+                                      ignored_layers=ignored, num_heads=heads)
+        pruner.step()
+        with torch.no_grad():
+            out = model(example)
+    except Exception as exc:
+        return {"status": "fail", "error": f"{type(exc).__name__}: {exc}"[:400]}
+    params_after = sum(p.numel() for p in model.parameters())
+    if not bool(torch.isfinite(out).all()):
+        return {"status": "fail", "error": "pruned model output is not finite"}
+    row = {"params_before": params_before, "params_after": params_after}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        try:
+            torch.onnx.export(model, (example,), str(path), dynamo=False)
+            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            got = session.run(None, {session.get_inputs()[0].name: example.numpy()})[0]
+        except Exception as exc:
+            return {**row, "status": "fail", "error": f"ONNX: {type(exc).__name__}: {exc}"[:400]}
+    row["onnx_max_abs"] = float(abs(torch.from_numpy(got) - out).max())
+    if row["onnx_max_abs"] > ONNX_ATOL * max(1.0, float(out.abs().max())):
+        return {**row, "status": "fail", "error": f"ONNX output differs from torch by {row['onnx_max_abs']:.1e}"}
+    return {**row, "status": "ok" if params_after < params_before else "no-reduction"}
+
+
+def _child(args: list[str]) -> dict:
+    try:
+        if args[0] == "--one":
+            return run_prunectl(args[1])
+        return run_torch_pruning(args[1], tuple(json.loads(args[2])))
+    except Exception as exc:  # a model that cannot even be built or run: one row, not the sweep
+        return {"model": args[1], "status": "fail", "error": f"{type(exc).__name__}: {exc}"[:400]}
+
+
+def _in_subprocess(args: list[str]) -> dict:
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                              timeout=TIMEOUT_S, cwd=ROOT)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        row = json.loads(lines[-1]) if lines else {
+            "status": "crash", "error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:400]}
+    except subprocess.TimeoutExpired:
+        row = {"status": "timeout", "error": f"over {TIMEOUT_S}s"}
+    row["wall_s"] = round(time.perf_counter() - start, 1)
+    return row
+
+
+def sweep(names: list[str], selected: list[str]) -> list[dict]:
+    rows = {row["model"]: row for row in _read()["models"]} if OUT_JSON.exists() else {}
+    for name in names:
+        row = {"model": name, **_in_subprocess(["--one", name])}
+        if "input" in row:
+            row["torch_pruning"] = _in_subprocess(["--tp", name, json.dumps(row["input"])])
+        else:
+            row["torch_pruning"] = {"status": "not run", "error": "the model did not build or run"}
+        rows[name] = row
+        print(f"{name:36s} {row['status']:17s} TP {row['torch_pruning']['status']:12s} "
+              f"{(row.get('strict_error') or '')[:110]}", flush=True)
+        write(list(rows.values()), selected)
+    return list(rows.values())
+
+
+def _read() -> dict:
+    return json.loads(OUT_JSON.read_text())
+
+
+def write(rows: list[dict], selected: list[str]) -> None:
+    import platform
+
+    import timm
+    import torch
+    import torch_pruning
+
+    order = {name: i for i, name in enumerate(selected)}
+    rows = sorted(rows, key=lambda r: order.get(r["model"], 1 << 30))
+    meta = {"rate": RATE, "torch": torch.__version__, "timm": timm.__version__,
+            "torch_pruning": torch_pruning.__version__, "max_params": MAX_PARAMS, "timeout_s": TIMEOUT_S,
+            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "date": time.strftime("%Y-%m-%d"),
+            "selected": selected}
+    OUT_JSON.write_text(json.dumps({"meta": meta, "models": rows}, indent=1) + "\n")
+    OUT_JSON.with_suffix(".md").write_text(markdown(rows, meta))
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    strict = sum(r["status"] == "strict" for r in rows)
+    skip = sum(r["status"] == "skip-unsupported" for r in rows)
+    peer = sum(r["torch_pruning"]["status"] == "ok" for r in rows)
+    n = len(rows)
+    lines = [
+        "# Model zoo: one small model of every timm architecture, prunectl and Torch-Pruning",
+        "",
+        f"Generated by `make zoo ZOO_MODELS=--timm-wide` (`benchmarks/zoo_timm_wide.py`); torch {meta['torch']}, "
+        f"timm {meta['timm']}, Torch-Pruning {meta['torch_pruning']}, {meta['date']}. The list: the smallest model "
+        f"(<= {meta['max_params'] / 1e6:.0f}M params) of every architecture of `timm.list_models()` (its module and "
+        "name prefix; `select_models` in the script). Random init, rate "
+        f"{meta['rate']}, each model in its own subprocess with {meta['timeout_s']} s per tool.",
+        "",
+        f"- **prunectl strict (traced, nothing pinned by an op): {strict} / {n} ({100 * strict / max(n, 1):.0f} %)**;"
+        f" with `--skip-unsupported`: {skip} more ({strict + skip} / {n} pruned); failed: {n - strict - skip}.",
+        f"- **Torch-Pruning 1.6: {peer} / {n} ({100 * peer / max(n, 1):.0f} %)** pruned, forward run, ONNX exported "
+        f"and within {ONNX_ATOL:g} of torch.",
+        "",
+        "prunectl's pass: soft == hard proven (float64, relative 1e-5), ONNX vs onnxruntime within 1e-4 relative, "
+        "the bundle reloaded with `prunectl.load` giving the pruned model's output. Torch-Pruning's: "
+        "`MetaPruner` + `MagnitudeImportance(p=1)`, classifier ignored, `num_heads` of timm attention; a "
+        "forward pass (finite), `torch.onnx.export`, onnxruntime within 1e-4 relative (it has no soft-vs-hard "
+        "proof). Input: 64x64 where the model runs there, else its default size. Errors are max |diff|.",
+        "",
+        "| model | input | prunectl | params before -> after | soft-vs-hard | ONNX | reload | pinned | "
+        "Torch-Pruning | TP params after | note (the op that stops strict tracing, or the failure) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        tp = r["torch_pruning"]
+        note = r.get("strict_error", "") if r["status"] != "fail" else r.get("error", r.get("strict_error", ""))
+        tp_note = "" if tp["status"] in ("ok", "not run") else f" TP: {tp.get('error', '')}"
+        done = r["status"] in ("strict", "skip-unsupported")
+        lines.append(
+            f"| {r['model']} | {r.get('input', ['?'])[-1]} | {r['status']} | "
+            + (f"{_m(r['params_before'])} -> {_m(r['params_after'])} | {r['soft_vs_hard']:.1e} | "
+               f"{_e(r.get('onnx_max_abs'))} | {_e(r.get('reload_max_abs'))} | {r['pinned_layers']}/{r['layers']} | "
+               if done else "| | | | | ")
+            + f"{tp['status']} | {_m(tp['params_after']) if 'params_after' in tp else ''} | "
+            f"{_escape(note[:220] + tp_note[:160])} |")
+    missing = [name for name in meta["selected"] if name not in {r["model"] for r in rows}]
+    if missing:
+        lines += ["", f"Not run yet ({len(missing)}): " + ", ".join(missing) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _e(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1e}"
+
+
+def selection() -> list[str]:
+    """The cached list when the JSON was written with this timm, else ``select_models()``."""
+    import timm
+
+    if OUT_JSON.exists():
+        meta = _read()["meta"]
+        if meta.get("timm") == timm.__version__ and meta.get("max_params") == MAX_PARAMS and meta.get("selected"):
+            return meta["selected"]
+    return select_models()
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] in (["--one"], ["--tp"]):
+        print(json.dumps(_child(argv)), flush=True)
+        return
+    selected = selection()
+    print(f"{len(selected)} models selected", flush=True)
+    sweep(argv or selected, selected)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
