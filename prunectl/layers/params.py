@@ -26,19 +26,41 @@ def parameter_of(modules: dict[str, nn.Module], name: str) -> tuple[nn.Module, s
 
 
 def count_attribute_of(modules: dict[str, nn.Module], name: str) -> tuple[nn.Module, str, int] | None:
-    """(owner module, attribute, value) for an int attribute holding a channel count, or None."""
+    """(owner module, attribute, count) for an attribute holding a channel count, or None."""
     owner_name, _, attr = name.rpartition(".")
     owner = modules.get(owner_name)
-    value = None if owner is None else vars(owner).get(attr)
-    if not attr or not isinstance(value, int) or isinstance(value, bool):
-        return None
-    return owner, attr, value
+    count = None if owner is None or not attr else held_count(vars(owner).get(attr))
+    return None if count is None else (owner, attr, count)
 
 
 def count_attributes(module: nn.Module) -> dict[str, int]:
-    """A module's own int attributes (not bools): where a model may keep a channel count."""
-    return {key: value for key, value in vars(module).items()
-            if isinstance(value, int) and not isinstance(value, bool) and not key.startswith("_")}
+    """A module's own attributes holding a count (``held_count``): where a model may keep a channel count."""
+    counts = {key: held_count(value) for key, value in vars(module).items() if not key.startswith("_")}
+    return {key: count for key, count in counts.items() if count is not None}
+
+
+def held_count(value: object) -> int | None:
+    """The count an attribute value holds: an int (not a bool), or a shape tuple of ints whose one
+    entry other than 1 is the count (timm's metaformer ``Scale.shape``, ``(C, 1, 1)``, which its
+    forward views the per-channel scale to). None for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, tuple) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        wide = [v for v in value if v != 1]
+        return wide[0] if len(wide) == 1 else None
+    return None
+
+
+def with_count(value: object, count: int) -> object:
+    """``value`` (an int or a shape tuple, ``held_count``) holding ``count`` instead."""
+    if isinstance(value, tuple):
+        return tuple(count if v != 1 else 1 for v in value)
+    return count
+
+
+def set_count(owner: nn.Module, attr: str, count: int) -> None:
+    """Give an attribute holding a channel count the kept count (a shape tuple keeps its 1s)."""
+    setattr(owner, attr, with_count(getattr(owner, attr), count))
 
 
 def replace_parameter(owner: nn.Module, attr: str, value: torch.Tensor) -> None:

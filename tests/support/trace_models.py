@@ -105,6 +105,25 @@ def literal_layer_scale() -> ReshapedLayerScale:
     return ReshapedLayerScale(literal=True)
 
 
+class HeldShapeLayerScale(nn.Module):
+    """timm's metaformer (PoolFormer, ConvFormer, CAFormer) layer scale, its own ``Scale`` module:
+    ``self.scale.view(self.shape)`` with ``shape = (C, 1, 1)`` held by the module, not a -1."""
+
+    def __init__(self) -> None:
+        from timm.models.metaformer import Scale
+
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.layer_scale = Scale(8)
+        with torch.no_grad():  # timm starts it at ones; distinct values make a wrong cut show
+            self.layer_scale.scale.copy_(torch.rand(8) + 0.5)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.head(y + self.layer_scale(y))
+
+
 class RelativeBiasAttention(nn.Module):
     """timm's Swin attention in miniature: per-head relative position bias gathered from a table
     (``table[index].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)``) added to the scores."""

@@ -194,6 +194,27 @@ def test_a_parameter_viewed_to_a_literal_channel_count_is_refused() -> None:
         trace_model(literal_layer_scale(), (1, 3, 8, 8))
 
 
+def test_a_layer_scale_viewed_to_a_shape_its_module_holds_follows_the_channels(tmp_path: Path) -> None:
+    pytest.importorskip("timm")
+    from tests.support.trace_models import HeldShapeLayerScale
+
+    layers = _layers(trace_model(HeldShapeLayerScale(), (1, 3, 8, 8)).spec)  # strict: raises if refused
+    assert layers["layer_scale.scale"].dim == 0 and layers["layer_scale.shape"].count
+    torch.manual_seed(0)
+    torch.save(HeldShapeLayerScale().state_dict(), tmp_path / "scale.pt")
+    result = prunectl.prune(tmp_path / "scale.pt", prunectl.PruneOptions(
+        model="tests.support.trace_models:HeldShapeLayerScale", rate=0.5, round_to=1, input_shape=(1, 3, 8, 8),
+        output=tmp_path / "out", onnx=True))
+    assert result.manifest.resize["layer_scale"] == {"shape": 4}
+    assert result.manifest.resize["layer_scale.scale"] == {"dim_0": 4}
+    assert result.manifest.to_json()["verify"]["soft_vs_hard_max_abs"] < 1e-12  # float64 proof: exact
+    rebuilt = prunectl.load(tmp_path / "out")  # a fresh timm Scale given the kept count
+    assert rebuilt.layer_scale.shape == (4, 1, 1) and rebuilt.layer_scale.scale.shape == (4,)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), result.model(x))
+
+
 def test_a_slice_keeping_every_channel_of_a_concatenation_is_followed(tmp_path: Path) -> None:
     from tests.support.trace_models import SlicedConcat, truncating_concat
 
