@@ -11,13 +11,14 @@ on the meta device to count its parameters at its default config; the smallest o
 at most ``MAX_PARAMS`` stands for it, and each module gives its two smallest architectures. The
 list is cached in the JSON (same timm version) so a rerun does not rebuild 1,300 models.
 
-Each model runs in its own subprocess with a time limit (``TIMEOUT_S``, a timeout costs one row):
+Each model runs in its own subprocess, both tools one after the other, with a time limit
+(``TIMEOUT_S`` for the two; a timeout costs one row):
 random init, zero weights given small values, BatchNorm statistics from one batch (zoo.py's
 helpers), input 1x3x64x64 where the model runs at 64, else its default size. prunectl: ``prune``
 strict (no ``skip_unsupported``) at rate 0.3, soft == hard proven, ONNX checked by onnxruntime
 (atol 1e-4, prunectl's own check), the bundle reloaded (``prunectl.load``) and its output compared
 with the pruned model's; when the strict run is refused (exit 6, the op named), again with
-``skip_unsupported``. Torch-Pruning, in another subprocess on the same input: ``MetaPruner`` with
+``skip_unsupported``. Torch-Pruning, after it in the same subprocess, on the same input: ``MetaPruner`` with
 ``MagnitudeImportance(p=1)`` at the same rate, the classifier ignored, ``num_heads`` for timm's
 attention modules, ``step()``, a forward pass (finite, the classifier's width), ``torch.onnx.export``
 and onnxruntime against torch within 1e-4. Torch-Pruning has no soft-vs-hard proof.
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT_JSON = ROOT / "docs" / "results" / "zoo_timm_wide.json"
 RATE = 0.3
 MAX_PARAMS = 30_000_000
-TIMEOUT_S = 120
+TIMEOUT_S = 180  # both tools on one model, on 2 busy cores
 ONNX_ATOL = 1e-4
 SMALL_SHAPE = (1, 3, 64, 64)
 
@@ -175,40 +176,52 @@ def run_torch_pruning(name: str, shape: tuple[int, ...]) -> dict:
     return {**row, "status": "ok" if params_after < params_before else "no-reduction"}
 
 
-def _child(args: list[str]) -> dict:
+def _child(name: str) -> None:
+    """Both tools on one model, one JSON line each (prunectl's first: a Torch-Pruning crash or
+    timeout after it still leaves prunectl's row); one interpreter saves a second import of torch."""
     try:
-        if args[0] == "--one":
-            return run_prunectl(args[1])
-        return run_torch_pruning(args[1], tuple(json.loads(args[2])))
+        row = run_prunectl(name)
     except Exception as exc:  # a model that cannot even be built or run: one row, not the sweep
-        return {"model": args[1], "status": "fail", "error": f"{type(exc).__name__}: {exc}"[:400]}
+        row = {"model": name, "status": "fail", "error": f"{type(exc).__name__}: {exc}"[:400]}
+    print(json.dumps(row), flush=True)
+    if "input" not in row:
+        peer = {"status": "not run", "error": "the model did not build or run"}
+    else:
+        try:
+            peer = run_torch_pruning(name, tuple(row["input"]))
+        except Exception as exc:
+            peer = {"status": "fail", "error": f"{type(exc).__name__}: {exc}"[:400]}
+    print(json.dumps({"torch_pruning": peer}), flush=True)
 
 
-def _in_subprocess(args: list[str]) -> dict:
+def _in_subprocess(name: str) -> dict:
     start = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True,
                               timeout=TIMEOUT_S, cwd=ROOT)
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-        row = json.loads(lines[-1]) if lines else {
-            "status": "crash", "error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:400]}
-    except subprocess.TimeoutExpired:
-        row = {"status": "timeout", "error": f"over {TIMEOUT_S}s"}
+        stdout, stderr, why = proc.stdout, proc.stderr, "crash"
+    except subprocess.TimeoutExpired as exc:
+        stdout, stderr, why = _text(exc.stdout), _text(exc.stderr), "timeout"
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    error = f"over {TIMEOUT_S}s" if why == "timeout" else (stderr.strip().splitlines() or ["no output"])[-1][:400]
+    row = next((line for line in lines if "model" in line), {"model": name, "status": why, "error": error})
+    row["torch_pruning"] = next((line["torch_pruning"] for line in lines if "torch_pruning" in line),
+                                {"status": why, "error": error})
     row["wall_s"] = round(time.perf_counter() - start, 1)
     return row
+
+
+def _text(output: bytes | str | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
 
 
 def sweep(names: list[str], selected: list[str]) -> list[dict]:
     rows = {row["model"]: row for row in _read()["models"]} if OUT_JSON.exists() else {}
     for name in names:
-        row = {"model": name, **_in_subprocess(["--one", name])}
-        if "input" in row:
-            row["torch_pruning"] = _in_subprocess(["--tp", name, json.dumps(row["input"])])
-        else:
-            row["torch_pruning"] = {"status": "not run", "error": "the model did not build or run"}
+        row = _in_subprocess(name)
         rows[name] = row
         print(f"{name:36s} {row['status']:17s} TP {row['torch_pruning']['status']:12s} "
-              f"{(row.get('strict_error') or '')[:110]}", flush=True)
+              f"{(row.get('strict_error') or row.get('error') or '')[:110]}", flush=True)
         write(list(rows.values()), selected)
     return list(rows.values())
 
@@ -246,7 +259,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f"timm {meta['timm']}, Torch-Pruning {meta['torch_pruning']}, {meta['date']}. The list: the smallest model "
         f"(<= {meta['max_params'] / 1e6:.0f}M params) of every architecture of `timm.list_models()` (its module and "
         "name prefix; `select_models` in the script). Random init, rate "
-        f"{meta['rate']}, each model in its own subprocess with {meta['timeout_s']} s per tool.",
+        f"{meta['rate']}, each model in its own subprocess with {meta['timeout_s']} s for both tools.",
         "",
         f"- **prunectl strict (traced, nothing pinned by an op): {strict} / {n} ({100 * strict / max(n, 1):.0f} %)**;"
         f" with `--skip-unsupported`: {skip} more ({strict + skip} / {n} pruned); failed: {n - strict - skip}.",
@@ -297,8 +310,8 @@ def selection() -> list[str]:
 
 
 def main(argv: list[str]) -> None:
-    if argv[:1] in (["--one"], ["--tp"]):
-        print(json.dumps(_child(argv)), flush=True)
+    if argv[:1] == ["--one"]:
+        _child(argv[1])
         return
     selected = selection()
     print(f"{len(selected)} models selected", flush=True)
