@@ -26,6 +26,7 @@ and onnxruntime against torch within 1e-4. Torch-Pruning has no soft-vs-hard pro
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -42,6 +43,7 @@ MAX_PARAMS = 30_000_000
 TIMEOUT_S = 180  # both tools on one model, on 2 busy cores
 ONNX_ATOL = 1e-4
 SMALL_SHAPE = (1, 3, 64, 64)
+WORKERS = 2  # models at a time, each with one torch thread: the 2 cores stay busy between a model's phases
 
 
 def select_models() -> list[str]:
@@ -70,10 +72,37 @@ def select_models() -> list[str]:
     return sorted(name for entries in per_module.values() for _, name in sorted(entries)[:2])
 
 
-def input_shape(model) -> tuple[int, ...]:
-    """1x3x64x64 where the model runs there (most CNNs), else its default input size."""
-    default = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))
-    return _first_input_that_runs(model, (SMALL_SHAPE, (1, *default)))
+def small_build(name: str):
+    """(model, factory args, input shape): the model at 64x64 where it runs there as built (most
+    CNNs), else built for 64x64 (``img_size=64``: ViTs and other models with a fixed token grid),
+    else at its default input size. Random init, zero weights given small values, BatchNorm
+    statistics from one batch."""
+    for args in ({}, {"img_size": SMALL_SHAPE[-1]}):
+        model = _built(name, args, optional=bool(args))
+        if model is not None and _first_input_that_runs(model, (SMALL_SHAPE, None)) == SMALL_SHAPE:
+            shape = SMALL_SHAPE
+            break
+    else:
+        args = {}
+        model = _built(name, args)
+        shape = (1, *model.pretrained_cfg.get("input_size", (3, 224, 224)))
+    _randomise_zero_weights(model)
+    _calibrate_batch_norms(model, shape)
+    return model, args, shape
+
+
+def _built(name: str, args: dict, optional: bool = False):
+    import torch
+
+    from prunectl.models.factory import build
+
+    torch.manual_seed(0)
+    try:
+        return build(f"timm:{name}", args).eval()
+    except Exception:
+        if not optional:
+            raise
+        return None  # the model takes no such argument
 
 
 def run_prunectl(name: str) -> dict:
@@ -81,26 +110,20 @@ def run_prunectl(name: str) -> dict:
 
     import prunectl
     from prunectl.errors import PrunectlError
-    from prunectl.models.factory import build
 
     row: dict = {"model": name, "rate": RATE}
-    torch.manual_seed(0)
-    model = build(f"timm:{name}", {}).eval()
-    _randomise_zero_weights(model)
-    shape = input_shape(model)
-    _calibrate_batch_norms(model, shape)
-    row["input"] = list(shape)
+    model, args, shape = small_build(name)
+    row["input"], row["factory_args"] = list(shape), args
+    state = {key: value.clone() for key, value in model.state_dict().items()}
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / f"{name}.pt"
-        torch.save(model.state_dict(), ckpt)
-        del model
         for skip in (False, True):
+            model.load_state_dict(state)  # the strict try may have masked it in place
             start = time.perf_counter()
             out = Path(tmp) / f"out-{skip}"
             try:
-                result = prunectl.prune(ckpt, prunectl.PruneOptions(
-                    model=f"timm:{name}", rate=RATE, input_shape=shape, output=out, onnx=True,
-                    skip_unsupported=skip))
+                result = prunectl.prune(model, model=f"timm:{name}", factory_args=args, rate=RATE,
+                                        example_inputs=torch.randn(shape), output=out, onnx=True,
+                                        skip_unsupported=skip)
             except PrunectlError as exc:
                 key = "strict_error" if not skip else "error"
                 row[key] = f"{type(exc).__name__} (exit {exc.exit_code}): {exc}"[:600]
@@ -133,15 +156,12 @@ def _facts(result, out: Path) -> dict:
     }
 
 
-def run_torch_pruning(name: str, shape: tuple[int, ...]) -> dict:
+def run_torch_pruning(name: str, args: dict, shape: tuple[int, ...]) -> dict:
     import onnxruntime
     import torch
     import torch_pruning as tp
 
-    from prunectl.models.factory import build
-
-    torch.manual_seed(0)
-    model = build(f"timm:{name}", {}).eval()
+    model = _built(name, args)
     _randomise_zero_weights(model)
     _calibrate_batch_norms(model, shape)
     example = torch.randn(shape)
@@ -179,6 +199,9 @@ def run_torch_pruning(name: str, shape: tuple[int, ...]) -> dict:
 def _child(name: str) -> None:
     """Both tools on one model, one JSON line each (prunectl's first: a Torch-Pruning crash or
     timeout after it still leaves prunectl's row); one interpreter saves a second import of torch."""
+    import torch
+
+    torch.set_num_threads(1)
     try:
         row = run_prunectl(name)
     except Exception as exc:  # a model that cannot even be built or run: one row, not the sweep
@@ -188,7 +211,7 @@ def _child(name: str) -> None:
         peer = {"status": "not run", "error": "the model did not build or run"}
     else:
         try:
-            peer = run_torch_pruning(name, tuple(row["input"]))
+            peer = run_torch_pruning(name, row["factory_args"], tuple(row["input"]))
         except Exception as exc:
             peer = {"status": "fail", "error": f"{type(exc).__name__}: {exc}"[:400]}
     print(json.dumps({"torch_pruning": peer}), flush=True)
@@ -198,7 +221,7 @@ def _in_subprocess(name: str) -> dict:
     start = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True,
-                              timeout=TIMEOUT_S, cwd=ROOT)
+                              timeout=TIMEOUT_S, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
         stdout, stderr, why = proc.stdout, proc.stderr, "crash"
     except subprocess.TimeoutExpired as exc:
         stdout, stderr, why = _text(exc.stdout), _text(exc.stderr), "timeout"
@@ -215,14 +238,25 @@ def _text(output: bytes | str | None) -> str:
     return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
 
 
-def sweep(names: list[str], selected: list[str]) -> list[dict]:
+def sweep(names: list[str], selected: list[str], workers: int = WORKERS) -> list[dict]:
+    """Run ``names`` (``workers`` subprocesses at a time, one torch thread each), merging the rows
+    into the JSON after every model so a sweep cut short still leaves its table."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
     rows = {row["model"]: row for row in _read()["models"]} if OUT_JSON.exists() else {}
-    for name in names:
+    lock = threading.Lock()
+
+    def one(name: str) -> None:
         row = _in_subprocess(name)
-        rows[name] = row
-        print(f"{name:36s} {row['status']:17s} TP {row['torch_pruning']['status']:12s} "
-              f"{(row.get('strict_error') or row.get('error') or '')[:110]}", flush=True)
-        write(list(rows.values()), selected)
+        with lock:
+            rows[name] = row
+            print(f"{name:36s} {row['status']:17s} TP {row['torch_pruning']['status']:12s} "
+                  f"{(row.get('strict_error') or row.get('error') or '')[:110]}", flush=True)
+            write(list(rows.values()), selected)
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, names))
     return list(rows.values())
 
 
