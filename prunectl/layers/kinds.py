@@ -15,7 +15,7 @@ import torch.nn as nn
 from ..errors import SpecError, UnsupportedError
 from .attention import ResidualCutMultiheadAttention
 from .params import recorded_size
-from .rms_norms import rms_form
+from .rms_norms import over_dim_1, rms_form
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -111,7 +111,7 @@ def channel_dim(module: nn.Module, ndim: int) -> int:
     if statistic(module) == "layer" and _qualified(module) in _LAYER_NORMS_LAST:
         return ndim - 1
     if statistic(module) == "rms":
-        return ndim - 1
+        return 1 if over_dim_1(module) else ndim - 1
     return 1
 
 

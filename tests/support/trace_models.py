@@ -168,3 +168,25 @@ class SlicedConcat(nn.Module):
 
 def truncating_concat() -> SlicedConcat:
     return SlicedConcat(out=12)
+
+
+class TimmRmsNorms(nn.Module):
+    """timm's norms that scale by a statistic over the channels: ``RmsNorm2d`` and ``SimpleNorm2d``
+    (ConvNeXt's ``*_rms``) on NCHW, ``RmsNorm`` and ``SimpleNorm`` over the last dim."""
+
+    def __init__(self) -> None:
+        from timm.layers import RmsNorm, RmsNorm2d, SimpleNorm, SimpleNorm2d
+
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.rms2d, self.simple2d = RmsNorm2d(8), SimpleNorm2d(8)
+        self.mix = nn.Conv2d(8, 8, 1)
+        self.rms, self.simple = RmsNorm(8), SimpleNorm(8)
+        self.head = nn.Linear(8, 2)
+        with torch.no_grad():  # timm starts the scales at ones; distinct values make a wrong cut show
+            for norm in (self.rms2d, self.simple2d, self.rms, self.simple):
+                norm.weight.copy_(torch.rand(8) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.mix(self.simple2d(self.rms2d(self.conv(x)))).mean((2, 3))
+        return self.head(self.simple(self.rms(y)))

@@ -215,6 +215,25 @@ def test_a_layer_scale_viewed_to_a_shape_its_module_holds_follows_the_channels(t
         assert torch.equal(rebuilt(x), result.model(x))
 
 
+def test_timm_rms_and_simple_norms_are_cut_with_their_statistic_over_the_kept_channels(tmp_path: Path) -> None:
+    pytest.importorskip("timm")
+    from tests.support.trace_models import TimmRmsNorms
+
+    layers = _layers(trace_model(TimmRmsNorms(), (1, 3, 8, 8)).spec)  # strict: raises if refused
+    assert {"rms2d", "simple2d", "rms", "simple"} <= set(layers)
+    torch.manual_seed(0)
+    torch.save(TimmRmsNorms().state_dict(), tmp_path / "norms.pt")
+    result = prunectl.prune(tmp_path / "norms.pt", prunectl.PruneOptions(
+        model="tests.support.trace_models:TimmRmsNorms", rate=0.5, round_to=1, input_shape=(1, 3, 8, 8),
+        output=tmp_path / "out", onnx=True))
+    assert result.manifest.to_json()["verify"]["soft_vs_hard_max_abs"] < 1e-12  # float64 proof: exact
+    rebuilt = prunectl.load(tmp_path / "out")
+    assert rebuilt.rms2d.weight.shape == (4,) and rebuilt.simple.normalized_shape == (4,)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), result.model(x))
+
+
 def test_a_slice_keeping_every_channel_of_a_concatenation_is_followed(tmp_path: Path) -> None:
     from tests.support.trace_models import SlicedConcat, truncating_concat
 
