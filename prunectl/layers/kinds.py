@@ -24,6 +24,12 @@ _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 # is traced through, so its F.layer_norm call is an op the tracer reports (exit 6).
 _LAYER_NORMS_LAST = {"torch.nn.modules.normalization.LayerNorm", "timm.layers.norm.LayerNorm"}
 _LAYER_NORMS_FIRST = {"torchvision.models.convnext.LayerNorm2d", "timm.layers.norm.LayerNorm2d"}
+# Conv2d subclasses that standardise each filter over its inputs before convolving (timm's NFNet,
+# BiT): cutting an input changes every kept weight of the filter, so they are not convs to cut but
+# ops the tracer reports (their F.conv2d on a computed weight); ScaledStdConv2d's per-filter
+# ``gain`` would not be cut either
+_STANDARDISED_CONVS = {f"timm.layers.std_conv.{name}" for name in
+                       ("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame")}
 
 
 def _qualified(module: nn.Module) -> str:
@@ -63,7 +69,7 @@ def kind_of(module: nn.Module) -> str:
     if is_packed_attention(module):
         return "attention"
     if isinstance(module, _CONV):
-        return "conv"
+        return "other" if _qualified(module) in _STANDARDISED_CONVS else "conv"
     if linear_form(module) is not None:
         return "linear"
     if isinstance(module, (*_NORM, nn.GroupNorm)) or statistic(module) in ("layer", "rms"):

@@ -190,3 +190,21 @@ class TimmRmsNorms(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.mix(self.simple2d(self.rms2d(self.conv(x)))).mean((2, 3))
         return self.head(self.simple(self.rms(y)))
+
+
+class StandardisedConvNet(nn.Module):
+    """timm's NFNet conv, ``ScaledStdConv2d``: each filter standardised over its inputs (with a
+    per-filter ``gain``) before the convolution, between two plain convs."""
+
+    def __init__(self) -> None:
+        from timm.layers import ScaledStdConv2d
+
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.std = ScaledStdConv2d(8, 8, 3, padding=1)
+        with torch.no_grad():
+            self.std.gain.copy_(torch.rand(8, 1, 1, 1) + 0.5)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.std(torch.relu(self.stem(x)))))

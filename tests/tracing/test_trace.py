@@ -234,6 +234,22 @@ def test_timm_rms_and_simple_norms_are_cut_with_their_statistic_over_the_kept_ch
         assert torch.equal(rebuilt(x), result.model(x))
 
 
+def test_a_weight_standardised_conv_is_an_op_whose_channels_stay(tmp_path: Path) -> None:
+    pytest.importorskip("timm")
+    from tests.support.trace_models import StandardisedConvNet
+
+    # cutting an input would change the standardisation of every kept weight of the filter
+    with pytest.raises(UnsupportedError, match=r"std:conv2d \(conv2d\) is an operator"):
+        trace_model(StandardisedConvNet(), (1, 3, 8, 8))
+    torch.manual_seed(0)
+    torch.save(StandardisedConvNet().state_dict(), tmp_path / "std.pt")
+    prunectl.prune(tmp_path / "std.pt", prunectl.PruneOptions(
+        model="tests.support.trace_models:StandardisedConvNet", rate=0.5, round_to=1, input_shape=(1, 3, 8, 8),
+        output=tmp_path / "out", skip_unsupported=True))
+    rebuilt = prunectl.load(tmp_path / "out")  # was: the hard model cut the weight, not gain (exit 4)
+    assert rebuilt.std.weight.shape == (8, 8, 3, 3) and rebuilt.std.gain.shape == (8, 1, 1, 1)
+
+
 def test_a_slice_keeping_every_channel_of_a_concatenation_is_followed(tmp_path: Path) -> None:
     from tests.support.trace_models import SlicedConcat, truncating_concat
 
