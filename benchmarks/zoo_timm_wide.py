@@ -2,6 +2,7 @@
 Torch-Pruning 1.6 on the same list.
 
     .venv/bin/python benchmarks/zoo_timm_wide.py [NAME ...]   # -> docs/results/zoo_timm_wide.md / .json
+    .venv/bin/python benchmarks/zoo_timm_wide.py --not-strict # again the rows that were not strict
     make zoo ZOO_MODELS=--timm-wide
 
 Which models (``select_models``, written down so the list can be regenerated): every name of
@@ -219,19 +220,28 @@ def _child(name: str) -> None:
 
 def _in_subprocess(name: str) -> dict:
     start = time.perf_counter()
+    lines, why, error = _lines_of(["--one", name])
+    row = next((line for line in lines if "model" in line), {"model": name, "status": why, "error": error})
+    row["torch_pruning"] = next((line["torch_pruning"] for line in lines if "torch_pruning" in line),
+                                {"status": why, "error": error})
+    if why == "timeout" and "input" in row and row["torch_pruning"]["status"] == "timeout":
+        # prunectl used most of the time: Torch-Pruning gets its own subprocess and limit
+        peer, why, error = _lines_of(["--tp", name, json.dumps(row["factory_args"]), json.dumps(row["input"])])
+        row["torch_pruning"] = peer[-1]["torch_pruning"] if peer else {"status": why, "error": error}
+    row["wall_s"] = round(time.perf_counter() - start, 1)
+    return row
+
+
+def _lines_of(args: list[str]) -> tuple[list[dict], str, str]:
+    """The JSON lines a child printed (also when it was killed at TIMEOUT_S), how it ended, why."""
     try:
-        proc = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
                               timeout=TIMEOUT_S, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
         stdout, stderr, why = proc.stdout, proc.stderr, "crash"
     except subprocess.TimeoutExpired as exc:
         stdout, stderr, why = _text(exc.stdout), _text(exc.stderr), "timeout"
-    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     error = f"over {TIMEOUT_S}s" if why == "timeout" else (stderr.strip().splitlines() or ["no output"])[-1][:400]
-    row = next((line for line in lines if "model" in line), {"model": name, "status": why, "error": error})
-    row["torch_pruning"] = next((line["torch_pruning"] for line in lines if "torch_pruning" in line),
-                                {"status": why, "error": error})
-    row["wall_s"] = round(time.perf_counter() - start, 1)
-    return row
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")], why, error
 
 
 def _text(output: bytes | str | None) -> str:
@@ -246,9 +256,11 @@ def sweep(names: list[str], selected: list[str], workers: int = WORKERS) -> list
 
     rows = {row["model"]: row for row in _read()["models"]} if OUT_JSON.exists() else {}
     lock = threading.Lock()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=ROOT).stdout.strip()
 
     def one(name: str) -> None:
-        row = _in_subprocess(name)
+        row = {**_in_subprocess(name), "commit": commit}
         with lock:
             rows[name] = row
             print(f"{name:36s} {row['status']:17s} TP {row['torch_pruning']['status']:12s} "
@@ -300,7 +312,11 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f"- **Torch-Pruning 1.6: {peer} / {n} ({100 * peer / max(n, 1):.0f} %)** pruned, forward run, ONNX exported "
         f"and within {ONNX_ATOL:g} of torch.",
         "",
-        "prunectl's pass: soft == hard proven (float64, relative 1e-5), ONNX vs onnxruntime within 1e-4 relative, "
+        "Rows by the commit that ran them: " + ", ".join(
+            f"{commit} ({count})" for commit, count in sorted(_count(r.get("commit", "?") for r in rows).items()))
+        + " (`--not-strict` reruns the rows that were not strict after a tracer change).",
+        "",
+        "prunectl's pass: soft == hard proven (float64, relative 1e-9), ONNX vs onnxruntime within 1e-4 relative, "
         "the bundle reloaded with `prunectl.load` giving the pruned model's output. Torch-Pruning's: "
         "`MetaPruner` + `MagnitudeImportance(p=1)`, classifier ignored, `num_heads` of timm attention; a "
         "forward pass (finite), `torch.onnx.export`, onnxruntime within 1e-4 relative (it has no soft-vs-hard "
@@ -328,6 +344,13 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _count(values) -> dict:
+    counts: dict = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts
+
+
 def _e(value: float | None) -> str:
     return "-" if value is None else f"{value:.1e}"
 
@@ -347,8 +370,20 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["--one"]:
         _child(argv[1])
         return
+    if argv[:1] == ["--tp"]:  # Torch-Pruning alone, after a shared subprocess ran out of time in it
+        import torch
+
+        torch.set_num_threads(1)
+        try:
+            peer = run_torch_pruning(argv[1], json.loads(argv[2]), tuple(json.loads(argv[3])))
+        except Exception as exc:
+            peer = {"status": "fail", "error": f"{type(exc).__name__}: {exc}"[:400]}
+        print(json.dumps({"torch_pruning": peer}), flush=True)
+        return
     selected = selection()
     print(f"{len(selected)} models selected", flush=True)
+    if argv == ["--not-strict"]:  # after a tracer change: again every row that was not strict
+        argv = [row["model"] for row in _read()["models"] if row["status"] != "strict"]
     sweep(argv or selected, selected)
 
 
