@@ -24,7 +24,8 @@ def install_masked_statistic(module: nn.Module, kept: torch.Tensor) -> None:
     mask[kept] = True
     module._prunectl_kept_mask = mask  # a plain attribute: not in the state_dict
     statistic = L.statistic(module)
-    forward = {"layer": _masked_layer_norm, "rms": _masked_rms_norm}.get(statistic, _masked_group_norm)
+    forward = {"layer": _masked_layer_norm, "rms": _masked_rms_norm,
+               "response": _masked_response_norm}.get(statistic, _masked_group_norm)
     module.forward = MethodType(forward, module)
 
 
@@ -82,6 +83,18 @@ def _masked_timm_rms_norm(self: nn.Module, x: torch.Tensor, form: str) -> torch.
     else:
         scale = (h * h).sum(dim, keepdim=True) / count
     return h * torch.rsqrt(scale + self.eps) * self.weight.view(shape)
+
+
+def _masked_response_norm(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """timm's GlobalResponseNorm: each channel's spatial L2 norm over their mean across the kept
+    channels only; the cut channels' weight and bias are masked to zero, so they stay zero."""
+    dim = L.channel_dim(self, x.dim())
+    shape = [1] * x.dim()
+    shape[dim] = -1
+    mask = self._prunectl_kept_mask.to(x.device).view(shape).to(x.dtype)
+    x_g = x.norm(p=2, dim=self.spatial_dim, keepdim=True)
+    x_n = x_g / ((x_g * mask).sum(dim, keepdim=True) / mask.sum().clamp_min(1) + self.eps)
+    return x + torch.addcmul(self.bias.view(self.wb_shape), self.weight.view(self.wb_shape), x * x_n)
 
 
 def _masked_group_norm(self: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:

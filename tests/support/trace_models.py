@@ -208,3 +208,26 @@ class StandardisedConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.relu(self.std(torch.relu(self.stem(x)))))
+
+
+class ResponseNormMlp(nn.Module):
+    """ConvNeXt-V2's MLP in miniature with timm's own ``GlobalResponseNorm``: NCHW after a 1x1 conv,
+    and channels-last after a Linear."""
+
+    def __init__(self) -> None:
+        from timm.layers.grn import GlobalResponseNorm
+
+        super().__init__()
+        self.fc1 = nn.Conv2d(3, 8, 1)
+        self.grn_nchw = GlobalResponseNorm(8, channels_last=False)
+        self.fc2 = nn.Linear(8, 8)
+        self.grn_nhwc = GlobalResponseNorm(8, channels_last=True)
+        self.head = nn.Linear(8, 2)
+        with torch.no_grad():  # timm starts weight and bias at zero: the norm would be the identity
+            for norm in (self.grn_nchw, self.grn_nhwc):
+                norm.weight.normal_()
+                norm.bias.normal_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.grn_nchw(torch.relu(self.fc1(x))).permute(0, 2, 3, 1)
+        return self.head(self.grn_nhwc(torch.relu(self.fc2(y))).mean((1, 2)))

@@ -234,6 +234,25 @@ def test_timm_rms_and_simple_norms_are_cut_with_their_statistic_over_the_kept_ch
         assert torch.equal(rebuilt(x), result.model(x))
 
 
+def test_a_global_response_norm_is_cut_with_its_mean_over_the_kept_channels(tmp_path: Path) -> None:
+    pytest.importorskip("timm")
+    from tests.support.trace_models import ResponseNormMlp
+
+    layers = _layers(trace_model(ResponseNormMlp(), (1, 3, 8, 8)).spec)  # strict: raises if refused
+    assert layers["grn_nchw"].prev is None and layers["grn_nhwc"].prev is None  # each follows the layer before
+    torch.manual_seed(0)
+    torch.save(ResponseNormMlp().state_dict(), tmp_path / "grn.pt")
+    result = prunectl.prune(tmp_path / "grn.pt", prunectl.PruneOptions(
+        model="tests.support.trace_models:ResponseNormMlp", rate=0.5, round_to=1, input_shape=(1, 3, 8, 8),
+        output=tmp_path / "out", onnx=True))
+    assert result.manifest.to_json()["verify"]["soft_vs_hard_max_abs"] < 1e-12  # float64 proof: exact
+    rebuilt = prunectl.load(tmp_path / "out")
+    assert rebuilt.grn_nchw.weight.shape == (4,) and rebuilt.grn_nhwc.bias.shape == (4,)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), result.model(x))
+
+
 def test_a_weight_standardised_conv_is_an_op_whose_channels_stay(tmp_path: Path) -> None:
     pytest.importorskip("timm")
     from tests.support.trace_models import StandardisedConvNet
