@@ -338,10 +338,31 @@ def markdown(rows: list[dict], meta: dict) -> str:
                if done else "| | | | | ")
             + f"{tp['status']} | {_m(tp['params_after']) if 'params_after' in tp else ''} | "
             f"{_escape(note[:220] + tp_note[:160])} |")
+    stopped = _count(_blocker(r["strict_error"]) for r in rows if r.get("strict_error"))
+    lines += ["", "What stops the strict trace (the first op each exit 6 names; a model usually has several):", "",
+              "| blocker | models |", "|---|---|"]
+    lines += [f"| {label} | {count} |" for label, count in sorted(stopped.items(), key=lambda item: -item[1])]
     missing = [name for name in meta["selected"] if name not in {r["model"] for r in rows}]
     if missing:
         lines += ["", f"Not run yet ({len(missing)}): " + ", ".join(missing) + "."]
     return "\n".join(lines) + "\n"
+
+
+# what stops a strict trace, by the words of its exit-6 message (the first op named), for the tally
+BLOCKERS = (
+    ("a split or chunk of the channel dim (a split producer)", ("splits the channel dim", "indexes the channel dim")),
+    ("a reshape splitting the channels (heads/windows not followed)", ("splitting the channel dim",)),
+    ("a reshape to a channel or head count fixed in the code", ("fixed in the model's code",)),
+    ("a channel count used in arithmetic (C // num_heads)", ("uses the number of pruned channels",)),
+    ("a fixed tensor combined with the channels (pos/rel-pos bias, tables)", ("fixed tensor",)),
+    ("an op on a concatenation", ("concatenation",)),
+    ("channels read along another dim (token mixing, ECA's Conv1d)", ("reads channels from dim",)),
+    ("an op the tracer does not know", ("does not know",)),
+)
+
+
+def _blocker(message: str) -> str:
+    return next((label for label, words in BLOCKERS if any(word in message for word in words)), "other")
 
 
 def _count(values) -> dict:
