@@ -22,8 +22,11 @@ _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 # LayerNorm classes whose forward is known: over the last dim (nn.LayerNorm; timm's only casts to
 # float32), or over dim 1 of an NCHW tensor (permute, layer_norm, permute back). Any other subclass
 # is traced through, so its F.layer_norm call is an op the tracer reports (exit 6).
-_LAYER_NORMS_LAST = {"torch.nn.modules.normalization.LayerNorm", "timm.layers.norm.LayerNorm"}
-_LAYER_NORMS_FIRST = {"torchvision.models.convnext.LayerNorm2d", "timm.layers.norm.LayerNorm2d"}
+# timm's metaformer ``*NoBias`` classes only set bias None (and eps) in __init__, forward inherited.
+_LAYER_NORMS_LAST = {"torch.nn.modules.normalization.LayerNorm", "timm.layers.norm.LayerNorm",
+                     "timm.models.metaformer.LayerNormNoBias"}
+_LAYER_NORMS_FIRST = {"torchvision.models.convnext.LayerNorm2d", "timm.layers.norm.LayerNorm2d",
+                      "timm.models.metaformer.LayerNorm2dNoBias"}
 # timm's GlobalResponseNorm (ConvNeXt-V2): each channel's spatial L2 norm over their mean across the
 # channels, then a per-channel weight and bias; its statistic ("response") spans the channels
 _RESPONSE_NORM = "timm.layers.grn.GlobalResponseNorm"

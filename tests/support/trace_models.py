@@ -231,3 +231,24 @@ class ResponseNormMlp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.grn_nchw(torch.relu(self.fc1(x))).permute(0, 2, 3, 1)
         return self.head(self.grn_nhwc(torch.relu(self.fc2(y))).mean((1, 2)))
+
+
+class NoBiasLayerNorms(nn.Module):
+    """timm's metaformer (PoolFormerV2, ConvFormer, CAFormer) LayerNorms without a bias:
+    ``LayerNorm2dNoBias`` on NCHW and ``LayerNormNoBias`` over the last dim."""
+
+    def __init__(self) -> None:
+        from timm.models.metaformer import LayerNorm2dNoBias, LayerNormNoBias
+
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm2d = LayerNorm2dNoBias(8)
+        self.mix = nn.Conv2d(8, 8, 1)
+        self.norm = LayerNormNoBias(8)
+        self.head = nn.Linear(8, 2)
+        with torch.no_grad():
+            self.norm2d.weight.copy_(torch.rand(8) + 0.5)
+            self.norm.weight.copy_(torch.rand(8) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.mix(self.norm2d(self.conv(x))).mean((2, 3))))

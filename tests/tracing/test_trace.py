@@ -234,6 +234,22 @@ def test_timm_rms_and_simple_norms_are_cut_with_their_statistic_over_the_kept_ch
         assert torch.equal(rebuilt(x), result.model(x))
 
 
+def test_metaformer_layer_norms_without_bias_are_cut_over_the_kept_channels(tmp_path: Path) -> None:
+    pytest.importorskip("timm")
+    from tests.support.trace_models import NoBiasLayerNorms
+
+    layers = _layers(trace_model(NoBiasLayerNorms(), (1, 3, 8, 8)).spec)  # strict: raises if refused
+    assert {"norm2d", "norm"} <= set(layers)
+    torch.manual_seed(0)
+    torch.save(NoBiasLayerNorms().state_dict(), tmp_path / "ln.pt")
+    result = prunectl.prune(tmp_path / "ln.pt", prunectl.PruneOptions(
+        model="tests.support.trace_models:NoBiasLayerNorms", rate=0.5, round_to=1, input_shape=(1, 3, 8, 8),
+        output=tmp_path / "out"))
+    assert result.manifest.to_json()["verify"]["soft_vs_hard_max_abs"] < 1e-12  # float64 proof: exact
+    rebuilt = prunectl.load(tmp_path / "out")
+    assert rebuilt.norm2d.normalized_shape == (4,) and rebuilt.norm.bias is None
+
+
 def test_a_global_response_norm_is_cut_with_its_mean_over_the_kept_channels(tmp_path: Path) -> None:
     pytest.importorskip("timm")
     from tests.support.trace_models import ResponseNormMlp
