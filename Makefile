@@ -37,6 +37,8 @@ test: lint
 
 # Coverage sweep over every torchvision classification model (long: each model in its own
 # process); writes docs/results/zoo.md and docs/results/zoo.json. `make zoo ZOO_MODELS="resnet18 vit_b_16"` for a few.
+# ZOO_MODELS=--timm / --hf / --llm / --tasks / --timm-wide: the other sweeps (--timm-wide: one small model of
+# every timm architecture, strict, side by side with Torch-Pruning; benchmarks/zoo_timm_wide.py)
 ZOO_MODELS ?=
 zoo: $(STAMP)
 	$(PY) benchmarks/zoo.py $(ZOO_MODELS)

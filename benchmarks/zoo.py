@@ -5,6 +5,8 @@
     .venv/bin/python benchmarks/zoo.py --timm [NAME ...]  # representative timm list -> docs/results/zoo_timm.md
     .venv/bin/python benchmarks/zoo.py --hf [CLASS ...]   # transformers encoders -> docs/results/zoo_hf.md/json
     .venv/bin/python benchmarks/zoo.py --llm [FAMILY ...] # decoder LLMs -> docs/results/zoo_llm.md/json
+    .venv/bin/python benchmarks/zoo.py --timm-wide [NAME ...]  # every timm architecture's smallest model,
+                                                          # with Torch-Pruning -> docs/results/zoo_timm_wide.md/json
     .venv/bin/python benchmarks/zoo.py --tasks [NAME ...] # torchvision segmentation/video/detection
                                                           # -> docs/results/zoo_tasks.md/json
 
@@ -298,6 +300,9 @@ def main(argv: list[str]) -> None:
         return
     if argv[:1] == ["--llm"]:  # decoder LLM families: their own script (benchmarks/zoo_llm.py)
         subprocess.run([sys.executable, str(Path(__file__).with_name("zoo_llm.py")), *argv[1:]], check=True)
+        return
+    if argv[:1] == ["--timm-wide"]:  # one small model of every timm architecture, with Torch-Pruning
+        subprocess.run([sys.executable, str(Path(__file__).with_name("zoo_timm_wide.py")), *argv[1:]], check=True)
         return
     if argv[:1] in (["--timm"], ["--hf"], ["--tasks"]):
         provider = argv[0][2:]

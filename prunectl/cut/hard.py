@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from ..layers import kinds as L
 from ..layers.attention import adapt_attention
-from ..layers.params import count_attribute_of, parameter_of, replace_parameter
+from ..layers.params import count_attribute_of, parameter_of, replace_parameter, set_count
 from ..layers.ties import retie, tied_groups
 from ..layers.window_attention import adapt_window_attention
 from ..loading.meta import has_meta
@@ -66,7 +66,7 @@ def _hard_prune(model: nn.Module, plan: dict[str, ModuleCut], share_unchanged: b
     for name, cut in plan.items():
         if cut.count:  # an attribute holding the channel count (ViT's hidden_dim)
             owner, attr, _ = count_attribute_of(modules, name)
-            setattr(owner, attr, len(cut.out))
+            set_count(owner, attr, len(cut.out))
             new_attrs[name] = {attr: len(cut.out)}
             continue
         if cut.axis is not None:  # a parameter entry: keep its channels along its axis

@@ -26,7 +26,8 @@ def install_masked_statistic(module: nn.Module, kept: torch.Tensor) -> None:
     module._prunectl_kept_mask = mask  # plain attributes: not in the state_dict
     module._prunectl_kept_indices = torch.as_tensor(kept, dtype=torch.long).sort().values
     statistic = L.statistic(module)
-    forward = {"layer": _masked_layer_norm, "rms": _masked_rms_norm}.get(statistic, _masked_group_norm)
+    forward = {"layer": _masked_layer_norm, "rms": _masked_rms_norm,
+               "response": _masked_response_norm}.get(statistic, _masked_group_norm)
     module.forward = MethodType(forward, module)
 
 
@@ -67,15 +68,47 @@ def _kept_layer_norm(self: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
 def _masked_rms_norm(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The mean square over the kept channels, in float32 as transformers' RMSNorms compute it,
     scaled as the module's own formula does (layers/rms_norms.py)."""
+    form = rms_form(self)
+    if form in ("input_dtype", "input_dtype_2d", "variance", "variance_2d"):
+        return _masked_timm_rms_norm(self, x, form)
     mask = self._prunectl_kept_mask.to(x.device).to(torch.float32)
     count = mask.sum().clamp_min(1)
     h = x.to(torch.float32) * mask
     eps = L.rms_eps(self)
     eps = torch.finfo(torch.float32).eps if eps is None else eps
     y = h * torch.rsqrt((h * h).sum(-1, keepdim=True) / count + eps)
-    if rms_form(self) == "one_plus_weight":  # Gemma: scaled in float32, then cast
+    if form == "one_plus_weight":  # Gemma: scaled in float32, then cast
         return (y * (1.0 + self.weight.to(torch.float32))).to(x.dtype)
     return self.weight * y.to(x.dtype)
+
+
+def _masked_timm_rms_norm(self: nn.Module, x: torch.Tensor, form: str) -> torch.Tensor:
+    """timm's RmsNorm(2d) and SimpleNorm(2d) (layers/rms_norms.py): in x's own dtype, over the kept
+    channels; SimpleNorm's variance is torch.var's unbiased one, of the kept channels."""
+    dim = L.channel_dim(self, x.dim())
+    shape = [1] * x.dim()
+    shape[dim] = -1
+    mask = self._prunectl_kept_mask.to(x.device).view(shape).to(x.dtype)
+    count = mask.sum().clamp_min(1)
+    h = x * mask
+    if form.startswith("variance"):
+        centred = (x - h.sum(dim, keepdim=True) / count) * mask
+        scale = (centred * centred).sum(dim, keepdim=True) / (count - 1).clamp_min(1)
+    else:
+        scale = (h * h).sum(dim, keepdim=True) / count
+    return h * torch.rsqrt(scale + self.eps) * self.weight.view(shape)
+
+
+def _masked_response_norm(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """timm's GlobalResponseNorm: each channel's spatial L2 norm over their mean across the kept
+    channels only; the cut channels' weight and bias are masked to zero, so they stay zero."""
+    dim = L.channel_dim(self, x.dim())
+    shape = [1] * x.dim()
+    shape[dim] = -1
+    mask = self._prunectl_kept_mask.to(x.device).view(shape).to(x.dtype)
+    x_g = x.norm(p=2, dim=self.spatial_dim, keepdim=True)
+    x_n = x_g / ((x_g * mask).sum(dim, keepdim=True) / mask.sum().clamp_min(1) + self.eps)
+    return x + torch.addcmul(self.bias.view(self.wb_shape), self.weight.view(self.wb_shape), x * x_n)
 
 
 def _masked_group_norm(self: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:

@@ -15,15 +15,27 @@ import torch.nn as nn
 from ..errors import SpecError, UnsupportedError
 from .attention import ResidualCutMultiheadAttention
 from .params import recorded_size
-from .rms_norms import rms_form
+from .rms_norms import over_dim_1, rms_form
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 # LayerNorm classes whose forward is known: over the last dim (nn.LayerNorm; timm's only casts to
 # float32), or over dim 1 of an NCHW tensor (permute, layer_norm, permute back). Any other subclass
 # is traced through, so its F.layer_norm call is an op the tracer reports (exit 6).
-_LAYER_NORMS_LAST = {"torch.nn.modules.normalization.LayerNorm", "timm.layers.norm.LayerNorm"}
-_LAYER_NORMS_FIRST = {"torchvision.models.convnext.LayerNorm2d", "timm.layers.norm.LayerNorm2d"}
+# timm's metaformer ``*NoBias`` classes only set bias None (and eps) in __init__, forward inherited.
+_LAYER_NORMS_LAST = {"torch.nn.modules.normalization.LayerNorm", "timm.layers.norm.LayerNorm",
+                     "timm.models.metaformer.LayerNormNoBias"}
+_LAYER_NORMS_FIRST = {"torchvision.models.convnext.LayerNorm2d", "timm.layers.norm.LayerNorm2d",
+                      "timm.models.metaformer.LayerNorm2dNoBias"}
+# timm's GlobalResponseNorm (ConvNeXt-V2): each channel's spatial L2 norm over their mean across the
+# channels, then a per-channel weight and bias; its statistic ("response") spans the channels
+_RESPONSE_NORM = "timm.layers.grn.GlobalResponseNorm"
+# Conv2d subclasses that standardise each filter over its inputs before convolving (timm's NFNet,
+# BiT): cutting an input changes every kept weight of the filter, so they are not convs to cut but
+# ops the tracer reports (their F.conv2d on a computed weight); ScaledStdConv2d's per-filter
+# ``gain`` would not be cut either
+_STANDARDISED_CONVS = {f"timm.layers.std_conv.{name}" for name in
+                       ("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame")}
 
 
 def _qualified(module: nn.Module) -> str:
@@ -63,10 +75,10 @@ def kind_of(module: nn.Module) -> str:
     if is_packed_attention(module):
         return "attention"
     if isinstance(module, _CONV):
-        return "conv"
+        return "other" if _qualified(module) in _STANDARDISED_CONVS else "conv"
     if linear_form(module) is not None:
         return "linear"
-    if isinstance(module, (*_NORM, nn.GroupNorm)) or statistic(module) in ("layer", "rms"):
+    if isinstance(module, (*_NORM, nn.GroupNorm)) or statistic(module) in ("layer", "rms", "response"):
         return "norm"
     if isinstance(module, nn.PReLU) and module.num_parameters > 1:
         return "norm"
@@ -101,6 +113,8 @@ def statistic(module: nn.Module) -> str | None:
         return "rms"
     if isinstance(module, nn.GroupNorm):
         return "group"
+    if _qualified(module) == _RESPONSE_NORM:
+        return "response"
     return None
 
 
@@ -111,7 +125,9 @@ def channel_dim(module: nn.Module, ndim: int) -> int:
     if statistic(module) == "layer" and _qualified(module) in _LAYER_NORMS_LAST:
         return ndim - 1
     if statistic(module) == "rms":
-        return ndim - 1
+        return 1 if over_dim_1(module) else ndim - 1
+    if statistic(module) == "response":  # channels_last (NHWC, ConvNeXt-V2's Linear MLP) or NCHW
+        return 1 if module.channel_dim == 1 else ndim - 1
     return 1
 
 
@@ -153,6 +169,8 @@ def out_width(module: nn.Module) -> int:
 
 
 def _norm_width(module: nn.Module) -> int:
+    if statistic(module) == "response":  # keeps no width but its weight's; a resize records it as dim
+        return getattr(module, "dim", module.weight.shape[0])
     if statistic(module) == "rms":
         shape = getattr(module, "normalized_shape", None)
         if shape is not None:
@@ -226,6 +244,8 @@ def shape_attrs(module: nn.Module) -> dict[str, int]:
 
 
 def _width_attr(module: nn.Module) -> str:
+    if statistic(module) == "response":
+        return "dim"
     if statistic(module) == "rms":
         return "normalized_shape" if hasattr(module, "normalized_shape") else "hidden_size"
     if isinstance(module, nn.LayerNorm):

@@ -9,6 +9,7 @@ bundle's ``resize`` records the new size as ``{"dim_0": 72}``.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -28,26 +29,67 @@ def parameter_of(modules: dict[str, nn.Module], name: str) -> tuple[nn.Module, s
 
 
 def count_attribute_of(modules: dict[str, nn.Module], name: str) -> tuple[Any, str, int] | None:
-    """(owner, attribute, value) for an int attribute holding a channel count, or None. The owner
-    is a module, or the transformers config a module reads (``self_attn.config.num_attention_heads``:
-    Phi-3 slices its fused q/k/v at ``config.num_attention_heads * head_dim``; the config is the
-    model's one, shared by every layer)."""
+    """(owner, attribute, count) for an attribute holding a channel count (``held_count``), or None.
+    The owner is a module, or the transformers config a module reads
+    (``self_attn.config.num_attention_heads``: Phi-3 slices its fused q/k/v at
+    ``config.num_attention_heads * head_dim``; the config is the model's one, shared by every layer)."""
     owner_name, _, attr = name.rpartition(".")
     owner: Any = modules.get(owner_name)
     holder, _, field = owner_name.rpartition(".")
     if owner is None and field == "config" and holder in modules:
         owner = getattr(modules[holder], "config", None)
         owner = owner if type(owner).__name__.endswith("Config") else None
-    value = None if owner is None else vars(owner).get(attr)
-    if not attr or not isinstance(value, int) or isinstance(value, bool):
-        return None
-    return owner, attr, value
+    count = None if owner is None or not attr else held_count(vars(owner).get(attr))
+    return None if count is None else (owner, attr, count)
 
 
 def count_attributes(module: Any) -> dict[str, int]:
-    """A module's own int attributes (not bools): where a model may keep a channel count."""
-    return {key: value for key, value in vars(module).items()
-            if isinstance(value, int) and not isinstance(value, bool) and not key.startswith("_")}
+    """A module's own attributes holding a count (``held_count``): where a model may keep a channel count."""
+    counts = {key: held_count(value) for key, value in vars(module).items() if not key.startswith("_")}
+    return {key: count for key, count in counts.items() if count is not None}
+
+
+def int_counts(owner: Any, value: int) -> list[str]:
+    """The int attributes of ``owner`` (a module or a config) holding ``value`` (shape tuples are
+    matched where a view reads them whole, tracing/followers.py's ``_shape_attribute``)."""
+    return [key for key, held in count_attributes(owner).items() if held == value and isinstance(vars(owner)[key], int)]
+
+
+def int_counts_read_by_forward(owner: nn.Module, value: int) -> list[str]:
+    """``int_counts`` that the module's forward reads by name, else the fields of the config it
+    reads (Phi-3's ``self.config.num_attention_heads``; the module's own attribute first: its
+    num_key_value_heads and the config's have one name), as ``config.FIELD``."""
+    code = getattr(inspect.unwrap(getattr(type(owner), "forward", None)), "__code__", None)  # past decorators
+    read = set(code.co_names if code is not None else ())
+    names = [key for key in int_counts(owner, value) if key in read]
+    config = getattr(owner, "config", None)
+    if not names and "config" in read and type(config).__name__.endswith("Config"):
+        names += [f"config.{key}" for key in int_counts(config, value) if key in read]
+    return names
+
+
+def held_count(value: object) -> int | None:
+    """The count an attribute value holds: an int (not a bool), or a shape tuple of ints whose one
+    entry other than 1 is the count (timm's metaformer ``Scale.shape``, ``(C, 1, 1)``, which its
+    forward views the per-channel scale to). None for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, tuple) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        wide = [v for v in value if v != 1]
+        return wide[0] if len(wide) == 1 else None
+    return None
+
+
+def with_count(value: object, count: int) -> object:
+    """``value`` (an int or a shape tuple, ``held_count``) holding ``count`` instead."""
+    if isinstance(value, tuple):
+        return tuple(count if v != 1 else 1 for v in value)
+    return count
+
+
+def set_count(owner: nn.Module, attr: str, count: int) -> None:
+    """Give an attribute holding a channel count the kept count (a shape tuple keeps its 1s)."""
+    setattr(owner, attr, with_count(getattr(owner, attr), count))
 
 
 def replace_parameter(owner: nn.Module, attr: str, value: torch.Tensor) -> None:

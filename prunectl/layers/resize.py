@@ -12,7 +12,7 @@ import torch.nn as nn
 from ..errors import SpecError
 from . import kinds as L
 from .attention import adapt_attention
-from .params import apply_parameter_resize, count_attributes, parameter_of, recorded_size
+from .params import apply_parameter_resize, count_attributes, parameter_of, recorded_size, set_count
 from .ties import retie, tied_groups
 from .window_attention import adapt_window_attention
 
@@ -29,9 +29,10 @@ def apply_resize(model: nn.Module, resize: dict[str, dict[str, int]], where: str
             counts = count_attributes(modules[name])
             unknown = sorted(set(attrs) - set(counts))
             if unknown:
-                raise SpecError(f"{where}.{name}: {type(modules[name]).__name__} has no int attribute {unknown[0]!r}")
+                raise SpecError(f"{where}.{name}: {type(modules[name]).__name__} has no attribute {unknown[0]!r} "
+                                "holding a count")
             for key, value in attrs.items():
-                setattr(modules[name], key, recorded_size(value, f"{where}.{name}.{key}"))
+                set_count(modules[name], key, recorded_size(value, f"{where}.{name}.{key}"))
             continue
         if parameter is None and (name not in modules or L.kind_of(modules[name]) == "other"):
             raise SpecError(f"{where}.{name}: no resizable module or parameter of that name in {type(model).__name__}")

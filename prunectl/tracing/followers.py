@@ -5,7 +5,6 @@ and self-attention reading the residual stream. A mixin of the walk's interprete
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -14,7 +13,7 @@ from torch.fx.node import Node
 
 from ..layers import kinds as L
 from ..layers.attention import self_attention_problem
-from ..layers.params import count_attributes
+from ..layers.params import held_count, int_counts, int_counts_read_by_forward, with_count
 from ..models.hf_provider import is_hf_model
 from .flow import Flow, Touch, broadcast_dim, merge, normalise_dim
 from .graph import (
@@ -40,13 +39,14 @@ class ChannelFollowers:
         """``x * layer_scale``, ``x + pos_embedding``: a parameter with one entry per channel of ``x``
         is listed as a parameter entry that follows x's channels (None: not such a case)."""
         operands = list(node.args[:2])
-        held = [i for i, a in enumerate(operands) if self._parameter_node(a) is not None]
+        held = [i for i, a in enumerate(operands) if self._parameter_node(a)[0] is not None]
         flowing = [i for i, a in enumerate(args[:2]) if isinstance(a, Flow)]
         if not held and len(flowing) == 1 and isinstance(result, torch.Tensor):
             return self._table_operand(node, real_args, args, flowing[0], result)
         if len(held) != 1 or len(flowing) != 1 or not isinstance(result, torch.Tensor):
             return None
-        held_node, value, flow = self._parameter_node(operands[held[0]]), real_args[flowing[0]], args[flowing[0]]
+        (held_node, shape_attribute), value, flow = self._parameter_node(operands[held[0]]), real_args[flowing[0]], \
+            args[flowing[0]]
         operand = real_args[held[0]]  # the parameter, or its view (timm's gamma.reshape(1, -1, 1, 1))
         d = broadcast_dim(flow, value.dim(), result.dim())
         axis = d - (result.dim() - operand.dim())
@@ -57,7 +57,13 @@ class ChannelFollowers:
             raise Touch(f"combines the channels with parameter {name} of shape {tuple(operand.shape)}")
         if held_node is not operands[held[0]]:  # a view: the channels are the vector's one dim
             axis = next(i for i, size in enumerate(self.parameters[name].shape) if size != 1)
-        return self._listed_parameter(name, flow, axis, d, shared=len(held_node.users) != 1)
+        moved = self._listed_parameter(name, flow, axis, d, shared=len(held_node.users) != 1)
+        if shape_attribute is not None:  # the view's size, held by the module: it gets the kept count
+            if shape_attribute in self.first_inputs:
+                raise Touch(f"views parameter {name} to the shape {shape_attribute}, which also sizes another view")
+            self.first_inputs[shape_attribute] = flow.sources
+            self.walk.layers.append(TracedLayer(shape_attribute, "count", flow.sources))
+        return moved
 
     def _table_operand(self, node: Node, real_args: tuple, args: tuple, flowing: int, result: Any) -> Flow | None:
         """``scores + table[index].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)``: a per-head bias
@@ -96,26 +102,50 @@ class ChannelFollowers:
         self.walk.layers.append(TracedLayer(name, "parameter", flow.sources, dim=axis))
         return flow.at(d)
 
-    def _parameter_node(self, operand: Any) -> Node | None:
+    def _parameter_node(self, operand: Any) -> tuple[Node | None, str | None]:
         """The get_attr node of a parameter ``operand`` is, or is a view of: ``p.view(1, -1, 1, 1)``,
-        ``p.reshape(...)`` or ``p.unsqueeze(d)`` of a vector, used only there. The -1 makes the
-        view follow the kept count; a view to a literal size would not shrink, so it is not one."""
+        ``p.reshape(...)`` or ``p.unsqueeze(d)`` of a vector, used only there; with the attribute
+        the view's size comes from, when it is not a -1. The -1 makes the view follow the kept count;
+        a literal size does only when the module holds it in an attribute the hard model can be given
+        (timm's metaformer ``Scale``: ``self.scale.view(self.shape)``, shape ``(C, 1, 1)``), found as
+        for a reshape's head count (``_reads_attribute``). (None, None): not such a parameter."""
         if isinstance(operand, Node) and operand.op == "get_attr" and str(operand.target) in self.parameters:
-            return operand
+            return operand, None
         if not (isinstance(operand, Node) and operand.op in ("call_method", "call_function") and operand.args
                 and op_name(operand.target) in ("view", "reshape", "unsqueeze") and len(operand.users) == 1):
-            return None
+            return None, None
         source = operand.args[0]
         if not (isinstance(source, Node) and source.op == "get_attr" and str(source.target) in self.parameters):
-            return None
+            return None, None
         parameter = self.parameters[str(source.target)]
         if sum(1 for size in parameter.shape if size != 1) != 1:
-            return None  # only a vector's view has an unambiguous channel dim
-        if op_name(operand.target) != "unsqueeze":
-            sizes = view_sizes(operand)
-            if sizes.count(-1) != 1 or any(not isinstance(size, int) for size in sizes):
-                return None
-        return source
+            return None, None  # only a vector's view has an unambiguous channel dim
+        if op_name(operand.target) == "unsqueeze":
+            return source, None
+        sizes = view_sizes(operand)
+        if any(not isinstance(size, int) for size in sizes):
+            return None, None
+        if sizes.count(-1) == 1:
+            return source, None
+        attribute = self._shape_attribute(operand, sizes, max(parameter.shape))
+        return (None, None) if attribute is None else (source, attribute)
+
+    def _shape_attribute(self, view: Node, sizes: list[int], channels: int) -> str | None:
+        """The one tuple attribute of the view's module equal to its literal ``sizes`` (one channel
+        count among 1s) that the view reads, by its full name; None: a size fixed in the code."""
+        if [size for size in sizes if size != 1] != [channels]:
+            return None
+        path = module_path(view)
+        try:
+            owner = self.root.get_submodule(path)
+        except AttributeError:
+            return None
+        names = [key for key, value in vars(owner).items()
+                 if isinstance(value, tuple) and list(value) == sizes and not key.startswith("_")]
+        names = [key for key in names if self._reads_attribute(view, owner, key)]
+        if len(names) != 1:
+            return None
+        return f"{path}.{names[0]}" if path else names[0]
 
     def _sizes(self, node: Node, args: Any, real_args: tuple, real_kwargs: dict, incoming: list[Flow],
                sizes: list[Size], result: Any) -> Any:
@@ -217,19 +247,10 @@ class ChannelFollowers:
             return False
         # several attributes may hold the number (BERT's layer_idx 4 and num_attention_heads 4):
         # the one the re-trace shows the reshape reading is it
-        names = [key for key, held in count_attributes(owner).items() if held == value]
         if by_name:
-            code = getattr(inspect.unwrap(getattr(type(owner), "forward", None)), "__code__", None)  # past decorators
-            read = set(code.co_names if code is not None else ())
-            names = [key for key in names if key in read]
-            config = getattr(owner, "config", None)
-            if not names and "config" in read and type(config).__name__.endswith("Config"):
-                # Phi-3's self.config.num_attention_heads (the module's own attribute first: its
-                # num_key_value_heads and the config's have one name)
-                names += [f"config.{key}" for key, held in count_attributes(config).items() if held == value
-                          and key in read]
+            names = int_counts_read_by_forward(owner, value)
         else:
-            names = [key for key in names if self._reads_attribute(node, owner, key)]
+            names = [key for key in int_counts(owner, value) if self._reads_attribute(node, owner, key)]
         if len(names) != 1:
             return False
         name = f"{path}.{names[0]}" if path else names[0]
@@ -252,11 +273,11 @@ class ChannelFollowers:
         """Whether ``node``'s arguments come from ``owner.attr`` and not from an equal literal: trace
         again with the attribute set to an unlikely number and look for it in the same node."""
         original = getattr(owner, attr)
-        marker = 1_000_003 + original
+        marker = 1_000_003 + held_count(original)
         cache = self.__dict__.setdefault("_marked_graphs", {})  # BERT's q, k and v read one attribute
         if (id(owner), attr) not in cache:
             try:
-                setattr(owner, attr, marker)
+                setattr(owner, attr, with_count(original, marker))
                 # the same capturer as the walk's graph, so that node names match
                 cache[id(owner), attr] = hf_export(self.root, self.example).graph_module.graph \
                     if is_hf_model(self.root) else LayerTracer().trace(self.root)

@@ -45,6 +45,7 @@ def proof_inputs(inputs: list[torch.Tensor]) -> list[torch.Tensor]:
 @contextmanager
 def float64_proof(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` with every floating parameter and buffer in float64 while the block runs."""
+    _clear_eval_caches(model)
     originals: list[tuple[dict, str, torch.Tensor]] = []
     cast: dict[int, torch.Tensor] = {}  # id of an original -> its float64 copy: tied tensors stay tied
     for module in model.modules():
@@ -68,7 +69,20 @@ def float64_proof(model: nn.Module) -> Iterator[nn.Module]:
         for store, key, tensor in originals:
             store[key] = tensor
         cast.clear()
+        _clear_eval_caches(model)
         return_freed_memory()  # the float64 copies: the next proof's peak must not count them
+
+
+def _clear_eval_caches(model: nn.Module) -> None:
+    """Empty what modules cache in eval mode and clear in ``train()``: timm's LeViT and
+    EfficientFormer(V2) keep ``attention_biases[:, idxs]`` in ``attention_bias_cache``, a dict of
+    tensors no cast reaches, filled at the first eval forward; a float32 entry met a float64 proof
+    ("expected scalar type Float but found Double"), a float64 one the float32 runs after it. Each
+    module's own training flag is put back as it was."""
+    flags = [(module, module.training) for module in model.modules()]
+    model.train(True)
+    for module, training in flags:
+        module.training = training
 
 
 class _HoldFloat64(TorchFunctionMode):

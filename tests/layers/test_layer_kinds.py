@@ -267,7 +267,7 @@ def test_an_int_attribute_holding_the_width_is_an_attribute_entry(tmp_path: Path
         build_groups(_spec({"conv": {}, "width": {}}), AttributeWidthView())  # the marker is required
     with pytest.raises(SpecError, match="count"):
         _spec({"conv": {}, "width": {"count": True, "dim": 0}})
-    with pytest.raises(SpecError, match="no int attribute 'training'"):
+    with pytest.raises(SpecError, match="no attribute 'training' holding a count"):
         apply_resize(AttributeWidthView(), {"": {"training": 1}})
 
 

@@ -105,6 +105,25 @@ def literal_layer_scale() -> ReshapedLayerScale:
     return ReshapedLayerScale(literal=True)
 
 
+class HeldShapeLayerScale(nn.Module):
+    """timm's metaformer (PoolFormer, ConvFormer, CAFormer) layer scale, its own ``Scale`` module:
+    ``self.scale.view(self.shape)`` with ``shape = (C, 1, 1)`` held by the module, not a -1."""
+
+    def __init__(self) -> None:
+        from timm.models.metaformer import Scale
+
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.layer_scale = Scale(8)
+        with torch.no_grad():  # timm starts it at ones; distinct values make a wrong cut show
+            self.layer_scale.scale.copy_(torch.rand(8) + 0.5)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.head(y + self.layer_scale(y))
+
+
 class RelativeBiasAttention(nn.Module):
     """timm's Swin attention in miniature: per-head relative position bias gathered from a table
     (``table[index].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)``) added to the scores."""
@@ -178,3 +197,87 @@ class HalvesReadApart(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         first, second = self.fc(x).chunk(2, dim=1)
         return self.out(self.a(first) + self.b(second))
+
+
+class TimmRmsNorms(nn.Module):
+    """timm's norms that scale by a statistic over the channels: ``RmsNorm2d`` and ``SimpleNorm2d``
+    (ConvNeXt's ``*_rms``) on NCHW, ``RmsNorm`` and ``SimpleNorm`` over the last dim."""
+
+    def __init__(self) -> None:
+        from timm.layers import RmsNorm, RmsNorm2d, SimpleNorm, SimpleNorm2d
+
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.rms2d, self.simple2d = RmsNorm2d(8), SimpleNorm2d(8)
+        self.mix = nn.Conv2d(8, 8, 1)
+        self.rms, self.simple = RmsNorm(8), SimpleNorm(8)
+        self.head = nn.Linear(8, 2)
+        with torch.no_grad():  # timm starts the scales at ones; distinct values make a wrong cut show
+            for norm in (self.rms2d, self.simple2d, self.rms, self.simple):
+                norm.weight.copy_(torch.rand(8) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.mix(self.simple2d(self.rms2d(self.conv(x)))).mean((2, 3))
+        return self.head(self.simple(self.rms(y)))
+
+
+class StandardisedConvNet(nn.Module):
+    """timm's NFNet conv, ``ScaledStdConv2d``: each filter standardised over its inputs (with a
+    per-filter ``gain``) before the convolution, between two plain convs."""
+
+    def __init__(self) -> None:
+        from timm.layers import ScaledStdConv2d
+
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.std = ScaledStdConv2d(8, 8, 3, padding=1)
+        with torch.no_grad():
+            self.std.gain.copy_(torch.rand(8, 1, 1, 1) + 0.5)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.std(torch.relu(self.stem(x)))))
+
+
+class ResponseNormMlp(nn.Module):
+    """ConvNeXt-V2's MLP in miniature with timm's own ``GlobalResponseNorm``: NCHW after a 1x1 conv,
+    and channels-last after a Linear."""
+
+    def __init__(self) -> None:
+        from timm.layers.grn import GlobalResponseNorm
+
+        super().__init__()
+        self.fc1 = nn.Conv2d(3, 8, 1)
+        self.grn_nchw = GlobalResponseNorm(8, channels_last=False)
+        self.fc2 = nn.Linear(8, 8)
+        self.grn_nhwc = GlobalResponseNorm(8, channels_last=True)
+        self.head = nn.Linear(8, 2)
+        with torch.no_grad():  # timm starts weight and bias at zero: the norm would be the identity
+            for norm in (self.grn_nchw, self.grn_nhwc):
+                norm.weight.normal_()
+                norm.bias.normal_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.grn_nchw(torch.relu(self.fc1(x))).permute(0, 2, 3, 1)
+        return self.head(self.grn_nhwc(torch.relu(self.fc2(y))).mean((1, 2)))
+
+
+class NoBiasLayerNorms(nn.Module):
+    """timm's metaformer (PoolFormerV2, ConvFormer, CAFormer) LayerNorms without a bias:
+    ``LayerNorm2dNoBias`` on NCHW and ``LayerNormNoBias`` over the last dim."""
+
+    def __init__(self) -> None:
+        from timm.models.metaformer import LayerNorm2dNoBias, LayerNormNoBias
+
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm2d = LayerNorm2dNoBias(8)
+        self.mix = nn.Conv2d(8, 8, 1)
+        self.norm = LayerNormNoBias(8)
+        self.head = nn.Linear(8, 2)
+        with torch.no_grad():
+            self.norm2d.weight.copy_(torch.rand(8) + 0.5)
+            self.norm.weight.copy_(torch.rand(8) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.mix(self.norm2d(self.conv(x))).mean((2, 3))))

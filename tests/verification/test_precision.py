@@ -69,3 +69,23 @@ def test_the_mac_count_is_the_same_in_the_proof() -> None:
     plain = count_macs(model, x)
     with float64_proof(model):
         assert count_macs(model, x.double()) == plain
+
+
+def test_an_eval_cache_of_tensors_is_emptied_around_the_proof() -> None:
+    # timm's EfficientFormer/LeViT attention keeps attention_biases[:, idxs] in a dict filled at the
+    # first eval forward: one filled in the proof was float64 in the float32 runs after it ("expected
+    # scalar type Float but found Double"), one filled before it held values the proof never saw
+    efficientformer = pytest.importorskip("timm.models.efficientformer")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 16), efficientformer.Attention(16, key_dim=8, num_heads=2, attn_ratio=1,
+                                                                      resolution=2), nn.Linear(16, 2)).eval()
+    x = torch.randn(1, 4, 3)
+    with torch.no_grad():
+        with float64_proof(model):
+            wide = model(x.double())  # the first eval forward: fills the cache inside the proof
+        assert torch.allclose(model(x), wide.float(), atol=1e-5)  # float32 again, no float64 entry left
+        model[1].attention_biases.normal_()  # what masking does to a parameter the cache copied
+        expected = model[1].attention_biases.detach().double()
+        with float64_proof(model):
+            assert torch.equal(model[1].get_attention_biases(x.device), expected[:, model[1].attention_bias_idxs])
+    assert model[1].training is False and not model.training
