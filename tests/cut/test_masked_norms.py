@@ -25,6 +25,23 @@ def test_masked_layer_norm_equals_layer_norm_over_the_kept_channels() -> None:
 
 
 @torch.no_grad()
+def test_a_channels_last_layer_norm_is_the_hard_models_own_computation_and_zero_elsewhere() -> None:
+    torch.manual_seed(0)
+    norm = nn.LayerNorm(8)
+    norm.weight.normal_(), norm.bias.normal_()  # a cut channel's shift must not leak into its output
+    x = torch.randn(2, 5, 8, dtype=torch.float64) * 3 + 1
+    hard = nn.LayerNorm(4).double()
+    kept = torch.tensor([7, 0, 3, 2])  # as the plan may give them: unsorted
+    hard.weight.copy_(norm.weight[kept.sort().values]), hard.bias.copy_(norm.bias[kept.sort().values])
+    install_masked_statistic(norm.double(), kept)
+    y = norm(x)
+    assert torch.equal(y[..., kept.sort().values], hard(x[..., kept.sort().values]))  # bit for bit
+    assert not y[..., [1, 4, 5, 6]].any()
+    install_masked_statistic(norm, torch.tensor([], dtype=torch.long))
+    assert not norm(x).any()
+
+
+@torch.no_grad()
 def test_masked_group_norm_equals_group_norm_over_the_kept_channels() -> None:
     torch.manual_seed(0)
     norm = nn.GroupNorm(2, 8)
