@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.fx as fx
@@ -74,6 +74,12 @@ class Walk:
 
     def untied(self) -> list[Incident]:
         """The ties whose spaces no listed layer's input sum brings together."""
+        find = self.summed_together()
+        return [tie for tie in self.ties if len({find(name) for name in tie.sources}) > 1]
+
+    def summed_together(self) -> Callable[[str], str]:
+        """``find(space)``: one representative per set of channel spaces that the listed layers'
+        input sums join (union-find over every layer's ``inputs``)."""
         parent: dict[str, str] = {}
 
         def find(name: str) -> str:
@@ -84,7 +90,7 @@ class Walk:
             names = sorted(layer.inputs or ())
             for other in names[1:]:
                 parent[find(other)] = find(names[0])
-        return [tie for tie in self.ties if len({find(name) for name in tie.sources}) > 1]
+        return find
 
 
 class LayerTracer(fx.Tracer):

@@ -201,16 +201,7 @@ def settle_parts(walk: Walk, splits: dict[str, int], part_heads: dict[str, dict[
             unfollowed[producer] = "slices its outputs at bounds fixed in the model's code that no head count gives"
     if not splits:
         return
-    parent: dict[str, str] = {}
-
-    def find(name: str) -> str:
-        while parent.get(name, name) != name:
-            name = parent[name]
-        return name
-    for layer in walk.layers:
-        names = sorted(layer.inputs or ())
-        for other in names[1:]:
-            parent[find(other)] = find(names[0])
+    find = walk.summed_together()
     failed: set[str] = set()
     position = {layer.name: i for i, layer in enumerate(walk.layers)}
     for producer, count in splits.items():
