@@ -194,25 +194,34 @@ def test_a_parameter_viewed_to_a_literal_channel_count_is_refused() -> None:
         trace_model(literal_layer_scale(), (1, 3, 8, 8))
 
 
+def _prune_exactly(tmp_path: Path, model_class: type, onnx: bool = True):
+    """``model_class`` (from tests/support/trace_models.py) seeded, saved, pruned at 0.5 on 8x8
+    inputs with its float64 proof exact, and its bundle reloaded: (result, rebuilt model); the
+    rebuilt model computes what the returned one does, bit for bit."""
+    torch.manual_seed(0)
+    torch.save(model_class().state_dict(), tmp_path / "model.pt")
+    result = prunectl.prune(tmp_path / "model.pt", prunectl.PruneOptions(
+        model=f"tests.support.trace_models:{model_class.__name__}", rate=0.5, round_to=1, input_shape=(1, 3, 8, 8),
+        output=tmp_path / "out", onnx=onnx))
+    assert result.manifest.to_json()["verify"]["soft_vs_hard_max_abs"] < 1e-12  # float64 proof: exact
+    rebuilt = prunectl.load(tmp_path / "out")
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), result.model(x))
+    return result, rebuilt
+
+
 def test_a_layer_scale_viewed_to_a_shape_its_module_holds_follows_the_channels(tmp_path: Path) -> None:
     pytest.importorskip("timm")
     from tests.support.trace_models import HeldShapeLayerScale
 
     layers = _layers(trace_model(HeldShapeLayerScale(), (1, 3, 8, 8)).spec)  # strict: raises if refused
     assert layers["layer_scale.scale"].dim == 0 and layers["layer_scale.shape"].count
-    torch.manual_seed(0)
-    torch.save(HeldShapeLayerScale().state_dict(), tmp_path / "scale.pt")
-    result = prunectl.prune(tmp_path / "scale.pt", prunectl.PruneOptions(
-        model="tests.support.trace_models:HeldShapeLayerScale", rate=0.5, round_to=1, input_shape=(1, 3, 8, 8),
-        output=tmp_path / "out", onnx=True))
+    result, rebuilt = _prune_exactly(tmp_path, HeldShapeLayerScale)
     assert result.manifest.resize["layer_scale"] == {"shape": 4}
     assert result.manifest.resize["layer_scale.scale"] == {"dim_0": 4}
-    assert result.manifest.to_json()["verify"]["soft_vs_hard_max_abs"] < 1e-12  # float64 proof: exact
-    rebuilt = prunectl.load(tmp_path / "out")  # a fresh timm Scale given the kept count
+    # a fresh timm Scale given the kept count
     assert rebuilt.layer_scale.shape == (4, 1, 1) and rebuilt.layer_scale.scale.shape == (4,)
-    x = torch.randn(2, 3, 8, 8)
-    with torch.no_grad():
-        assert torch.equal(rebuilt(x), result.model(x))
 
 
 def test_timm_rms_and_simple_norms_are_cut_with_their_statistic_over_the_kept_channels(tmp_path: Path) -> None:
@@ -221,17 +230,8 @@ def test_timm_rms_and_simple_norms_are_cut_with_their_statistic_over_the_kept_ch
 
     layers = _layers(trace_model(TimmRmsNorms(), (1, 3, 8, 8)).spec)  # strict: raises if refused
     assert {"rms2d", "simple2d", "rms", "simple"} <= set(layers)
-    torch.manual_seed(0)
-    torch.save(TimmRmsNorms().state_dict(), tmp_path / "norms.pt")
-    result = prunectl.prune(tmp_path / "norms.pt", prunectl.PruneOptions(
-        model="tests.support.trace_models:TimmRmsNorms", rate=0.5, round_to=1, input_shape=(1, 3, 8, 8),
-        output=tmp_path / "out", onnx=True))
-    assert result.manifest.to_json()["verify"]["soft_vs_hard_max_abs"] < 1e-12  # float64 proof: exact
-    rebuilt = prunectl.load(tmp_path / "out")
+    _, rebuilt = _prune_exactly(tmp_path, TimmRmsNorms)
     assert rebuilt.rms2d.weight.shape == (4,) and rebuilt.simple.normalized_shape == (4,)
-    x = torch.randn(2, 3, 8, 8)
-    with torch.no_grad():
-        assert torch.equal(rebuilt(x), result.model(x))
 
 
 def test_metaformer_layer_norms_without_bias_are_cut_over_the_kept_channels(tmp_path: Path) -> None:
@@ -240,13 +240,7 @@ def test_metaformer_layer_norms_without_bias_are_cut_over_the_kept_channels(tmp_
 
     layers = _layers(trace_model(NoBiasLayerNorms(), (1, 3, 8, 8)).spec)  # strict: raises if refused
     assert {"norm2d", "norm"} <= set(layers)
-    torch.manual_seed(0)
-    torch.save(NoBiasLayerNorms().state_dict(), tmp_path / "ln.pt")
-    result = prunectl.prune(tmp_path / "ln.pt", prunectl.PruneOptions(
-        model="tests.support.trace_models:NoBiasLayerNorms", rate=0.5, round_to=1, input_shape=(1, 3, 8, 8),
-        output=tmp_path / "out"))
-    assert result.manifest.to_json()["verify"]["soft_vs_hard_max_abs"] < 1e-12  # float64 proof: exact
-    rebuilt = prunectl.load(tmp_path / "out")
+    _, rebuilt = _prune_exactly(tmp_path, NoBiasLayerNorms, onnx=False)
     assert rebuilt.norm2d.normalized_shape == (4,) and rebuilt.norm.bias is None
 
 
@@ -256,17 +250,8 @@ def test_a_global_response_norm_is_cut_with_its_mean_over_the_kept_channels(tmp_
 
     layers = _layers(trace_model(ResponseNormMlp(), (1, 3, 8, 8)).spec)  # strict: raises if refused
     assert layers["grn_nchw"].prev is None and layers["grn_nhwc"].prev is None  # each follows the layer before
-    torch.manual_seed(0)
-    torch.save(ResponseNormMlp().state_dict(), tmp_path / "grn.pt")
-    result = prunectl.prune(tmp_path / "grn.pt", prunectl.PruneOptions(
-        model="tests.support.trace_models:ResponseNormMlp", rate=0.5, round_to=1, input_shape=(1, 3, 8, 8),
-        output=tmp_path / "out", onnx=True))
-    assert result.manifest.to_json()["verify"]["soft_vs_hard_max_abs"] < 1e-12  # float64 proof: exact
-    rebuilt = prunectl.load(tmp_path / "out")
+    _, rebuilt = _prune_exactly(tmp_path, ResponseNormMlp)
     assert rebuilt.grn_nchw.weight.shape == (4,) and rebuilt.grn_nhwc.bias.shape == (4,)
-    x = torch.randn(2, 3, 8, 8)
-    with torch.no_grad():
-        assert torch.equal(rebuilt(x), result.model(x))
 
 
 def test_a_weight_standardised_conv_is_an_op_whose_channels_stay(tmp_path: Path) -> None:
