@@ -12,6 +12,7 @@ processes computes bit for bit what one process computes with ``--micro-batches 
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -75,9 +76,12 @@ def from_environment() -> Dist:
 
     if not dist.is_initialized():
         dist.init_process_group(backend="gloo")
+        # a group left to the interpreter's exit tears gloo's threads down in no set order: a rank
+        # then aborted now and then with "terminate called without an active exception" (SIGABRT)
+        atexit.register(_destroy_group)
     return Dist(dist.get_rank(), dist.get_world_size())
 
 
-def shutdown(group: Dist) -> None:
-    if group.active and torch.distributed.is_initialized():
+def _destroy_group() -> None:
+    if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
